@@ -1,0 +1,436 @@
+// Package queue schedules deliveries: it takes due recipients from the
+// store, hands them to a Transport grouped by destination domain, applies
+// the retry schedule with exponential backoff and jitter, and turns
+// permanent failures and expiry into bounces.
+package queue
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// Result classifies one delivery attempt for one recipient.
+type Result int
+
+// Attempt results.
+const (
+	Delivered Result = iota
+	Temporary
+	Permanent
+)
+
+func (r Result) String() string {
+	switch r {
+	case Delivered:
+		return "delivered"
+	case Temporary:
+		return "deferred"
+	case Permanent:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Attempt is the outcome of one delivery attempt for one recipient.
+type Attempt struct {
+	RecipientID int64
+	Result      Result
+	Code        int
+	Enhanced    smtp.EnhancedCode
+	Text        string // reply text or error description
+	RemoteMTA   string // host[ip] that answered, "" for local delivery
+	TLS         string // TLS outcome of the connection, "" if not applicable
+}
+
+// Reply formats the attempt's reply as "550 5.1.1 text".
+func (a Attempt) Reply() string {
+	if a.Code == 0 {
+		return a.Text
+	}
+	return (&smtp.Error{Code: a.Code, Enhanced: a.Enhanced, Message: a.Text}).Error()
+}
+
+// Transport delivers a message to recipients that all share one domain. It
+// must return exactly one Attempt per recipient.
+type Transport interface {
+	Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []Attempt
+}
+
+// Bouncer sends delivery status notifications for a message. It is only
+// called for messages with a non-null sender, and must return only after the
+// notification is durably queued (so a crash cannot lose it).
+type Bouncer interface {
+	Bounce(ctx context.Context, msg *store.Message, kind BounceKind, rcpts []BouncedRecipient) error
+}
+
+// BounceKind is the DSN action being reported.
+type BounceKind int
+
+// Bounce kinds.
+const (
+	BounceFailed BounceKind = iota
+	BounceDelayed
+)
+
+// BouncedRecipient is one recipient reported in a DSN.
+type BouncedRecipient struct {
+	Recipient store.Recipient
+	Attempt   Attempt
+	Expired   bool      // the queue lifetime ran out
+	RetryTill time.Time // for delay notices
+}
+
+// Config is the retry schedule and concurrency.
+type Config struct {
+	RetryInitial  time.Duration // first retry delay (default 5m)
+	RetryMax      time.Duration // cap on the delay (default 1h)
+	RetryFactor   float64       // growth per attempt (default 2)
+	RetryJitter   float64       // +/- fraction (default 0.2)
+	MaxLifetime   time.Duration // then expire and bounce (default 120h)
+	DelayWarning  time.Duration // 0 disables delay notices
+	PollInterval  time.Duration // how often to look for due work (default 1s)
+	Workers       int           // concurrent message deliveries (default 100)
+	LeaseDuration time.Duration // how long a worker holds work (default 30m)
+	DrainTimeout  time.Duration // on shutdown, how long in-flight deliveries may finish (default 10s)
+}
+
+func (c *Config) setDefaults() {
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = 5 * time.Minute
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = time.Hour
+	}
+	if c.RetryFactor < 1 {
+		c.RetryFactor = 2
+	}
+	if c.RetryJitter < 0 || c.RetryJitter >= 1 {
+		c.RetryJitter = 0.2
+	}
+	if c.MaxLifetime <= 0 {
+		c.MaxLifetime = 120 * time.Hour
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 100
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.LeaseDuration <= 0 {
+		c.LeaseDuration = 30 * time.Minute
+	}
+}
+
+// Observer receives per-attempt notifications (metrics). It must not block.
+type Observer interface {
+	AttemptDone(msg *store.Message, a Attempt, latency time.Duration)
+}
+
+// Scheduler runs deliveries. Create it with New and start it with Run.
+type Scheduler struct {
+	cfg       Config
+	store     store.Queue
+	transport Transport
+	bouncer   Bouncer
+	clock     clock.Clock
+	log       *slog.Logger
+	observer  Observer
+
+	slots chan struct{} // one token per free worker
+	wake  chan struct{}
+	work  chan store.Lease // leases handed over by the spool
+	wg    sync.WaitGroup
+}
+
+// New builds a scheduler. obs may be nil.
+func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log *slog.Logger, obs Observer) *Scheduler {
+	cfg.setDefaults()
+	s := &Scheduler{
+		cfg: cfg, store: q, transport: t, bouncer: b, clock: clk, log: log, observer: obs,
+		slots: make(chan struct{}, cfg.Workers),
+		wake:  make(chan struct{}, 1),
+		work:  make(chan store.Lease, cfg.Workers),
+	}
+	for range cfg.Workers {
+		s.slots <- struct{}{}
+	}
+	return s
+}
+
+// LeaseDuration is how long the spool should lease a message it hands over
+// with Submit.
+func (s *Scheduler) LeaseDuration() time.Duration { return s.cfg.LeaseDuration }
+
+// Reserve takes a worker slot for a message about to be submitted. If none
+// is free it returns false and the message should be enqueued unleased (the
+// scheduler finds it by polling). A reserved slot must be given to Submit or
+// returned with Unreserve.
+func (s *Scheduler) Reserve() bool {
+	select {
+	case <-s.slots:
+		return true
+	default:
+		return false
+	}
+}
+
+// Unreserve returns a slot taken by Reserve that will not be used.
+func (s *Scheduler) Unreserve() { s.slots <- struct{}{} }
+
+// Submit hands a freshly enqueued, leased message to a worker at once,
+// using a slot taken by Reserve. It never blocks.
+func (s *Scheduler) Submit(l store.Lease) {
+	s.work <- l // capacity equals the number of slots
+}
+
+// Wake makes the scheduler look for due work now (after a retry command).
+func (s *Scheduler) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx is cancelled, then waits for in-flight deliveries.
+// In-flight work is given drainTimeout after cancellation to finish; work
+// not finished by then is left leased and is retried after a restart.
+func (s *Scheduler) Run(ctx context.Context) {
+	// Deliveries run on their own context so that a shutdown lets them
+	// finish their current transaction.
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.drain(cancel)
+			return
+		case l := <-s.work:
+			s.start(dctx, l)
+			continue
+		case <-timer.C:
+		case <-s.wake:
+		}
+		s.poll(ctx, dctx)
+		timer.Reset(s.cfg.PollInterval)
+	}
+}
+
+// drain waits for in-flight deliveries for at most DrainTimeout, then
+// cancels them; a cancelled delivery records a temporary failure, or leaves
+// its lease to expire, so nothing is lost.
+func (s *Scheduler) drain(cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		cancel()
+		<-done
+	}
+}
+
+// poll leases as much due work as there are free workers.
+func (s *Scheduler) poll(ctx, dctx context.Context) {
+	for ctx.Err() == nil {
+		free := 0
+	take:
+		for free < cap(s.slots) {
+			select {
+			case <-s.slots:
+				free++
+			default:
+				break take
+			}
+		}
+		if free == 0 {
+			return
+		}
+		leases, err := s.store.Lease(ctx, s.clock.Now(), s.cfg.LeaseDuration, free)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("queue lease failed", "err", err)
+			}
+			leases = nil
+		}
+		for _, l := range leases {
+			s.start(dctx, l)
+		}
+		for range free - len(leases) {
+			s.slots <- struct{}{}
+		}
+		if len(leases) < free || err != nil {
+			return
+		}
+	}
+}
+
+// start runs one lease on a worker whose slot is already taken.
+func (s *Scheduler) start(ctx context.Context, l store.Lease) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { s.slots <- struct{}{} }()
+		s.deliver(ctx, l.Message)
+	}()
+}
+
+// deliver attempts every leased recipient of msg, grouped by domain, and
+// records the outcomes.
+func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
+	groups := make(map[string][]store.Recipient)
+	var order []string
+	for _, r := range msg.Recipients {
+		d := domainOf(r.Address)
+		if _, ok := groups[d]; !ok {
+			order = append(order, d)
+		}
+		groups[d] = append(groups[d], r)
+	}
+	body := func() (io.ReadCloser, error) { return s.store.OpenBody(ctx, msg.ID) }
+	start := s.clock.Now()
+	results := make([][]Attempt, len(order))
+	if len(order) == 1 {
+		results[0] = s.transport.Deliver(ctx, msg, order[0], groups[order[0]], body)
+	} else {
+		var wg sync.WaitGroup
+		for i, d := range order {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = s.transport.Deliver(ctx, msg, d, groups[d], body)
+			}()
+		}
+		wg.Wait()
+	}
+	var all []Attempt
+	for i, d := range order {
+		all = append(all, s.complete(groups[d], results[i])...)
+	}
+	s.record(ctx, msg, all, start)
+}
+
+// complete makes sure there is exactly one attempt per recipient.
+func (s *Scheduler) complete(rcpts []store.Recipient, got []Attempt) []Attempt {
+	seen := make(map[int64]bool, len(got))
+	out := make([]Attempt, 0, len(rcpts))
+	for _, a := range got {
+		if !seen[a.RecipientID] {
+			seen[a.RecipientID] = true
+			out = append(out, a)
+		}
+	}
+	for _, r := range rcpts {
+		if !seen[r.ID] {
+			out = append(out, Attempt{RecipientID: r.ID, Result: Temporary, Code: 451,
+				Enhanced: smtp.EnhancedCode{4, 3, 0}, Text: "delivery produced no result"})
+		}
+	}
+	return out
+}
+
+// record turns attempts into store outcomes, sends bounces first (so a crash
+// repeats a bounce rather than losing it) and then updates the store.
+func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []Attempt, start time.Time) {
+	now := s.clock.Now()
+	byID := make(map[int64]store.Recipient, len(msg.Recipients))
+	for _, r := range msg.Recipients {
+		byID[r.ID] = r
+	}
+	outcomes := make([]store.Outcome, 0, len(attempts))
+	var failed, delayed []BouncedRecipient
+	for _, a := range attempts {
+		r := byID[a.RecipientID]
+		o := store.Outcome{RecipientID: a.RecipientID, Reply: a.Reply(), RemoteMTA: a.RemoteMTA, DelayWarned: r.DelayWarned}
+		switch a.Result {
+		case Delivered:
+			o.Status = store.StatusDelivered
+		case Permanent:
+			o.Status = store.StatusFailed
+			failed = append(failed, BouncedRecipient{Recipient: r, Attempt: a})
+		default:
+			if now.Sub(msg.Received) >= s.cfg.MaxLifetime {
+				o.Status = store.StatusExpired
+				failed = append(failed, BouncedRecipient{Recipient: r, Attempt: a, Expired: true})
+				break
+			}
+			o.Status = store.StatusDeferred
+			o.NextAttempt = now.Add(s.Backoff(r.Attempts + 1))
+			if s.cfg.DelayWarning > 0 && !r.DelayWarned && now.Sub(msg.Received) >= s.cfg.DelayWarning {
+				o.DelayWarned = true
+				delayed = append(delayed, BouncedRecipient{Recipient: r, Attempt: a, RetryTill: msg.Received.Add(s.cfg.MaxLifetime)})
+			}
+		}
+		outcomes = append(outcomes, o)
+		s.log.Info("delivery attempt", "id", msg.ID, "rcpt", r.Address, "result", a.Result.String(),
+			"reply", a.Reply(), "remote", a.RemoteMTA, "tls", a.TLS, "attempt", r.Attempts+1,
+			"delay", now.Sub(msg.Received).Round(time.Millisecond))
+		if s.observer != nil {
+			s.observer.AttemptDone(msg, a, now.Sub(start))
+		}
+	}
+	if msg.Sender != "" && s.bouncer != nil {
+		for _, set := range []struct {
+			kind  BounceKind
+			rcpts []BouncedRecipient
+		}{{BounceFailed, failed}, {BounceDelayed, delayed}} {
+			if len(set.rcpts) == 0 {
+				continue
+			}
+			if err := s.bouncer.Bounce(ctx, msg, set.kind, set.rcpts); err != nil {
+				// Without a durable bounce we must not finalise: retry later.
+				s.log.Error("queueing DSN failed; will retry", "id", msg.ID, "err", err)
+				for i := range outcomes {
+					for _, b := range set.rcpts {
+						if outcomes[i].RecipientID == b.Recipient.ID {
+							outcomes[i].Status = store.StatusDeferred
+							outcomes[i].NextAttempt = now.Add(s.cfg.RetryInitial)
+							outcomes[i].DelayWarned = b.Recipient.DelayWarned
+						}
+					}
+				}
+			}
+		}
+	}
+	if err := s.store.Update(ctx, msg.ID, outcomes); err != nil {
+		// The lease expires and the recipients are tried again: at least once.
+		s.log.Error("recording delivery outcome failed", "id", msg.ID, "err", err)
+	}
+}
+
+// Backoff is the delay before attempt n+1 after n failed attempts
+// (n >= 1): RetryInitial * RetryFactor^(n-1), capped at RetryMax, with
+// +/- RetryJitter randomisation so retries of a burst spread out.
+func (s *Scheduler) Backoff(n int) time.Duration {
+	d := float64(s.cfg.RetryInitial) * math.Pow(s.cfg.RetryFactor, float64(max(n-1, 0)))
+	if d > float64(s.cfg.RetryMax) {
+		d = float64(s.cfg.RetryMax)
+	}
+	if j := s.cfg.RetryJitter; j > 0 {
+		d *= 1 + j*(2*rand.Float64()-1)
+	}
+	return time.Duration(d)
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
+}

@@ -1,0 +1,194 @@
+// Package store defines Herald's state: the durable queue of accepted
+// messages, their bodies, and the directory of local domains, users and
+// aliases. Backends (sqlite, postgres) implement these interfaces and must
+// pass the conformance suite in store/storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned when a message, user, domain or alias is unknown.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when creating something that already exists.
+var ErrExists = errors.New("already exists")
+
+// ErrStorageFull is returned when the spool cannot take more data because the
+// disk is full. Nothing already committed is affected.
+var ErrStorageFull = errors.New("storage full")
+
+// Status is the state of one recipient of a queued message.
+type Status string
+
+// Recipient states. Queued and Deferred are pending; the others are final.
+const (
+	StatusQueued    Status = "queued"    // waiting for its first attempt
+	StatusDeferred  Status = "deferred"  // a temporary failure; retried at NextAttempt
+	StatusDelivered Status = "delivered" // accepted by the next hop or a local mailbox
+	StatusFailed    Status = "failed"    // a permanent failure (DSN sent if asked)
+	StatusExpired   Status = "expired"   // the queue lifetime ran out (DSN sent if asked)
+)
+
+// Final reports whether s is a terminal state.
+func (s Status) Final() bool {
+	return s == StatusDelivered || s == StatusFailed || s == StatusExpired
+}
+
+// Message is an accepted message's envelope and trace data.
+type Message struct {
+	ID       string    // queue ID: unique, time-ordered, safe in file names
+	Sender   string    // envelope MAIL FROM; "" is the null sender <>
+	Received time.Time // when the message was accepted (250 sent)
+	Size     int64     // body size in bytes, as stored (trace headers included)
+
+	// DSN parameters from MAIL FROM (RFC 3461).
+	Ret   string // "FULL", "HDRS" or "" (unspecified)
+	EnvID string // ENVID, "" if none
+
+	// Where it came from.
+	ClientIP string // remote address of the submitting client, "" for local
+	HELO     string // EHLO/HELO name given
+	AuthUser string // authenticated user, "" if none
+	Source   string // "smtp", "submission", "sendmail", "dsn", "local"
+
+	// SMTPUTF8 is set when the message or envelope needs SMTPUTF8.
+	SMTPUTF8 bool
+
+	Recipients []Recipient
+}
+
+// Recipient is one envelope recipient of a message with its delivery state.
+type Recipient struct {
+	ID      int64  // assigned by the store; unique within the store
+	Address string // RCPT TO address
+	Notify  string // NOTIFY: "" (default), "NEVER", or a comma list of SUCCESS,FAILURE,DELAY
+	ORCPT   string // ORCPT as given ("rfc822;user@example.com"), "" if none
+
+	Status      Status
+	Attempts    int       // delivery attempts so far
+	NextAttempt time.Time // when the next attempt is due (pending states)
+	LastReply   string    // last reply or error text, for DSNs and queue listings
+	RemoteMTA   string    // host that gave LastReply
+	DelayWarned bool      // a delay DSN was already sent
+	UpdatedAt   time.Time
+}
+
+// Body is a message body being written to the spool. Small bodies are
+// buffered in memory and stored inline with the queue row; large ones spill
+// to a blob file. The body is not durable until it is passed to Enqueue.
+type Body interface {
+	io.Writer
+	// Size is the number of bytes written so far.
+	Size() int64
+	// Abort discards the body; it is safe to call after Enqueue (no-op).
+	Abort()
+}
+
+// Lease is a set of due recipients of one message handed to a delivery
+// worker. The recipients stay leased (invisible to other Lease calls) until
+// Until, or until Update is called for them.
+type Lease struct {
+	Message *Message // Recipients holds only the leased recipients
+	Until   time.Time
+}
+
+// Outcome is the result of a delivery attempt for one recipient.
+type Outcome struct {
+	RecipientID int64
+	Status      Status    // new state
+	NextAttempt time.Time // for StatusDeferred
+	Reply       string    // reply text or error, recorded as LastReply
+	RemoteMTA   string
+	DelayWarned bool // set once a delay DSN has been sent
+}
+
+// QueueStats summarises the queue for metrics.
+type QueueStats struct {
+	Messages   int       // messages with at least one pending recipient
+	Recipients int       // pending recipients
+	Oldest     time.Time // Received of the oldest pending message (zero if none)
+}
+
+// Queue is the durable message queue.
+type Queue interface {
+	// NewBody starts a body to be passed to Enqueue.
+	NewBody() (Body, error)
+	// Enqueue stores msg (ID, envelope, recipients all pending) and body
+	// durably: when it returns nil, both are on stable storage (fsync done,
+	// shared with concurrent callers by group commit). If leaseUntil is not
+	// zero, the recipients are created leased until then, so the caller may
+	// deliver them at once without another worker taking them. Recipient IDs
+	// are filled in msg. A full disk returns an error wrapping ErrStorageFull.
+	Enqueue(ctx context.Context, msg *Message, body Body, leaseUntil time.Time) error
+	// OpenBody returns the stored body of message id.
+	OpenBody(ctx context.Context, id string) (io.ReadCloser, error)
+	// Lease returns up to limit messages that have recipients due at or
+	// before now and not leased, leasing those recipients until now+d.
+	Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]Lease, error)
+	// Update records outcomes for recipients of message id, releasing their
+	// leases. When every recipient of the message is final, the message and
+	// its body are removed.
+	Update(ctx context.Context, id string, outcomes []Outcome) error
+	// NextDue returns the earliest NextAttempt of any unleased pending
+	// recipient, or the zero time if there is none.
+	NextDue(ctx context.Context) (time.Time, error)
+	// Get returns message id with all its recipients.
+	Get(ctx context.Context, id string) (*Message, error)
+	// List returns up to limit messages in the queue, oldest first, after
+	// the queue ID "after" ("" for the start).
+	List(ctx context.Context, after string, limit int) ([]*Message, error)
+	// Retry makes every pending recipient of message id due now.
+	Retry(ctx context.Context, id string, now time.Time) error
+	// Delete removes message id and its body whatever its state.
+	Delete(ctx context.Context, id string) error
+	// ReleaseLeases clears every lease (used at start-up by a single node).
+	ReleaseLeases(ctx context.Context) error
+	// Stats summarises the pending queue.
+	Stats(ctx context.Context) (QueueStats, error)
+}
+
+// User is an account allowed to authenticate and submit mail.
+type User struct {
+	Address      string   // login name, a full address (lower-cased)
+	PasswordHash string   // argon2id or bcrypt hash in PHC/modular form
+	SendAs       []string // domains (or full addresses) this user may use as MAIL FROM; empty means its own domain
+	Created      time.Time
+}
+
+// Alias maps a local address (or "@domain" catch-all) to one or more
+// targets, local or external.
+type Alias struct {
+	Address string   // "user@domain" or "@domain" for a catch-all (lower-cased)
+	Targets []string // destination addresses
+}
+
+// Directory holds the local domains, users and aliases. Reads reflect
+// changes made by other processes (the CLI) without a restart.
+type Directory interface {
+	AddDomain(ctx context.Context, domain string) error
+	DeleteDomain(ctx context.Context, domain string) error
+	ListDomains(ctx context.Context) ([]string, error)
+	IsLocalDomain(ctx context.Context, domain string) (bool, error)
+
+	AddUser(ctx context.Context, u User) error
+	DeleteUser(ctx context.Context, address string) error
+	SetPassword(ctx context.Context, address, hash string) error
+	GetUser(ctx context.Context, address string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+
+	AddAlias(ctx context.Context, a Alias) error // replaces an existing alias of that address
+	DeleteAlias(ctx context.Context, address string) error
+	GetAlias(ctx context.Context, address string) (Alias, error)
+	ListAliases(ctx context.Context) ([]Alias, error)
+}
+
+// Store is everything a backend provides.
+type Store interface {
+	Queue
+	Directory
+	Close() error
+}
