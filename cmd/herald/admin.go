@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/heraldmail/herald/internal/auth"
+	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/sqlite"
+	"golang.org/x/term"
+)
+
+// openStore opens the data directory's store. It works while the server
+// runs: SQLite in WAL mode lets both processes in, and the server reads the
+// directory afresh on every lookup, so changes apply without a restart.
+func openStore(cfg *config.Config) (*sqlite.Store, error) {
+	if err := os.MkdirAll(cfg.Server.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	return sqlite.Open(cfg.Server.DataDir, sqlite.Options{})
+}
+
+// withStore parses flags, opens the store and runs f.
+func (e *cmdEnv) withStore(name string, args []string, extra func(*flag.FlagSet), f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
+	cfg, pos, err := e.flags(name, args, extra)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return f(context.Background(), st, pos)
+}
+
+func sub(args []string) (string, []string) {
+	if len(args) == 0 {
+		return "", nil
+	}
+	return args[0], args[1:]
+}
+
+func (e *cmdEnv) domainCmd(args []string) error {
+	verb, rest := sub(args)
+	return e.withStore("domain", rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+		switch {
+		case verb == "list" && len(pos) == 0:
+			ds, err := st.ListDomains(ctx)
+			for _, d := range ds {
+				fmt.Fprintln(e.stdout, d)
+			}
+			return err
+		case (verb == "add" || verb == "del") && len(pos) == 1:
+			d, err := smtp.NormalizeDomain(pos[0])
+			if err != nil {
+				return fmt.Errorf("invalid domain %q", pos[0])
+			}
+			if verb == "add" {
+				err = st.AddDomain(ctx, d)
+			} else {
+				err = st.DeleteDomain(ctx, d)
+			}
+			if err != nil {
+				return fmt.Errorf("domain %s: %w", d, err)
+			}
+			fmt.Fprintf(e.stdout, "domain %s: %s\n", d, map[string]string{"add": "added", "del": "deleted"}[verb])
+			return nil
+		}
+		return fmt.Errorf("%w: herald domain add|del DOMAIN, herald domain list", errUsage)
+	})
+}
+
+// readPassword reads a password from stdin: without echo on a terminal,
+// else the first line.
+func (e *cmdEnv) readPassword() (string, error) {
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(e.stderr, "Password: ")
+		pw, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		if err != nil {
+			return "", err
+		}
+		return string(pw), nil
+	}
+	line, err := bufio.NewReader(e.stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", fmt.Errorf("reading password from stdin: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", errors.New("empty password")
+	}
+	return pw, nil
+}
+
+func (e *cmdEnv) userCmd(args []string) error {
+	verb, rest := sub(args)
+	var sendAs string
+	extra := func(fs *flag.FlagSet) {
+		if verb == "add" {
+			fs.StringVar(&sendAs, "send-as", "", "comma-separated domains or addresses this user may send as (default: its own domain)")
+		}
+	}
+	return e.withStore("user", rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+		switch {
+		case verb == "list" && len(pos) == 0:
+			us, err := st.ListUsers(ctx)
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			for _, u := range us {
+				as := strings.Join(u.SendAs, ",")
+				if as == "" {
+					as = "(own domain)"
+				}
+				fmt.Fprintf(tw, "%s\tsend-as %s\n", u.Address, as)
+			}
+			tw.Flush()
+			return err
+		case (verb == "add" || verb == "passwd" || verb == "del") && len(pos) == 1:
+			addr, err := smtp.ParseAddress(pos[0])
+			if err != nil {
+				return fmt.Errorf("invalid address %q", pos[0])
+			}
+			name := strings.ToLower(addr.String())
+			if verb == "del" {
+				if err := st.DeleteUser(ctx, name); err != nil {
+					return fmt.Errorf("user %s: %w", name, err)
+				}
+				fmt.Fprintf(e.stdout, "user %s: deleted\n", name)
+				return nil
+			}
+			pw, err := e.readPassword()
+			if err != nil {
+				return err
+			}
+			hash, err := auth.HashPassword(pw)
+			if err != nil {
+				return err
+			}
+			if verb == "passwd" {
+				if err := st.SetPassword(ctx, name, hash); err != nil {
+					return fmt.Errorf("user %s: %w", name, err)
+				}
+				fmt.Fprintf(e.stdout, "user %s: password changed\n", name)
+				return nil
+			}
+			if local, err := st.IsLocalDomain(ctx, addr.Domain); err == nil && !local {
+				fmt.Fprintf(e.stderr, "warning: %s is not a local domain yet (herald domain add %s)\n", addr.Domain, addr.Domain)
+			}
+			u := store.User{Address: name, PasswordHash: hash, Created: time.Now()}
+			for _, s := range strings.Split(sendAs, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					u.SendAs = append(u.SendAs, strings.ToLower(s))
+				}
+			}
+			if err := st.AddUser(ctx, u); err != nil {
+				return fmt.Errorf("user %s: %w", name, err)
+			}
+			fmt.Fprintf(e.stdout, "user %s: added\n", name)
+			return nil
+		}
+		return fmt.Errorf("%w: herald user add|passwd|del ADDRESS, herald user list", errUsage)
+	})
+}
+
+func (e *cmdEnv) aliasCmd(args []string) error {
+	verb, rest := sub(args)
+	return e.withStore("alias", rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+		switch {
+		case verb == "list" && len(pos) == 0:
+			as, err := st.ListAliases(ctx)
+			for _, a := range as {
+				fmt.Fprintf(e.stdout, "%s -> %s\n", a.Address, strings.Join(a.Targets, ", "))
+			}
+			return err
+		case verb == "add" && len(pos) >= 2:
+			src, err := aliasSource(pos[0])
+			if err != nil {
+				return err
+			}
+			var targets []string
+			for _, t := range pos[1:] {
+				a, err := smtp.ParseAddress(t)
+				if err != nil {
+					return fmt.Errorf("invalid target address %q", t)
+				}
+				targets = append(targets, a.String())
+			}
+			if err := st.AddAlias(ctx, store.Alias{Address: src, Targets: targets}); err != nil {
+				return fmt.Errorf("alias %s: %w", src, err)
+			}
+			fmt.Fprintf(e.stdout, "alias %s -> %s\n", src, strings.Join(targets, ", "))
+			return nil
+		case verb == "del" && len(pos) == 1:
+			src, err := aliasSource(pos[0])
+			if err != nil {
+				return err
+			}
+			if err := st.DeleteAlias(ctx, src); err != nil {
+				return fmt.Errorf("alias %s: %w", src, err)
+			}
+			fmt.Fprintf(e.stdout, "alias %s: deleted\n", src)
+			return nil
+		}
+		return fmt.Errorf("%w: herald alias add ADDRESS TARGET..., herald alias del ADDRESS, herald alias list", errUsage)
+	})
+}
+
+// aliasSource validates "user@domain" or "@domain" (catch-all).
+func aliasSource(s string) (string, error) {
+	if strings.HasPrefix(s, "@") {
+		d, err := smtp.NormalizeDomain(s[1:])
+		if err != nil {
+			return "", fmt.Errorf("invalid catch-all %q", s)
+		}
+		return "@" + d, nil
+	}
+	a, err := smtp.ParseAddress(s)
+	if err != nil {
+		return "", fmt.Errorf("invalid address %q", s)
+	}
+	return strings.ToLower(a.String()), nil
+}
+
+func (e *cmdEnv) queueCmd(args []string) error {
+	verb, rest := sub(args)
+	return e.withStore("queue", rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+		switch {
+		case verb == "list" && len(pos) == 0:
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tRECEIVED\tSIZE\tSENDER\tPENDING\tNEXT ATTEMPT\tLAST REPLY")
+			after := ""
+			total := 0
+			for {
+				ms, err := st.List(ctx, after, 500)
+				if err != nil {
+					return err
+				}
+				for _, m := range ms {
+					pending, next, last := 0, time.Time{}, ""
+					for _, r := range m.Recipients {
+						if !r.Status.Final() {
+							pending++
+							if next.IsZero() || r.NextAttempt.Before(next) {
+								next = r.NextAttempt
+							}
+							if r.LastReply != "" {
+								last = r.LastReply
+							}
+						}
+					}
+					sender := m.Sender
+					if sender == "" {
+						sender = "<>"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d/%d\t%s\t%s\n", m.ID, m.Received.Format(time.DateTime), m.Size,
+						sender, pending, len(m.Recipients), next.Format(time.DateTime), truncate(last, 60))
+					after = m.ID
+				}
+				total += len(ms)
+				if len(ms) < 500 {
+					break
+				}
+			}
+			tw.Flush()
+			fmt.Fprintf(e.stdout, "%d message(s)\n", total)
+			return nil
+		case verb == "show" && len(pos) == 1:
+			m, err := st.Get(ctx, pos[0])
+			if err != nil {
+				return fmt.Errorf("message %s: %w", pos[0], err)
+			}
+			e.showMessage(m)
+			return nil
+		case verb == "retry" && len(pos) == 1:
+			if err := st.Retry(ctx, pos[0], time.Now()); err != nil {
+				return fmt.Errorf("message %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "message %s: due now\n", pos[0])
+			return nil
+		case verb == "delete" && len(pos) == 1:
+			if err := st.Delete(ctx, pos[0]); err != nil {
+				return fmt.Errorf("message %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "message %s: deleted\n", pos[0])
+			return nil
+		}
+		return fmt.Errorf("%w: herald queue list, herald queue show|retry|delete ID", errUsage)
+	})
+}
+
+func (e *cmdEnv) showMessage(m *store.Message) {
+	sender := m.Sender
+	if sender == "" {
+		sender = "<>"
+	}
+	fmt.Fprintf(e.stdout, "ID:        %s\nReceived:  %s\nSender:    %s\nSize:      %d\nSource:    %s\nClient:    %s (HELO %s)\n",
+		m.ID, m.Received.Format(time.RFC3339), sender, m.Size, m.Source, m.ClientIP, m.HELO)
+	if m.AuthUser != "" {
+		fmt.Fprintf(e.stdout, "User:      %s\n", m.AuthUser)
+	}
+	if m.EnvID != "" || m.Ret != "" {
+		fmt.Fprintf(e.stdout, "DSN:       ENVID=%s RET=%s\n", m.EnvID, m.Ret)
+	}
+	for _, r := range m.Recipients {
+		fmt.Fprintf(e.stdout, "Recipient: %s  status=%s attempts=%d", r.Address, r.Status, r.Attempts)
+		if !r.Status.Final() {
+			fmt.Fprintf(e.stdout, " next=%s", r.NextAttempt.Format(time.RFC3339))
+		}
+		if r.LastReply != "" {
+			fmt.Fprintf(e.stdout, "\n           last: %s (%s)", r.LastReply, r.RemoteMTA)
+		}
+		fmt.Fprintln(e.stdout)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -1,0 +1,202 @@
+// Command herald is a self-hosted mail server: SMTP receiving and
+// submission, a durable queue, delivery by DNS MX with retries and bounces,
+// and the tools to run it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/heraldmail/herald/internal/app"
+	"github.com/heraldmail/herald/internal/config"
+)
+
+const usage = `herald: a secure, self-hosted mail server
+
+Usage:
+  herald serve [--config FILE]             run the server (no config: development default)
+  herald config check FILE                 validate a configuration file
+  herald domain add|del DOMAIN             manage local domains
+  herald domain list
+  herald user add ADDRESS [--send-as LIST] create a user; password read from stdin
+  herald user passwd ADDRESS               change a password (read from stdin)
+  herald user del ADDRESS
+  herald user list
+  herald alias add ADDRESS TARGET...       ADDRESS may be @domain (catch-all)
+  herald alias del ADDRESS
+  herald alias list
+  herald queue list                        show queued messages
+  herald queue show|retry|delete ID
+  herald trace ID                          a message's whole life from the log file
+  herald sendmail [-t] [-i] [-f FROM] [-F NAME] [RCPT...]   sendmail(1) interface
+  herald version
+
+Every command but "config check" accepts --config FILE (or HERALD_CONFIG) to
+find the data directory; settings may also come from HERALD_<SECTION>_<KEY>.
+`
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	// Installed as /usr/sbin/sendmail (symlink), behave as sendmail.
+	if base := baseName(os.Args[0]); base == "sendmail" {
+		os.Exit(run(append([]string{"sendmail"}, os.Args[1:]...), os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// errUsage marks a command-line mistake (exit status 2).
+var errUsage = errors.New("usage")
+
+// run executes one command and returns the exit status.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	env := &cmdEnv{stdin: stdin, stdout: stdout, stderr: stderr}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = env.serve(args[1:])
+	case "config":
+		err = env.configCmd(args[1:])
+	case "domain":
+		err = env.domainCmd(args[1:])
+	case "user":
+		err = env.userCmd(args[1:])
+	case "alias":
+		err = env.aliasCmd(args[1:])
+	case "queue":
+		err = env.queueCmd(args[1:])
+	case "trace":
+		err = env.traceCmd(args[1:])
+	case "sendmail":
+		err = env.sendmail(args[1:])
+	case "version", "--version":
+		fmt.Fprintln(stdout, "herald", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "herald: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, errUsage) {
+			fmt.Fprintf(stderr, "herald: %v\n", err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "herald: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// cmdEnv carries the standard streams of one command run.
+type cmdEnv struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// flags parses --config FILE among a command's arguments and returns the
+// remaining positional arguments.
+func (e *cmdEnv) flags(name string, args []string, extra func(*flag.FlagSet)) (*config.Config, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	path := fs.String("config", os.Getenv("HERALD_CONFIG"), "configuration file")
+	if extra != nil {
+		extra(fs)
+	}
+	// Allow flags after positional arguments ("user add a@b --send-as x").
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, pos, nil
+}
+
+func (e *cmdEnv) serve(args []string) error {
+	cfg, pos, err := e.flags("serve", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: serve takes no arguments", errUsage)
+	}
+	a, err := app.New(cfg, app.Options{})
+	if err != nil {
+		return err
+	}
+	e.banner(cfg, a)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := a.Reload(); err != nil {
+				a.Logger().Error("reload failed; keeping the old certificate", "err", err)
+			} else {
+				a.Logger().Info("reloaded TLS certificate")
+			}
+		}
+	}()
+	return a.Run(ctx)
+}
+
+// banner tells the operator where everything is.
+func (e *cmdEnv) banner(cfg *config.Config, a *app.App) {
+	addrs := a.Addrs()
+	show := func(name, what string) {
+		if v := addrs[name]; len(v) > 0 {
+			fmt.Fprintf(e.stderr, "  %-12s %-40s %s\n", name, strings.Join(v, ", "), what)
+		}
+	}
+	fmt.Fprintf(e.stderr, "Herald %s is running as %s\n", version, cfg.Server.Hostname)
+	show("smtp", "MX: mail for local domains")
+	show("submission", "submission, STARTTLS then AUTH")
+	show("submissions", "submission, implicit TLS, AUTH")
+	show("http", "HTTP: /metrics, /healthz")
+	fmt.Fprintf(e.stderr, "  data         %s\n", cfg.Server.DataDir)
+	if cfg.TLS.CertFile == "" {
+		fmt.Fprintf(e.stderr, "  tls          self-signed certificate in %s/tls (set tls.cert_file/key_file for production)\n", cfg.Server.DataDir)
+	}
+	fmt.Fprintf(e.stderr, "Add a domain and a user:\n  herald domain add example.com\n  echo 'a-long-password' | herald user add you@example.com\n")
+}
+
+func (e *cmdEnv) configCmd(args []string) error {
+	if len(args) != 2 || args[0] != "check" {
+		return fmt.Errorf("%w: herald config check FILE", errUsage)
+	}
+	if _, err := config.Load(args[1]); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: OK\n", args[1])
+	return nil
+}
+
+func baseName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}

@@ -1,0 +1,351 @@
+// Package app is Herald's composition root: it builds every component from
+// the configuration, wires them together and runs them. Only this package
+// knows the concrete types; main and the end-to-end tests use it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/delivery"
+	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/policy"
+	"github.com/heraldmail/herald/internal/queue"
+	"github.com/heraldmail/herald/internal/ratelimit"
+	"github.com/heraldmail/herald/internal/resolve"
+	"github.com/heraldmail/herald/internal/smtpserver"
+	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/tlsconf"
+)
+
+// Options are what the embedding program (main or a test) adds to the
+// configuration.
+type Options struct {
+	Logger    *slog.Logger // nil: built from cfg.Log
+	Clock     clock.Clock  // nil: the wall clock
+	Delivery  func(*delivery.Config)
+	Listeners map[string][]net.Listener // pre-bound listeners by section ("smtp", ...), for tests
+}
+
+// App is a running Herald node.
+type App struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	logFile io.Closer
+	store   *sqlite.Store
+	tls     *tlsconf.Manager
+	remote  *delivery.Client
+	sched   *queue.Scheduler
+	spool   *spool.Spool
+	metrics *appMetrics
+
+	servers   []*smtpserver.Server
+	listeners []listener
+	http      *http.Server
+	httpLns   []net.Listener
+}
+
+type listener struct {
+	ln     net.Listener
+	server *smtpserver.Server
+	name   string
+}
+
+// New builds a node from cfg. Listeners are bound here (so errors such as
+// "address in use" surface before Run), but nothing is served until Run.
+func New(cfg *config.Config, opts Options) (a *App, err error) {
+	a = &App{cfg: cfg}
+	defer func() {
+		if err != nil {
+			a.closeAll()
+		}
+	}()
+	a.log = opts.Logger
+	if a.log == nil {
+		if a.log, a.logFile, err = NewLogger(cfg.Log); err != nil {
+			return nil, err
+		}
+	}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	if err := os.MkdirAll(cfg.Server.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if a.store, err = sqlite.Open(cfg.Server.DataDir, sqlite.Options{Logger: a.log}); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := a.store.ReleaseLeases(context.Background()); err != nil {
+		return nil, fmt.Errorf("release leases: %w", err)
+	}
+	if a.tls, err = tlsconf.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.Server.DataDir, cfg.Server.Hostname, cfg.TLS.MinVersion, a.log); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	res, err := resolve.New(cfg.DNS.Resolver, cfg.DNS.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("dns resolver: %w", err)
+	}
+	a.metrics = newMetrics(a.store)
+
+	dcfg := deliveryConfig(cfg)
+	if opts.Delivery != nil {
+		opts.Delivery(&dcfg)
+	}
+	a.remote = delivery.New(dcfg, res, a.log)
+	tr := &transport{
+		dir:     a.store,
+		maildir: local.NewMaildir(filepath.Join(cfg.Server.DataDir, "mail")),
+		remote:  a.remote,
+		log:     a.log,
+	}
+	bnc := &bouncer{hostname: cfg.Server.Hostname, store: a.store, log: a.log, metrics: a.metrics}
+	a.sched = queue.New(queueConfig(cfg), a.store, tr, bnc, clk, a.log, a.metrics)
+	a.spool = spool.New(a.store, a.sched, clk)
+	bnc.spool = a.spool
+
+	be := &backend{
+		store: a.store,
+		policy: &policy.Policy{
+			Dir:        a.store,
+			Exists:     func(ctx context.Context, addr string) (bool, error) { return local.Exists(ctx, a.store, addr) },
+			RelayAllow: cfg.Relay.Allow,
+		},
+		spool:    a.spool,
+		authFail: ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
+		log:      a.log,
+		metrics:  a.metrics,
+	}
+	conns := ratelimit.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
+	for _, l := range []struct {
+		name string
+		mode smtpserver.Mode
+		lc   config.ListenConfig
+	}{
+		{"smtp", smtpserver.ModeMX, cfg.SMTP},
+		{"submission", smtpserver.ModeSubmission, cfg.Submission},
+		{"submissions", smtpserver.ModeSubmissions, cfg.Submissions},
+	} {
+		lns, err := bind(l.name, l.lc.Listen, opts.Listeners)
+		if err != nil {
+			return nil, err
+		}
+		if len(lns) == 0 {
+			continue
+		}
+		srv := smtpserver.New(serverConfig(cfg, l.mode, a.tls, conns, a.log), be)
+		a.servers = append(a.servers, srv)
+		for _, ln := range lns {
+			a.listeners = append(a.listeners, listener{ln: ln, server: srv, name: l.name})
+		}
+	}
+	if a.httpLns, err = bind("http", cfg.HTTP.Listen, opts.Listeners); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.reg.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return a, nil
+}
+
+// bind opens the configured addresses, or takes pre-bound listeners.
+func bind(name string, addrs []string, pre map[string][]net.Listener) ([]net.Listener, error) {
+	if lns, ok := pre[name]; ok {
+		return lns, nil
+	}
+	var out []net.Listener
+	for _, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range out {
+				l.Close()
+			}
+			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		out = append(out, ln)
+	}
+	return out, nil
+}
+
+// Addrs returns the bound address of each listener, by section name.
+func (a *App) Addrs() map[string][]string {
+	out := make(map[string][]string)
+	for _, l := range a.listeners {
+		out[l.name] = append(out[l.name], l.ln.Addr().String())
+	}
+	for _, l := range a.httpLns {
+		out["http"] = append(out["http"], l.Addr().String())
+	}
+	return out
+}
+
+// Logger returns the node's logger.
+func (a *App) Logger() *slog.Logger { return a.log }
+
+// Run serves until ctx is cancelled, then shuts down gracefully: listeners
+// stop accepting, sessions in a transaction may finish, deliveries in flight
+// get a drain period, and the store is closed. Nothing accepted is lost: an
+// unfinished delivery stays in the queue.
+func (a *App) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(a.listeners)+len(a.httpLns))
+	for _, l := range a.listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.server.Serve(l.ln); err != nil && !isClosed(err) {
+				errc <- fmt.Errorf("%s on %s: %w", l.name, l.ln.Addr(), err)
+			}
+		}()
+	}
+	for _, ln := range a.httpLns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http on %s: %w", ln.Addr(), err)
+			}
+		}()
+	}
+	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
+	schedDone := make(chan struct{})
+	go func() { a.sched.Run(schedCtx); close(schedDone) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		a.log.Error("listener failed; shutting down", "err", runErr)
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout)
+	defer cancel()
+	for _, s := range a.servers {
+		if err := s.Shutdown(sctx); err != nil {
+			a.log.Warn("smtp shutdown", "err", err)
+		}
+	}
+	_ = a.http.Shutdown(sctx)
+	wg.Wait()
+	stopSched()
+	<-schedDone
+	a.closeAll()
+	a.log.Info("stopped")
+	return runErr
+}
+
+// Reload re-reads the TLS certificate files (SIGHUP).
+func (a *App) Reload() error {
+	return a.tls.Reload()
+}
+
+func (a *App) closeAll() {
+	if a.remote != nil {
+		a.remote.Close()
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil && a.log != nil {
+			a.log.Error("closing store", "err", err)
+		}
+	}
+	if a.logFile != nil {
+		a.logFile.Close()
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, smtpserver.ErrServerClosed)
+}
+
+// NewLogger builds the slog logger described by the [log] section.
+func NewLogger(lc config.LogConfig) (*slog.Logger, io.Closer, error) {
+	var w io.Writer = os.Stderr
+	var c io.Closer
+	if lc.File != "" {
+		f, err := os.OpenFile(lc.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
+		w, c = f, f
+	}
+	hopts := &slog.HandlerOptions{Level: lc.Level}
+	var h slog.Handler = slog.NewTextHandler(w, hopts)
+	if lc.Format == "json" {
+		h = slog.NewJSONHandler(w, hopts)
+	}
+	return slog.New(h), c, nil
+}
+
+func deliveryConfig(cfg *config.Config) delivery.Config {
+	d := cfg.Delivery
+	helo := d.HeloName
+	if helo == "" {
+		helo = cfg.Server.Hostname
+	}
+	return delivery.Config{
+		HELO:                     helo,
+		Port:                     d.Port,
+		ConnectTimeout:           d.ConnectTimeout,
+		CommandTimeout:           d.CommandTimeout,
+		MaxPerDestination:        cfg.Queue.MaxPerDestination,
+		MaxTotal:                 cfg.Queue.Workers,
+		MaxMessagesPerConnection: cfg.Queue.MaxMessagesPerConnection,
+		Smarthost:                d.Smarthost,
+		SmarthostUsername:        d.SmarthostUser,
+		SmarthostPassword:        d.SmarthostPass,
+		SmarthostTLS:             d.SmarthostTLS,
+		Routes:                   d.Routes,
+		RequireTLS:               d.RequireTLS,
+		SourceIPv4:               d.SourceIPv4,
+		SourceIPv6:               d.SourceIPv6,
+	}
+}
+
+func queueConfig(cfg *config.Config) queue.Config {
+	q := cfg.Queue
+	return queue.Config{
+		RetryInitial: q.RetryInitial,
+		RetryMax:     q.RetryMax,
+		RetryFactor:  q.RetryFactor,
+		RetryJitter:  q.RetryJitter,
+		MaxLifetime:  q.MaxLifetime,
+		DelayWarning: q.DelayWarning,
+		PollInterval: q.PollInterval,
+		Workers:      q.Workers,
+		DrainTimeout: cfg.Server.ShutdownTimeout,
+	}
+}
+
+func serverConfig(cfg *config.Config, mode smtpserver.Mode, t *tlsconf.Manager, conns *ratelimit.ConnLimiter, log *slog.Logger) smtpserver.Config {
+	l := cfg.Limits
+	return smtpserver.Config{
+		Hostname:           cfg.Server.Hostname,
+		Mode:               mode,
+		TLSConfig:          t.ServerConfig(),
+		MaxMessageBytes:    l.MaxMessageSize,
+		MaxRecipients:      l.MaxRecipients,
+		MaxLineLength:      l.MaxCommandLineLength,
+		Conns:              conns,
+		MaxCommands:        l.MaxCommands,
+		MaxErrors:          l.MaxErrors,
+		IdleTimeout:        l.IdleTimeout,
+		DataTimeout:        l.DataTimeout,
+		SessionTimeout:     l.SessionTimeout,
+		MaxReceivedHeaders: l.MaxReceivedHeaders,
+		Logger:             log,
+		DescribeTLS:        tlsconf.Describe,
+	}
+}

@@ -1,0 +1,207 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/heraldmail/herald/internal/auth"
+	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/policy"
+	"github.com/heraldmail/herald/internal/ratelimit"
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/smtpserver"
+	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// backend implements smtpserver.Backend: policy decisions, then the spool.
+type backend struct {
+	store    store.Store
+	policy   *policy.Policy
+	spool    *spool.Spool
+	authFail *ratelimit.AuthFailures
+	log      *slog.Logger
+	metrics  *appMetrics
+}
+
+func (b *backend) client(c *smtpserver.Conn) policy.Client {
+	return policy.Client{IP: c.RemoteAddr.Addr(), AuthUser: c.AuthUser}
+}
+
+// Connect accepts every client; connection caps are enforced by the
+// listener before this point.
+func (b *backend) Connect(ctx context.Context, c *smtpserver.Conn) error {
+	b.metrics.sessions.Inc(c.Mode.String())
+	return nil
+}
+
+// Authenticate checks a password, slowing and then locking out an address
+// that keeps failing.
+func (b *backend) Authenticate(ctx context.Context, c *smtpserver.Conn, username, password string) error {
+	ip := c.RemoteAddr.Addr()
+	wait, locked := b.authFail.Check(ip)
+	if locked {
+		b.log.Warn("auth refused: client locked out", "session", c.ID, "client", ip.String(), "user", username)
+		b.metrics.rejected.Inc("auth_lockout")
+		return smtp.Errorf(454, smtp.EnhancedCode{4, 7, 0}, "Too many authentication failures, try again later")
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	user := strings.ToLower(username)
+	u, err := b.store.GetUser(ctx, user)
+	ok := false
+	switch {
+	case err == nil:
+		ok, err = auth.CheckPassword(u.PasswordHash, password)
+		if err != nil {
+			b.log.Error("auth: bad stored hash", "user", user, "err", err)
+		}
+	case errors.Is(err, store.ErrNotFound):
+		auth.DummyCheck() // same cost as a real check: no user enumeration by timing
+	default:
+		b.log.Error("auth: user lookup failed", "user", user, "err", err)
+		e := smtp.ErrLocalError
+		return &e
+	}
+	if !ok {
+		b.authFail.Fail(ip)
+		b.metrics.authFailures.Inc()
+		e := smtp.ErrAuthFailed
+		return &e
+	}
+	b.authFail.Succeed(ip)
+	return nil
+}
+
+// Mail checks the envelope sender.
+func (b *backend) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope) error {
+	if err := b.policy.CheckSender(ctx, b.client(c), env.From); err != nil {
+		b.reject(c, "sender", env.From, err)
+		return err
+	}
+	return nil
+}
+
+// Rcpt checks one recipient: local addresses must exist, others need relay
+// permission.
+func (b *backend) Rcpt(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope, r smtpserver.Rcpt) error {
+	if err := b.policy.CheckRecipient(ctx, b.client(c), r.Address); err != nil {
+		b.reject(c, "recipient", r.Address, err)
+		return err
+	}
+	return nil
+}
+
+func (b *backend) reject(c *smtpserver.Conn, what, addr string, err error) {
+	reason := what
+	if e, ok := smtp.AsError(err); ok {
+		switch {
+		case e.Enhanced == smtp.EnhancedCode{5, 7, 1} && what == "recipient":
+			reason = "relay_denied"
+		case e.Enhanced == smtp.EnhancedCode{5, 7, 1}:
+			reason = "sender_not_owned"
+		case e.Enhanced == smtp.EnhancedCode{5, 1, 1}:
+			reason = "unknown_recipient"
+		case e.Temporary():
+			reason = "temporary"
+		}
+	}
+	b.metrics.rejected.Inc(reason)
+	b.log.Info("rejected", "session", c.ID, "client", c.RemoteAddr.Addr().String(), "user", c.AuthUser,
+		"what", what, "addr", addr, "reason", reason, "err", err)
+}
+
+// Deliver expands local recipients (aliases, catch-alls, forwards) and
+// spools the message.
+func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope, body io.Reader) (string, error) {
+	rcpts, err := b.expand(ctx, env.Recipients)
+	if err != nil {
+		return "", err
+	}
+	msg := &store.Message{
+		Sender:     env.From,
+		Ret:        env.Ret,
+		EnvID:      env.EnvID,
+		ClientIP:   c.RemoteAddr.Addr().String(),
+		HELO:       c.HELO,
+		AuthUser:   c.AuthUser,
+		Source:     c.Mode.String(),
+		SMTPUTF8:   env.SMTPUTF8,
+		Recipients: rcpts,
+	}
+	id, err := b.spool.Accept(ctx, msg, body)
+	if err != nil {
+		var f *spool.Failure
+		if errors.As(err, &f) {
+			b.log.Error("spool failed", "session", c.ID, "err", f.Cause)
+			if errors.Is(err, store.ErrStorageFull) {
+				b.metrics.rejected.Inc("storage_full")
+			}
+		}
+		return "", err
+	}
+	b.metrics.accepted.Inc(c.Mode.String())
+	b.log.Info("queued", "session", c.ID, "id", id, "from", env.From, "rcpts", len(rcpts), "size", msg.Size,
+		"client", msg.ClientIP, "user", c.AuthUser)
+	return id, nil
+}
+
+// expand turns the RCPT TO list into final recipients: local addresses go
+// through aliases (each target keeps the original address as ORCPT for
+// DSNs), remote ones are kept. Duplicates are removed.
+func (b *backend) expand(ctx context.Context, in []smtpserver.Rcpt) ([]store.Recipient, error) {
+	out := make([]store.Recipient, 0, len(in))
+	seen := make(map[string]bool, len(in))
+	add := func(addr, notify, orcpt string) {
+		key := strings.ToLower(addr)
+		if seen[key] {
+			return
+		}
+		seen[key] = true
+		out = append(out, store.Recipient{Address: addr, Notify: notify, ORCPT: orcpt})
+	}
+	for _, r := range in {
+		addr, err := smtp.ParseAddress(r.Address)
+		if err != nil {
+			return nil, err
+		}
+		isLocal, err := b.store.IsLocalDomain(ctx, addr.Domain)
+		if err != nil {
+			e := smtp.ErrLocalError
+			return nil, &spool.Failure{Reply: &e, Cause: err}
+		}
+		if !isLocal {
+			add(r.Address, r.Notify, r.ORCPT)
+			continue
+		}
+		targets, err := local.Expand(ctx, b.store, addr.String(), nil)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				// Removed between RCPT and DATA.
+				e := smtp.ErrNoSuchUser
+				return nil, &e
+			}
+			e := smtp.ErrLocalError
+			return nil, &spool.Failure{Reply: &e, Cause: err}
+		}
+		orcpt := r.ORCPT
+		if orcpt == "" && (len(targets) != 1 || !strings.EqualFold(targets[0], addr.String())) {
+			orcpt = "rfc822;" + r.Address
+		}
+		for _, t := range targets {
+			add(t, r.Notify, orcpt)
+		}
+	}
+	return out, nil
+}

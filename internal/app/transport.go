@@ -1,0 +1,104 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/heraldmail/herald/internal/delivery"
+	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/queue"
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// transport routes a domain's recipients to the local mailboxes or to the
+// outbound SMTP client.
+type transport struct {
+	dir     store.Directory
+	maildir *local.Maildir
+	remote  *delivery.Client
+	log     *slog.Logger
+}
+
+func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
+	isLocal, err := t.dir.IsLocalDomain(ctx, domain)
+	if err != nil {
+		return allTemporary(rcpts, "directory lookup failed")
+	}
+	if isLocal {
+		return t.deliverLocal(ctx, rcpts, body)
+	}
+	req := &delivery.Request{
+		MessageID: msg.ID,
+		Sender:    msg.Sender,
+		Ret:       msg.Ret,
+		EnvID:     msg.EnvID,
+		SMTPUTF8:  msg.SMTPUTF8,
+		Size:      msg.Size,
+		Domain:    domain,
+		Body:      body,
+	}
+	for _, r := range rcpts {
+		req.Recipients = append(req.Recipients, delivery.Recipient{ID: r.ID, Address: r.Address, Notify: r.Notify, ORCPT: r.ORCPT})
+	}
+	results := t.remote.Deliver(ctx, req)
+	out := make([]queue.Attempt, 0, len(results))
+	for _, r := range results {
+		a := queue.Attempt{RecipientID: r.RecipientID, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text,
+			RemoteMTA: r.RemoteMTA, TLS: r.TLS}
+		switch r.Status {
+		case delivery.Delivered:
+			a.Result = queue.Delivered
+		case delivery.Permanent:
+			a.Result = queue.Permanent
+		default:
+			a.Result = queue.Temporary
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// deliverLocal writes the message into each recipient's Maildir. The
+// recipients were expanded at acceptance, so each is a mailbox.
+func (t *transport) deliverLocal(ctx context.Context, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
+	out := make([]queue.Attempt, 0, len(rcpts))
+	for _, r := range rcpts {
+		a := queue.Attempt{RecipientID: r.ID, RemoteMTA: "local"}
+		if _, err := t.dir.GetUser(ctx, r.Address); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				a.Result, a.Code, a.Enhanced, a.Text = queue.Permanent, 550, smtp.EnhancedCode{5, 1, 1}, "mailbox does not exist"
+			} else {
+				a.Result, a.Code, a.Enhanced, a.Text = queue.Temporary, 451, smtp.EnhancedCode{4, 3, 0}, "directory lookup failed"
+			}
+			out = append(out, a)
+			continue
+		}
+		rc, err := body()
+		if err == nil {
+			err = t.maildir.Deliver(ctx, r.Address, rc)
+			rc.Close()
+		}
+		if err != nil {
+			t.log.Error("local delivery failed", "rcpt", r.Address, "err", err)
+			a.Result, a.Code, a.Enhanced, a.Text = queue.Temporary, 451, smtp.EnhancedCode{4, 3, 0}, "local delivery failed"
+			if errors.Is(err, store.ErrStorageFull) {
+				a.Code, a.Enhanced, a.Text = 452, smtp.EnhancedCode{4, 3, 1}, "mailbox storage full"
+			}
+		} else {
+			a.Result, a.Code, a.Enhanced, a.Text = queue.Delivered, 250, smtp.EnhancedCode{2, 0, 0}, "delivered to maildir"
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func allTemporary(rcpts []store.Recipient, text string) []queue.Attempt {
+	out := make([]queue.Attempt, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = queue.Attempt{RecipientID: r.ID, Result: queue.Temporary, Code: 451, Enhanced: smtp.EnhancedCode{4, 3, 0}, Text: text}
+	}
+	return out
+}

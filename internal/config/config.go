@@ -1,0 +1,392 @@
+// Package config loads Herald's boot configuration: one TOML file, then
+// HERALD_<SECTION>_<KEY> environment overrides, into a typed Config.
+//
+// Config holds only what a node needs to start (listeners, TLS files, data
+// directory, limits, resolver, delivery settings). Everything that changes at
+// run time (domains, users, DKIM keys, ...) lives in the store.
+//
+// Every value is parsed and validated here, so callers never parse: durations
+// are time.Duration, sizes int64 bytes, CIDRs []netip.Prefix, and so on.
+// Unknown keys and bad values are errors of the form "FILE:LINE: what is
+// wrong", or "HERALD_X_Y: what is wrong" for environment overrides.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// EnvPrefix starts every environment override: HERALD_<SECTION>_<KEY>.
+const EnvPrefix = "HERALD_"
+
+// Config is Herald's boot configuration. The toml tags name the file keys.
+type Config struct {
+	Server      ServerConfig   `toml:"server"`
+	Log         LogConfig      `toml:"log"`
+	SMTP        ListenConfig   `toml:"smtp"`        // MX listener (port 25 in production)
+	Submission  ListenConfig   `toml:"submission"`  // submission with STARTTLS (587)
+	Submissions ListenConfig   `toml:"submissions"` // submission with implicit TLS (465)
+	HTTP        ListenConfig   `toml:"http"`        // API, metrics, dashboard
+	TLS         TLSConfig      `toml:"tls"`
+	Limits      LimitsConfig   `toml:"limits"`
+	Auth        AuthConfig     `toml:"auth"`
+	Relay       RelayConfig    `toml:"relay"`
+	DNS         DNSConfig      `toml:"dns"`
+	Queue       QueueConfig    `toml:"queue"`
+	Delivery    DeliveryConfig `toml:"delivery"`
+}
+
+// ServerConfig is the [server] section.
+type ServerConfig struct {
+	// Hostname is the node's public name: HELO/EHLO name, banner and
+	// Received headers. It should be the FQDN the MX record points to.
+	Hostname string `toml:"hostname"`
+	// DataDir holds the embedded store, message bodies and generated keys.
+	DataDir string `toml:"data_dir"`
+	// ShutdownTimeout bounds the graceful drain on SIGTERM: sessions and
+	// deliveries in progress get this long before they are cut.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+}
+
+// LogConfig is the [log] section.
+type LogConfig struct {
+	Level  slog.Level `toml:"level"`  // debug, info, warn or error
+	Format string     `toml:"format"` // "text" or "json"
+	File   string     `toml:"file"`   // "" means stderr
+}
+
+// ListenConfig is a listener section ([smtp], [submission], [submissions],
+// [http]). An empty Listen list disables the listener.
+type ListenConfig struct {
+	Listen []string `toml:"listen"` // "host:port" addresses, validated
+}
+
+// TLSConfig is the [tls] section.
+type TLSConfig struct {
+	// CertFile and KeyFile are PEM files (chain and key). Both empty means a
+	// self-signed certificate generated in DataDir.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13.
+	MinVersion uint16 `toml:"min_version"`
+}
+
+// LimitsConfig is the [limits] section: every size, count and timeout a
+// client controls.
+type LimitsConfig struct {
+	MaxMessageSize       int64         `toml:"max_message_size"`        // bytes, advertised in EHLO SIZE
+	MaxRecipients        int           `toml:"max_recipients"`          // RCPT TO per transaction
+	MaxLineLength        int           `toml:"max_line_length"`         // DATA text line, incl. CRLF (RFC 5321 4.5.3.1.6)
+	MaxCommandLineLength int           `toml:"max_command_line_length"` // command line, incl. CRLF (RFC 5321 4.5.3.1.4)
+	MaxConnections       int           `toml:"max_connections"`         // concurrent inbound connections, all listeners
+	MaxConnectionsPerIP  int           `toml:"max_connections_per_ip"`  // concurrent inbound connections per client IP
+	MaxCommands          int           `toml:"max_commands"`            // commands per session
+	MaxErrors            int           `toml:"max_errors"`              // error replies per session before disconnecting
+	IdleTimeout          time.Duration `toml:"idle_timeout"`            // wait for a command (RFC 5321 4.5.3.2)
+	DataTimeout          time.Duration `toml:"data_timeout"`            // without progress during DATA
+	SessionTimeout       time.Duration `toml:"session_timeout"`         // whole session
+	MaxReceivedHeaders   int           `toml:"max_received_headers"`    // loop detection (RFC 5321 6.3)
+}
+
+// AuthConfig is the [auth] section: brute-force protection for AUTH.
+type AuthConfig struct {
+	MaxFailures   int           `toml:"max_failures"`   // failures within FailureWindow before lockout
+	FailureWindow time.Duration `toml:"failure_window"` // window in which failures are counted
+	Lockout       time.Duration `toml:"lockout"`        // how long a locked-out client/account is refused
+	FailureDelay  time.Duration `toml:"failure_delay"`  // added per failure before replying; 0 disables
+}
+
+// RelayConfig is the [relay] section.
+type RelayConfig struct {
+	// Allow lists client networks that may relay without AUTH. Empty (the
+	// default) means only authenticated clients relay.
+	Allow []netip.Prefix `toml:"allow"`
+}
+
+// DNSConfig is the [dns] section.
+type DNSConfig struct {
+	// Resolver is "ip:port" of the DNS server to ask; "" means the system's
+	// resolv.conf.
+	Resolver string        `toml:"resolver"`
+	Timeout  time.Duration `toml:"timeout"` // per query
+}
+
+// QueueConfig is the [queue] section: retry schedule and concurrency.
+type QueueConfig struct {
+	RetryInitial             time.Duration `toml:"retry_initial"`               // first retry after a temporary failure
+	RetryMax                 time.Duration `toml:"retry_max"`                   // cap of the backoff
+	RetryFactor              float64       `toml:"retry_factor"`                // backoff multiplier (>= 1)
+	RetryJitter              float64       `toml:"retry_jitter"`                // random fraction +/- applied to each delay (0..1)
+	MaxLifetime              time.Duration `toml:"max_lifetime"`                // bounce (expire) after this long in the queue
+	DelayWarning             time.Duration `toml:"delay_warning"`               // send a "delayed" DSN after this long; 0 disables
+	PollInterval             time.Duration `toml:"poll_interval"`               // how often the scheduler looks for due work
+	Workers                  int           `toml:"workers"`                     // concurrent deliveries in total
+	MaxPerDestination        int           `toml:"max_per_destination"`         // concurrent connections per destination domain
+	MaxMessagesPerConnection int           `toml:"max_messages_per_connection"` // messages sent over one reused connection
+}
+
+// DeliveryConfig is the [delivery] section: outbound SMTP.
+type DeliveryConfig struct {
+	Port           int               `toml:"port"`               // remote SMTP port (25)
+	HeloName       string            `toml:"helo_name"`          // effective EHLO name; Server.Hostname when not set
+	ConnectTimeout time.Duration     `toml:"connect_timeout"`    // TCP connect + banner
+	CommandTimeout time.Duration     `toml:"command_timeout"`    // per command reply (RFC 5321 4.5.3.2)
+	SourceIPv4     netip.Addr        `toml:"source_ipv4"`        // bind address for IPv4 connections; zero = any
+	SourceIPv6     netip.Addr        `toml:"source_ipv6"`        // bind address for IPv6 connections; zero = any
+	Smarthost      string            `toml:"smarthost"`          // "host:port" to relay all mail through; "" = direct MX
+	SmarthostUser  string            `toml:"smarthost_username"` // AUTH user at the smarthost; "" = no AUTH
+	SmarthostPass  string            `toml:"smarthost_password"` // AUTH password (prefer the environment variable)
+	SmarthostTLS   string            `toml:"smarthost_tls"`      // "starttls" (required) or "implicit"
+	Routes         map[string]string `toml:"routes"`             // domain -> "host:port", static per-domain routes
+	RequireTLS     bool              `toml:"require_tls"`        // refuse to deliver without TLS
+}
+
+// Default returns the development default configuration: everything on
+// loopback, unprivileged ports, data in ./herald-data and a self-signed
+// certificate generated there.
+func Default() *Config {
+	return &Config{
+		Server: ServerConfig{
+			Hostname:        "localhost",
+			DataDir:         "./herald-data",
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Log:         LogConfig{Level: slog.LevelInfo, Format: "text"},
+		SMTP:        ListenConfig{Listen: []string{"127.0.0.1:2525"}},
+		Submission:  ListenConfig{Listen: []string{"127.0.0.1:2587"}},
+		Submissions: ListenConfig{Listen: []string{"127.0.0.1:2465"}},
+		HTTP:        ListenConfig{Listen: []string{"127.0.0.1:8025"}},
+		TLS:         TLSConfig{MinVersion: tlsVersion12},
+		Limits: LimitsConfig{
+			MaxMessageSize:       25 << 20,
+			MaxRecipients:        100,
+			MaxLineLength:        1000,
+			MaxCommandLineLength: 512,
+			MaxConnections:       1000,
+			MaxConnectionsPerIP:  20,
+			MaxCommands:          1000,
+			MaxErrors:            10,
+			IdleTimeout:          5 * time.Minute,
+			DataTimeout:          10 * time.Minute,
+			SessionTimeout:       30 * time.Minute,
+			MaxReceivedHeaders:   30,
+		},
+		Auth: AuthConfig{
+			MaxFailures:   5,
+			FailureWindow: 10 * time.Minute,
+			Lockout:       15 * time.Minute,
+			FailureDelay:  time.Second,
+		},
+		Relay: RelayConfig{Allow: []netip.Prefix{}},
+		DNS:   DNSConfig{Timeout: 5 * time.Second},
+		Queue: QueueConfig{
+			RetryInitial:             5 * time.Minute,
+			RetryMax:                 time.Hour,
+			RetryFactor:              2.0,
+			RetryJitter:              0.2,
+			MaxLifetime:              120 * time.Hour,
+			DelayWarning:             4 * time.Hour,
+			PollInterval:             time.Second,
+			Workers:                  100,
+			MaxPerDestination:        20,
+			MaxMessagesPerConnection: 100,
+		},
+		Delivery: DeliveryConfig{
+			Port:           25,
+			HeloName:       "localhost",
+			ConnectTimeout: 30 * time.Second,
+			CommandTimeout: 5 * time.Minute,
+			SmarthostTLS:   "starttls",
+			Routes:         map[string]string{},
+		},
+	}
+}
+
+// Load returns the configuration: Default, then the TOML file at path (if
+// path is not ""), then HERALD_<SECTION>_<KEY> variables of the process
+// environment. Load("") is the defaults plus the environment. `herald config
+// check FILE` is Load.
+func Load(path string) (*Config, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	return Parse(path, data, os.Environ())
+}
+
+// Parse is Load on file contents and an explicit environment (a list of
+// "NAME=value" like os.Environ). name is used in error messages; when name
+// is "" the data are ignored and only the environment applies.
+func Parse(name string, data []byte, environ []string) (*Config, error) {
+	c := Default()
+	helo := false // whether delivery.helo_name was set explicitly
+	var errs errList
+	idx := c.index()
+
+	if name != "" {
+		doc, err := decode(name, data)
+		if err != nil {
+			return nil, err
+		}
+		errs = applyDoc(name, doc, idx)
+		helo = doc.defined("delivery", "helo_name")
+	}
+
+	envErrs, heloEnv := applyEnv(environ, idx)
+	errs = append(errs, envErrs...)
+	helo = helo || heloEnv
+
+	if len(errs) == 0 {
+		errs = c.crossCheck(idx)
+	}
+	if len(errs) > 0 {
+		return nil, errs.join()
+	}
+	if !helo || c.Delivery.HeloName == "" {
+		c.Delivery.HeloName = c.Server.Hostname
+	}
+	return c, nil
+}
+
+// Error is one configuration problem. Exactly one of Line (with File) or Var
+// locates it; neither is set for a problem not tied to one source.
+type Error struct {
+	File string // file name as given to Load
+	Line int    // 1-based line in File, 0 if unknown
+	Var  string // environment variable, if the value came from there
+	Msg  string // what is wrong, e.g. `limits.max_message_size: "12XB" is not a size`
+}
+
+// Error formats "FILE:LINE: what is wrong" or "VAR: what is wrong".
+func (e *Error) Error() string {
+	switch {
+	case e.Var != "":
+		return e.Var + ": " + e.Msg
+	case e.File != "" && e.Line > 0:
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	case e.File != "":
+		return e.File + ": " + e.Msg
+	default:
+		return "config: " + e.Msg
+	}
+}
+
+type errList []*Error
+
+// join returns the single error, or all of them one per line, in order.
+func (l errList) join() error {
+	sort.SliceStable(l, func(i, j int) bool {
+		if (l[i].Var == "") != (l[j].Var == "") {
+			return l[i].Var == "" // file errors first
+		}
+		return l[i].Line < l[j].Line
+	})
+	if len(l) == 1 {
+		return l[0]
+	}
+	errs := make([]error, len(l))
+	for i, e := range l {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
+}
+
+// source records where a key's value came from, for cross-key checks.
+type source struct {
+	file string
+	line int
+	env  string
+}
+
+func (s source) err(format string, args ...any) *Error {
+	return &Error{File: s.file, Line: s.line, Var: s.env, Msg: fmt.Sprintf(format, args...)}
+}
+
+// crossCheck validates relations between keys after everything is applied.
+func (c *Config) crossCheck(idx *index) errList {
+	var errs errList
+	// at locates a problem at the first of keys that was set explicitly.
+	at := func(keys ...string) source {
+		for _, k := range keys {
+			if s, ok := idx.src[k]; ok {
+				return s
+			}
+		}
+		return source{}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		k := "tls.cert_file"
+		if c.TLS.KeyFile != "" {
+			k = "tls.key_file"
+		}
+		errs = append(errs, at(k).err("tls.cert_file and tls.key_file must be set together (both empty means a self-signed certificate)"))
+	}
+	if c.Queue.RetryInitial > c.Queue.RetryMax {
+		errs = append(errs, at("queue.retry_max", "queue.retry_initial").err("queue.retry_max (%s) is less than queue.retry_initial (%s)", c.Queue.RetryMax, c.Queue.RetryInitial))
+	}
+	if c.Queue.DelayWarning >= c.Queue.MaxLifetime {
+		errs = append(errs, at("queue.delay_warning", "queue.max_lifetime").err("queue.delay_warning (%s) must be less than queue.max_lifetime (%s); use \"0\" to disable it", c.Queue.DelayWarning, c.Queue.MaxLifetime))
+	}
+	if c.Limits.MaxConnectionsPerIP > c.Limits.MaxConnections {
+		errs = append(errs, at("limits.max_connections_per_ip", "limits.max_connections").err("limits.max_connections_per_ip (%d) is more than limits.max_connections (%d)", c.Limits.MaxConnectionsPerIP, c.Limits.MaxConnections))
+	}
+	if c.Queue.MaxPerDestination > c.Queue.Workers {
+		errs = append(errs, at("queue.max_per_destination", "queue.workers").err("queue.max_per_destination (%d) is more than queue.workers (%d)", c.Queue.MaxPerDestination, c.Queue.Workers))
+	}
+	if c.Delivery.SmarthostUser != "" || c.Delivery.SmarthostPass != "" {
+		if c.Delivery.Smarthost == "" {
+			errs = append(errs, at("delivery.smarthost_username", "delivery.smarthost_password").err("delivery.smarthost_username/smarthost_password are set but delivery.smarthost is empty"))
+		} else if c.Delivery.SmarthostUser == "" || c.Delivery.SmarthostPass == "" {
+			errs = append(errs, at("delivery.smarthost_username", "delivery.smarthost_password").err("delivery.smarthost_username and delivery.smarthost_password must be set together"))
+		}
+	}
+	return errs
+}
+
+// MarshalTOML renders the configuration as a TOML file that Parse reads back
+// to an equal Config. It includes secrets (smarthost_password): do not log it.
+func (c *Config) MarshalTOML() ([]byte, error) {
+	doc := map[string]map[string]any{}
+	for _, f := range c.fields() {
+		sec, key, _ := strings.Cut(f.name, ".")
+		if doc[sec] == nil {
+			doc[sec] = map[string]any{}
+		}
+		doc[sec][key] = f.get()
+	}
+	var buf bytes.Buffer
+	enc := toml.NewEncoder(&buf)
+	if err := enc.Encode(doc); err != nil {
+		return nil, fmt.Errorf("config: encode: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Keys returns every key Config knows, as "section.key", in file order.
+func Keys() []string {
+	fs := Default().fields()
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.name
+	}
+	return out
+}
+
+// EnvName returns the environment variable that overrides key
+// ("limits.max_message_size" -> "HERALD_LIMITS_MAX_MESSAGE_SIZE").
+func EnvName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}

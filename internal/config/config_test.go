@@ -1,0 +1,516 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefault(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"hostname", c.Server.Hostname, "localhost"},
+		{"data_dir", c.Server.DataDir, "./herald-data"},
+		{"smtp", c.SMTP.Listen, []string{"127.0.0.1:2525"}},
+		{"submission", c.Submission.Listen, []string{"127.0.0.1:2587"}},
+		{"submissions", c.Submissions.Listen, []string{"127.0.0.1:2465"}},
+		{"http", c.HTTP.Listen, []string{"127.0.0.1:8025"}},
+		{"cert", c.TLS.CertFile + c.TLS.KeyFile, ""},
+		{"min_version", c.TLS.MinVersion, uint16(tlsVersion12)},
+		{"max_message_size", c.Limits.MaxMessageSize, int64(25 << 20)},
+		{"max_line_length", c.Limits.MaxLineLength, 1000},
+		{"idle_timeout", c.Limits.IdleTimeout, 5 * time.Minute},
+		{"max_lifetime", c.Queue.MaxLifetime, 120 * time.Hour},
+		{"delivery.port", c.Delivery.Port, 25},
+		{"helo", c.Delivery.HeloName, "localhost"},
+		{"log.level", c.Log.Level, slog.LevelInfo},
+	}
+	for _, ck := range checks {
+		if !reflect.DeepEqual(ck.got, ck.want) {
+			t.Errorf("%s = %#v, want %#v", ck.name, ck.got, ck.want)
+		}
+	}
+
+	// No file, no environment: exactly the defaults, and they pass validation.
+	got, err := Parse("", nil, nil)
+	if err != nil {
+		t.Fatalf("Parse defaults: %v", err)
+	}
+	if !reflect.DeepEqual(got, Default()) {
+		t.Errorf("Parse(\"\") = %+v, want Default()", got)
+	}
+	// Default() returns fresh values each time.
+	a, b := Default(), Default()
+	a.SMTP.Listen[0] = "changed"
+	if b.SMTP.Listen[0] != "127.0.0.1:2525" {
+		t.Error("Default() shares slices between calls")
+	}
+}
+
+const fullFile = `
+[server]
+hostname = "mx1.example.net"
+data_dir = "/var/lib/herald"
+shutdown_timeout = "45s"
+
+[log]
+level = "debug"
+format = "json"
+file = "/var/log/herald.log"
+
+[smtp]
+listen = ["0.0.0.0:25", "[::]:25"]
+[submission]
+listen = ["[::1]:587"]
+[submissions]
+listen = []
+[http]
+listen = ["localhost:8080"]
+
+[tls]
+cert_file = "/etc/herald/cert.pem"
+key_file = "/etc/herald/key.pem"
+min_version = "1.3"
+
+[limits]
+max_message_size = "10MB"
+max_recipients = 50
+max_line_length = 2000
+max_command_line_length = 1024
+max_connections = 500
+max_connections_per_ip = 10
+max_commands = 200
+max_errors = 3
+idle_timeout = "6m"
+data_timeout = "11m"
+session_timeout = "1h"
+max_received_headers = 50
+
+[auth]
+max_failures = 3
+failure_window = "20m"
+lockout = "1h"
+failure_delay = "0"
+
+[relay]
+allow = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+
+[dns]
+resolver = "[::1]:5353"
+timeout = "2s"
+
+[queue]
+retry_initial = "1m"
+retry_max = "2h"
+retry_factor = 1.5
+retry_jitter = 0
+max_lifetime = "72h"
+delay_warning = "0"
+poll_interval = "500ms"
+workers = 10
+max_per_destination = 5
+max_messages_per_connection = 7
+
+[delivery]
+port = 2525
+helo_name = "out.example.net"
+connect_timeout = "10s"
+command_timeout = "2m"
+source_ipv4 = "192.0.2.10"
+source_ipv6 = "2001:db8::10"
+smarthost = "relay.example.net:587"
+smarthost_username = "herald"
+smarthost_password = "s3cret"
+smarthost_tls = "implicit"
+require_tls = true
+
+[delivery.routes]
+"Example.ORG." = "mx.internal:25"
+"example.com" = "[2001:db8::25]:2525"
+`
+
+func TestFullFile(t *testing.T) {
+	t.Parallel()
+	c, err := Parse("full.toml", []byte(fullFile), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := &Config{
+		Server:      ServerConfig{Hostname: "mx1.example.net", DataDir: "/var/lib/herald", ShutdownTimeout: 45 * time.Second},
+		Log:         LogConfig{Level: slog.LevelDebug, Format: "json", File: "/var/log/herald.log"},
+		SMTP:        ListenConfig{Listen: []string{"0.0.0.0:25", "[::]:25"}},
+		Submission:  ListenConfig{Listen: []string{"[::1]:587"}},
+		Submissions: ListenConfig{Listen: []string{}},
+		HTTP:        ListenConfig{Listen: []string{"localhost:8080"}},
+		TLS:         TLSConfig{CertFile: "/etc/herald/cert.pem", KeyFile: "/etc/herald/key.pem", MinVersion: tlsVersion13},
+		Limits: LimitsConfig{
+			MaxMessageSize: 10_000_000, MaxRecipients: 50, MaxLineLength: 2000, MaxCommandLineLength: 1024,
+			MaxConnections: 500, MaxConnectionsPerIP: 10, MaxCommands: 200, MaxErrors: 3,
+			IdleTimeout: 6 * time.Minute, DataTimeout: 11 * time.Minute, SessionTimeout: time.Hour,
+			MaxReceivedHeaders: 50,
+		},
+		Auth: AuthConfig{MaxFailures: 3, FailureWindow: 20 * time.Minute, Lockout: time.Hour, FailureDelay: 0},
+		Relay: RelayConfig{Allow: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
+		}},
+		DNS: DNSConfig{Resolver: "[::1]:5353", Timeout: 2 * time.Second},
+		Queue: QueueConfig{
+			RetryInitial: time.Minute, RetryMax: 2 * time.Hour, RetryFactor: 1.5, RetryJitter: 0,
+			MaxLifetime: 72 * time.Hour, DelayWarning: 0, PollInterval: 500 * time.Millisecond,
+			Workers: 10, MaxPerDestination: 5, MaxMessagesPerConnection: 7,
+		},
+		Delivery: DeliveryConfig{
+			Port: 2525, HeloName: "out.example.net", ConnectTimeout: 10 * time.Second, CommandTimeout: 2 * time.Minute,
+			SourceIPv4: netip.MustParseAddr("192.0.2.10"), SourceIPv6: netip.MustParseAddr("2001:db8::10"),
+			Smarthost: "relay.example.net:587", SmarthostUser: "herald", SmarthostPass: "s3cret", SmarthostTLS: "implicit",
+			Routes:     map[string]string{"example.org": "mx.internal:25", "example.com": "[2001:db8::25]:2525"},
+			RequireTLS: true,
+		},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("Parse(full) =\n%+v\nwant\n%+v", c, want)
+	}
+
+	// Round trip: marshal, parse again, same Config.
+	out, err := c.MarshalTOML()
+	if err != nil {
+		t.Fatalf("MarshalTOML: %v", err)
+	}
+	back, err := Parse("marshalled.toml", out, nil)
+	if err != nil {
+		t.Fatalf("Parse(MarshalTOML()): %v\n%s", err, out)
+	}
+	if !reflect.DeepEqual(back, c) {
+		t.Fatalf("round trip differs:\n%+v\nwant\n%+v\nTOML:\n%s", back, c, out)
+	}
+	// And the defaults round-trip too.
+	out, err = Default().MarshalTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := Parse("d.toml", out, nil); err != nil || !reflect.DeepEqual(back, Default()) {
+		t.Fatalf("defaults round trip: err=%v\n%s", err, out)
+	}
+}
+
+func TestHeloDefaultsToHostname(t *testing.T) {
+	t.Parallel()
+	c, err := Parse("h.toml", []byte("[server]\nhostname = \"mx.example.com\"\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Delivery.HeloName != "mx.example.com" {
+		t.Errorf("helo = %q, want server.hostname", c.Delivery.HeloName)
+	}
+	c, err = Parse("h.toml", []byte("[server]\nhostname = \"mx.example.com\"\n[delivery]\nhelo_name = \"\"\n"), []string{"HERALD_SERVER_HOSTNAME=env.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Delivery.HeloName != "env.example.com" {
+		t.Errorf("helo = %q, want env hostname", c.Delivery.HeloName)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, file, want string
+	}{
+		{"unknown key", "[server]\nhostname = \"a.example\"\n\n[smtp]\nlisen = [\"127.0.0.1:25\"]\n",
+			`herald.toml:5: unknown key "smtp.lisen"`},
+		{"unknown dotted key", "smtp.lisen = []\n", `herald.toml:1: unknown key "smtp.lisen"`},
+		{"unknown section", "\n[smpt]\nlisten = []\n", `herald.toml:2: unknown section "smpt"`},
+		{"unknown top key", "hostname = \"x\"\n", `herald.toml:1: unknown key "hostname"`},
+		{"unknown subtable", "[smtp]\nlisten = []\n[smtp.tls]\nx = 1\n", `herald.toml:3: unknown key "smtp.tls"`},
+		{"section not a table", "smtp = 5\n", `herald.toml:1: smtp: expected a table [smtp], got integer 5`},
+		{"bad size", "[limits]\nmax_recipients = 10\n\n\nmax_message_size = \"12XB\"\n",
+			`herald.toml:5: limits.max_message_size: "12XB" is not a size`},
+		{"size not positive", "[limits]\nmax_message_size = 0\n", `herald.toml:2: limits.max_message_size: 0 is not positive`},
+		{"size overflow", "[limits]\nmax_message_size = \"99999999999999GiB\"\n", `herald.toml:2: limits.max_message_size: "99999999999999GiB" is too large`},
+		{"bad duration", "[dns]\ntimeout = \"5 minutes\"\n",
+			`herald.toml:2: dns.timeout: "5 minutes" is not a duration (use e.g. "90s", "5m", "120h")`},
+		{"negative duration", "[queue]\nretry_initial = \"-5m\"\n", `herald.toml:2: queue.retry_initial: "-5m" is not a positive duration`},
+		{"zero duration", "[limits]\nidle_timeout = \"0s\"\n", `herald.toml:2: limits.idle_timeout: "0s" is not a positive duration`},
+		{"duration as integer", "[limits]\nidle_timeout = 300\n", `herald.toml:2: limits.idle_timeout: expected a duration string such as "5m", got integer 300`},
+		{"bad cidr", "[relay]\nallow = [\"10.0.0.0/8\", \"10.1.0.0/33\"]\n", `herald.toml:2: relay.allow: "10.1.0.0/33" is not a CIDR`},
+		{"cidr host bits", "[relay]\nallow = [\"192.168.1.5/24\"]\n", `herald.toml:2: relay.allow: "192.168.1.5/24" has host bits set (did you mean "192.168.1.0/24"?)`},
+		{"bad listen", "[smtp]\nlisten = [\"127.0.0.1\"]\n", `herald.toml:2: smtp.listen: "127.0.0.1" is not a host:port address`},
+		{"bad listen port", "[http]\nlisten = [\"127.0.0.1:http\"]\n", `herald.toml:2: http.listen: "127.0.0.1:http": port "http" is not a number 0-65535`},
+		{"listen bad host", "[http]\nlisten = [\"bad_host:80\"]\n", `herald.toml:2: http.listen: "bad_host:80": "bad_host" is not an IP address or host name`},
+		{"listen short IP", "[smtp]\nlisten = [\"127.0.0:25\"]\n", `herald.toml:2: smtp.listen: "127.0.0:25": "127.0.0" is not an IP address or host name`},
+		{"cross check names the key set", "[limits]\n\nmax_connections = 5\n", `herald.toml:3: limits.max_connections_per_ip (20) is more than limits.max_connections (5)`},
+		{"listen twice", "[smtp]\nlisten = [\":25\", \":25\"]\n", `herald.toml:2: smtp.listen: ":25" is listed twice`},
+		{"syntax error", "[server]\nhostname = \"x\n", `herald.toml:2: syntax error: basic strings cannot have new lines`},
+		{"duplicate key", "[server]\nhostname = \"a\"\nhostname = \"b\"\n", `herald.toml:3: syntax error: key hostname is already defined`},
+		{"wrong type", "[limits]\nmax_recipients = \"100\"\n", `herald.toml:2: limits.max_recipients: expected an integer, got string "100"`},
+		{"enum", "[log]\nformat = \"xml\"\n", `herald.toml:2: log.format: "xml" is not one of "text", "json"`},
+		{"log level", "[log]\nlevel = \"trace\"\n", `herald.toml:2: log.level: "trace" is not one of "debug", "info", "warn", "error"`},
+		{"tls version", "[tls]\nmin_version = 1.2\n", `herald.toml:2: tls.min_version: expected "1.2" or "1.3" (a string), got float 1.2`},
+		{"resolver hostname", "[dns]\nresolver = \"dns.example:53\"\n", `herald.toml:2: dns.resolver: "dns.example:53" is not an ip:port address (e.g. "127.0.0.1:53", "[::1]:53")`},
+		{"line length below RFC", "[limits]\nmax_line_length = 80\n", `herald.toml:2: limits.max_line_length: 80 is out of range [1000, 1048576]`},
+		{"jitter", "[queue]\nretry_jitter = 1.5\n", `herald.toml:2: queue.retry_jitter: 1.5 is out of range [0, 1]`},
+		{"ipv4 source", "[delivery]\nsource_ipv4 = \"::1\"\n", `herald.toml:2: delivery.source_ipv4: "::1" is not an IPv4 address`},
+		{"route", "[delivery.routes]\n\"a.example\" = \"mx:25\"\n\"b.example\" = \"mx\"\n", `herald.toml:3: delivery.routes: route for "b.example": "mx" is not a host:port address`},
+		{"route domain", "[delivery]\nroutes = { \"bad domain\" = \"mx:25\" }\n", `herald.toml:2: delivery.routes: "bad domain" is not a domain`},
+		{"cert without key", "[tls]\n\ncert_file = \"/c.pem\"\n", `herald.toml:3: tls.cert_file and tls.key_file must be set together (both empty means a self-signed certificate)`},
+		{"retry order", "[queue]\nretry_initial = \"2h\"\nretry_max = \"1h\"\n", `herald.toml:3: queue.retry_max (1h0m0s) is less than queue.retry_initial (2h0m0s)`},
+		{"smarthost auth without host", "[delivery]\nsmarthost_username = \"u\"\nsmarthost_password = \"p\"\n", `herald.toml:2: delivery.smarthost_username/smarthost_password are set but delivery.smarthost is empty`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Parse("herald.toml", []byte(tt.file), nil)
+			if err == nil {
+				t.Fatalf("no error; config %+v", c)
+			}
+			if c != nil {
+				t.Error("config returned with an error")
+			}
+			if err.Error() != tt.want {
+				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMultipleErrorsInLineOrder(t *testing.T) {
+	t.Parallel()
+	file := "[limits]\nmax_errors = 0\n[smtp]\nlisen = 1\n[dns]\ntimeout = \"x\"\n"
+	_, err := Parse("f.toml", []byte(file), []string{"HERALD_QUEUE_WORKERS=many"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	want := strings.Join([]string{
+		`f.toml:2: limits.max_errors: 0 is not positive`,
+		`f.toml:4: unknown key "smtp.lisen"`,
+		`f.toml:6: dns.timeout: "x" is not a duration (use e.g. "90s", "5m", "120h")`,
+		`HERALD_QUEUE_WORKERS: queue.workers: "many" is not an integer`,
+	}, "\n")
+	if err.Error() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", err, want)
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || ce.File != "f.toml" || ce.Line != 2 {
+		t.Errorf("errors.As(*Error) = %+v", ce)
+	}
+}
+
+func TestEnv(t *testing.T) {
+	t.Parallel()
+	file := "[smtp]\nlisten = [\"127.0.0.1:25\"]\n[dns]\nresolver = \"127.0.0.1:53\"\n"
+	env := []string{
+		"PATH=/usr/bin",
+		"HERALD_CONFIG=/etc/herald/herald.toml", // not a section: ignored
+		"HERALD_DNS_RESOLVER=[::1]:5353",
+		"HERALD_SMTP_LISTEN=0.0.0.0:25, [::]:25",
+		"HERALD_SUBMISSIONS_LISTEN=",
+		"HERALD_LIMITS_MAX_MESSAGE_SIZE=10 MiB",
+		"HERALD_QUEUE_RETRY_FACTOR=3",
+		"HERALD_DELIVERY_REQUIRE_TLS=true",
+		"HERALD_DELIVERY_ROUTES=example.org=mx1:25,example.net=[::1]:2525",
+		"HERALD_RELAY_ALLOW=10.0.0.0/8,::1",
+		"HERALD_DELIVERY_PORT=2525",
+	}
+	c, err := Parse("herald.toml", []byte(file), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS.Resolver != "[::1]:5353" {
+		t.Errorf("env did not override file: resolver = %q", c.DNS.Resolver)
+	}
+	if !slices.Equal(c.SMTP.Listen, []string{"0.0.0.0:25", "[::]:25"}) {
+		t.Errorf("smtp.listen = %q", c.SMTP.Listen)
+	}
+	if len(c.Submissions.Listen) != 0 {
+		t.Errorf("empty env list should disable: %q", c.Submissions.Listen)
+	}
+	if c.Limits.MaxMessageSize != 10<<20 || c.Queue.RetryFactor != 3 || !c.Delivery.RequireTLS || c.Delivery.Port != 2525 {
+		t.Errorf("scalars: %+v %+v %+v", c.Limits, c.Queue, c.Delivery)
+	}
+	if !reflect.DeepEqual(c.Delivery.Routes, map[string]string{"example.org": "mx1:25", "example.net": "[::1]:2525"}) {
+		t.Errorf("routes = %v", c.Delivery.Routes)
+	}
+	if !slices.Equal(c.Relay.Allow, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}) {
+		t.Errorf("relay.allow = %v", c.Relay.Allow)
+	}
+
+	// Env alone, no file (Load("")).
+	c, err = Parse("", nil, []string{"HERALD_SERVER_HOSTNAME=mx.example.com"})
+	if err != nil || c.Server.Hostname != "mx.example.com" || c.Delivery.HeloName != "mx.example.com" {
+		t.Errorf("env only: %v %+v", err, c)
+	}
+
+	bad := []struct{ env, want string }{
+		{"HERALD_LIMITS_MAX_MESSAGE_SIZE=12XB", `HERALD_LIMITS_MAX_MESSAGE_SIZE: limits.max_message_size: "12XB" is not a size`},
+		{"HERALD_SMTP_LISTEN=127.0.0.1:25,nonsense", `HERALD_SMTP_LISTEN: smtp.listen: "nonsense" is not a host:port address`},
+		{"HERALD_DELIVERY_REQUIRE_TLS=yes", `HERALD_DELIVERY_REQUIRE_TLS: delivery.require_tls: "yes" is not true or false`},
+		{"HERALD_SMTP_LISEN=:25", `HERALD_SMTP_LISEN: unknown configuration variable (no key "smtp.lisen")`},
+		{"HERALD_DELIVERY_ROUTES=example.org", `HERALD_DELIVERY_ROUTES: delivery.routes: "example.org" is not key=value`},
+		{"HERALD_TLS_CERT_FILE=/c.pem", `HERALD_TLS_CERT_FILE: tls.cert_file and tls.key_file must be set together (both empty means a self-signed certificate)`},
+	}
+	for _, b := range bad {
+		_, err := Parse("", nil, []string{b.env})
+		if err == nil || err.Error() != b.want {
+			t.Errorf("%s: error\n got: %v\nwant: %s", b.env, err, b.want)
+		}
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "herald.toml")
+	if err := os.WriteFile(path, []byte("[limits]\nmax_message_size = \"1XB\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if want := path + `:2: limits.max_message_size: "1XB" is not a size`; err == nil || err.Error() != want {
+		t.Errorf("Load error = %v, want %s", err, want)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.toml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	t.Setenv("HERALD_DNS_TIMEOUT", "7s")
+	c, err := Load("")
+	if err != nil || c.DNS.Timeout != 7*time.Second {
+		t.Errorf("Load(\"\") with env: %v %+v", err, c)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	good := map[string]int64{
+		"1": 1, "1024": 1024, "10B": 10, "1KB": 1000, "1kb": 1000, "2 MB": 2_000_000, "3GB": 3_000_000_000,
+		"1KiB": 1024, "25MiB": 25 << 20, "2gib": 2 << 30, " 7 MiB ": 7 << 20,
+	}
+	for s, want := range good {
+		if got, err := ParseSize(s); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "MB", "1.5MB", "-1", "12XB", "1 M B", "0x10", "99999999999999999999"} {
+		if got, err := ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want error", s, got)
+		}
+	}
+}
+
+// exampleDoc reads the repository's example configuration.
+func exampleDoc(t *testing.T) (string, []byte) {
+	t.Helper()
+	path := filepath.Join("..", "..", "herald.example.toml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+func TestExampleLoads(t *testing.T) {
+	t.Parallel()
+	path, data := exampleDoc(t)
+	c, err := Parse(path, data, nil)
+	if err != nil {
+		t.Fatalf("example does not load: %v", err)
+	}
+	if c.Server.Hostname == "localhost" || !slices.Contains(c.SMTP.Listen, "0.0.0.0:25") {
+		t.Errorf("example is not a production config: %+v", c.Server)
+	}
+}
+
+func TestExampleIsComplete(t *testing.T) {
+	t.Parallel()
+	path, data := exampleDoc(t)
+	doc, err := decode(path, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		sec, key, _ := strings.Cut(k, ".")
+		if !doc.defined(sec, key) {
+			t.Errorf("herald.example.toml lacks key %s", k)
+		}
+		// Each key has a comment on the line above (its explanation), or a
+		// comment before its table header.
+		line := doc.line(sec, key)
+		lines := strings.Split(string(data), "\n")
+		if line < 2 || !strings.HasPrefix(strings.TrimSpace(lines[line-2]), "#") {
+			t.Errorf("herald.example.toml:%d: key %s has no comment above it", line, k)
+		}
+	}
+}
+
+// TestKeysCoverStruct checks that every toml-tagged field of Config is a
+// key, and every key a field: the registry, the struct and (through
+// TestExampleIsComplete) the example stay in step.
+func TestKeysCoverStruct(t *testing.T) {
+	t.Parallel()
+	var tagged []string
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		sf := ct.Field(i)
+		sec := sf.Tag.Get("toml")
+		if sec == "" {
+			t.Errorf("Config.%s has no toml tag", sf.Name)
+		}
+		for j := range sf.Type.NumField() {
+			kf := sf.Type.Field(j)
+			key := kf.Tag.Get("toml")
+			if key == "" {
+				t.Errorf("Config.%s.%s has no toml tag", sf.Name, kf.Name)
+			}
+			tagged = append(tagged, sec+"."+key)
+		}
+	}
+	keys := Keys()
+	slices.Sort(tagged)
+	slices.Sort(keys)
+	if !slices.Equal(tagged, keys) {
+		t.Errorf("struct tags and keys differ:\n tags: %v\n keys: %v", tagged, keys)
+	}
+	// Every key can be set through the environment.
+	for _, k := range keys {
+		if !strings.HasPrefix(EnvName(k), "HERALD_") || strings.ContainsAny(EnvName(k), ".abcdefghijklmnopqrstuvwxyz") {
+			t.Errorf("EnvName(%s) = %s", k, EnvName(k))
+		}
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte(fullFile))
+	f.Add([]byte("[smtp]\nlisten = [\"[::1]:25\"]\n"))
+	f.Add([]byte("[delivery.routes]\n\"a.b\" = \"c:1\"\n"))
+	f.Add([]byte("a = { b = { c = [1, {d = 2}] } }\n[[x]]\n[[x]]\n"))
+	f.Add([]byte("[limits]\nmax_message_size = \"1KiB\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.toml", data, nil)
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Parse returned config %v and error %v", c != nil, err)
+		}
+		if err != nil {
+			var ce *Error
+			if !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), "fuzz.toml") {
+				t.Fatalf("error not located: %v", err)
+			}
+			return
+		}
+		out, err := c.MarshalTOML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Parse("again.toml", out, nil)
+		if err != nil || !reflect.DeepEqual(back, c) {
+			t.Fatalf("accepted config does not round-trip: %v\n%s", err, out)
+		}
+	})
+}

@@ -1,0 +1,400 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// fakeDir is an in-memory Directory. Keys are lower-case, as the store keeps them.
+type fakeDir struct {
+	domains map[string]bool
+	users   map[string]bool
+	aliases map[string][]string
+	fail    error // returned by every lookup when set
+}
+
+func (d *fakeDir) GetAlias(_ context.Context, a string) (store.Alias, error) {
+	if d.fail != nil {
+		return store.Alias{}, d.fail
+	}
+	if t, ok := d.aliases[a]; ok {
+		return store.Alias{Address: a, Targets: t}, nil
+	}
+	return store.Alias{}, store.ErrNotFound
+}
+
+func (d *fakeDir) GetUser(_ context.Context, a string) (store.User, error) {
+	if d.fail != nil {
+		return store.User{}, d.fail
+	}
+	if d.users[a] {
+		return store.User{Address: a}, nil
+	}
+	return store.User{}, fmt.Errorf("user %q: %w", a, store.ErrNotFound)
+}
+
+func (d *fakeDir) IsLocalDomain(_ context.Context, dom string) (bool, error) {
+	return d.domains[dom], nil
+}
+
+func newFakeDir() *fakeDir {
+	return &fakeDir{
+		domains: map[string]bool{"example.com": true, "example.org": true, "xn--bcher-kva.example": true},
+		users: map[string]bool{
+			"alice@example.com": true, "bob@example.com": true, "carol@example.org": true,
+			"jörg@xn--bcher-kva.example": true,
+		},
+		aliases: map[string][]string{
+			"postmaster@example.com": {"alice@example.com"},
+			"team@example.com":       {"Alice@Example.COM", "sales@example.com", "Dave@Elsewhere.NET", "alice@example.com"},
+			"sales@example.com":      {"bob@example.com", "carol@EXAMPLE.org"},
+			"bob@example.com":        {"bob@example.com", "bob@remote.test"}, // keep a copy and forward
+			"loop1@example.com":      {"loop2@example.com"},
+			"loop2@example.com":      {"loop1@example.com", "alice@example.com"},
+			"onlyloop1@example.com":  {"onlyloop2@example.com"},
+			"onlyloop2@example.com":  {"onlyloop1@example.com"},
+			"@example.org":           {"carol@example.org", "nobody@example.org"},
+			"stale@example.com":      {"ghost@example.com", "alice@example.com"},
+			"ghosts@example.com":     {"ghost@example.com"},
+		},
+	}
+}
+
+func TestExpand(t *testing.T) {
+	t.Parallel()
+	dir := newFakeDir()
+	// A chain of 12 aliases, deeper than MaxAliasDepth.
+	for i := range 12 {
+		dir.aliases[fmt.Sprintf("deep%d@example.com", i)] = []string{fmt.Sprintf("deep%d@example.com", i+1)}
+	}
+	dir.aliases["deep12@example.com"] = []string{"alice@example.com"}
+	// A chain of exactly MaxAliasDepth aliases works.
+	for i := range MaxAliasDepth - 1 {
+		dir.aliases[fmt.Sprintf("ok%d@example.com", i)] = []string{fmt.Sprintf("ok%d@example.com", i+1)}
+	}
+	dir.aliases[fmt.Sprintf("ok%d@example.com", MaxAliasDepth-1)] = []string{"alice@example.com"}
+
+	ctx := context.Background()
+	tests := []struct {
+		addr    string
+		want    []string
+		wantErr error
+	}{
+		{"alice@example.com", []string{"alice@example.com"}, nil},
+		{"ALICE@Example.Com", []string{"alice@example.com"}, nil},
+		{"postmaster@example.com", []string{"alice@example.com"}, nil},
+		{"bob@example.com", []string{"bob@example.com", "bob@remote.test"}, nil},
+		{"team@example.com", []string{"alice@example.com", "bob@example.com", "bob@remote.test", "carol@example.org", "Dave@Elsewhere.NET"}, nil},
+		{"loop1@example.com", []string{"alice@example.com"}, nil},
+		{"onlyloop1@example.com", nil, store.ErrNotFound},
+		{"anything@example.org", []string{"carol@example.org"}, nil},
+		{"carol@example.org", []string{"carol@example.org"}, nil},
+		{"stale@example.com", []string{"alice@example.com"}, nil},
+		{"ghosts@example.com", nil, store.ErrNotFound},
+		{"unknown@example.com", nil, store.ErrNotFound},
+		{"noat", nil, store.ErrNotFound},
+		{"jörg@bücher.example", []string{"jörg@xn--bcher-kva.example"}, nil},
+		{"deep0@example.com", nil, ErrAliasDepth},
+		{"ok0@example.com", []string{"alice@example.com"}, nil},
+	}
+	for _, tc := range tests {
+		got, err := Expand(ctx, dir, tc.addr, nil)
+		if tc.wantErr != nil {
+			if !errors.Is(err, tc.wantErr) {
+				t.Errorf("Expand(%q) = %v, %v; want error %v", tc.addr, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Expand(%q) error: %v", tc.addr, err)
+			continue
+		}
+		slices.Sort(got)
+		want := slices.Clone(tc.want)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("Expand(%q) = %q, want %q", tc.addr, got, want)
+		}
+	}
+}
+
+func TestExpandIsLocalOverrideAndErrors(t *testing.T) {
+	t.Parallel()
+	dir := newFakeDir()
+	// With an isLocal saying example.org is remote, sales' carol is relayed as written.
+	got, err := Expand(context.Background(), dir, "sales@example.com", func(d string) bool { return d == "example.com" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"bob@example.com", "bob@remote.test", "carol@EXAMPLE.org"}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	boom := errors.New("database down")
+	dir.fail = boom
+	if _, err := Expand(context.Background(), dir, "alice@example.com", nil); !errors.Is(err, boom) {
+		t.Fatalf("lookup failure: err = %v, want %v", err, boom)
+	}
+	if _, err := Exists(context.Background(), dir, "alice@example.com"); !errors.Is(err, boom) {
+		t.Fatalf("Exists lookup failure: err = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dir.fail = nil
+	if _, err := Expand(ctx, dir, "alice@example.com", nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled: err = %v", err)
+	}
+}
+
+func TestExists(t *testing.T) {
+	t.Parallel()
+	dir := newFakeDir()
+	for addr, want := range map[string]bool{
+		"alice@example.com":      true,
+		"POSTMASTER@example.COM": true,
+		"whoever@example.org":    true, // catch-all
+		"whoever@example.com":    false,
+		"bad":                    false,
+	} {
+		got, err := Exists(context.Background(), dir, addr)
+		if err != nil || got != want {
+			t.Errorf("Exists(%q) = %v, %v; want %v", addr, got, err, want)
+		}
+	}
+}
+
+func readNew(t *testing.T, dir string) [][]byte {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, "new", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestMaildirDeliver(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	m := NewMaildir(filepath.Join(root, "mail"))
+	msg := []byte("Subject: hi\r\n\r\nbinary \x00\xff ok\r\n.\r\n")
+	if err := m.Deliver(context.Background(), "Alice@Example.COM", bytes.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	mbox := filepath.Join(root, "mail", "example.com", "alice")
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if fi, err := os.Stat(filepath.Join(mbox, sub)); err != nil || !fi.IsDir() {
+			t.Fatalf("%s missing: %v", sub, err)
+		}
+	}
+	got := readNew(t, mbox)
+	if len(got) != 1 || !bytes.Equal(got[0], msg) {
+		t.Fatalf("new/ holds %q, want exactly %q", got, msg)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(mbox, "tmp")); len(ents) != 0 {
+		t.Fatalf("tmp/ not empty: %v", ents)
+	}
+	fi, err := os.Stat(filepath.Join(mbox, "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("new/ mode %v, want 0700", fi.Mode().Perm())
+	}
+
+	// A second message: a distinct file.
+	if err := m.Deliver(context.Background(), "alice@example.com", strings.NewReader("two\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readNew(t, mbox); len(got) != 2 {
+		t.Fatalf("%d files after two deliveries", len(got))
+	}
+}
+
+func TestMaildirDeliveredToAndConcurrent(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	m := NewMaildir(root, WithDeliveredTo())
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- m.Deliver(context.Background(), "bob@example.com", strings.NewReader(fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i)))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readNew(t, filepath.Join(root, "example.com", "bob"))
+	if len(got) != n {
+		t.Fatalf("%d messages in new/, want %d", len(got), n)
+	}
+	seen := map[string]bool{}
+	for _, b := range got {
+		if !bytes.HasPrefix(b, []byte("Delivered-To: bob@example.com\r\nSubject: ")) {
+			t.Fatalf("message %q lacks Delivered-To header", b)
+		}
+		seen[string(b)] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("only %d distinct messages", len(seen))
+	}
+}
+
+func TestMailboxPathSafety(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	m := NewMaildir(root)
+	good := map[string]string{
+		"a/b@example.com":     "a%2Fb",
+		"../etc@example.com":  "%2E.%2Fetc",
+		`"x\y"@example.com`:   `"x%5Cy"`,
+		".hidden@example.com": "%2Ehidden",
+		"a%2Fb@example.com":   "a%252fb",
+		"Jörg@Bücher.example": "jörg",
+		"..@example.com":      "%2E.",
+	}
+	for addr, leaf := range good {
+		p, err := m.MailboxPath(addr)
+		if err != nil {
+			t.Errorf("MailboxPath(%q): %v", addr, err)
+			continue
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || strings.HasPrefix(rel, "..") || strings.Count(rel, string(filepath.Separator)) != 1 {
+			t.Errorf("MailboxPath(%q) = %q escapes or nests (rel %q)", addr, p, rel)
+		}
+		if filepath.Base(p) != leaf {
+			t.Errorf("MailboxPath(%q) leaf = %q, want %q", addr, filepath.Base(p), leaf)
+		}
+	}
+	for _, addr := range []string{"", "noat", "@example.com", "user@", "user@../x", "user@a/b", "user@[127.0.0.1]",
+		"a\x00b@example.com@", "a\x00b@example.com", "a\r\nBcc: x@example.com", "user@exa\x00mple.com", "\xff@example.com", strings.Repeat("a", 65) + "@example.com"} {
+		_, err := m.MailboxPath(addr)
+		se, ok := smtp.AsError(err)
+		if !ok || se.Code != 550 {
+			t.Errorf("MailboxPath(%q) err = %v, want a 550 *smtp.Error", addr, err)
+		}
+	}
+	// Invalid mailbox in Deliver is permanent and writes nothing.
+	err := m.Deliver(context.Background(), "user@../x", strings.NewReader("x"))
+	if se, ok := smtp.AsError(err); !ok || !se.Permanent() {
+		t.Fatalf("Deliver(bad) err = %v, want permanent", err)
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 {
+		t.Fatalf("bad delivery created %v", ents)
+	}
+}
+
+type failingReader struct{ err error }
+
+func (f failingReader) Read([]byte) (int, error) { return 0, f.err }
+
+func TestMaildirErrors(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	m := NewMaildir(root)
+	mbox := filepath.Join(root, "example.com", "alice")
+
+	// A body error that is an *smtp.Error keeps its class (permanent here).
+	bare := smtp.ErrBareLineFeed
+	err := m.Deliver(context.Background(), "alice@example.com", io.MultiReader(strings.NewReader("partial"), failingReader{&bare}))
+	if se, ok := smtp.AsError(err); !ok || se.Code != 550 {
+		t.Fatalf("body smtp error: %v", err)
+	}
+	// A plain read error is a temporary local error.
+	err = m.Deliver(context.Background(), "alice@example.com", failingReader{errors.New("conn reset")})
+	if se, ok := smtp.AsError(err); !ok || !se.Temporary() {
+		t.Fatalf("read error: %v, want temporary", err)
+	}
+	// Cancellation is temporary too.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = m.Deliver(ctx, "alice@example.com", strings.NewReader("x"))
+	if se, ok := smtp.AsError(err); !ok || !se.Temporary() || !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled: %v", err)
+	}
+	// Nothing was left behind in tmp/ or new/.
+	for _, sub := range []string{"tmp", "new"} {
+		if ents, _ := os.ReadDir(filepath.Join(mbox, sub)); len(ents) != 0 {
+			t.Fatalf("%s/ holds %d files after failed deliveries", sub, len(ents))
+		}
+	}
+}
+
+func TestMaildirDiskFull(t *testing.T) {
+	t.Parallel()
+	// /dev/full fails every write with a real ENOSPC; check that Deliver's
+	// classification of such an error makes it temporary and storage-full.
+	f, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip("no /dev/full")
+	}
+	defer f.Close()
+	_, werr := f.Write([]byte("x"))
+	if werr == nil {
+		t.Skip("/dev/full accepted a write")
+	}
+	err = ioErr("writing message", werr)
+	if !errors.Is(err, store.ErrStorageFull) {
+		t.Fatalf("ENOSPC error %v does not wrap store.ErrStorageFull", err)
+	}
+	se, ok := smtp.AsError(err)
+	if !ok || !se.Temporary() || se.Enhanced != (smtp.EnhancedCode{4, 3, 1}) {
+		t.Fatalf("ENOSPC error %v: want temporary 4.3.1", err)
+	}
+}
+
+func FuzzMailboxPath(f *testing.F) {
+	for _, s := range []string{"alice@example.com", "../x@example.com", "a/b@c.d", "x@..", "\x00@a.b", "ü@bücher.example"} {
+		f.Add(s)
+	}
+	root := f.TempDir()
+	m := NewMaildir(root)
+	f.Fuzz(func(t *testing.T, addr string) {
+		p, err := m.MailboxPath(addr)
+		if err != nil {
+			if _, ok := smtp.AsError(err); !ok {
+				t.Fatalf("error %v carries no *smtp.Error", err)
+			}
+			return
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(rel, string(filepath.Separator))
+		if len(parts) != 2 || parts[0] == ".." || parts[1] == ".." || parts[0] == "." || parts[1] == "." ||
+			parts[0] == "" || parts[1] == "" || strings.HasPrefix(parts[1], ".") || strings.ContainsRune(rel, 0) {
+			t.Fatalf("MailboxPath(%q) = %q (rel %q) is unsafe", addr, p, rel)
+		}
+		if filepath.Clean(p) != p {
+			t.Fatalf("MailboxPath(%q) = %q not clean", addr, p)
+		}
+	})
+}

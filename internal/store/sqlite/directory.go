@@ -1,0 +1,264 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// execOne runs a directory write in the writer. notFound and exists choose
+// how "no row affected" is reported.
+func (s *Store) execOne(ctx context.Context, what string, noRows error, q string, args ...any) error {
+	err := s.w.do(ctx, false, func(w *writer) error {
+		res, err := w.conn.ExecContext(context.Background(), q, args...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 && noRows != nil {
+			return clean(noRows)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite store: %s: %w", what, err)
+	}
+	return nil
+}
+
+// normDomain lower-cases a domain and drops a trailing dot.
+func normDomain(d string) string {
+	return strings.TrimSuffix(normAddr(d), ".")
+}
+
+// AddDomain adds a local domain; an existing one returns store.ErrExists.
+func (s *Store) AddDomain(ctx context.Context, domain string) error {
+	d := normDomain(domain)
+	if d == "" {
+		return errors.New("sqlite store: add domain: empty domain")
+	}
+	return s.execOne(ctx, "add domain "+d, store.ErrExists,
+		`INSERT INTO domains (name) VALUES (?) ON CONFLICT DO NOTHING`, d)
+}
+
+// DeleteDomain removes a local domain; an unknown one returns
+// store.ErrNotFound. Its users and aliases are kept.
+func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
+	d := normDomain(domain)
+	return s.execOne(ctx, "delete domain "+d, store.ErrNotFound, `DELETE FROM domains WHERE name = ?`, d)
+}
+
+// ListDomains returns the local domains in order.
+func (s *Store) ListDomains(ctx context.Context) ([]string, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT name FROM domains ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: list domains: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, fmt.Errorf("sqlite store: list domains: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite store: list domains: %w", err)
+	}
+	return out, nil
+}
+
+// IsLocalDomain reports whether domain is a local domain (case-insensitive).
+func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
+	var one int
+	err := s.rdb.QueryRowContext(ctx, `SELECT 1 FROM domains WHERE name = ?`, normDomain(domain)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("sqlite store: is local domain: %w", err)
+	}
+	return true, nil
+}
+
+func marshalList(l []string) (string, error) {
+	if l == nil {
+		l = []string{}
+	}
+	b, err := json.Marshal(l)
+	return string(b), err
+}
+
+func unmarshalList(s string) ([]string, error) {
+	var l []string
+	if err := json.Unmarshal([]byte(s), &l); err != nil {
+		return nil, err
+	}
+	if len(l) == 0 {
+		return nil, nil
+	}
+	return l, nil
+}
+
+// AddUser creates a user; an existing address returns store.ErrExists. A
+// zero Created is set to now.
+func (s *Store) AddUser(ctx context.Context, u store.User) error {
+	addr := normAddr(u.Address)
+	if addr == "" {
+		return errors.New("sqlite store: add user: empty address")
+	}
+	sendAs, err := marshalList(u.SendAs)
+	if err != nil {
+		return fmt.Errorf("sqlite store: add user %s: %w", addr, err)
+	}
+	created := u.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return s.execOne(ctx, "add user "+addr, store.ErrExists,
+		`INSERT INTO users (address, password_hash, send_as, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		addr, u.PasswordHash, sendAs, nanos(created))
+}
+
+// DeleteUser removes a user; an unknown one returns store.ErrNotFound.
+func (s *Store) DeleteUser(ctx context.Context, address string) error {
+	a := normAddr(address)
+	return s.execOne(ctx, "delete user "+a, store.ErrNotFound, `DELETE FROM users WHERE address = ?`, a)
+}
+
+// SetPassword replaces a user's password hash; an unknown user returns
+// store.ErrNotFound.
+func (s *Store) SetPassword(ctx context.Context, address, hash string) error {
+	a := normAddr(address)
+	return s.execOne(ctx, "set password of "+a, store.ErrNotFound,
+		`UPDATE users SET password_hash = ? WHERE address = ?`, hash, a)
+}
+
+const userCols = `address, password_hash, send_as, created`
+
+func scanUser(sc scanner) (store.User, error) {
+	var u store.User
+	var sendAs string
+	var created int64
+	if err := sc.Scan(&u.Address, &u.PasswordHash, &sendAs, &created); err != nil {
+		return store.User{}, err
+	}
+	var err error
+	if u.SendAs, err = unmarshalList(sendAs); err != nil {
+		return store.User{}, fmt.Errorf("user %s: send_as: %w", u.Address, err)
+	}
+	u.Created = fromNanos(created)
+	return u, nil
+}
+
+// GetUser returns a user by address (case-insensitive).
+func (s *Store) GetUser(ctx context.Context, address string) (store.User, error) {
+	a := normAddr(address)
+	u, err := scanUser(s.rdb.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE address = ?`, a))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.User{}, fmt.Errorf("sqlite store: get user %s: %w", a, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.User{}, fmt.Errorf("sqlite store: get user %s: %w", a, err)
+	}
+	return u, nil
+}
+
+// ListUsers returns every user ordered by address.
+func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY address`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: list users: %w", err)
+	}
+	defer rows.Close()
+	var out []store.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite store: list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite store: list users: %w", err)
+	}
+	return out, nil
+}
+
+// AddAlias creates or replaces the alias of a.Address.
+func (s *Store) AddAlias(ctx context.Context, a store.Alias) error {
+	addr := normAddr(a.Address)
+	if addr == "" {
+		return errors.New("sqlite store: add alias: empty address")
+	}
+	targets, err := marshalList(a.Targets)
+	if err != nil {
+		return fmt.Errorf("sqlite store: add alias %s: %w", addr, err)
+	}
+	return s.execOne(ctx, "add alias "+addr, nil,
+		`INSERT INTO aliases (address, targets) VALUES (?, ?) ON CONFLICT (address) DO UPDATE SET targets = excluded.targets`,
+		addr, targets)
+}
+
+// DeleteAlias removes an alias; an unknown one returns store.ErrNotFound.
+func (s *Store) DeleteAlias(ctx context.Context, address string) error {
+	a := normAddr(address)
+	return s.execOne(ctx, "delete alias "+a, store.ErrNotFound, `DELETE FROM aliases WHERE address = ?`, a)
+}
+
+func scanAlias(sc scanner) (store.Alias, error) {
+	var a store.Alias
+	var targets string
+	if err := sc.Scan(&a.Address, &targets); err != nil {
+		return store.Alias{}, err
+	}
+	var err error
+	if a.Targets, err = unmarshalList(targets); err != nil {
+		return store.Alias{}, fmt.Errorf("alias %s: targets: %w", a.Address, err)
+	}
+	return a, nil
+}
+
+// GetAlias returns the alias of address (case-insensitive).
+func (s *Store) GetAlias(ctx context.Context, address string) (store.Alias, error) {
+	addr := normAddr(address)
+	a, err := scanAlias(s.rdb.QueryRowContext(ctx, `SELECT address, targets FROM aliases WHERE address = ?`, addr))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Alias{}, fmt.Errorf("sqlite store: get alias %s: %w", addr, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Alias{}, fmt.Errorf("sqlite store: get alias %s: %w", addr, err)
+	}
+	return a, nil
+}
+
+// ListAliases returns every alias ordered by address.
+func (s *Store) ListAliases(ctx context.Context) ([]store.Alias, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT address, targets FROM aliases ORDER BY address`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: list aliases: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Alias
+	for rows.Next() {
+		a, err := scanAlias(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite store: list aliases: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite store: list aliases: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,355 @@
+// Package sqlite is Herald's embedded store: the queue and directory in one
+// SQLite database (modernc.org/sqlite, pure Go) in WAL mode with
+// synchronous=FULL, and large message bodies in blob files beside it.
+//
+// All writes of one process go through a single writer goroutine that
+// commits concurrent operations together (group commit): the callers of one
+// batch share one transaction and one fsync, and each is answered only after
+// that commit. Reads use a separate pool of read-only connections. Other
+// processes (the CLI) may open the same data directory at the same time;
+// SQLite's file locks with a busy timeout serialise their writes.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// DefaultInlineMax is the default largest body stored inline in the queue row.
+const DefaultInlineMax = 64 << 10
+
+// DefaultMaxBatch is the default largest number of operations committed in one
+// transaction by the writer.
+const DefaultMaxBatch = 256
+
+// busyTimeoutMS is how long a connection waits for a lock held by another
+// connection or process before failing with SQLITE_BUSY.
+const busyTimeoutMS = 10000
+
+// ErrClosed is returned by operations on a closed Store.
+var ErrClosed = errors.New("sqlite store: closed")
+
+// Options tune a Store. The zero value is valid.
+type Options struct {
+	// InlineMax is the largest body, in bytes, stored inline in the queue
+	// row (covered by the group-committed fsync). Larger bodies go to blob
+	// files. Zero means DefaultInlineMax; a negative value stores every body
+	// as a blob file.
+	InlineMax int
+	// MaxBatch caps the operations committed in one transaction. Zero means
+	// DefaultMaxBatch.
+	MaxBatch int
+	// ReadConns is the size of the read-only connection pool. Zero means 4.
+	ReadConns int
+	// Logger receives warnings (failed blob removals, orphans collected).
+	// Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is the SQLite implementation of store.Store. It is safe for
+// concurrent use.
+type Store struct {
+	dir       string
+	blobDir   string
+	tmpDir    string
+	inlineMax int
+	log       *slog.Logger
+
+	wdb  *sql.DB // one connection, owned by the writer goroutine
+	rdb  *sql.DB // read-only pool
+	lock *os.File
+
+	w *writer
+
+	bufPool sync.Pool // *[]byte body buffers
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store in data directory dir: the
+// database is dir/herald.db and blob bodies live under dir/blobs. The schema
+// is created or migrated. If no other process has the directory open, blob
+// files without a committed message row and stale temporary files are
+// removed.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.InlineMax == 0 {
+		opts.InlineMax = DefaultInlineMax
+	}
+	if opts.InlineMax < 0 {
+		opts.InlineMax = -1
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Store{
+		dir:       dir,
+		blobDir:   filepath.Join(dir, "blobs"),
+		tmpDir:    filepath.Join(dir, "blobs", "tmp"),
+		inlineMax: opts.InlineMax,
+		log:       opts.Logger.With("component", "store.sqlite"),
+	}
+	if err := s.makeDirs(); err != nil {
+		return nil, err
+	}
+	exclusive, lock, err := lockDir(filepath.Join(dir, "herald.lock"))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: lock %s: %w", dir, err)
+	}
+	s.lock = lock
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeDBs()
+		}
+	}()
+
+	dbPath := filepath.Join(dir, "herald.db")
+	wdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)", dbPath, busyTimeoutMS)
+	s.wdb, err = sql.Open("sqlite", wdsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: open %s: %w", dbPath, err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	s.wdb.SetConnMaxIdleTime(0)
+	ctx := context.Background()
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("sqlite store: open %s: %w", dbPath, err))
+	}
+	if err := migrate(ctx, conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// Make a newly created database file's directory entry durable.
+	if err := syncDir(dir); err != nil {
+		conn.Close()
+		return nil, mapErr(fmt.Errorf("sqlite store: sync %s: %w", dir, err))
+	}
+	if exclusive {
+		if err := s.collectOrphans(ctx, conn); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if err := shareLock(lock); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("sqlite store: lock %s: %w", dir, err)
+		}
+	}
+
+	rdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=query_only(1)", dbPath, busyTimeoutMS)
+	s.rdb, err = sql.Open("sqlite", rdsn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("sqlite store: open %s: %w", dbPath, err)
+	}
+	s.rdb.SetMaxOpenConns(opts.ReadConns)
+	s.rdb.SetMaxIdleConns(opts.ReadConns)
+	s.rdb.SetConnMaxLifetime(0)
+	s.rdb.SetConnMaxIdleTime(0)
+
+	s.w, err = newWriter(s, conn, opts.MaxBatch)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	go s.w.run()
+	ok = true
+	return s, nil
+}
+
+// Close stops the writer after it has committed every operation already
+// submitted, then closes the databases. Operations started after Close fail
+// with ErrClosed.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.w.close()
+		if err := s.closeDBs(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
+	if s.wdb != nil {
+		errs = append(errs, s.wdb.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sqlite store: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) makeDirs() error {
+	for _, d := range []string{s.dir, s.blobDir, s.tmpDir} {
+		if _, err := os.Stat(d); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return mapErr(fmt.Errorf("sqlite store: create %s: %w", d, err))
+		}
+		// Make the new directory entry durable.
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return mapErr(fmt.Errorf("sqlite store: create %s: %w", d, err))
+		}
+	}
+	return nil
+}
+
+// schema is the list of migrations; schema_version holds how many were
+// applied.
+var schema = []string{
+	// 1: queue and directory.
+	`CREATE TABLE messages (
+		id        TEXT PRIMARY KEY,
+		sender    TEXT NOT NULL,
+		received  INTEGER NOT NULL,
+		size      INTEGER NOT NULL,
+		ret       TEXT NOT NULL,
+		envid     TEXT NOT NULL,
+		client_ip TEXT NOT NULL,
+		helo      TEXT NOT NULL,
+		auth_user TEXT NOT NULL,
+		source    TEXT NOT NULL,
+		smtputf8  INTEGER NOT NULL,
+		blob      INTEGER NOT NULL, -- 1: body is the file blobs/<id>
+		body      BLOB              -- inline body when blob = 0 (last: overflow pages)
+	);
+	CREATE TABLE recipients (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		message_id   TEXT NOT NULL,
+		address      TEXT NOT NULL,
+		notify       TEXT NOT NULL,
+		orcpt        TEXT NOT NULL,
+		status       TEXT NOT NULL,
+		attempts     INTEGER NOT NULL,
+		next_attempt INTEGER NOT NULL, -- unix ns
+		lease_until  INTEGER NOT NULL, -- unix ns, 0 when not leased
+		last_reply   TEXT NOT NULL,
+		remote_mta   TEXT NOT NULL,
+		delay_warned INTEGER NOT NULL,
+		updated_at   INTEGER NOT NULL
+	);
+	CREATE INDEX recipients_message ON recipients(message_id);
+	-- When a pending recipient can next be leased: due and not leased.
+	CREATE INDEX recipients_ready ON recipients(max(next_attempt, lease_until + 1))
+		WHERE status IN ('queued', 'deferred');
+	CREATE TABLE domains (name TEXT PRIMARY KEY) WITHOUT ROWID;
+	CREATE TABLE users (
+		address       TEXT PRIMARY KEY,
+		password_hash TEXT NOT NULL,
+		send_as       TEXT NOT NULL, -- JSON array
+		created       INTEGER NOT NULL
+	);
+	CREATE TABLE aliases (
+		address TEXT PRIMARY KEY,
+		targets TEXT NOT NULL -- JSON array
+	);`,
+}
+
+// pageSize is the database page size, set when the database is created.
+var pageSize = 4096
+
+func migrate(ctx context.Context, conn *sql.Conn) error {
+	// The page size only takes effect before the database has content, so
+	// it must come before the switch to WAL (which writes the header).
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d", pageSize)); err != nil {
+		return mapErr(fmt.Errorf("sqlite store: set page size: %w", err))
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+		return mapErr(fmt.Errorf("sqlite store: set WAL mode: %w", err))
+	}
+	if mode != "wal" {
+		return fmt.Errorf("sqlite store: journal mode is %q, not wal", mode)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
+	}
+	err := func() error {
+		if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+			return err
+		}
+		var v int
+		err := conn.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := conn.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		}
+		if v > len(schema) {
+			return fmt.Errorf("database schema version %d is newer than this program's %d", v, len(schema))
+		}
+		for ; v < len(schema); v++ {
+			if _, err := conn.ExecContext(ctx, schema[v]); err != nil {
+				return fmt.Errorf("migration %d: %w", v+1, err)
+			}
+		}
+		_, err = conn.ExecContext(ctx, `UPDATE schema_version SET version = ?`, v)
+		return err
+	}()
+	if err != nil {
+		conn.ExecContext(ctx, "ROLLBACK")
+		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		conn.ExecContext(ctx, "ROLLBACK")
+		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
+	}
+	return nil
+}
+
+// sqliteCode returns the primary SQLite result code in err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+// isFull reports whether err means the disk (or quota) is full.
+func isFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || sqliteCode(err) == sqlite3.SQLITE_FULL
+}
+
+// mapErr wraps a full-disk error with store.ErrStorageFull.
+func mapErr(err error) error {
+	if err == nil || errors.Is(err, store.ErrStorageFull) || !isFull(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+}

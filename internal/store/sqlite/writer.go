@@ -1,0 +1,260 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// op is one write operation run by the writer inside a batch transaction.
+type op struct {
+	// fn performs the operation. It may be run more than once (after a
+	// rollback caused by another operation of its batch), so it must derive
+	// everything from its inputs. It returns a *cleanError when it fails
+	// before writing anything, so that its batch need not be rolled back.
+	fn func(w *writer) error
+	// blob is set when fn references a blob file just linked into place:
+	// the writer then fsyncs the blobs directory before committing.
+	blob bool
+	res  error
+	done chan error
+}
+
+// cleanError marks an operation failure that happened before the operation
+// wrote anything: the rest of the batch can still commit.
+type cleanError struct{ err error }
+
+func (e *cleanError) Error() string { return e.err.Error() }
+func (e *cleanError) Unwrap() error { return e.err }
+
+func clean(err error) error { return &cleanError{err} }
+
+var opPool = sync.Pool{New: func() any { return &op{done: make(chan error, 1)} }}
+
+// writer owns the single write connection and commits batches of operations.
+type writer struct {
+	s        *Store
+	conn     *sql.Conn
+	ch       chan *op
+	maxBatch int
+	stopped  chan struct{}
+
+	mu     sync.RWMutex // guards closed and sends on ch
+	closed bool
+
+	// afterCommit collects blob files to remove once the current batch has
+	// committed.
+	afterCommit []string
+
+	st stmts
+}
+
+// stmts are the statements prepared once on the write connection.
+type stmts struct {
+	insMsg, insRcpt                *sql.Stmt
+	dueMsgs, leaseRcpts, msgByID   *sql.Stmt
+	msgBlob, updRcpt, countPending *sql.Stmt
+	delRcpts, delMsg, retry        *sql.Stmt
+	begin, commit, rollback        *sql.Stmt
+}
+
+func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
+	w := &writer{
+		s:        s,
+		conn:     conn,
+		ch:       make(chan *op, maxBatch),
+		maxBatch: maxBatch,
+		stopped:  make(chan struct{}),
+	}
+	ctx := context.Background()
+	for _, p := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&w.st.begin, `BEGIN IMMEDIATE`},
+		{&w.st.commit, `COMMIT`},
+		{&w.st.rollback, `ROLLBACK`},
+		{&w.st.insMsg, `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
+		{&w.st.insRcpt, `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt, lease_until, last_reply, remote_mta, delay_warned, updated_at)
+			VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, '', '', 0, ?)`},
+		{&w.st.dueMsgs, `SELECT message_id FROM recipients
+			WHERE status IN ('queued', 'deferred') AND max(next_attempt, lease_until + 1) <= ?
+			ORDER BY max(next_attempt, lease_until + 1)`},
+		{&w.st.leaseRcpts, `UPDATE recipients SET lease_until = ?
+			WHERE message_id = ? AND status IN ('queued', 'deferred') AND max(next_attempt, lease_until + 1) <= ?
+			RETURNING ` + rcptCols},
+		{&w.st.msgByID, `SELECT ` + msgCols + ` FROM messages WHERE id = ?`},
+		{&w.st.msgBlob, `SELECT blob FROM messages WHERE id = ?`},
+		{&w.st.updRcpt, `UPDATE recipients SET status = ?, attempts = attempts + ?, next_attempt = ?, lease_until = 0,
+			last_reply = ?, remote_mta = ?, delay_warned = (delay_warned OR ?), updated_at = ?
+			WHERE id = ? AND message_id = ?`},
+		{&w.st.countPending, `SELECT count(*) FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')`},
+		{&w.st.delRcpts, `DELETE FROM recipients WHERE message_id = ?`},
+		{&w.st.delMsg, `DELETE FROM messages WHERE id = ?`},
+		{&w.st.retry, `UPDATE recipients SET next_attempt = ?, updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')`},
+	} {
+		st, err := conn.PrepareContext(ctx, p.q)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite store: prepare %q: %w", p.q, err)
+		}
+		*p.dst = st
+	}
+	return w, nil
+}
+
+// do runs fn in the writer and waits for its batch to commit. Once
+// submitted, the operation is not abandoned when ctx ends: the caller
+// learns whether it committed.
+func (w *writer) do(ctx context.Context, blob bool, fn func(w *writer) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := opPool.Get().(*op)
+	o.fn, o.blob, o.res = fn, blob, nil
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		opPool.Put(o)
+		return ErrClosed
+	}
+	w.ch <- o
+	w.mu.RUnlock()
+	err := <-o.done
+	o.fn = nil
+	opPool.Put(o)
+	return err
+}
+
+// close stops accepting operations, lets the writer commit those already
+// submitted and waits for it to exit.
+func (w *writer) close() error {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.ch)
+	}
+	w.mu.Unlock()
+	<-w.stopped
+	for _, st := range []*sql.Stmt{w.st.insMsg, w.st.insRcpt, w.st.dueMsgs, w.st.leaseRcpts, w.st.msgByID,
+		w.st.msgBlob, w.st.updRcpt, w.st.countPending, w.st.delRcpts, w.st.delMsg, w.st.retry,
+		w.st.begin, w.st.commit, w.st.rollback} {
+		st.Close()
+	}
+	return w.conn.Close()
+}
+
+func (w *writer) run() {
+	defer close(w.stopped)
+	batch := make([]*op, 0, w.maxBatch)
+	for o := range w.ch {
+		batch = append(batch[:0], o)
+	fill:
+		for len(batch) < w.maxBatch {
+			select {
+			case o, ok := <-w.ch:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		w.runBatch(batch)
+		clear(batch)
+	}
+}
+
+// runBatch runs ops in one transaction and answers each. An operation that
+// fails after writing causes a rollback; it alone is answered with its
+// error and the others are run again. A storage or commit failure fails
+// every operation of the batch: nobody is told success for data that was
+// not committed.
+func (w *writer) runBatch(ops []*op) {
+	ctx := context.Background()
+	pending := ops
+retry:
+	for len(pending) > 0 {
+		w.afterCommit = w.afterCommit[:0]
+		if _, err := w.st.begin.ExecContext(ctx); err != nil {
+			w.failAll(pending, fmt.Errorf("sqlite store: begin: %w", err))
+			return
+		}
+		blob := false
+		for i, o := range pending {
+			o.res = nil
+			err := o.fn(w)
+			if err == nil {
+				blob = blob || o.blob
+				continue
+			}
+			var ce *cleanError
+			if errors.As(err, &ce) {
+				o.res = ce.err
+				continue
+			}
+			w.rollback()
+			if fatal(err) {
+				w.failAll(pending, err)
+				return
+			}
+			o.done <- mapErr(err)
+			pending = append(pending[:i:i], pending[i+1:]...)
+			continue retry
+		}
+		if blob {
+			if err := syncDir(w.s.blobDir); err != nil {
+				w.rollback()
+				w.failAll(pending, fmt.Errorf("sqlite store: sync blob directory: %w", err))
+				return
+			}
+		}
+		if _, err := w.st.commit.ExecContext(ctx); err != nil {
+			w.rollback()
+			w.failAll(pending, fmt.Errorf("sqlite store: commit: %w", err))
+			return
+		}
+		for _, p := range w.afterCommit {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				w.s.log.Warn("cannot remove blob", "path", p, "err", err)
+			}
+		}
+		for _, o := range pending {
+			o.done <- o.res
+		}
+		return
+	}
+}
+
+func (w *writer) rollback() {
+	// An error here means no transaction is active (SQLite may have
+	// rolled back by itself); either way nothing is committed.
+	w.st.rollback.ExecContext(context.Background())
+}
+
+func (w *writer) failAll(ops []*op, err error) {
+	err = mapErr(err)
+	for _, o := range ops {
+		o.done <- err
+	}
+}
+
+// fatal reports whether err is a failure of the database rather than of one
+// operation (constraint violations and errors outside SQLite are the
+// latter).
+func fatal(err error) bool {
+	if isFull(err) {
+		return true
+	}
+	switch sqliteCode(err) {
+	case 0, sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_RANGE:
+		return false
+	}
+	return true
+}
