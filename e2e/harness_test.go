@@ -75,7 +75,7 @@ func startHerald(t *testing.T, mutate func(*config.Config)) *herald {
 	if mutate != nil {
 		mutate(cfg)
 	}
-	logFile := filepath.Join(cfg.Server.DataDir, "herald.log")
+	logFile := filepath.Join(t.TempDir(), "herald.log")
 	f, err := os.Create(logFile)
 	if err != nil {
 		t.Fatal(err)

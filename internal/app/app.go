@@ -151,6 +151,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 			a.listeners = append(a.listeners, listener{ln: ln, server: srv, name: l.name})
 		}
 	}
+	a.metrics.watchServers(a.servers)
 	if a.httpLns, err = bind("http", cfg.HTTP.Listen, opts.Listeners); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/dsn"
 	"github.com/heraldmail/herald/internal/queue"
+	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -25,8 +26,11 @@ type bouncer struct {
 
 func (b *bouncer) Bounce(ctx context.Context, msg *store.Message, kind queue.BounceKind, rcpts []queue.BouncedRecipient) error {
 	action := dsn.Failed
-	if kind == queue.BounceDelayed {
+	switch kind {
+	case queue.BounceDelayed:
 		action = dsn.Delayed
+	case queue.BounceDelivered:
+		action = dsn.Delivered
 	}
 	rep := &dsn.Report{
 		ReportingMTA: b.hostname,
@@ -41,6 +45,9 @@ func (b *bouncer) Bounce(ctx context.Context, msg *store.Message, kind queue.Bou
 			continue
 		}
 		a := br.Attempt
+		if action == dsn.Delivered && a.RemoteMTA != "local" {
+			rep.Action = dsn.Relayed // handed to a next hop without DSN support
+		}
 		status := a.Enhanced
 		if status == ([3]int{}) {
 			status = [3]int{4, 0, 0}
@@ -85,6 +92,7 @@ func (b *bouncer) Bounce(ctx context.Context, msg *store.Message, kind queue.Bou
 	bounce := &store.Message{
 		Sender:     "",
 		Source:     "dsn",
+		SMTPUTF8:   !smtp.IsASCII(string(data)),
 		Recipients: []store.Recipient{{Address: msg.Sender, Notify: "NEVER"}},
 	}
 	id, err := b.spool.Accept(ctx, bounce, bytes.NewReader(data))

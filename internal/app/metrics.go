@@ -7,6 +7,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/metrics"
 	"github.com/heraldmail/herald/internal/queue"
+	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -65,6 +66,35 @@ func newMetrics(q store.Queue) *appMetrics {
 		return time.Since(s.Oldest).Seconds()
 	})
 	return m
+}
+
+// watchServers exports the SMTP listeners' own counters: sessions open,
+// protocol-level rejections (size, syntax, bare LF, limits...) and
+// recovered panics (which should stay at zero).
+func (m *appMetrics) watchServers(servers []*smtpserver.Server) {
+	sum := func(f func(smtpserver.Stats) float64) float64 {
+		var t float64
+		for _, s := range servers {
+			t += f(s.Stats())
+		}
+		return t
+	}
+	m.reg.NewGaugeFunc("herald_smtp_sessions_active", "SMTP sessions open now.", func() float64 {
+		return sum(func(s smtpserver.Stats) float64 { return float64(s.SessionsActive) })
+	})
+	m.reg.NewGaugeFunc("herald_smtp_panics_total", "Recovered panics in SMTP sessions (should be 0).", func() float64 {
+		return sum(func(s smtpserver.Stats) float64 { return float64(s.Panics) })
+	})
+	m.reg.NewCounterMapFunc("herald_smtp_protocol_rejections_total", "Replies refusing a client's command or data at the protocol level, by reason.", "reason",
+		func() map[string]float64 {
+			out := map[string]float64{}
+			for _, s := range servers {
+				for k, v := range s.Stats().Rejections {
+					out[k] += float64(v)
+				}
+			}
+			return out
+		})
 }
 
 // AttemptDone implements queue.Observer.

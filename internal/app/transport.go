@@ -47,7 +47,7 @@ func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain stri
 	out := make([]queue.Attempt, 0, len(results))
 	for _, r := range results {
 		a := queue.Attempt{RecipientID: r.RecipientID, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text,
-			RemoteMTA: r.RemoteMTA, TLS: r.TLS}
+			RemoteMTA: r.RemoteMTA, TLS: r.TLS, DSNPassedOn: r.DSNPassedOn}
 		switch r.Status {
 		case delivery.Delivered:
 			a.Result = queue.Delivered

@@ -81,6 +81,10 @@ type Result struct {
 	Text        string // the remote reply text, or our own
 	RemoteMTA   string // host[ip] that answered; "" if none did
 	TLS         string // "none" or e.g. "TLS1.3 TLS_AES_128_GCM_SHA256 (verified)"
+	// DSNPassedOn is set for a delivered recipient when the next hop
+	// supports DSN: NOTIFY went with the message, so success notices are
+	// the next hop's job (RFC 3461 §5.2.2), not ours.
+	DSNPassedOn bool
 }
 
 // Config configures a Client.
@@ -714,8 +718,10 @@ func (d *attempt) transact(ctx context.Context, s *session) {
 		if enh == (smtp.EnhancedCode{}) {
 			enh = smtp.EnhancedCode{2, 0, 0}
 		}
+		_, dsnExt := conn.Ext("DSN")
 		for _, i := range accepted {
 			d.finish(i, Delivered, rep.Code, enh, rep.Text(), remote, tlsDesc)
+			d.res[i].DSNPassedOn = dsnExt
 		}
 		healthy = true
 	case err == nil: // a 2xx other than 250: do not claim delivery

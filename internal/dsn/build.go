@@ -10,7 +10,6 @@ import (
 	"mime/multipart"
 	"mime/quotedprintable"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -271,31 +270,6 @@ func clean(s string) string {
 	return strings.TrimSpace(b.String())
 }
 
-// decodeXtext decodes RFC 3461 xtext ("+2B" for '+'); invalid input is
-// returned as it is.
-func decodeXtext(s string) string {
-	if !strings.Contains(s, "+") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '+' {
-			if i+3 > len(s) {
-				return s
-			}
-			v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
-			if err != nil {
-				return s
-			}
-			b.WriteByte(byte(v))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 func addrType(addr string, global bool) string {
 	if global && !smtp.IsASCII(addr) {
 		return "utf-8; " + addr
@@ -330,7 +304,7 @@ func statusFields(r *Report, global bool) []byte {
 		if rc.ORCPT != "" {
 			typ, addr, ok := strings.Cut(rc.ORCPT, ";")
 			if ok {
-				f("Original-Recipient", clean(strings.TrimSpace(typ)+"; "+decodeXtext(strings.TrimSpace(addr))))
+				f("Original-Recipient", clean(strings.TrimSpace(typ)+"; "+strings.TrimSpace(addr)))
 			}
 		}
 		f("Final-Recipient", addrType(clean(rc.Address), global))

@@ -38,7 +38,7 @@ func failedReport() *Report {
 		Action:       Failed,
 		Recipients: []RecipientStatus{
 			{
-				Address: "rcpt@remote.test", ORCPT: "rfc822;Rcpt+2Btag@remote.test",
+				Address: "rcpt@remote.test", ORCPT: "rfc822;Rcpt+tag@remote.test",
 				Status: smtp.EnhancedCode{5, 1, 1}, RemoteMTA: "mx.remote.test",
 				Diagnostic: "550 5.1.1 <rcpt@remote.test>: Recipient address rejected", LastAttempt: attempt,
 			},

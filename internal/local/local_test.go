@@ -398,3 +398,15 @@ func FuzzMailboxPath(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkMaildirDeliver4K(b *testing.B) {
+	m := NewMaildir(b.TempDir())
+	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 64)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.Deliver(context.Background(), "bench@example.com", bytes.NewReader(msg)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

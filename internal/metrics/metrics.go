@@ -36,8 +36,8 @@ func (r *Registry) add(f family) {
 	r.mu.Unlock()
 }
 
-// WriteTo writes every family, sorted by name.
-func (r *Registry) WriteTo(w io.Writer) {
+// Write writes every family, sorted by name.
+func (r *Registry) Write(w io.Writer) {
 	r.mu.Lock()
 	fs := append([]family(nil), r.families...)
 	r.mu.Unlock()
@@ -51,7 +51,7 @@ func (r *Registry) WriteTo(w io.Writer) {
 func (r *Registry) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		r.WriteTo(w)
+		r.Write(w)
 	})
 }
 
@@ -230,4 +230,40 @@ func formatFloat(f float64) string {
 		return "NaN"
 	}
 	return fmt.Sprintf("%g", f)
+}
+
+// MapFunc is a family with one label whose series are read at scrape time
+// from a map (e.g. counters kept by another component).
+type MapFunc struct {
+	n, help, typ, label string
+	f                   func() map[string]float64
+}
+
+// NewCounterMapFunc registers a counter family read from f at each scrape.
+func (r *Registry) NewCounterMapFunc(name, help, label string, f func() map[string]float64) *MapFunc {
+	m := &MapFunc{n: name, help: help, typ: "counter", label: label, f: f}
+	r.add(m)
+	return m
+}
+
+// NewGaugeMapFunc registers a gauge family read from f at each scrape.
+func (r *Registry) NewGaugeMapFunc(name, help, label string, f func() map[string]float64) *MapFunc {
+	m := &MapFunc{n: name, help: help, typ: "gauge", label: label, f: f}
+	r.add(m)
+	return m
+}
+
+func (m *MapFunc) name() string { return m.n }
+
+func (m *MapFunc) write(w io.Writer) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.n, m.help, m.n, m.typ)
+	vals := m.f()
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s{%s=%q} %s\n", m.n, m.label, k, formatFloat(vals[k]))
+	}
 }

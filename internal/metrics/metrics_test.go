@@ -17,7 +17,7 @@ func TestExposition(t *testing.T) {
 	h.Observe(0.5, "delivered")
 	h.Observe(5, "delivered")
 	var b strings.Builder
-	r.WriteTo(&b)
+	r.Write(&b)
 	out := b.String()
 	for _, want := range []string{
 		`herald_rejected_total{reason="relay"} 1`,

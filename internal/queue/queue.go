@@ -50,6 +50,9 @@ type Attempt struct {
 	Text        string // reply text or error description
 	RemoteMTA   string // host[ip] that answered, "" for local delivery
 	TLS         string // TLS outcome of the connection, "" if not applicable
+	// DSNPassedOn: delivered to a next hop that took over DSN duties, so
+	// no success notice is due from us.
+	DSNPassedOn bool
 }
 
 // Reply formats the attempt's reply as "550 5.1.1 text".
@@ -78,8 +81,9 @@ type BounceKind int
 
 // Bounce kinds.
 const (
-	BounceFailed BounceKind = iota
-	BounceDelayed
+	BounceFailed    BounceKind = iota
+	BounceDelayed              // delay warning
+	BounceDelivered            // success notice for NOTIFY=SUCCESS
 )
 
 // BouncedRecipient is one recipient reported in a DSN.
@@ -102,6 +106,7 @@ type Config struct {
 	Workers       int           // concurrent message deliveries (default 100)
 	LeaseDuration time.Duration // how long a worker holds work (default 30m)
 	DrainTimeout  time.Duration // on shutdown, how long in-flight deliveries may finish (default 10s)
+	UpdateRetry   time.Duration // how long to keep retrying to record outcomes (default 10m)
 }
 
 func (c *Config) setDefaults() {
@@ -125,6 +130,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 100
+	}
+	if c.UpdateRetry <= 0 {
+		c.UpdateRetry = 10 * time.Minute
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
@@ -354,13 +362,16 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 		byID[r.ID] = r
 	}
 	outcomes := make([]store.Outcome, 0, len(attempts))
-	var failed, delayed []BouncedRecipient
+	var failed, delayed, succeeded []BouncedRecipient
 	for _, a := range attempts {
 		r := byID[a.RecipientID]
 		o := store.Outcome{RecipientID: a.RecipientID, Reply: a.Reply(), RemoteMTA: a.RemoteMTA, DelayWarned: r.DelayWarned}
 		switch a.Result {
 		case Delivered:
 			o.Status = store.StatusDelivered
+			if !a.DSNPassedOn && strings.Contains(strings.ToUpper(r.Notify), "SUCCESS") {
+				succeeded = append(succeeded, BouncedRecipient{Recipient: r, Attempt: a})
+			}
 		case Permanent:
 			o.Status = store.StatusFailed
 			failed = append(failed, BouncedRecipient{Recipient: r, Attempt: a})
@@ -389,28 +400,65 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 		for _, set := range []struct {
 			kind  BounceKind
 			rcpts []BouncedRecipient
-		}{{BounceFailed, failed}, {BounceDelayed, delayed}} {
+		}{{BounceFailed, failed}, {BounceDelayed, delayed}, {BounceDelivered, succeeded}} {
 			if len(set.rcpts) == 0 {
 				continue
 			}
 			if err := s.bouncer.Bounce(ctx, msg, set.kind, set.rcpts); err != nil {
-				// Without a durable bounce we must not finalise: retry later.
-				s.log.Error("queueing DSN failed; will retry", "id", msg.ID, "err", err)
-				for i := range outcomes {
-					for _, b := range set.rcpts {
-						if outcomes[i].RecipientID == b.Recipient.ID {
-							outcomes[i].Status = store.StatusDeferred
-							outcomes[i].NextAttempt = now.Add(s.cfg.RetryInitial)
-							outcomes[i].DelayWarned = b.Recipient.DelayWarned
-						}
-					}
-				}
+				s.log.Error("queueing DSN failed", "id", msg.ID, "kind", set.kind, "err", err)
+				s.unbounced(outcomes, set.kind, set.rcpts, now)
 			}
 		}
 	}
-	if err := s.store.Update(ctx, msg.ID, outcomes); err != nil {
-		// The lease expires and the recipients are tried again: at least once.
-		s.log.Error("recording delivery outcome failed", "id", msg.ID, "err", err)
+	s.update(ctx, msg.ID, outcomes)
+}
+
+// update records outcomes, retrying while the store refuses (a full disk
+// frees up, a busy database unlocks) for up to UpdateRetry. Giving up leaves
+// the recipients leased: they are attempted again when the lease expires or
+// the node restarts, so the cost of failure is a duplicate, never a loss.
+func (s *Scheduler) update(ctx context.Context, id string, outcomes []store.Outcome) {
+	delay := 50 * time.Millisecond
+	deadline := time.Now().Add(s.cfg.UpdateRetry)
+	for {
+		err := s.store.Update(ctx, id, outcomes)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.log.Error("recording delivery outcome failed; will retry after the lease", "id", id, "err", err)
+			return
+		}
+		s.log.Warn("recording delivery outcome failed; retrying", "id", id, "err", err, "in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// unbounced adjusts outcomes whose notification could not be queued. A
+// failure must not become final without its DSN, so the recipient stays
+// deferred and is tried (and bounced) again; a delay notice is retried at
+// the next attempt; a success notice is best effort: the delivery stands.
+func (s *Scheduler) unbounced(outcomes []store.Outcome, kind BounceKind, rcpts []BouncedRecipient, now time.Time) {
+	if kind == BounceDelivered {
+		return
+	}
+	for i := range outcomes {
+		for _, b := range rcpts {
+			if outcomes[i].RecipientID != b.Recipient.ID {
+				continue
+			}
+			outcomes[i].DelayWarned = b.Recipient.DelayWarned
+			if kind == BounceFailed {
+				outcomes[i].Status = store.StatusDeferred
+				outcomes[i].NextAttempt = now.Add(s.cfg.RetryInitial)
+			}
+		}
 	}
 }
 

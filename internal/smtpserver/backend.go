@@ -43,7 +43,7 @@ type Conn struct {
 type Rcpt struct {
 	Address string // "local@domain"
 	Notify  string // "", "NEVER" or a comma list of SUCCESS,FAILURE,DELAY
-	ORCPT   string // "rfc822;addr" as given, "" if none
+	ORCPT   string // "rfc822;addr", xtext-decoded; "" if none
 }
 
 // Envelope is the transaction being built.

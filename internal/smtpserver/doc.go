@@ -24,4 +24,5 @@ package smtpserver
 // state (including STARTTLS, which go-smtp performs below any wrapper), so
 // Herald runs its own small session engine instead, with the strict readers
 // of package message. go-sasl's PLAIN server and internal/auth's LOGIN
-// server handle SASL; go-smtp remains the client used for delivery.
+// server handle SASL. (Outbound, internal/delivery/smtpout is Herald's own
+// client too; go-smtp is used only by the test MX in internal/testutil.)

@@ -609,7 +609,15 @@ func (s *session) cmdRcpt(arg string) {
 				s.syntax(&smtp.Error{Code: 501, Enhanced: smtp.EnhancedCode{5, 5, 4}, Message: "Invalid ORCPT value"})
 				return
 			}
-			r.ORCPT = p.value
+			// Kept decoded ("rfc822;addr"): the form DSNs print and the
+			// delivery client re-encodes for the next hop.
+			typ, addr, _ := strings.Cut(p.value, ";")
+			dec, ok := decodeXtext(addr)
+			if !ok {
+				s.syntax(&smtp.Error{Code: 501, Enhanced: smtp.EnhancedCode{5, 5, 4}, Message: "Invalid ORCPT value"})
+				return
+			}
+			r.ORCPT = typ + ";" + dec
 		default:
 			s.syntax(&smtp.Error{Code: 555, Enhanced: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported RCPT parameter " + p.key})
 			return

@@ -66,7 +66,7 @@ type Recipient struct {
 	ID      int64  // assigned by the store; unique within the store
 	Address string // RCPT TO address
 	Notify  string // NOTIFY: "" (default), "NEVER", or a comma list of SUCCESS,FAILURE,DELAY
-	ORCPT   string // ORCPT as given ("rfc822;user@example.com"), "" if none
+	ORCPT   string // ORCPT xtext-decoded, "type;address" ("rfc822;user@example.com"), "" if none
 
 	Status      Status
 	Attempts    int       // delivery attempts so far

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -29,9 +28,6 @@ func BenchmarkEnqueue(b *testing.B) {
 }
 
 func benchEnqueue(b *testing.B, size, writers int) {
-	if v := os.Getenv("HERALD_BENCH_PAGE"); v != "" {
-		pageSize, _ = strconv.Atoi(v)
-	}
 	s := openTest(b, b.TempDir(), Options{})
 	defer s.Close()
 	data := storetest.Body(1, size)

@@ -134,7 +134,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		if blobPath != "" {
 			// Our link: nothing committed references it (a name that
 			// already existed made commitBlob fail before linking).
-			// os.Remove(blobPath)
+			os.Remove(blobPath)
 		}
 		return fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
 	}

@@ -278,7 +278,9 @@ var schema = []string{
 }
 
 // pageSize is the database page size, set when the database is created.
-var pageSize = 4096
+// 16 KiB pages were measured no faster for 4 KiB bodies with 32 writers and
+// slower for a single writer (more bytes per commit).
+const pageSize = 4096
 
 func migrate(ctx context.Context, conn *sql.Conn) error {
 	// The page size only takes effect before the database has content, so

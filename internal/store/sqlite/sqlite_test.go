@@ -274,7 +274,7 @@ func TestDiskFull(t *testing.T) {
 	})
 	ctx := context.Background()
 	s := openTest(t, dir, Options{})
-	defer s.Close()
+	defer func() { s.Close() }()
 
 	type stored struct {
 		m    *store.Message
@@ -335,6 +335,29 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("inline Enqueue on a full disk: err = %v, want ErrStorageFull", fullErr)
 	}
 	t.Logf("inline: %v", fullErr)
+	// Concurrent callers sharing failing batches: each either gets
+	// ErrStorageFull or has its message committed.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5 {
+				m := storetest.NewMessage(t0, "a@example.com")
+				body := storetest.Body(uint64(1000+10*g+i), 4<<10)
+				err := storetest.EnqueueErr(s, m, body, time.Time{})
+				mu.Lock()
+				if err == nil {
+					ok = append(ok, stored{m, body})
+				} else if !errors.Is(err, store.ErrStorageFull) {
+					t.Errorf("concurrent Enqueue on a full disk: %v", err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 	assertEmptyDir(t, filepath.Join(dir, "blobs", "tmp"))
 	for _, st := range ok {
 		if got := storetest.ReadBody(t, s, st.m.ID); !bytes.Equal(got, st.body) {
@@ -355,6 +378,16 @@ func TestDiskFull(t *testing.T) {
 	for _, st := range ok {
 		if got := storetest.ReadBody(t, s, st.m.ID); !bytes.Equal(got, st.body) {
 			t.Errorf("message %s not byte-exact after freeing space", st.m.ID)
+		}
+	}
+	// And all of it is there after a reopen.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, Options{})
+	for _, st := range ok {
+		if got := storetest.ReadBody(t, s, st.m.ID); !bytes.Equal(got, st.body) {
+			t.Errorf("message %s not byte-exact after reopen", st.m.ID)
 		}
 	}
 	st, err := s.Stats(ctx)
