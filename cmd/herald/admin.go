@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -93,12 +94,12 @@ func (e *cmdEnv) readPassword() (string, error) {
 		return string(pw), nil
 	}
 	line, err := bufio.NewReader(e.stdin).ReadString('\n')
-	if err != nil && line == "" {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return "", fmt.Errorf("reading password from stdin: %w", err)
 	}
 	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		return "", errors.New("empty password")
+		return "", errors.New("empty password: give it on stdin (echo 'password' | herald user add ...)")
 	}
 	return pw, nil
 }
@@ -137,6 +138,11 @@ func (e *cmdEnv) userCmd(args []string) error {
 				}
 				fmt.Fprintf(e.stdout, "user %s: deleted\n", name)
 				return nil
+			}
+			if verb == "passwd" {
+				if _, err := st.GetUser(ctx, name); err != nil {
+					return fmt.Errorf("user %s: %w", name, err)
+				}
 			}
 			pw, err := e.readPassword()
 			if err != nil {

@@ -70,10 +70,30 @@ func NormalizeDomain(domain string) (string, error) {
 		return "", &errBadAddress
 	}
 	ascii, err := idna.Lookup.ToASCII(domain)
-	if err != nil {
+	if err != nil || !validHostname(ascii) {
 		return "", &errBadAddress
 	}
 	return strings.ToLower(ascii), nil
+}
+
+// validHostname checks an A-label domain: labels of 1 to 63 letters, digits
+// and inner hyphens (underscores tolerated, as some senders use them).
+func validHostname(d string) bool {
+	if d == "" || len(d) > MaxDomain {
+		return false
+	}
+	for label := range strings.SplitSeq(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validLocal accepts a dot-atom or quoted-string local part, with UTF-8

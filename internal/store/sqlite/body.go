@@ -24,6 +24,7 @@ var errBodyDone = errors.New("sqlite store: body already enqueued or aborted")
 type body struct {
 	s    *Store
 	buf  []byte
+	bufp *[]byte  // pool slot for buf, reused to avoid an allocation per Put
 	f    *os.File // non-nil once spilled
 	size int64
 	err  error // sticky write error
@@ -35,7 +36,7 @@ type body struct {
 func (s *Store) NewBody() (store.Body, error) {
 	b := &body{s: s}
 	if p, ok := s.bufPool.Get().(*[]byte); ok {
-		b.buf = (*p)[:0]
+		b.buf, b.bufp = (*p)[:0], p
 	}
 	return b, nil
 }
@@ -137,10 +138,14 @@ func (b *body) removeTemp() {
 // release returns the buffer to the pool.
 func (b *body) release() {
 	if b.buf != nil && cap(b.buf) <= 2*max(b.s.inlineMax, spillBufSize) {
-		buf := b.buf[:0]
-		b.s.bufPool.Put(&buf)
+		p := b.bufp
+		if p == nil {
+			p = new([]byte)
+		}
+		*p = b.buf[:0]
+		b.s.bufPool.Put(p)
 	}
-	b.buf = nil
+	b.buf, b.bufp = nil, nil
 }
 
 // commitBlob makes a spilled body durable as blobs/<id>: flush, fsync, and
@@ -232,7 +237,7 @@ func (s *Store) collectOrphans(ctx context.Context, conn *sql.Conn) error {
 	return nil
 }
 
-// nopCloser wraps an in-memory body.
+// inlineReader is the io.ReadCloser of an inline body.
 type inlineReader struct{ *bytes.Reader }
 
 func (inlineReader) Close() error { return nil }
