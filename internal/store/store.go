@@ -58,6 +58,12 @@ type Message struct {
 	// SMTPUTF8 is set when the message or envelope needs SMTPUTF8.
 	SMTPUTF8 bool
 
+	// Headers are complete header fields (CRLF-terminated) that Herald
+	// prepends to the body when it is read back: DKIM-Signature and
+	// Authentication-Results, computed while the body streamed in. Set
+	// before Enqueue; Size includes them.
+	Headers []byte
+
 	Recipients []Recipient
 }
 

@@ -86,7 +86,11 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	}
 	bd.done = true
 	defer bd.release()
-	msg.Size = bd.size
+	msg.Size = bd.size + int64(len(msg.Headers))
+	headers := msg.Headers
+	if headers == nil {
+		headers = []byte{}
+	}
 
 	var blobPath string
 	var inline []byte
@@ -109,7 +113,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	lease := nanos(leaseUntil)
 	err := s.w.do(context.Background(), blobPath != "", func(w *writer) error {
 		res, err := w.st.insMsg.Exec(msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
-			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""), inline)
+			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""), headers, inline)
 		if err != nil {
 			return err
 		}
@@ -152,8 +156,8 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 // OpenBody returns the stored body of message id.
 func (s *Store) OpenBody(ctx context.Context, id string) (io.ReadCloser, error) {
 	var blob bool
-	var data []byte
-	err := s.rdb.QueryRowContext(ctx, `SELECT blob, body FROM messages WHERE id = ?`, id).Scan(&blob, &data)
+	var headers, data []byte
+	err := s.rdb.QueryRowContext(ctx, `SELECT blob, headers, body FROM messages WHERE id = ?`, id).Scan(&blob, &headers, &data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sqlite store: body of %s: %w", id, store.ErrNotFound)
 	}
@@ -161,6 +165,9 @@ func (s *Store) OpenBody(ctx context.Context, id string) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("sqlite store: body of %s: %w", id, err)
 	}
 	if !blob {
+		if len(headers) > 0 {
+			data = append(headers, data...)
+		}
 		return inlineReader{bytes.NewReader(data)}, nil
 	}
 	f, err := os.Open(filepath.Join(s.blobDir, id))
@@ -171,8 +178,19 @@ func (s *Store) OpenBody(ctx context.Context, id string) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: body of %s: %w", id, err)
 	}
+	if len(headers) > 0 {
+		return prefixedFile{Reader: io.MultiReader(bytes.NewReader(headers), f), f: f}, nil
+	}
 	return f, nil
 }
+
+// prefixedFile reads the stored header prefix, then the blob file.
+type prefixedFile struct {
+	io.Reader
+	f *os.File
+}
+
+func (p prefixedFile) Close() error { return p.f.Close() }
 
 // Lease leases due recipients, grouped by message; see store.Queue. It runs
 // in the writer, so concurrent calls never lease the same recipient.

@@ -275,6 +275,9 @@ var schema = []string{
 		address TEXT PRIMARY KEY,
 		targets TEXT NOT NULL -- JSON array
 	);`,
+	// 2: header fields Herald prepends to a stored body (DKIM-Signature,
+	// Authentication-Results) without rewriting it.
+	`ALTER TABLE messages ADD COLUMN headers BLOB NOT NULL DEFAULT x'';`,
 }
 
 // pageSize is the database page size, set when the database is created.

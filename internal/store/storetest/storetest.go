@@ -26,6 +26,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"Lifecycle", testLifecycle},
 		{"BodyRoundTrip", testBodyRoundTrip},
+		{"HeaderPrefix", testHeaderPrefix},
 		{"AbortBody", testAbortBody},
 		{"EnqueueLeased", testEnqueueLeased},
 		{"EnqueueDuplicateID", testEnqueueDuplicateID},
@@ -294,6 +295,25 @@ func testBodyRoundTrip(t *testing.T, s store.Store) {
 	}
 	_, err := s.OpenBody(context.Background(), "no-such-id")
 	expectNotFound(t, "OpenBody unknown", err)
+}
+
+// testHeaderPrefix: Message.Headers come back in front of the body, for
+// inline and blob bodies, and count in Size.
+func testHeaderPrefix(t *testing.T, s store.Store) {
+	hdr := []byte("Authentication-Results: mx.example; spf=pass\r\nDKIM-Signature: v=1; a=ed25519-sha256\r\n")
+	for i, n := range []int{0, 4 << 10, 100 << 10} {
+		data := Body(uint64(100+i), n)
+		m := NewMessage(base, "x@example.com")
+		m.Headers = hdr
+		Enqueue(t, s, m, data, time.Time{})
+		want := append(append([]byte{}, hdr...), data...)
+		if got := ReadBody(t, s, m.ID); !bytes.Equal(got, want) {
+			t.Errorf("body of %d bytes with header prefix: got %d bytes, not byte-exact", n, len(got))
+		}
+		if g := mustGet(t, s, m.ID); g.Size != int64(len(want)) {
+			t.Errorf("Size = %d, want %d", g.Size, len(want))
+		}
+	}
 }
 
 func testAbortBody(t *testing.T, s store.Store) {
