@@ -205,11 +205,10 @@ func dial(t *testing.T, addr string) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &client{t: t, conn: conn, tp: textproto.NewConn(conn)}
-	t.Cleanup(func() { conn.Close() })
-	c.expect(220)
-	return c
+	return wrapClient(t, conn)
 }
+
+func newTextproto(conn net.Conn) *textproto.Conn { return textproto.NewConn(conn) }
 
 func dialTLS(t *testing.T, addr string) *client {
 	t.Helper()
