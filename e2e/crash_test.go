@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -161,7 +162,10 @@ port = 25
 		mu    sync.Mutex
 		acked = map[string]bool{}
 	)
-	const cycles = 6
+	cycles := 20
+	if v, err := strconv.Atoi(os.Getenv("HERALD_CRASH_CYCLES")); err == nil && v > 0 {
+		cycles = v
+	}
 	for cycle := range cycles {
 		p := startProc(t, bin, cfgPath, logPath)
 		waitListening(t, smtpAddr)
