@@ -102,7 +102,7 @@ func startHerald(t *testing.T, mutate func(*config.Config)) *herald {
 			t.Errorf("herald stopped with error: %v", err)
 		}
 		f.Close()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("HERALD_E2E_LOG") != "" {
 			if b, err := os.ReadFile(logFile); err == nil {
 				t.Logf("herald log:\n%s", b)
 			}

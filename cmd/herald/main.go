@@ -32,6 +32,7 @@ Usage:
   herald alias add ADDRESS TARGET...       ADDRESS may be @domain (catch-all)
   herald alias del ADDRESS
   herald alias list
+  herald dkim keygen|list|record|activate|deactivate|del   DKIM keys (prints the DNS record)
   herald queue list                        show queued messages
   herald queue show|retry|delete ID
   herald trace ID                          a message's whole life from the log file
@@ -75,6 +76,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.userCmd(args[1:])
 	case "alias":
 		err = env.aliasCmd(args[1:])
+	case "dkim":
+		err = env.dkimCmd(args[1:])
 	case "queue":
 		err = env.queueCmd(args[1:])
 	case "trace":

@@ -6,12 +6,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/mail"
 	"os"
 	"os/user"
 	"strings"
 	"time"
 
+	"github.com/heraldmail/herald/internal/app"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/message"
@@ -163,7 +165,8 @@ func (e *cmdEnv) sendmail(args []string) error {
 		Sender: sender, Source: "sendmail", Ret: sa.ret, EnvID: sa.envID,
 		SMTPUTF8: !smtp.IsASCII(sender), Recipients: rcpts,
 	}
-	id, err := spool.New(st, nil, clock.Real{}).Accept(context.Background(), msg, bytes.NewReader(data))
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	id, err := spool.New(st, nil, clock.Real{}).Accept(context.Background(), msg, bytes.NewReader(data), app.NewSigner(st, log))
 	if err != nil {
 		return fmt.Errorf("queueing message: %w", err)
 	}

@@ -140,7 +140,12 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 		SMTPUTF8:   env.SMTPUTF8,
 		Recipients: rcpts,
 	}
-	id, err := b.spool.Accept(ctx, msg, body)
+	var procs []spool.Processor
+	if b.policy.MayRelay(b.client(c)) {
+		// Our own users' and trusted clients' mail: sign it.
+		procs = append(procs, NewSigner(b.store, b.log))
+	}
+	id, err := b.spool.Accept(ctx, msg, body, procs...)
 	if err != nil {
 		var f *spool.Failure
 		if errors.As(err, &f) {

@@ -5,6 +5,7 @@
 package spool
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -41,23 +42,112 @@ func New(q store.Queue, disp Dispatcher, clk clock.Clock) *Spool {
 	return &Spool{q: q, disp: disp, clock: clk}
 }
 
-// Accept stores msg with the body read from r. msg.ID and msg.Received are
-// set here. It returns only when the message is on stable storage. Errors
-// from reading r (an *smtp.Error for bad client data) are returned as they
-// are; a full disk becomes 452 4.3.1; other store failures 451 4.3.0.
-func (s *Spool) Accept(ctx context.Context, msg *store.Message, r io.Reader) (string, error) {
+// Processor sees a message while it streams into the spool: DKIM signing
+// of outbound mail, authentication checks of inbound mail. The spool calls
+// Header once with the message's header section, then writes the message
+// as stored to the processor, then calls Finish before committing.
+type Processor interface {
+	// Header may rewrite the header section (it ends with the blank line
+	// when the message has one) before anything is stored or written.
+	Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error)
+	// Write receives the stored message; it must not fail (a processor
+	// records its own errors and reports them from Finish).
+	io.Writer
+	// Finish returns header fields to prepend to the stored message, or an
+	// error (an *smtp.Error) that rejects the message.
+	Finish(ctx context.Context, msg *store.Message) ([]byte, error)
+	// Abort releases the processor's resources when the message is not
+	// stored after all; it may be called after Finish.
+	Abort()
+}
+
+// MaxHeaderBytes bounds the header section the spool holds in memory for
+// processors. A larger header is refused (552 5.3.4).
+const MaxHeaderBytes = 1 << 20
+
+var errHeaderTooLarge = smtp.Error{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Message: "Message header too large"}
+
+// Accept stores msg with the body read from r, run through procs. msg.ID and
+// msg.Received are set here. It returns only when the message is on stable
+// storage. Errors from reading r (an *smtp.Error for bad client data) and
+// processor verdicts are returned as they are; a full disk becomes
+// 452 4.3.1; other store failures 451 4.3.0.
+func (s *Spool) Accept(ctx context.Context, msg *store.Message, r io.Reader, procs ...Processor) (string, error) {
 	body, err := s.q.NewBody()
 	if err != nil {
 		return "", storeError(err)
 	}
-	if _, err := io.Copy(body, r); err != nil {
+	fail := func(err error) (string, error) {
 		body.Abort()
+		for _, p := range procs {
+			p.Abort()
+		}
 		if _, ok := smtp.AsError(err); ok {
 			return "", err
 		}
 		return "", storeError(err)
 	}
+	var w io.Writer = body
+	if len(procs) > 0 {
+		br := bufio.NewReaderSize(r, 16<<10)
+		hdr, err := readHeader(br, MaxHeaderBytes)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range procs {
+			if hdr, err = p.Header(ctx, msg, hdr); err != nil {
+				return fail(err)
+			}
+		}
+		ws := []io.Writer{body}
+		for _, p := range procs {
+			ws = append(ws, p)
+		}
+		w = io.MultiWriter(ws...)
+		if _, err := w.Write(hdr); err != nil {
+			return fail(err)
+		}
+		r = br
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return fail(err)
+	}
+	for _, p := range procs {
+		h, err := p.Finish(ctx, msg)
+		if err != nil {
+			return fail(err)
+		}
+		msg.Headers = append(msg.Headers, h...)
+	}
 	return s.Enqueue(ctx, msg, body)
+}
+
+// readHeader reads the header section, through the blank line that ends it
+// (or to EOF for a message without a body), at most max bytes.
+func readHeader(br *bufio.Reader, max int) ([]byte, error) {
+	var hdr []byte
+	lineStart := true
+	for {
+		line, err := br.ReadSlice('\n')
+		hdr = append(hdr, line...)
+		if len(hdr) > max {
+			e := errHeaderTooLarge
+			return nil, &e
+		}
+		switch {
+		case err == nil:
+			if lineStart && (len(line) == 2 && line[0] == '\r' || len(line) == 1) {
+				return hdr, nil
+			}
+			lineStart = true
+		case errors.Is(err, bufio.ErrBufferFull):
+			lineStart = false // the rest of a long line follows
+		case errors.Is(err, io.EOF):
+			return hdr, nil
+		default:
+			return nil, err
+		}
+	}
 }
 
 // Enqueue stores msg with a body already written by the caller.

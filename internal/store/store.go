@@ -192,9 +192,54 @@ type Directory interface {
 	ListAliases(ctx context.Context) ([]Alias, error)
 }
 
+// DKIM key algorithms.
+const (
+	DKIMAlgorithmRSA     = "rsa"
+	DKIMAlgorithmEd25519 = "ed25519"
+)
+
+// DKIMKey is a DKIM signing key of a domain. Domain and Selector name it
+// (the public key is published at Selector._domainkey.Domain).
+type DKIMKey struct {
+	Domain     string // lower-case, no trailing dot
+	Selector   string
+	Algorithm  string // DKIMAlgorithmRSA or DKIMAlgorithmEd25519
+	PrivateKey []byte // PKCS#8 PEM; never shown to users
+	Active     bool   // used for signing
+	Created    time.Time
+}
+
+// DKIMKeys holds the DKIM signing keys. A domain has at most one active key
+// per algorithm, so an RSA and an Ed25519 key may both sign (dual signing).
+// Domains are compared case-insensitively.
+type DKIMKeys interface {
+	// AddDKIMKey stores a new, inactive or active key; an existing
+	// domain and selector returns ErrExists. Adding an active key
+	// deactivates the domain's other key of the same algorithm. A zero
+	// Created is set to now.
+	AddDKIMKey(ctx context.Context, k DKIMKey) error
+	// ListDKIMKeys returns the keys of domain, or of every domain when
+	// domain is "", ordered by domain, then selector.
+	ListDKIMKeys(ctx context.Context, domain string) ([]DKIMKey, error)
+	// GetDKIMKey returns one key or ErrNotFound.
+	GetDKIMKey(ctx context.Context, domain, selector string) (DKIMKey, error)
+	// ActivateDKIMKey makes a key active and deactivates the domain's other
+	// key of the same algorithm, atomically. An unknown key returns
+	// ErrNotFound.
+	ActivateDKIMKey(ctx context.Context, domain, selector string) error
+	// DeactivateDKIMKey stops a key from signing; ErrNotFound if unknown.
+	DeactivateDKIMKey(ctx context.Context, domain, selector string) error
+	// DeleteDKIMKey removes a key; ErrNotFound if unknown.
+	DeleteDKIMKey(ctx context.Context, domain, selector string) error
+	// ActiveDKIMKeys returns the active keys of domain (at most one per
+	// algorithm), ordered by algorithm; none is not an error.
+	ActiveDKIMKeys(ctx context.Context, domain string) ([]DKIMKey, error)
+}
+
 // Store is everything a backend provides.
 type Store interface {
 	Queue
 	Directory
+	DKIMKeys
 	Close() error
 }

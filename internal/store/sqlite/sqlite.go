@@ -278,6 +278,17 @@ var schema = []string{
 	// 2: header fields Herald prepends to a stored body (DKIM-Signature,
 	// Authentication-Results) without rewriting it.
 	`ALTER TABLE messages ADD COLUMN headers BLOB NOT NULL DEFAULT x'';`,
+	// 3: DKIM signing keys; at most one active key per domain and algorithm.
+	`CREATE TABLE dkim_keys (
+		domain      TEXT NOT NULL,
+		selector    TEXT NOT NULL,
+		algorithm   TEXT NOT NULL,
+		private_key BLOB NOT NULL, -- PKCS#8 PEM
+		active      INTEGER NOT NULL,
+		created     INTEGER NOT NULL, -- unix ns
+		PRIMARY KEY (domain, selector)
+	) WITHOUT ROWID;
+	CREATE UNIQUE INDEX dkim_keys_active ON dkim_keys(domain, algorithm) WHERE active = 1;`,
 }
 
 // pageSize is the database page size, set when the database is created.

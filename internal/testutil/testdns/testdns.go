@@ -5,6 +5,7 @@
 package testdns
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"strings"
@@ -25,6 +26,7 @@ type Server struct {
 	records  map[string][]dns.RR // by lower-case FQDN
 	servfail map[string]bool
 	queries  int
+	ad       bool
 }
 
 // Start starts a server on 127.0.0.1 (one port, UDP and TCP) and stops it
@@ -136,9 +138,18 @@ func (s *Server) AddAAAA(host, ip string) {
 	s.addRR(&dns.AAAA{Hdr: hdr(host, dns.TypeAAAA), AAAA: a})
 }
 
-// AddTXT adds one TXT record made of the given strings.
+// AddTXT adds one TXT record made of the given strings. Strings longer
+// than 255 bytes (a DKIM RSA key) are split as a zone file would.
 func (s *Server) AddTXT(name string, txt ...string) {
-	s.addRR(&dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: txt})
+	var parts []string
+	for _, t := range txt {
+		for len(t) > 255 {
+			parts = append(parts, t[:255])
+			t = t[255:]
+		}
+		parts = append(parts, t)
+	}
+	s.addRR(&dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: parts})
 }
 
 // AddPTR adds a PTR record for ip (an IPv4 or IPv6 literal) pointing to host.
@@ -153,6 +164,24 @@ func (s *Server) AddPTR(ip, host string) {
 // AddCNAME makes name an alias of target.
 func (s *Server) AddCNAME(name, target string) {
 	s.addRR(&dns.CNAME{Hdr: hdr(name, dns.TypeCNAME), Target: key(target)})
+}
+
+// AddTLSA adds a TLSA record at name (e.g. "_25._tcp.mx.example.test")
+// with the given usage, selector, matching type and association data.
+func (s *Server) AddTLSA(name string, usage, selector, matchingType uint8, data []byte) {
+	s.addRR(&dns.TLSA{
+		Hdr:   hdr(name, dns.TypeTLSA),
+		Usage: usage, Selector: selector, MatchingType: matchingType,
+		Certificate: hex.EncodeToString(data),
+	})
+}
+
+// SetAD makes every later answer (except SERVFAIL) carry the AD bit, as a
+// DNSSEC-validating resolver does for signed zones, or stop doing so.
+func (s *Server) SetAD(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ad = on
 }
 
 // SetServfail makes every question about name answer SERVFAIL.
@@ -183,6 +212,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	s.mu.Lock()
 	s.queries++
 	m.Rcode, m.Answer = s.answer(key(q.Name), q.Qtype)
+	m.AuthenticatedData = s.ad && m.Rcode != dns.RcodeServerFailure
 	s.mu.Unlock()
 	size := 512
 	if opt := req.IsEdns0(); opt != nil {
