@@ -125,6 +125,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		},
 		spool:    a.spool,
 		authFail: ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
+		checks:   &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
 		log:      a.log,
 		metrics:  a.metrics,
 	}
@@ -288,6 +289,14 @@ func NewLogger(lc config.LogConfig) (*slog.Logger, io.Closer, error) {
 		h = slog.NewJSONHandler(w, hopts)
 	}
 	return slog.New(h), c, nil
+}
+
+// authservID is the name Herald signs its Authentication-Results with.
+func authservID(cfg *config.Config) string {
+	if cfg.Checks.AuthservID != "" {
+		return cfg.Checks.AuthservID
+	}
+	return cfg.Server.Hostname
 }
 
 func deliveryConfig(cfg *config.Config) delivery.Config {

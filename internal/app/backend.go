@@ -10,6 +10,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/msgauth/spf"
 	"github.com/heraldmail/herald/internal/policy"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -24,6 +25,7 @@ type backend struct {
 	policy   *policy.Policy
 	spool    *spool.Spool
 	authFail *ratelimit.AuthFailures
+	checks   *checker
 	log      *slog.Logger
 	metrics  *appMetrics
 }
@@ -84,11 +86,22 @@ func (b *backend) Authenticate(ctx context.Context, c *smtpserver.Conn, username
 	return nil
 }
 
-// Mail checks the envelope sender.
+// Mail checks the envelope sender: ownership for our users, SPF for mail
+// from outside.
 func (b *backend) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope) error {
-	if err := b.policy.CheckSender(ctx, b.client(c), env.From); err != nil {
+	cl := b.client(c)
+	if err := b.policy.CheckSender(ctx, cl, env.From); err != nil {
 		b.reject(c, "sender", env.From, err)
 		return err
+	}
+	if !b.policy.MayRelay(cl) {
+		res, err := b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
+		env.Meta = res
+		if err != nil {
+			b.metrics.rejected.Inc("spf_fail")
+			b.log.Info("rejected", "session", c.ID, "client", cl.IP.String(), "what", "sender", "addr", env.From, "reason", "spf_fail")
+			return err
+		}
 	}
 	return nil
 }
@@ -141,12 +154,22 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 		Recipients: rcpts,
 	}
 	var procs []spool.Processor
-	if b.policy.MayRelay(b.client(c)) {
+	if cl := b.client(c); b.policy.MayRelay(cl) {
 		// Our own users' and trusted clients' mail: sign it.
 		procs = append(procs, NewSigner(b.store, b.log))
+	} else {
+		// Mail from outside: authenticate it.
+		spfRes, ok := env.Meta.(spf.Result)
+		if !ok {
+			spfRes, _ = b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
+		}
+		procs = append(procs, b.checks.processor(cl.IP, c.HELO, env.From, spfRes))
 	}
 	id, err := b.spool.Accept(ctx, msg, body, procs...)
 	if err != nil {
+		if e, ok := smtp.AsError(err); ok && e.Enhanced == (smtp.EnhancedCode{5, 7, 1}) {
+			b.metrics.rejected.Inc("dmarc_reject")
+		}
 		var f *spool.Failure
 		if errors.As(err, &f) {
 			b.log.Error("spool failed", "session", c.ID, "err", f.Cause)

@@ -28,7 +28,11 @@ func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain stri
 		return allTemporary(rcpts, "directory lookup failed")
 	}
 	if isLocal {
-		return t.deliverLocal(ctx, rcpts, body)
+		folder := ""
+		if quarantined(msg) {
+			folder = ".Junk"
+		}
+		return t.deliverLocal(ctx, rcpts, folder, body)
 	}
 	req := &delivery.Request{
 		MessageID: msg.ID,
@@ -63,7 +67,7 @@ func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain stri
 
 // deliverLocal writes the message into each recipient's Maildir. The
 // recipients were expanded at acceptance, so each is a mailbox.
-func (t *transport) deliverLocal(ctx context.Context, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
+func (t *transport) deliverLocal(ctx context.Context, rcpts []store.Recipient, folder string, body func() (io.ReadCloser, error)) []queue.Attempt {
 	out := make([]queue.Attempt, 0, len(rcpts))
 	for _, r := range rcpts {
 		a := queue.Attempt{RecipientID: r.ID, RemoteMTA: "local"}
@@ -78,7 +82,7 @@ func (t *transport) deliverLocal(ctx context.Context, rcpts []store.Recipient, b
 		}
 		rc, err := body()
 		if err == nil {
-			err = t.maildir.Deliver(ctx, r.Address, rc)
+			err = t.maildir.DeliverFolder(ctx, r.Address, folder, rc)
 			rc.Close()
 		}
 		if err != nil {

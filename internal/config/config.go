@@ -43,6 +43,28 @@ type Config struct {
 	DNS         DNSConfig      `toml:"dns"`
 	Queue       QueueConfig    `toml:"queue"`
 	Delivery    DeliveryConfig `toml:"delivery"`
+	Checks      ChecksConfig   `toml:"checks"`
+}
+
+// ChecksConfig is the [checks] section: how the authentication checks of
+// mail received on the MX listener (SPF, DKIM, DMARC, ARC) are applied.
+type ChecksConfig struct {
+	// AuthservID names this server in Authentication-Results; "" means
+	// server.hostname. Headers claiming it that arrive from outside are
+	// removed.
+	AuthservID string `toml:"authserv_id"`
+	// SPFRejectFail refuses MAIL FROM when SPF gives a hard fail (550 5.7.23).
+	SPFRejectFail bool `toml:"spf_reject_fail"`
+	// DMARCReject refuses (550 5.7.1) a message failing DMARC whose domain
+	// publishes p=reject.
+	DMARCReject bool `toml:"dmarc_reject"`
+	// DMARCQuarantine marks a message failing DMARC with p=quarantine
+	// (X-Herald-Quarantine header; local delivery files it in .Junk).
+	DMARCQuarantine bool `toml:"dmarc_quarantine"`
+	// ARCTrustedSealers are domains whose valid ARC seal lets a message
+	// that fails DMARC through, when the first hop's recorded results
+	// passed (mailing lists that forward).
+	ARCTrustedSealers []string `toml:"arc_trusted_sealers"`
 }
 
 // ServerConfig is the [server] section.
@@ -199,6 +221,11 @@ func Default() *Config {
 			Workers:                  100,
 			MaxPerDestination:        20,
 			MaxMessagesPerConnection: 100,
+		},
+		Checks: ChecksConfig{
+			DMARCReject:       true,
+			DMARCQuarantine:   true,
+			ARCTrustedSealers: []string{},
 		},
 		Delivery: DeliveryConfig{
 			Port:           25,

@@ -135,6 +135,13 @@ smarthost_password = "s3cret"
 smarthost_tls = "implicit"
 require_tls = true
 
+[checks]
+authserv_id = "auth.example.net"
+spf_reject_fail = true
+dmarc_reject = false
+dmarc_quarantine = false
+arc_trusted_sealers = ["lists.example.org", "google.com"]
+
 [delivery.routes]
 "Example.ORG." = "mx.internal:25"
 "example.com" = "[2001:db8::25]:2525"
@@ -177,6 +184,8 @@ func TestFullFile(t *testing.T) {
 			Routes:     map[string]string{"example.org": "mx.internal:25", "example.com": "[2001:db8::25]:2525"},
 			RequireTLS: true,
 		},
+		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
+			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse(full) =\n%+v\nwant\n%+v", c, want)

@@ -113,6 +113,12 @@ func (c *Config) fields() []field {
 		enumField("delivery.smarthost_tls", &c.Delivery.SmarthostTLS, "starttls", "implicit"),
 		routesField("delivery.routes", &c.Delivery.Routes),
 		boolField("delivery.require_tls", &c.Delivery.RequireTLS),
+
+		strField("checks.authserv_id", &c.Checks.AuthservID, checkOptional(checkHostname)),
+		boolField("checks.spf_reject_fail", &c.Checks.SPFRejectFail),
+		boolField("checks.dmarc_reject", &c.Checks.DMARCReject),
+		boolField("checks.dmarc_quarantine", &c.Checks.DMARCQuarantine),
+		listField("checks.arc_trusted_sealers", &c.Checks.ARCTrustedSealers, checkHostname),
 	}
 }
 

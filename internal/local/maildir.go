@@ -69,9 +69,21 @@ var (
 // disk is temporary (452 4.3.1) and also wraps store.ErrStorageFull; other
 // I/O failures and cancellation are temporary (451 4.3.0).
 func (m *Maildir) Deliver(ctx context.Context, mailbox string, body io.Reader) error {
+	return m.DeliverFolder(ctx, mailbox, "", body)
+}
+
+// DeliverFolder is Deliver into a Maildir++ folder of the mailbox (e.g.
+// ".Junk"), when that folder exists; otherwise into the inbox. Folders are
+// created by the user's mail client, so a missing one is not an error.
+func (m *Maildir) DeliverFolder(ctx context.Context, mailbox, folder string, body io.Reader) error {
 	dir, err := m.MailboxPath(mailbox)
 	if err != nil {
 		return err
+	}
+	if folder != "" && strings.HasPrefix(folder, ".") && !strings.ContainsAny(folder, "/\\\x00") {
+		if fi, err := os.Stat(filepath.Join(dir, folder, "new")); err == nil && fi.IsDir() {
+			dir = filepath.Join(dir, folder)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return ioErr("delivery canceled", err)

@@ -55,6 +55,9 @@ type Envelope struct {
 	Body8Bit   bool
 	Size       int64 // SIZE= declared, 0 if none
 	Recipients []Rcpt
+	// Meta is the backend's own per-transaction data (e.g. an SPF result
+	// computed at MAIL FROM); a new transaction starts with nil.
+	Meta any
 }
 
 // Backend makes the policy decisions and stores messages. Every error it

@@ -1,0 +1,155 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/msgauth/authres"
+	"github.com/heraldmail/herald/internal/msgauth/dkim"
+	"github.com/heraldmail/herald/internal/msgauth/dmarc"
+	"github.com/heraldmail/herald/internal/msgauth/spf"
+	"github.com/heraldmail/herald/internal/resolve"
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// QuarantineHeader marks a message that failed DMARC for a domain asking
+// for quarantine; local delivery files such messages in .Junk.
+const QuarantineHeader = "X-Herald-Quarantine"
+
+// checker runs the authentication checks of mail received from outside:
+// SPF (at MAIL FROM), DKIM and DMARC (after DATA), and writes an
+// Authentication-Results header.
+type checker struct {
+	resolver resolve.Resolver
+	cfg      config.ChecksConfig
+	authserv string
+	log      *slog.Logger
+}
+
+// spfAtMail runs SPF for a transaction. With spf_reject_fail set, a hard
+// fail refuses MAIL FROM.
+func (ck *checker) spfAtMail(ctx context.Context, ip netip.Addr, helo, from string) (spf.Result, error) {
+	res := spf.Check(ctx, ck.resolver, ip, helo, from)
+	if ck.cfg.SPFRejectFail && res.Result == spf.Fail {
+		return res, smtp.Errorf(550, smtp.EnhancedCode{5, 7, 23}, "SPF check failed for %s: %s is not allowed to send for it", res.Domain, ip.Unmap())
+	}
+	return res, nil
+}
+
+// processor returns the spool processor for one inbound message.
+func (ck *checker) processor(ip netip.Addr, helo, from string, spfRes spf.Result) *inbound {
+	return &inbound{ck: ck, ip: ip, helo: helo, from: from, spf: spfRes}
+}
+
+// inbound is the per-message part of the checks: it strips forged
+// Authentication-Results, verifies DKIM while the message streams into the
+// spool, and decides DMARC at the end.
+type inbound struct {
+	ck       *checker
+	ip       netip.Addr
+	helo     string
+	from     string
+	spf      spf.Result
+	fromDom  string
+	fromErr  error
+	pw       *io.PipeWriter
+	dkimDone chan []dkim.Result
+}
+
+func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error) {
+	header = authres.Strip(header, p.ck.authserv)
+	p.fromDom, p.fromErr = dkim.FromDomain(header)
+	pr, pw := io.Pipe()
+	p.pw = pw
+	p.dkimDone = make(chan []dkim.Result, 1)
+	go func() {
+		res, err := dkim.Verify(ctx, pr, p.ck.resolver.LookupTXT)
+		if err != nil {
+			res = []dkim.Result{{Result: dkim.ResultPermError, Reason: err.Error()}}
+		}
+		io.Copy(io.Discard, pr) // keep the writer from blocking
+		p.dkimDone <- res
+	}()
+	return header, nil
+}
+
+func (p *inbound) Write(b []byte) (int, error) {
+	if p.pw != nil {
+		p.pw.Write(b) // a verifier error is reported by its result
+	}
+	return len(b), nil
+}
+
+func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error) {
+	p.pw.Close()
+	dkimRes := <-p.dkimDone
+	p.pw = nil
+
+	res := authres.Results{SPF: &authres.SPF{Result: string(p.spf.Result), MailFrom: p.from, HELO: p.helo, Reason: p.spf.Explanation}}
+	var dkimIn []dmarc.DKIMInput
+	for _, d := range dkimRes {
+		res.DKIM = append(res.DKIM, authres.DKIM{Result: d.Result, Domain: d.Domain, Identifier: d.Identifier,
+			Selector: d.Selector, Algorithm: d.Algorithm, Signature: d.HeaderB, Reason: d.Reason})
+		if d.Domain != "" {
+			dkimIn = append(dkimIn, dmarc.DKIMInput{Domain: d.Domain, Result: d.Result})
+		}
+	}
+	var extra string
+	var dm dmarc.Result
+	if p.fromErr != nil {
+		res.DMARC = &authres.DMARC{Result: string(dmarc.PermError), Reason: "no single From address"}
+	} else {
+		dm = dmarc.Evaluate(ctx, p.ck.resolver, p.fromDom, dmarc.SPFInput{Domain: p.spf.Domain, Result: string(p.spf.Result)}, dkimIn)
+		res.DMARC = &authres.DMARC{Result: string(dm.Result), From: dm.Domain, Policy: string(dm.Policy)}
+		if dm.Err != nil {
+			res.DMARC.Reason = dm.Err.Error()
+		}
+	}
+	p.ck.log.Info("authentication checks", "client", p.ip.String(), "from", p.from, "header_from", p.fromDom,
+		"spf", p.spf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", dm.Policy)
+
+	switch dm.Policy {
+	case dmarc.PolicyReject:
+		if p.ck.cfg.DMARCReject {
+			return nil, smtp.Errorf(550, smtp.EnhancedCode{5, 7, 1}, "Message rejected: DMARC policy of %s (neither SPF nor DKIM passed aligned)", dm.Domain)
+		}
+	case dmarc.PolicyQuarantine:
+		if p.ck.cfg.DMARCQuarantine {
+			extra = QuarantineHeader + ": dmarc policy of " + dm.Domain + "\r\n"
+		}
+	}
+	return []byte(authres.Field(p.ck.authserv, res) + extra), nil
+}
+
+func (p *inbound) Abort() {
+	if p.pw != nil {
+		p.pw.CloseWithError(io.ErrUnexpectedEOF)
+		<-p.dkimDone
+		p.pw = nil
+	}
+}
+
+func dkimSummary(rs []dkim.Result) string {
+	parts := make([]string, 0, len(rs))
+	for _, r := range rs {
+		if r.Domain == "" {
+			parts = append(parts, r.Result)
+			continue
+		}
+		parts = append(parts, r.Domain+"="+r.Result)
+	}
+	return strings.Join(parts, ",")
+}
+
+// quarantined reports whether a stored message carries our quarantine mark.
+func quarantined(msg *store.Message) bool {
+	return slices.ContainsFunc(strings.Split(string(msg.Headers), "\r\n"), func(l string) bool {
+		return strings.HasPrefix(l, QuarantineHeader+":")
+	})
+}
