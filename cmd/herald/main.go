@@ -33,6 +33,7 @@ Usage:
   herald alias del ADDRESS
   herald alias list
   herald dkim keygen|list|record|activate|deactivate|del   DKIM keys (prints the DNS record)
+  herald dns check DOMAIN [--ip ADDR]...   check MX, SPF, DKIM, DMARC, PTR, MTA-STS records
   herald queue list                        show queued messages
   herald queue show|retry|delete ID
   herald trace ID                          a message's whole life from the log file
@@ -78,6 +79,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.aliasCmd(args[1:])
 	case "dkim":
 		err = env.dkimCmd(args[1:])
+	case "dns":
+		err = env.dnsCmd(args[1:])
 	case "queue":
 		err = env.queueCmd(args[1:])
 	case "trace":

@@ -58,6 +58,12 @@ type Message struct {
 	// SMTPUTF8 is set when the message or envelope needs SMTPUTF8.
 	SMTPUTF8 bool
 
+	// Delivery-platform data: the owning account, and the caller's tags
+	// and metadata, copied onto every event of the message.
+	Account  string
+	Tags     []string
+	Metadata map[string]string
+
 	// Headers are complete header fields (CRLF-terminated) that Herald
 	// prepends to the body when it is read back: DKIM-Signature and
 	// Authentication-Results, computed while the body streamed in. Set
@@ -110,6 +116,11 @@ type Outcome struct {
 	Reply       string    // reply text or error, recorded as LastReply
 	RemoteMTA   string
 	DelayWarned bool // set once a delay DSN has been sent
+	// For the event log: TLS outcome, enhanced code ("5.1.1") and bounce
+	// class ("hard:mailbox-unknown") of the attempt.
+	TLS      string
+	Enhanced string
+	Bounce   string
 }
 
 // QueueStats summarises the queue for metrics.

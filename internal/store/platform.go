@@ -1,0 +1,198 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// This file declares the delivery-platform state (issue 4): accounts and
+// their API keys, the event log (which doubles as the outbox feeding
+// webhooks), suppression lists, webhooks, idempotency keys and inbound
+// routes. A backend implements Platform; the event rows for a queue change
+// are written in the same transaction as the change itself, so a crash can
+// never lose an event or record one for a change that did not happen.
+
+// DefaultAccount owns domains and users created without an account.
+const DefaultAccount = "default"
+
+// Account is a tenant: it owns sending domains, SMTP users, API keys,
+// suppressions, webhooks and its own limits.
+type Account struct {
+	ID      string // short name, [a-z0-9-], unique
+	Name    string // display name
+	Limits  AccountLimits
+	Created time.Time
+}
+
+// AccountLimits are per-account sending limits; zero means unlimited.
+type AccountLimits struct {
+	PerMinute int `json:"per_minute"`
+	PerHour   int `json:"per_hour"`
+	PerDay    int `json:"per_day"`
+}
+
+// Scope of an API key.
+const (
+	ScopeSend  = "send"  // POST /v1/messages
+	ScopeRead  = "read"  // GET messages, events, suppressions...
+	ScopeAdmin = "admin" // everything of its account; the admin account's keys manage accounts
+)
+
+// APIKey is a credential for the HTTP API. Only a hash of its secret is
+// stored; the full token is shown once, at creation.
+type APIKey struct {
+	ID         string   // public part of the token, unique
+	Account    string   // owning account
+	Name       string   // operator's label
+	Scopes     []string // ScopeSend, ScopeRead, ScopeAdmin
+	SecretHash []byte   // SHA-256 of the secret part (secrets are 256-bit random)
+	Created    time.Time
+	LastUsed   time.Time
+}
+
+// Event types: every state change of a message recipient.
+const (
+	EventAccepted   = "accepted"   // queued (SMTP 250 or API 202)
+	EventDeferred   = "deferred"   // temporary failure, will retry
+	EventDelivered  = "delivered"  // accepted by the next hop or a local mailbox
+	EventBounced    = "bounced"    // permanent failure (sync, or an async DSN matched by VERP)
+	EventExpired    = "expired"    // queue lifetime ran out
+	EventComplained = "complained" // a feedback-loop complaint (ARF) matched
+	EventSuppressed = "suppressed" // not sent: the recipient is on the suppression list
+	EventRejected   = "rejected"   // refused before queueing (policy, rate limit)
+)
+
+// Event is one entry of the delivery log.
+type Event struct {
+	ID        int64 // increasing; the cursor for pagination and webhooks
+	Time      time.Time
+	Type      string
+	Account   string
+	MessageID string // queue ID
+	Recipient string
+	Sender    string
+	RemoteMTA string
+	Reply     string // "550 5.1.1 text"
+	Enhanced  string // "5.1.1"
+	TLS       string // TLS outcome of the attempt
+	Bounce    string // bounce class: "hard" or "soft" and a category, e.g. "hard:mailbox-unknown"
+	Attempt   int
+	Tags      []string
+	Metadata  map[string]string
+}
+
+// EventFilter selects events. Zero fields do not filter.
+type EventFilter struct {
+	Account   string // required for tenants; "" only for the admin view
+	MessageID string
+	Recipient string
+	Types     []string
+	Tag       string
+	Since     time.Time // inclusive
+	Until     time.Time // exclusive
+	After     int64     // cursor: events with ID > After
+	Limit     int       // default 100, max 1000
+}
+
+// Suppression reasons.
+const (
+	SuppressHardBounce = "hard_bounce"
+	SuppressComplaint  = "complaint"
+	SuppressManual     = "manual"
+)
+
+// Suppression is an address an account must not send to.
+type Suppression struct {
+	Account string
+	Address string // lower-cased
+	Reason  string
+	Detail  string // the bounce reply or complaint summary
+	Created time.Time
+}
+
+// Webhook is an account's subscription to event types.
+type Webhook struct {
+	ID         string
+	Account    string
+	URL        string
+	Secret     string   // HMAC-SHA256 key for the signature header
+	EventTypes []string // empty: all
+	Created    time.Time
+}
+
+// WebhookDelivery is one event due to one webhook.
+type WebhookDelivery struct {
+	ID          int64
+	WebhookID   string
+	Event       Event
+	Attempts    int
+	NextAttempt time.Time
+	LastError   string
+	Status      string // "pending", "delivered", "failed" (gave up after a day)
+}
+
+// Route decides what happens to mail for a local address besides Maildir.
+type Route struct {
+	Address string // "user@domain" or "@domain"
+	Account string
+	Action  string // "http" (POST JSON to URL) or "maildir"
+	URL     string
+	Secret  string // HMAC key for the POST signature
+}
+
+// Platform is the delivery-platform state. Every method scoping data to an
+// account takes the account ID; a tenant can never reach another
+// account's rows through it.
+type Platform interface {
+	AddAccount(ctx context.Context, a Account) error // ErrExists
+	GetAccount(ctx context.Context, id string) (Account, error)
+	ListAccounts(ctx context.Context) ([]Account, error)
+	UpdateAccountLimits(ctx context.Context, id string, l AccountLimits) error
+	DeleteAccount(ctx context.Context, id string) error // refuses (ErrExists-wrapped) while it owns domains
+
+	// SetDomainAccount assigns a domain (local or sending) to an account.
+	SetDomainAccount(ctx context.Context, domain, account string) error
+	// DomainAccount returns the account owning domain (ErrNotFound if none).
+	DomainAccount(ctx context.Context, domain string) (string, error)
+	ListAccountDomains(ctx context.Context, account string) ([]string, error)
+	SetUserAccount(ctx context.Context, address, account string) error
+	UserAccount(ctx context.Context, address string) (string, error)
+
+	AddAPIKey(ctx context.Context, k APIKey) error
+	GetAPIKey(ctx context.Context, id string) (APIKey, error)
+	ListAPIKeys(ctx context.Context, account string) ([]APIKey, error)
+	DeleteAPIKey(ctx context.Context, account, id string) error
+	TouchAPIKey(ctx context.Context, id string, t time.Time) error
+
+	// AddEvents appends events that are not tied to a queue change
+	// (rejected, suppressed, bounced by async DSN, complained); it fans
+	// them out to matching webhooks in the same transaction.
+	AddEvents(ctx context.Context, evs []Event) error
+	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
+	// PruneEvents deletes events older than before; returns how many.
+	PruneEvents(ctx context.Context, before time.Time) (int, error)
+
+	AddSuppression(ctx context.Context, s Suppression) error // replaces
+	DeleteSuppression(ctx context.Context, account, address string) error
+	IsSuppressed(ctx context.Context, account, address string) (bool, error)
+	ListSuppressions(ctx context.Context, account string, after string, limit int) ([]Suppression, error)
+
+	AddWebhook(ctx context.Context, w Webhook) error
+	ListWebhooks(ctx context.Context, account string) ([]Webhook, error)
+	DeleteWebhook(ctx context.Context, account, id string) error
+	// LeaseWebhookDeliveries returns due pending deliveries, leased for d.
+	LeaseWebhookDeliveries(ctx context.Context, now time.Time, d time.Duration, limit int) ([]WebhookDelivery, error)
+	// RecordWebhookAttempt stores one attempt's outcome (status, next
+	// attempt, error) and appends it to the attempt log.
+	RecordWebhookAttempt(ctx context.Context, id int64, status string, next time.Time, errText string, httpStatus int) error
+	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]WebhookDelivery, error)
+
+	// Idempotency: PutIdempotency stores key -> messageID unless the key
+	// exists, in which case it returns the stored message ID and ErrExists.
+	PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error)
+
+	AddRoute(ctx context.Context, r Route) error // replaces
+	GetRoute(ctx context.Context, address string) (Route, error)
+	ListRoutes(ctx context.Context, account string) ([]Route, error)
+	DeleteRoute(ctx context.Context, account, address string) error
+}
