@@ -23,9 +23,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/delivery/mtasts"
 	"github.com/heraldmail/herald/internal/delivery/smtpout"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/tlsrpt"
 )
 
 // Status is the outcome of a delivery attempt for one recipient.
@@ -80,7 +82,18 @@ type Result struct {
 	Enhanced    smtp.EnhancedCode
 	Text        string // the remote reply text, or our own
 	RemoteMTA   string // host[ip] that answered; "" if none did
-	TLS         string // "none" or e.g. "TLS1.3 TLS_AES_128_GCM_SHA256 (verified)"
+	// TLS is "none", the session's TLS as "<policy> <version> <cipher>
+	// (verified|unverified)", e.g. "dane TLS1.3 TLS_AES_128_GCM_SHA256
+	// (verified)", or the reason a TLS policy refused every host, e.g.
+	// "mta-sts: certificate not valid for mx1.example.com".
+	TLS string
+	// TLSPolicy is the policy that applied (PolicyOpportunistic,
+	// PolicyRequired, PolicyMTASTS, PolicyMTASTSTesting, PolicyDANE,
+	// PolicyDANEUnusable); "" when no host was reached.
+	TLSPolicy string
+	// TLSFailure is the TLS policy failure of this attempt, if any: why it
+	// was deferred or, in MTA-STS testing mode, what would have failed.
+	TLSFailure string
 	// DSNPassedOn is set for a delivered recipient when the next hop
 	// supports DSN: NOTIFY went with the message, so success notices are
 	// the next hop's job (RFC 3461 §5.2.2), not ours.
@@ -104,8 +117,18 @@ type Config struct {
 	SmarthostTLS             string            // "starttls" (default) or "implicit"
 	Routes                   map[string]string // domain -> "host:port"
 	RequireTLS               bool              // refuse hosts without STARTTLS and a verified certificate
-	RootCAs                  *x509.CertPool    // nil = system roots
-	SourceIPv4, SourceIPv6   netip.Addr        // local addresses to connect from (optional)
+	RootCAs                  *x509.CertPool    // nil = system roots (also for MTA-STS)
+	// MTASTS, when set, applies recipient domains' MTA-STS policies
+	// (RFC 8461) to MX delivery; nil disables MTA-STS.
+	MTASTS PolicySource
+	// DisableDANE turns DANE (RFC 7672) off. DANE applies only when the
+	// resolver implements resolve.TLSAResolver and its TLSA answers carry
+	// the AD bit (a DNSSEC-validating resolver).
+	DisableDANE bool
+	// TLSReport receives the TLS outcome of each new MX session (TLS-RPT,
+	// RFC 8460); nil = none.
+	TLSReport              TLSReporter
+	SourceIPv4, SourceIPv6 netip.Addr // local addresses to connect from (optional)
 }
 
 // Client delivers messages. It is safe for concurrent use.
@@ -271,6 +294,9 @@ type attempt struct {
 	req  *Request
 	res  []Result
 	done []bool
+	mx   bool // routed by MX (or implicit MX): TLS policies apply
+
+	tlsPolicy, tlsFailure string // copied into results by finish
 }
 
 func (d *attempt) finishAll(st Status, code int, enh smtp.EnhancedCode, text, remote, tlsDesc string) {
@@ -284,6 +310,7 @@ func (d *attempt) finishAll(st Status, code int, enh smtp.EnhancedCode, text, re
 func (d *attempt) finish(i int, st Status, code int, enh smtp.EnhancedCode, text, remote, tlsDesc string) {
 	d.res[i].Status, d.res[i].Code, d.res[i].Enhanced, d.res[i].Text = st, code, enh, text
 	d.res[i].RemoteMTA, d.res[i].TLS = remote, tlsDesc
+	d.res[i].TLSPolicy, d.res[i].TLSFailure = d.tlsPolicy, d.tlsFailure
 	d.done[i] = true
 }
 
@@ -314,12 +341,35 @@ func (d *attempt) run(ctx context.Context) {
 		d.finishAll(statusOf(perr.Code), perr.Code, perr.Enhanced, perr.Message, "", "none")
 		return
 	}
+	var sts *mtasts.Policy
+	if d.mx {
+		sts = d.stsPolicy(ctx)
+	}
 	var last *smtp.Error
+	lastTLS := "none" // the latest TLS policy failure, if any
 	for _, t := range targets {
 		if ctx.Err() != nil {
 			break
 		}
-		if s := d.c.takeIdle(ctx, t.key()); s != nil {
+		var pol *hostPolicy
+		if d.mx {
+			var oe *openError
+			pol, oe = d.policyFor(ctx, t, sts)
+			if oe != nil {
+				last, lastTLS = oe.reply, oe.tlsFail
+				d.tlsPolicy, d.tlsFailure = pol.kind, oe.tlsFail
+				d.report(pol, t.host, "", false, oe.rptType, oe.tlsFail)
+				d.c.log.Info("delivery: host refused by TLS policy", slog.String("host", t.host), slog.String("reason", oe.tlsFail))
+				continue
+			}
+		} else {
+			pol = &hostPolicy{kind: PolicyOpportunistic}
+		}
+		if pol.kind == PolicyOpportunistic && (d.c.cfg.RequireTLS || t.smarthost) {
+			pol.kind = PolicyRequired
+		}
+		if s := d.c.takeIdle(ctx, t.key()+"|"+pol.kind); s != nil {
+			d.tlsPolicy, d.tlsFailure = s.policy, s.tlsFailure
 			d.transact(ctx, s)
 			return
 		}
@@ -333,19 +383,29 @@ func (d *attempt) run(ctx context.Context) {
 			}
 		}
 		for _, ip := range ips {
-			s, err := d.c.open(ctx, t, ip, false)
-			if err != nil && errors.Is(err, errTLSHandshake) && !d.c.cfg.RequireTLS && !t.smarthost {
-				// Opportunistic TLS failed: try the same address in clear.
-				s, err = d.c.open(ctx, t, ip, true)
+			s, err := d.c.open(ctx, t, ip, false, pol)
+			if err != nil && errors.Is(err, errTLSHandshake) && !d.c.cfg.RequireTLS && !t.smarthost && !pol.requireTLS() {
+				// Opportunistic TLS failed: try the same address in clear
+				// (in MTA-STS testing mode the session reports it).
+				s, err = d.c.open(ctx, t, ip, true, pol)
 			}
 			if err != nil {
 				var oe *openError
 				if errors.As(err, &oe) {
 					last = oe.reply
+					if oe.tlsFail != "" {
+						lastTLS = oe.tlsFail
+						d.tlsPolicy, d.tlsFailure = pol.kind, oe.tlsFail
+						d.report(pol, t.host, ip.String(), false, oe.rptType, oe.tlsFail)
+					}
 				}
 				d.c.log.Debug("delivery: host failed", slog.String("host", t.host), slog.String("ip", ip.String()), slog.String("err", err.Error()))
 				continue
 			}
+			if d.mx {
+				d.reportSession(pol, t, ip, s)
+			}
+			d.tlsPolicy, d.tlsFailure = s.policy, s.tlsFailure
 			d.transact(ctx, s)
 			return
 		}
@@ -360,7 +420,7 @@ func (d *attempt) run(ctx context.Context) {
 	if code >= 500 { // a 5xx greeting: skipped like Postfix, the domain is tried later
 		code, enh = 451, smtp.EnhancedCode{4, enh[1], enh[2]}
 	}
-	d.finishAll(Temporary, code, enh, last.Message, "", "none")
+	d.finishAll(Temporary, code, enh, last.Message, "", lastTLS)
 }
 
 // route returns the hosts to try in order, or a final error for everyone.
@@ -392,13 +452,15 @@ func (d *attempt) route(ctx context.Context) ([]target, *smtp.Error) {
 		case err != nil:
 			return nil, &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 3}, Message: "DNS failure: " + err.Error()}
 		}
-		return []target{{host: domain, port: cfg.Port, ips: ips}}, nil
+		d.mx = true
+		return []target{{host: strings.ToLower(domain), port: cfg.Port, ips: ips}}, nil
 	case err != nil:
 		return nil, &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 3}, Message: "DNS failure: " + err.Error()}
 	}
 	if len(mxs) == 1 && mxs[0].Host == "" {
 		return nil, &smtp.Error{Code: 556, Enhanced: smtp.EnhancedCode{5, 1, 10}, Message: "domain " + domain + " does not accept mail (null MX)"}
 	}
+	d.mx = true
 	shuffleEqualPref(mxs)
 	out := make([]target, 0, len(mxs))
 	for _, mx := range mxs {
@@ -446,8 +508,11 @@ type session struct {
 	key     string
 	remote  string // host[ip]
 	tlsDesc string
-	msgs    int
-	timer   *time.Timer // closes the connection when idle too long
+	// policy is the TLS policy label; tlsFailure and rptType describe a
+	// failure tolerated by it (MTA-STS testing).
+	policy, tlsFailure, rptType string
+	msgs                        int
+	timer                       *time.Timer // closes the connection when idle too long
 }
 
 // errTLSHandshake marks an open failure caused by a failed TLS handshake
@@ -459,6 +524,9 @@ var errTLSHandshake = errors.New("TLS handshake failed")
 type openError struct {
 	reply *smtp.Error
 	cause error
+	// For TLS policy failures: the reason (Result.TLS) and the TLS-RPT
+	// result type.
+	tlsFail, rptType string
 }
 
 func (e *openError) Error() string { return e.reply.Error() }
@@ -467,15 +535,15 @@ func (e *openError) Unwrap() error { return e.cause }
 // open connects to ip, reads the greeting, says EHLO and does TLS (unless
 // noTLS) and AUTH for the smarthost. Any failure is returned as an
 // *openError so the next host can be tried.
-func (c *Client) open(ctx context.Context, t target, ip netip.Addr, noTLS bool) (*session, error) {
-	s, err := c.open1(ctx, t, ip, noTLS)
+func (c *Client) open(ctx context.Context, t target, ip netip.Addr, noTLS bool, pol *hostPolicy) (*session, error) {
+	s, err := c.open1(ctx, t, ip, noTLS, pol)
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool) (*session, *openError) {
+func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool, pol *hostPolicy) (*session, *openError) {
 	remote := fmt.Sprintf("%s[%s]", t.host, ip)
 	fail := func(code int, enh smtp.EnhancedCode, format string, args ...any) *openError {
 		return &openError{reply: &smtp.Error{Code: code, Enhanced: enh, Message: remote + ": " + fmt.Sprintf(format, args...)}}
@@ -491,14 +559,19 @@ func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool)
 		return nil, fail(451, smtp.EnhancedCode{4, 4, 1}, "connect failed: %v", err)
 	}
 	conn := smtpout.NewConn(nc, c.cfg.CommandTimeout, c.cfg.DataTimeout)
-	s := &session{conn: conn, key: t.key(), remote: remote, tlsDesc: "none"}
+	s := &session{conn: conn, key: t.key() + "|" + pol.kind, remote: remote, tlsDesc: "none", policy: pol.kind}
 	ok := false
 	defer func() {
 		if !ok {
 			conn.Close()
 		}
 	}()
-	requireTLS := c.cfg.RequireTLS || t.smarthost
+	requireTLS := c.cfg.RequireTLS || t.smarthost || pol.requireTLS()
+	policyFailure := func(err error, oe *openError) *openError {
+		res, why := classifyCertError(t.host, err)
+		oe.tlsFail, oe.rptType = pol.label()+": "+why, res
+		return oe
+	}
 	if t.smarthost && c.cfg.SmarthostTLS == "implicit" {
 		if err := conn.ClientTLS(ctx, c.tlsConfig(t.host, true)); err != nil {
 			return nil, fail(451, smtp.EnhancedCode{4, 7, 5}, "%v", err)
@@ -515,25 +588,61 @@ func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool)
 	}
 	if conn.TLS() == nil {
 		if _, offered := conn.Ext("STARTTLS"); offered && !noTLS {
-			err := conn.StartTLS(ctx, c.tlsConfig(t.host, requireTLS), c.cfg.HELO)
+			var verr error
+			err := conn.StartTLS(ctx, c.tlsConfigFor(t, pol, &verr), c.cfg.HELO)
 			_, isReply := smtp.AsError(err)
 			switch {
 			case err == nil:
 			case isReply && !requireTLS && conn.TLS() == nil && !is421(err):
 				// STARTTLS refused (e.g. 454): go on in clear, RFC 3207.
+			case verr != nil:
+				// The policy's certificate check failed: never in clear.
+				oe := fail(451, smtp.EnhancedCode{4, 7, 5}, "STARTTLS: %v", verr)
+				oe.cause = verr
+				return nil, policyFailure(verr, oe)
 			case conn.TLS() == nil && !isReply:
 				oe := replyFail(fail, "STARTTLS", err)
 				oe.cause = errTLSHandshake
+				if pol.kind != PolicyOpportunistic && pol.kind != PolicyRequired {
+					oe.tlsFail = pol.label() + ": TLS handshake with " + t.host + " failed"
+					oe.rptType = tlsrpt.ResultValidationFailure
+				}
 				return nil, oe
 			default:
-				return nil, replyFail(fail, "STARTTLS", err)
+				oe := replyFail(fail, "STARTTLS", err)
+				if pol.requireTLS() {
+					oe.tlsFail = pol.label() + ": STARTTLS refused by " + t.host
+					oe.rptType = tlsrpt.ResultSTARTTLSNotSupported
+				}
+				return nil, oe
 			}
 		} else if requireTLS {
-			return nil, fail(451, smtp.EnhancedCode{4, 7, 4}, "STARTTLS not offered and TLS is required")
+			oe := fail(451, smtp.EnhancedCode{4, 7, 4}, "STARTTLS not offered and TLS is required")
+			if pol.requireTLS() {
+				oe.tlsFail = pol.label() + ": STARTTLS not offered by " + t.host
+				oe.rptType = tlsrpt.ResultSTARTTLSNotSupported
+			}
+			return nil, oe
 		}
 	}
 	if st := conn.TLS(); st != nil {
-		s.tlsDesc = describeTLS(st, c.verify(t.host, st) == nil)
+		verified := c.verify(t.host, st) == nil
+		switch pol.kind {
+		case PolicyDANE, PolicyMTASTS:
+			verified = true // checked during the handshake
+		case PolicyMTASTSTesting:
+			s.tlsFailure, s.rptType = pol.failure, pol.rptType
+			if err := c.verify(t.host, st); err != nil && s.tlsFailure == "" {
+				res, why := classifyCertError(t.host, err)
+				s.tlsFailure, s.rptType = "mta-sts: "+why, res
+			}
+		}
+		s.tlsDesc = describeWith(pol.kind, st, verified)
+	} else if pol.kind == PolicyMTASTSTesting {
+		s.tlsFailure, s.rptType = pol.failure, pol.rptType
+		if s.tlsFailure == "" {
+			s.tlsFailure, s.rptType = "mta-sts: no TLS with "+t.host, tlsrpt.ResultSTARTTLSNotSupported
+		}
 	}
 	if t.smarthost && c.cfg.SmarthostUsername != "" {
 		if err := conn.AuthPlain(ctx, c.cfg.SmarthostUsername, c.cfg.SmarthostPassword); err != nil {

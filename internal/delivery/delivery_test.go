@@ -242,8 +242,8 @@ func TestSTARTTLS(t *testing.T) {
 
 	res := deliver(t, e.client(func(c *delivery.Config) { c.RootCAs = mx.CertPool() }), request("tls.test", "a@tls.test"))
 	expect(t, res[0], delivery.Delivered, 250, smtp.EnhancedCode{2, 0, 0})
-	if !strings.HasPrefix(res[0].TLS, "TLS1.3 TLS_") || !strings.HasSuffix(res[0].TLS, "(verified)") {
-		t.Fatalf("TLS = %q, want TLS1.3 ... (verified)", res[0].TLS)
+	if !strings.HasPrefix(res[0].TLS, "opportunistic TLS1.3 TLS_") || !strings.HasSuffix(res[0].TLS, "(verified)") {
+		t.Fatalf("TLS = %q, want opportunistic TLS1.3 ... (verified)", res[0].TLS)
 	}
 	// Opportunistic TLS with an untrusted certificate: still encrypted.
 	res = deliver(t, e.client(nil), request("tls.test", "a@tls.test"))

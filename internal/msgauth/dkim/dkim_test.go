@@ -514,3 +514,75 @@ func BenchmarkSign4K(b *testing.B) {
 		})
 	}
 }
+
+// Many signed fields: h= is capped so the field stays within line limits,
+// From stays signed and the signature verifies.
+func TestSignManyFields(t *testing.T) {
+	t.Parallel()
+	k := key(t, "ed25519", "e1")
+	z := zone{}
+	z.add(t, k)
+	msg := []byte("From: a@example.com\r\n" + strings.Repeat("Cc: someone-with-a-long-name@example.org\r\n", 300) +
+		"Resent-From: b@example.com\r\nX-Other: x\r\n\r\nbody\r\n")
+	sigs, signed := sign(t, []store.DKIMKey{k}, SignOptions{}, msg, 0)
+	for l := range strings.SplitSeq(string(sigs), "\r\n") {
+		if len(l) > 998 {
+			t.Errorf("signature line of %d bytes", len(l))
+		}
+	}
+	h := strings.Split(strings.ToLower(tagValue(sigs, "h")), ":")
+	if len(h) > maxSignedFields+1 || h[len(h)-1] != "from" {
+		t.Errorf("h= has %d names: %v...", len(h), h[:3])
+	}
+	if h[0] != "resent-from" {
+		t.Errorf("Resent-* not signed: h=%v...", h[:3])
+	}
+	if r := verify(t, signed, z.lookup); r[0].Result != ResultPass {
+		t.Errorf("%+v", r[0])
+	}
+}
+
+// NewSignerFor picks the keys of the From domain once the header is seen.
+func TestSignerForFromDomain(t *testing.T) {
+	t.Parallel()
+	keys := map[string][]store.DKIMKey{"example.com": {key(t, "rsa", "r1"), key(t, "ed25519", "e1")}}
+	z := zone{}
+	for _, k := range keys["example.com"] {
+		z.add(t, k)
+	}
+	sel := func(header []byte) ([]store.DKIMKey, error) {
+		d, err := FromDomain(header)
+		if err != nil {
+			return nil, err
+		}
+		return keys[d], nil
+	}
+	for _, tc := range []struct {
+		msg     string
+		wantErr string
+		sigs    int
+	}{
+		{"From: Alice <alice@EXAMPLE.com>\r\nSubject: hi\r\n\r\nbody\r\n", "", 2},
+		{"From: mallory@other.example\r\n\r\nbody\r\n", "no signing key", 0},
+		{"From: a@example.com\r\nFrom: b@example.com\r\n\r\nbody\r\n", "2 From fields", 0},
+	} {
+		s := NewSignerFor(sel, SignOptions{})
+		for i := 0; i < len(tc.msg); i += 3 {
+			s.Write([]byte(tc.msg[i:min(i+3, len(tc.msg))]))
+		}
+		h, err := s.Headers()
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: err = %v, want %q", tc.msg, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tc.msg, err)
+		}
+		r := verify(t, append(h, tc.msg...), z.lookup)
+		if len(r) != tc.sigs || r[0].Result != ResultPass || r[1].Result != ResultPass {
+			t.Errorf("%q: %+v", tc.msg, r)
+		}
+	}
+}

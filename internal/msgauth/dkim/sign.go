@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
@@ -26,6 +27,18 @@ var DefaultHeaderKeys = []string{
 // DefaultOversign are the fields listed once more than they occur, so that
 // another instance cannot be added without breaking the signature.
 var DefaultOversign = []string{"From"}
+
+// bufPool recycles the buffers in front of the signers' pipes.
+var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+// releaseBuf returns the write buffer to the pool.
+func (s *Signer) releaseBuf() {
+	if s.bw != nil {
+		s.bw.Reset(nil)
+		bufPool.Put(s.bw)
+		s.bw = nil
+	}
+}
 
 // DefaultMaxHeaderBytes bounds the header block a Signer buffers.
 const DefaultMaxHeaderBytes = 1 << 20
@@ -67,8 +80,9 @@ type signKey struct {
 // or Close exactly once to release the signer's goroutines. A Signer is not
 // safe for concurrent use.
 type Signer struct {
-	keys []signKey
-	opts SignOptions
+	keys       []signKey
+	selectKeys KeySelector // chooses keys at the end of the header, if set
+	opts       SignOptions
 
 	hdr     []byte // header block buffered until its end is seen
 	started bool   // signers created and hdr written to them
@@ -85,6 +99,32 @@ func NewSigner(keys []store.DKIMKey, opts SignOptions) (*Signer, error) {
 	if len(keys) == 0 {
 		return nil, ErrNoKeys
 	}
+	s := newSigner(opts)
+	if err := s.setKeys(keys); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// KeySelector chooses the signing keys once the header block (ending with
+// its blank line) is known, typically:
+//
+//	d, err := dkim.FromDomain(header)
+//	if err != nil { return nil, err }
+//	return st.ActiveDKIMKeys(ctx, d)
+type KeySelector func(header []byte) ([]store.DKIMKey, error)
+
+// NewSignerFor returns a Signer whose keys are chosen by sel when the end of
+// the header has been written, for callers that stream the message without
+// reading its header first. An error from sel, or no keys, is reported by
+// Headers (ErrNoKeys): the message is then sent unsigned.
+func NewSignerFor(sel KeySelector, opts SignOptions) *Signer {
+	s := newSigner(opts)
+	s.selectKeys = sel
+	return s
+}
+
+func newSigner(opts SignOptions) *Signer {
 	if opts.HeaderKeys == nil {
 		opts.HeaderKeys = DefaultHeaderKeys
 	}
@@ -97,18 +137,23 @@ func NewSigner(keys []store.DKIMKey, opts SignOptions) (*Signer, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Signer{opts: opts, keys: make([]signKey, 0, len(keys))}
+	return &Signer{opts: opts}
+}
+
+// setKeys decodes keys (cached) for signing.
+func (s *Signer) setKeys(keys []store.DKIMKey) error {
+	s.keys = make([]signKey, 0, len(keys))
 	for _, k := range keys {
 		pk, err := cachedKey(k.PrivateKey)
 		if err != nil {
-			return nil, fmt.Errorf("dkim: key %s._domainkey.%s: %w", k.Selector, k.Domain, err)
+			return fmt.Errorf("dkim: key %s._domainkey.%s: %w", k.Selector, k.Domain, err)
 		}
 		if k.Domain == "" || k.Selector == "" {
-			return nil, errors.New("dkim: key without domain or selector")
+			return errors.New("dkim: key without domain or selector")
 		}
 		s.keys = append(s.keys, signKey{domain: strings.ToLower(k.Domain), selector: k.Selector, key: pk})
 	}
-	return s, nil
+	return nil
 }
 
 // Write adds message data. It always returns len(p), nil; errors are
@@ -168,6 +213,19 @@ func headerEnd(b []byte, from int) int {
 // names are known, and feeds them the header.
 func (s *Signer) start() {
 	s.started = true
+	if s.selectKeys != nil {
+		keys, err := s.selectKeys(s.hdr)
+		if err == nil && len(keys) == 0 {
+			err = ErrNoKeys
+		}
+		if err == nil {
+			err = s.setKeys(keys)
+		}
+		if err != nil {
+			s.fail(err)
+			return
+		}
+	}
 	headerKeys := signedFields(s.hdr, s.opts.HeaderKeys, s.opts.Oversign)
 	var expire time.Time
 	if s.opts.Expiration > 0 {
@@ -193,7 +251,8 @@ func (s *Signer) start() {
 	}
 	// Each signer reads through a pipe: batch small writes so that every
 	// hand-over to the signing goroutines carries a useful amount.
-	s.bw = bufio.NewWriterSize(io.MultiWriter(ws...), 32<<10)
+	s.bw = bufPool.Get().(*bufio.Writer)
+	s.bw.Reset(io.MultiWriter(ws...))
 	if _, err := s.bw.Write(s.hdr); err != nil {
 		s.fail(err)
 	}
@@ -234,6 +293,7 @@ func (s *Signer) Headers() ([]byte, error) {
 		return nil, s.err
 	}
 	s.done = true
+	s.releaseBuf()
 	var out []byte
 	var errs []error
 	for i, sg := range s.sigs {
@@ -256,11 +316,16 @@ func (s *Signer) Close() error {
 		return nil
 	}
 	s.done = true
+	s.releaseBuf()
 	for _, sg := range s.sigs {
 		sg.Close() //nolint:errcheck // abandoning
 	}
 	return nil
 }
+
+// maxSignedFields caps the h= list, keeping the signature field's lines
+// under the 998-byte limit whatever the message holds.
+const maxSignedFields = 64
 
 // signedFields returns the h= list for a header block: every instance of a
 // field matching keys (bottom-up, the order verifiers pick instances in),
@@ -279,7 +344,7 @@ func signedFields(hdr []byte, keys, oversign []string) []string {
 	}
 	var h []string
 	hasFrom := false
-	for i := len(names) - 1; i >= 0; i-- {
+	for i := len(names) - 1; i >= 0 && len(h) < maxSignedFields; i-- {
 		if matchKey(names[i], keys) || strings.EqualFold(names[i], "From") && matchKey(names[i], nil) {
 			h = append(h, names[i])
 			hasFrom = hasFrom || strings.EqualFold(names[i], "From")

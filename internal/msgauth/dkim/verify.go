@@ -164,10 +164,9 @@ func signatureFields(hdr []byte) []map[string]string {
 		line = strings.TrimSuffix(line, "\r")
 		switch {
 		case line == "":
-		case line[0] == ' ' || line[0] == '\t':
-			if len(fields) > 0 {
-				fields[len(fields)-1] += line
-			}
+		case (line[0] == ' ' || line[0] == '\t') && len(fields) > 0:
+			// A continuation; a leading one starts a field, as in go-msgauth.
+			fields[len(fields)-1] += line
 		default:
 			fields = append(fields, line)
 		}

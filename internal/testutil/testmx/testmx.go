@@ -66,6 +66,9 @@ type Config struct {
 	// ImplicitTLS makes every connection start with a TLS handshake (like
 	// port 465), with the same generated certificate.
 	ImplicitTLS bool
+	// Certificate, when set, is served (with its chain) for STARTTLS or
+	// implicit TLS instead of a generated one; CertPool then returns nil.
+	Certificate *tls.Certificate
 	// DSN and SMTPUTF8 advertise those extensions.
 	DSN, SMTPUTF8 bool
 	// AuthUser and AuthPass, when set, offer AUTH PLAIN (after TLS only)
@@ -136,8 +139,12 @@ func Start(t testing.TB, addr string, cfg Config) *Server {
 		if len(names) == 0 {
 			names = []string{"localhost"}
 		}
-		cert, pool := generateCert(t, names)
-		s.pool = pool
+		var cert tls.Certificate
+		if cfg.Certificate != nil {
+			cert = *cfg.Certificate
+		} else {
+			cert, s.pool = generateCert(t, names)
+		}
 		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 		if cfg.STARTTLS {
 			s.srv.TLSConfig = s.tlsConfig
