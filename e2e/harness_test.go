@@ -55,6 +55,13 @@ func nextMXIP() string {
 // ephemeral loopback ports, a loopback DNS server, fast retries.
 func startHerald(t *testing.T, mutate func(*config.Config)) *herald {
 	t.Helper()
+	return startHeraldWith(t, mutate, nil)
+}
+
+// startHeraldWith is startHerald with a hook on the delivery settings
+// (trusted test CAs).
+func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*delivery.Config)) *herald {
+	t.Helper()
 	dns := testdns.Start(t)
 	cfg := config.Default()
 	cfg.Server.Hostname = "mx.herald.test"
@@ -83,6 +90,9 @@ func startHerald(t *testing.T, mutate func(*config.Config)) *herald {
 	log := slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(cfg, app.Options{Logger: log, Delivery: func(d *delivery.Config) {
 		d.Port = 25
+		if dmut != nil {
+			dmut(d)
+		}
 	}})
 	if err != nil {
 		t.Fatal(err)

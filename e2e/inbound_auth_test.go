@@ -154,3 +154,62 @@ sys.stdout.buffer.write(sig + msg)
 		t.Errorf("tampered message (DKIM fail, SPF fail, p=reject) answered %d, want 550", code)
 	}
 }
+
+// A message forwarded by a mailing list fails DMARC (the list's server is
+// not in the author's SPF and the list changed the subject), but the list
+// sealed it with ARC after recording a DMARC pass: trusted sealers get it
+// through, untrusted ones do not.
+func TestInboundARCOverrideForTrustedSealer(t *testing.T) {
+	t.Parallel()
+	if err := exec.Command("/usr/bin/python3", "-c", "import dkim, authres").Run(); err != nil {
+		t.Skip("python3-dkim (dkimpy with authres) not installed")
+	}
+	for _, trusted := range []bool{true, false} {
+		h := inboundHerald(t, func(c *config.Config) {
+			if trusted {
+				c.Checks.ARCTrustedSealers = []string{"lists.test"}
+			}
+		})
+		priv, err := dkim.GenerateKey("rsa")
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, value, err := dkim.DNSRecord("lists.test", "arc", priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.dns.AddTXT(strings.TrimSuffix(name, "."), value)
+		keyFile := filepath.Join(t.TempDir(), "key.pem")
+		must(t, os.WriteFile(keyFile, priv, 0o600))
+		msg := "Authentication-Results: lists.test; spf=pass smtp.mailfrom=forged.test; dmarc=pass header.from=forged.test\r\n" +
+			"From: <ceo@forged.test>\r\nTo: <list@lists.test>\r\nSubject: [list] hello\r\n\r\nforwarded by a list\r\n"
+		py := `
+import sys, dkim
+msg = sys.stdin.buffer.read()
+key = open(sys.argv[1], "rb").read()
+sigs = dkim.arc_sign(msg, b"arc", b"lists.test", key, b"lists.test", include_headers=[b"from", b"to", b"subject"])
+sys.stdout.buffer.write(b"".join(sigs) + msg)
+`
+		cmd := exec.Command("/usr/bin/python3", "-c", py, keyFile)
+		cmd.Stdin = strings.NewReader(msg)
+		sealed, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("dkimpy arc_sign: %v", err)
+		}
+		s := strings.ReplaceAll(strings.ReplaceAll(string(sealed), "\r\n", "\n"), "\n", "\r\n")
+		c := dial(t, h.addr("smtp"))
+		c.ok(250, "EHLO lists.test")
+		code, reply := c.send("list-bounces@lists.test", []string{"alice@example.com"}, s)
+		if trusted {
+			if code != 250 {
+				t.Fatalf("trusted ARC sealer: %d %s, want 250", code, reply)
+			}
+			got := h.waitMaildir("alice@example.com", 1)[0]
+			if !strings.Contains(got, "arc=pass") || !strings.Contains(got, "dmarc=fail") {
+				t.Errorf("Authentication-Results:\n%s", headerBlock(got))
+			}
+		} else if code != 550 {
+			t.Fatalf("untrusted ARC sealer: %d %s, want 550 (DMARC p=reject)", code, reply)
+		}
+	}
+}

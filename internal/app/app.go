@@ -4,6 +4,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/delivery"
+	"github.com/heraldmail/herald/internal/delivery/mtasts"
 	"github.com/heraldmail/herald/internal/local"
 	"github.com/heraldmail/herald/internal/policy"
 	"github.com/heraldmail/herald/internal/queue"
@@ -26,8 +28,10 @@ import (
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 	"github.com/heraldmail/herald/internal/tlsconf"
+	"github.com/heraldmail/herald/internal/tlsrpt"
 )
 
 // Options are what the embedding program (main or a test) adds to the
@@ -50,6 +54,11 @@ type App struct {
 	sched   *queue.Scheduler
 	spool   *spool.Spool
 	metrics *appMetrics
+
+	mtasts   *mtasts.Cache
+	tlsrpt   *tlsrpt.Aggregator
+	resolver resolve.Resolver
+	clock    clock.Clock
 
 	servers   []*smtpserver.Server
 	listeners []listener
@@ -104,7 +113,17 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	if opts.Delivery != nil {
 		opts.Delivery(&dcfg)
 	}
+	if cfg.Delivery.MTASTS {
+		a.mtasts = mtasts.New(mtasts.Config{Resolver: res, RootCAs: dcfg.RootCAs, Clock: clk, Log: a.log})
+		dcfg.MTASTS = a.mtasts
+	}
+	if cfg.TLSRPT.Enabled {
+		a.tlsrpt = tlsrpt.NewAggregator(clk)
+		dcfg.TLSReport = a.tlsrpt
+	}
 	a.remote = delivery.New(dcfg, res, a.log)
+	a.resolver = res
+	a.clock = clk
 	tr := &transport{
 		dir:     a.store,
 		maildir: local.NewMaildir(filepath.Join(cfg.Server.DataDir, "mail")),
@@ -123,11 +142,12 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 			Exists:     func(ctx context.Context, addr string) (bool, error) { return local.Exists(ctx, a.store, addr) },
 			RelayAllow: cfg.Relay.Allow,
 		},
-		spool:    a.spool,
-		authFail: ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
-		checks:   &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
-		log:      a.log,
-		metrics:  a.metrics,
+		spool:     a.spool,
+		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
+		checks:    &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
+		reportDir: filepath.Join(cfg.Server.DataDir, "dmarc-reports"),
+		log:       a.log,
+		metrics:   a.metrics,
 	}
 	conns := ratelimit.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
 	for _, l := range []struct {
@@ -222,6 +242,13 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.tlsrpt != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.tlsReportSender().Run(ctx)
+		}()
+	}
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	schedDone := make(chan struct{})
 	go func() { a.sched.Run(schedCtx); close(schedDone) }()
@@ -254,7 +281,38 @@ func (a *App) Reload() error {
 	return a.tls.Reload()
 }
 
+// tlsReportSender mails (DKIM-signed, through the spool) or posts the daily
+// TLS-RPT reports.
+func (a *App) tlsReportSender() *tlsrpt.Sender {
+	host := a.cfg.Server.Hostname
+	t := a.cfg.TLSRPT
+	orDefault := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	return &tlsrpt.Sender{
+		Aggregator:   a.tlsrpt,
+		Resolver:     a.resolver,
+		Clock:        a.clock,
+		Organization: orDefault(t.Organization, host),
+		Submitter:    host,
+		Contact:      orDefault(t.Contact, "postmaster@"+host),
+		From:         orDefault(t.From, "tlsrpt-noreply@"+host),
+		Log:          a.log,
+		Submit: func(ctx context.Context, from, to string, msg []byte) error {
+			m := &store.Message{Sender: from, Source: "tlsrpt", Recipients: []store.Recipient{{Address: to, Notify: "NEVER"}}}
+			_, err := a.spool.Accept(ctx, m, bytes.NewReader(msg), NewSigner(a.store, a.log))
+			return err
+		},
+	}
+}
+
 func (a *App) closeAll() {
+	if a.mtasts != nil {
+		a.mtasts.Close()
+	}
 	if a.remote != nil {
 		a.remote.Close()
 	}
@@ -319,6 +377,7 @@ func deliveryConfig(cfg *config.Config) delivery.Config {
 		SmarthostTLS:             d.SmarthostTLS,
 		Routes:                   d.Routes,
 		RequireTLS:               d.RequireTLS,
+		DisableDANE:              !d.DANE,
 		SourceIPv4:               d.SourceIPv4,
 		SourceIPv6:               d.SourceIPv6,
 	}

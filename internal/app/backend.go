@@ -21,13 +21,14 @@ import (
 
 // backend implements smtpserver.Backend: policy decisions, then the spool.
 type backend struct {
-	store    store.Store
-	policy   *policy.Policy
-	spool    *spool.Spool
-	authFail *ratelimit.AuthFailures
-	checks   *checker
-	log      *slog.Logger
-	metrics  *appMetrics
+	store     store.Store
+	policy    *policy.Policy
+	spool     *spool.Spool
+	authFail  *ratelimit.AuthFailures
+	checks    *checker
+	reportDir string // DMARC aggregate reports kept here
+	log       *slog.Logger
+	metrics   *appMetrics
 }
 
 func (b *backend) client(c *smtpserver.Conn) policy.Client {
@@ -163,7 +164,8 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 		if !ok {
 			spfRes, _ = b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
 		}
-		procs = append(procs, b.checks.processor(cl.IP, c.HELO, env.From, spfRes))
+		procs = append(procs, b.checks.processor(cl.IP, c.HELO, env.From, spfRes),
+			&reportCatcher{dir: b.reportDir, log: b.log})
 	}
 	id, err := b.spool.Accept(ctx, msg, body, procs...)
 	if err != nil {

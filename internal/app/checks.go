@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/msgauth/arc"
 	"github.com/heraldmail/herald/internal/msgauth/authres"
 	"github.com/heraldmail/herald/internal/msgauth/dkim"
 	"github.com/heraldmail/herald/internal/msgauth/dmarc"
@@ -58,13 +59,17 @@ type inbound struct {
 	spf      spf.Result
 	fromDom  string
 	fromErr  error
-	pw       *io.PipeWriter
+	pw       *io.PipeWriter // feeds the DKIM verifier
+	arcPW    *io.PipeWriter // feeds the ARC verifier
 	dkimDone chan []dkim.Result
+	arcDone  chan arc.Result
 }
 
 func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error) {
 	header = authres.Strip(header, p.ck.authserv)
 	p.fromDom, p.fromErr = dkim.FromDomain(header)
+	// DKIM and ARC verify concurrently with the transfer, each reading its
+	// own pipe; each drains its pipe to the end so writes never block.
 	pr, pw := io.Pipe()
 	p.pw = pw
 	p.dkimDone = make(chan []dkim.Result, 1)
@@ -73,8 +78,19 @@ func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte)
 		if err != nil {
 			res = []dkim.Result{{Result: dkim.ResultPermError, Reason: err.Error()}}
 		}
-		io.Copy(io.Discard, pr) // keep the writer from blocking
+		io.Copy(io.Discard, pr)
 		p.dkimDone <- res
+	}()
+	apr, apw := io.Pipe()
+	p.arcPW = apw
+	p.arcDone = make(chan arc.Result, 1)
+	go func() {
+		res, err := arc.Verify(ctx, apr, p.ck.resolver.LookupTXT)
+		if err != nil {
+			res = arc.Result{ChainValidation: arc.StatusFail, Reason: err.Error()}
+		}
+		io.Copy(io.Discard, apr)
+		p.arcDone <- res
 	}()
 	return header, nil
 }
@@ -82,14 +98,17 @@ func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte)
 func (p *inbound) Write(b []byte) (int, error) {
 	if p.pw != nil {
 		p.pw.Write(b) // a verifier error is reported by its result
+		p.arcPW.Write(b)
 	}
 	return len(b), nil
 }
 
 func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error) {
 	p.pw.Close()
+	p.arcPW.Close()
 	dkimRes := <-p.dkimDone
-	p.pw = nil
+	arcRes := <-p.arcDone
+	p.pw, p.arcPW = nil, nil
 
 	res := authres.Results{SPF: &authres.SPF{Result: string(p.spf.Result), MailFrom: p.from, HELO: p.helo, Reason: p.spf.Explanation}}
 	var dkimIn []dmarc.DKIMInput
@@ -111,10 +130,21 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 			res.DMARC.Reason = dm.Err.Error()
 		}
 	}
+	if arcRes.ChainValidation != arc.StatusNone {
+		res.ARC = &authres.ARC{Result: string(arcRes.ChainValidation), RemoteIP: p.ip.Unmap().String(), OldestPass: arcRes.OldestPass}
+	}
+	policy := dm.Policy
+	if policy != dmarc.PolicyNone && p.ck.arcOverride(arcRes) {
+		// A trusted forwarder (mailing list) sealed the message and its
+		// first hop recorded a DMARC pass (RFC 8617 §7.2.1).
+		policy = dmarc.PolicyNone
+		res.DMARC.Reason = "overridden by ARC seal of " + arcRes.Domain
+	}
 	p.ck.log.Info("authentication checks", "client", p.ip.String(), "from", p.from, "header_from", p.fromDom,
-		"spf", p.spf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", dm.Policy)
+		"spf", p.spf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", policy,
+		"arc", arcRes.ChainValidation, "arc_sealer", arcRes.Domain)
 
-	switch dm.Policy {
+	switch policy {
 	case dmarc.PolicyReject:
 		if p.ck.cfg.DMARCReject {
 			return nil, smtp.Errorf(550, smtp.EnhancedCode{5, 7, 1}, "Message rejected: DMARC policy of %s (neither SPF nor DKIM passed aligned)", dm.Domain)
@@ -130,9 +160,24 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 func (p *inbound) Abort() {
 	if p.pw != nil {
 		p.pw.CloseWithError(io.ErrUnexpectedEOF)
+		p.arcPW.CloseWithError(io.ErrUnexpectedEOF)
 		<-p.dkimDone
-		p.pw = nil
+		<-p.arcDone
+		p.pw, p.arcPW = nil, nil
 	}
+}
+
+// arcOverride reports whether a valid ARC chain sealed by a trusted
+// forwarder vouches for the message: its first hop's recorded results
+// (ARC-Authentication-Results i=1) include a DMARC pass.
+func (ck *checker) arcOverride(r arc.Result) bool {
+	if r.ChainValidation != arc.StatusPass || len(r.AAR) == 0 {
+		return false
+	}
+	if !slices.ContainsFunc(ck.cfg.ARCTrustedSealers, func(d string) bool { return strings.EqualFold(d, r.Domain) }) {
+		return false
+	}
+	return strings.Contains(strings.ToLower(r.AAR[0]), "dmarc=pass")
 }
 
 func dkimSummary(rs []dkim.Result) string {

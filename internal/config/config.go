@@ -44,6 +44,7 @@ type Config struct {
 	Queue       QueueConfig    `toml:"queue"`
 	Delivery    DeliveryConfig `toml:"delivery"`
 	Checks      ChecksConfig   `toml:"checks"`
+	TLSRPT      TLSRPTConfig   `toml:"tlsrpt"`
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of
@@ -170,6 +171,17 @@ type DeliveryConfig struct {
 	SmarthostTLS   string            `toml:"smarthost_tls"`      // "starttls" (required) or "implicit"
 	Routes         map[string]string `toml:"routes"`             // domain -> "host:port", static per-domain routes
 	RequireTLS     bool              `toml:"require_tls"`        // refuse to deliver without TLS
+	MTASTS         bool              `toml:"mta_sts"`            // enforce recipient domains' MTA-STS policies (RFC 8461)
+	DANE           bool              `toml:"dane"`               // enforce TLSA records when the resolver validates DNSSEC (RFC 7672)
+}
+
+// TLSRPTConfig is the [tlsrpt] section: daily TLS reports (RFC 8460) to the
+// domains we deliver to that ask for them.
+type TLSRPTConfig struct {
+	Enabled      bool   `toml:"enabled"`
+	Organization string `toml:"organization"` // organization-name in reports; "" = server.hostname
+	Contact      string `toml:"contact"`      // contact-info; "" = postmaster@server.hostname
+	From         string `toml:"from"`         // sender of mailed reports; "" = tlsrpt-noreply@server.hostname
 }
 
 // Default returns the development default configuration: everything on
@@ -234,7 +246,10 @@ func Default() *Config {
 			CommandTimeout: 5 * time.Minute,
 			SmarthostTLS:   "starttls",
 			Routes:         map[string]string{},
+			MTASTS:         true,
+			DANE:           true,
 		},
+		TLSRPT: TLSRPTConfig{Enabled: true},
 	}
 }
 

@@ -134,6 +134,13 @@ smarthost_username = "herald"
 smarthost_password = "s3cret"
 smarthost_tls = "implicit"
 require_tls = true
+mta_sts = false
+
+[tlsrpt]
+enabled = false
+organization = "Example Net"
+contact = "tls@example.net"
+from = "reports@example.net"
 
 [checks]
 authserv_id = "auth.example.net"
@@ -182,8 +189,9 @@ func TestFullFile(t *testing.T) {
 			SourceIPv4: netip.MustParseAddr("192.0.2.10"), SourceIPv6: netip.MustParseAddr("2001:db8::10"),
 			Smarthost: "relay.example.net:587", SmarthostUser: "herald", SmarthostPass: "s3cret", SmarthostTLS: "implicit",
 			Routes:     map[string]string{"example.org": "mx.internal:25", "example.com": "[2001:db8::25]:2525"},
-			RequireTLS: true,
+			RequireTLS: true, MTASTS: false, DANE: true,
 		},
+		TLSRPT: TLSRPTConfig{Enabled: false, Organization: "Example Net", Contact: "tls@example.net", From: "reports@example.net"},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
 	}

@@ -113,12 +113,19 @@ func (c *Config) fields() []field {
 		enumField("delivery.smarthost_tls", &c.Delivery.SmarthostTLS, "starttls", "implicit"),
 		routesField("delivery.routes", &c.Delivery.Routes),
 		boolField("delivery.require_tls", &c.Delivery.RequireTLS),
+		boolField("delivery.mta_sts", &c.Delivery.MTASTS),
+		boolField("delivery.dane", &c.Delivery.DANE),
 
 		strField("checks.authserv_id", &c.Checks.AuthservID, checkOptional(checkHostname)),
 		boolField("checks.spf_reject_fail", &c.Checks.SPFRejectFail),
 		boolField("checks.dmarc_reject", &c.Checks.DMARCReject),
 		boolField("checks.dmarc_quarantine", &c.Checks.DMARCQuarantine),
 		listField("checks.arc_trusted_sealers", &c.Checks.ARCTrustedSealers, checkHostname),
+
+		boolField("tlsrpt.enabled", &c.TLSRPT.Enabled),
+		strField("tlsrpt.organization", &c.TLSRPT.Organization, nil),
+		strField("tlsrpt.contact", &c.TLSRPT.Contact, nil),
+		strField("tlsrpt.from", &c.TLSRPT.From, nil),
 	}
 }
 
