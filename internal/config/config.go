@@ -45,6 +45,26 @@ type Config struct {
 	Delivery    DeliveryConfig `toml:"delivery"`
 	Checks      ChecksConfig   `toml:"checks"`
 	TLSRPT      TLSRPTConfig   `toml:"tlsrpt"`
+	Platform    PlatformConfig `toml:"platform"`
+}
+
+// PlatformConfig is the [platform] section: delivery tracking, bounce
+// handling, webhooks and sending limits.
+type PlatformConfig struct {
+	// EventRetention is how long delivery events are kept.
+	EventRetention time.Duration `toml:"event_retention"`
+	// VERP selects which mail gets a bounces+TOKEN@domain envelope sender
+	// so asynchronous bounces are matched: "api" (HTTP API mail), "all"
+	// (also SMTP submissions) or "none".
+	VERP string `toml:"verp"`
+	// UserPerMinute/Hour/Day limit each SMTP user's messages; 0 = no limit.
+	UserPerMinute int `toml:"user_per_minute"`
+	UserPerHour   int `toml:"user_per_hour"`
+	UserPerDay    int `toml:"user_per_day"`
+	// WebhookTimeout bounds one webhook POST; WebhookMaxAge is how long a
+	// failing webhook is retried.
+	WebhookTimeout time.Duration `toml:"webhook_timeout"`
+	WebhookMaxAge  time.Duration `toml:"webhook_max_age"`
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of
@@ -250,6 +270,12 @@ func Default() *Config {
 			DANE:           true,
 		},
 		TLSRPT: TLSRPTConfig{Enabled: true},
+		Platform: PlatformConfig{
+			EventRetention: 30 * 24 * time.Hour,
+			VERP:           "api",
+			WebhookTimeout: 10 * time.Second,
+			WebhookMaxAge:  24 * time.Hour,
+		},
 	}
 }
 

@@ -136,6 +136,15 @@ smarthost_tls = "implicit"
 require_tls = true
 mta_sts = false
 
+[platform]
+event_retention = "48h"
+verp = "all"
+user_per_minute = 10
+user_per_hour = 100
+user_per_day = 1000
+webhook_timeout = "5s"
+webhook_max_age = "12h"
+
 [tlsrpt]
 enabled = false
 organization = "Example Net"
@@ -192,6 +201,8 @@ func TestFullFile(t *testing.T) {
 			RequireTLS: true, MTASTS: false, DANE: true,
 		},
 		TLSRPT: TLSRPTConfig{Enabled: false, Organization: "Example Net", Contact: "tls@example.net", From: "reports@example.net"},
+		Platform: PlatformConfig{EventRetention: 48 * time.Hour, VERP: "all", UserPerMinute: 10, UserPerHour: 100, UserPerDay: 1000,
+			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
 	}

@@ -126,6 +126,14 @@ func (c *Config) fields() []field {
 		strField("tlsrpt.organization", &c.TLSRPT.Organization, nil),
 		strField("tlsrpt.contact", &c.TLSRPT.Contact, nil),
 		strField("tlsrpt.from", &c.TLSRPT.From, nil),
+
+		durField("platform.event_retention", &c.Platform.EventRetention, false),
+		enumField("platform.verp", &c.Platform.VERP, "api", "all", "none"),
+		intField("platform.user_per_minute", &c.Platform.UserPerMinute, 0, math.MaxInt32),
+		intField("platform.user_per_hour", &c.Platform.UserPerHour, 0, math.MaxInt32),
+		intField("platform.user_per_day", &c.Platform.UserPerDay, 0, math.MaxInt32),
+		durField("platform.webhook_timeout", &c.Platform.WebhookTimeout, false),
+		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 	}
 }
 
