@@ -76,6 +76,7 @@ func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*deliv
 	cfg.Queue.RetryInitial = 50 * time.Millisecond
 	cfg.Queue.RetryMax = 100 * time.Millisecond
 	cfg.Queue.PollInterval = 10 * time.Millisecond
+	cfg.Queue.ThrottleBackoff = 50 * time.Millisecond
 	cfg.Delivery.ConnectTimeout = 2 * time.Second
 	cfg.Delivery.CommandTimeout = 5 * time.Second
 	cfg.Auth.FailureDelay = time.Millisecond

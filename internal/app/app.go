@@ -30,6 +30,7 @@ import (
 	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/throttle"
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
 )
@@ -132,6 +133,11 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	}
 	bnc := &bouncer{hostname: cfg.Server.Hostname, store: a.store, log: a.log, metrics: a.metrics}
 	a.sched = queue.New(queueConfig(cfg), a.store, tr, bnc, clk, a.log, a.metrics)
+	// Unknown destinations are bounded by delivery's per-destination
+	// concurrency; the throttle adds the big providers' table and backs
+	// off any destination that answers with throttling replies.
+	a.sched.SetThrottle(&remoteThrottle{t: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
+		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), dir: a.store})
 	a.spool = spool.New(a.store, a.sched, clk)
 	bnc.spool = a.spool
 

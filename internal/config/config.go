@@ -175,6 +175,7 @@ type QueueConfig struct {
 	Workers                  int           `toml:"workers"`                     // concurrent deliveries in total
 	MaxPerDestination        int           `toml:"max_per_destination"`         // concurrent connections per destination domain
 	MaxMessagesPerConnection int           `toml:"max_messages_per_connection"` // messages sent over one reused connection
+	ThrottleBackoff          time.Duration `toml:"throttle_backoff"`            // pause of a destination after a throttling reply (doubles, up to 30x)
 }
 
 // DeliveryConfig is the [delivery] section: outbound SMTP.
@@ -253,6 +254,7 @@ func Default() *Config {
 			Workers:                  100,
 			MaxPerDestination:        20,
 			MaxMessagesPerConnection: 100,
+			ThrottleBackoff:          time.Minute,
 		},
 		Checks: ChecksConfig{
 			DMARCReject:       true,

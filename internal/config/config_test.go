@@ -191,7 +191,7 @@ func TestFullFile(t *testing.T) {
 		Queue: QueueConfig{
 			RetryInitial: time.Minute, RetryMax: 2 * time.Hour, RetryFactor: 1.5, RetryJitter: 0,
 			MaxLifetime: 72 * time.Hour, DelayWarning: 0, PollInterval: 500 * time.Millisecond,
-			Workers: 10, MaxPerDestination: 5, MaxMessagesPerConnection: 7,
+			Workers: 10, MaxPerDestination: 5, MaxMessagesPerConnection: 7, ThrottleBackoff: time.Minute,
 		},
 		Delivery: DeliveryConfig{
 			Port: 2525, HeloName: "out.example.net", ConnectTimeout: 10 * time.Second, CommandTimeout: 2 * time.Minute,

@@ -100,6 +100,7 @@ func (c *Config) fields() []field {
 		intField("queue.workers", &c.Queue.Workers, 1, 1<<20),
 		intField("queue.max_per_destination", &c.Queue.MaxPerDestination, 1, 1<<20),
 		intField("queue.max_messages_per_connection", &c.Queue.MaxMessagesPerConnection, 1, 1<<20),
+		durField("queue.throttle_backoff", &c.Queue.ThrottleBackoff, false),
 
 		intField("delivery.port", &c.Delivery.Port, 1, 65535),
 		strField("delivery.helo_name", &c.Delivery.HeloName, checkOptional(checkHostname)),

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/bounce"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
@@ -53,6 +54,29 @@ type Attempt struct {
 	// DSNPassedOn: delivered to a next hop that took over DSN duties, so
 	// no success notice is due from us.
 	DSNPassedOn bool
+	// Wait, when positive, means the recipient was not attempted: the
+	// destination's budget is spent; try again after Wait (no attempt is
+	// counted and nothing is logged as a delivery attempt).
+	Wait time.Duration
+}
+
+// Throttle shapes traffic per destination so mail waits instead of being
+// refused by the receiver.
+type Throttle interface {
+	// Acquire asks to start a delivery to domain; ok=false means wait.
+	Acquire(domain string) (release func(), wait time.Duration, ok bool)
+	// Observe reports a reply from domain, so throttling replies back off.
+	Observe(domain string, code int, enhanced smtp.EnhancedCode, text string)
+}
+
+// throttled is the outcome of recipients held back by the throttle.
+func throttled(rcpts []store.Recipient, wait time.Duration) []Attempt {
+	out := make([]Attempt, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = Attempt{RecipientID: r.ID, Result: Temporary, Wait: max(wait, time.Second),
+			Text: "held back: destination rate limit"}
+	}
+	return out
 }
 
 // Reply formats the attempt's reply as "550 5.1.1 text".
@@ -156,6 +180,7 @@ type Scheduler struct {
 	clock     clock.Clock
 	log       *slog.Logger
 	observer  Observer
+	throttle  Throttle
 
 	slots chan struct{} // one token per free worker
 	wake  chan struct{}
@@ -177,6 +202,9 @@ func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log
 	}
 	return s
 }
+
+// SetThrottle installs per-destination traffic shaping; call before Run.
+func (s *Scheduler) SetThrottle(t Throttle) { s.throttle = t }
 
 // LeaseDuration is how long the spool should lease a message it hands over
 // with Submit.
@@ -314,15 +342,31 @@ func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
 	body := func() (io.ReadCloser, error) { return s.store.OpenBody(ctx, msg.ID) }
 	start := s.clock.Now()
 	results := make([][]Attempt, len(order))
+	one := func(i int, d string) {
+		if s.throttle != nil {
+			release, wait, ok := s.throttle.Acquire(d)
+			if !ok {
+				results[i] = throttled(groups[d], wait)
+				return
+			}
+			defer release()
+		}
+		results[i] = s.transport.Deliver(ctx, msg, d, groups[d], body)
+		if s.throttle != nil {
+			for _, a := range results[i] {
+				s.throttle.Observe(d, a.Code, a.Enhanced, a.Text)
+			}
+		}
+	}
 	if len(order) == 1 {
-		results[0] = s.transport.Deliver(ctx, msg, order[0], groups[order[0]], body)
+		one(0, order[0])
 	} else {
 		var wg sync.WaitGroup
 		for i, d := range order {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i] = s.transport.Deliver(ctx, msg, d, groups[d], body)
+				one(i, d)
 			}()
 		}
 		wg.Wait()
@@ -365,7 +409,21 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 	var failed, delayed, succeeded []BouncedRecipient
 	for _, a := range attempts {
 		r := byID[a.RecipientID]
-		o := store.Outcome{RecipientID: a.RecipientID, Reply: a.Reply(), RemoteMTA: a.RemoteMTA, DelayWarned: r.DelayWarned}
+		if a.Wait > 0 {
+			// Not attempted: back to queued, due after the wait, no
+			// attempt counted.
+			outcomes = append(outcomes, store.Outcome{RecipientID: a.RecipientID, Status: store.StatusQueued,
+				NextAttempt: now.Add(a.Wait), Reply: r.LastReply, RemoteMTA: r.RemoteMTA, DelayWarned: r.DelayWarned})
+			continue
+		}
+		o := store.Outcome{RecipientID: a.RecipientID, Reply: a.Reply(), RemoteMTA: a.RemoteMTA, DelayWarned: r.DelayWarned,
+			TLS: a.TLS}
+		if a.Code != 0 {
+			o.Enhanced = a.Enhanced.String()
+		}
+		if a.Result != Delivered {
+			o.Bounce = bounce.Classify(a.Code, a.Enhanced, a.Text).String()
+		}
 		switch a.Result {
 		case Delivered:
 			o.Status = store.StatusDelivered

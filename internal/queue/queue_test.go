@@ -301,3 +301,46 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// denyOnce refuses the first Acquire of each domain, then allows.
+type denyOnce struct {
+	mu       sync.Mutex
+	seen     map[string]bool
+	observed []int
+}
+
+func (d *denyOnce) Acquire(domain string) (func(), time.Duration, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.seen[domain] {
+		d.seen[domain] = true
+		return nil, 20 * time.Millisecond, false
+	}
+	return func() {}, 0, true
+}
+
+func (d *denyOnce) Observe(domain string, code int, _ smtp.EnhancedCode, _ string) {
+	d.mu.Lock()
+	d.observed = append(d.observed, code)
+	d.mu.Unlock()
+}
+
+// A destination out of budget holds its recipients back without counting
+// an attempt; they go out once the throttle allows.
+func TestThrottleHoldsBack(t *testing.T) {
+	t.Parallel()
+	e := start(t, queue.Config{}, nil)
+	th := &denyOnce{seen: map[string]bool{}}
+	e.sched.SetThrottle(th)
+	id := e.submit(t, "a@x.test", "b@y.test")
+	e.waitAttempts(t, 1)
+	e.waitGone(t, id)
+	if n := e.tr.calls["b@y.test"]; n != 1 {
+		t.Errorf("transport called %d times, want 1 (the throttled round is not an attempt)", n)
+	}
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	if len(th.observed) != 1 || th.observed[0] != 250 {
+		t.Errorf("observed replies %v, want [250]", th.observed)
+	}
+}

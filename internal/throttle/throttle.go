@@ -123,6 +123,12 @@ type Config struct {
 	// Logger receives back-off and recovery events; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// FirstPause is the pause after a destination's first throttling
+	// reply, doubling with each further episode up to 30 times it (capped
+	// at MaxPause); 0 means one minute.
+	FirstPause time.Duration
+	// MaxPause caps the pause; 0 means 30 minutes.
+	MaxPause time.Duration
 }
 
 // Back-off parameters.
@@ -142,6 +148,8 @@ type Throttle struct {
 	maxDest  int
 	busyWait time.Duration
 	log      *slog.Logger
+
+	firstPause, maxPause time.Duration
 
 	mu    sync.Mutex
 	dests map[string]*dest
@@ -169,6 +177,15 @@ func New(cfg Config) *Throttle {
 		busyWait: cfg.BusyWait,
 		log:      cfg.Logger,
 		dests:    make(map[string]*dest),
+
+		firstPause: cfg.FirstPause,
+		maxPause:   cfg.MaxPause,
+	}
+	if t.firstPause <= 0 {
+		t.firstPause = firstPause
+	}
+	if t.maxPause <= 0 {
+		t.maxPause = maxPause
 	}
 	doms := cfg.Domains
 	if doms == nil {
@@ -311,7 +328,7 @@ func (t *Throttle) Observe(domain string, code int, enhanced smtp.EnhancedCode, 
 			return // from a session started before the pause
 		}
 		d.strikes = min(d.strikes+1, maxStrikes)
-		pause := min(firstPause<<(d.strikes-1), maxPause)
+		pause := min(t.firstPause<<(d.strikes-1), t.maxPause)
 		d.pausedUntil = now.Add(pause)
 		d.factor = max(d.factor/2, minFactor)
 		if b := d.burst(); d.tokens > b {
