@@ -25,6 +25,13 @@ Usage:
   herald config check FILE                 validate a configuration file
   herald domain add|del DOMAIN             manage local domains
   herald domain list
+  herald domain assign DOMAIN ACCOUNT      give a domain to an account
+  herald account add ID [--name N]         manage accounts (tenants)
+  herald account list|del ID
+  herald account limits ID [--per-minute N] [--per-hour N] [--per-day N]   (0: unlimited)
+  herald apikey add ACCOUNT --scope send,read,admin [--name N]   HTTP API key (token printed once)
+  herald apikey list ACCOUNT
+  herald apikey del ACCOUNT ID
   herald user add ADDRESS [--send-as LIST] create a user; password read from stdin
   herald user passwd ADDRESS               change a password (read from stdin)
   herald user del ADDRESS
@@ -73,7 +80,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "config":
 		err = env.configCmd(args[1:])
 	case "domain":
-		err = env.domainCmd(args[1:])
+		if len(args) > 1 && args[1] == "assign" {
+			err = env.domainAssign(args[2:])
+		} else {
+			err = env.domainCmd(args[1:])
+		}
+	case "account":
+		err = env.accountCmd(args[1:])
+	case "apikey":
+		err = env.apikeyCmd(args[1:])
 	case "user":
 		err = env.userCmd(args[1:])
 	case "alias":

@@ -1,0 +1,321 @@
+// Package httpapi is Herald's JSON HTTP API under /v1: sending messages
+// (built from JSON or uploaded raw), following them through the event log,
+// and managing suppressions, webhooks, domains, accounts and API keys.
+//
+// The package declares the interfaces it consumes (Deps); the composition
+// root passes the store and the Submitter that queues a message exactly like
+// SMTP submission does (sender check, suppressions, rate limits, DKIM).
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// Platform is the part of store.Platform the API uses.
+type Platform interface {
+	AddAccount(ctx context.Context, a store.Account) error
+	GetAccount(ctx context.Context, id string) (store.Account, error)
+	ListAccounts(ctx context.Context) ([]store.Account, error)
+	UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error
+	DeleteAccount(ctx context.Context, id string) error
+
+	SetDomainAccount(ctx context.Context, domain, account string) error
+	ListAccountDomains(ctx context.Context, account string) ([]string, error)
+
+	AddAPIKey(ctx context.Context, k store.APIKey) error
+	GetAPIKey(ctx context.Context, id string) (store.APIKey, error)
+	ListAPIKeys(ctx context.Context, account string) ([]store.APIKey, error)
+	DeleteAPIKey(ctx context.Context, account, id string) error
+	TouchAPIKey(ctx context.Context, id string, t time.Time) error
+
+	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+
+	AddSuppression(ctx context.Context, s store.Suppression) error
+	DeleteSuppression(ctx context.Context, account, address string) error
+	ListSuppressions(ctx context.Context, account string, after string, limit int) ([]store.Suppression, error)
+
+	AddWebhook(ctx context.Context, w store.Webhook) error
+	ListWebhooks(ctx context.Context, account string) ([]store.Webhook, error)
+	DeleteWebhook(ctx context.Context, account, id string) error
+	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]store.WebhookDelivery, error)
+
+	PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error)
+}
+
+// Messages gives the live queue state of a message (per-recipient status).
+// It returns an error wrapping store.ErrNotFound once the message has left
+// the queue; the API then derives the status from the event log.
+type Messages interface {
+	Get(ctx context.Context, id string) (*store.Message, error)
+}
+
+// Submission is a message handed to the Submitter: the envelope, the
+// complete RFC 5322 message (CRLF line endings) and the caller's tags and
+// metadata.
+type Submission struct {
+	Account      string            // the API key's account
+	EnvelopeFrom string            // MAIL FROM (the Submitter may replace it with a VERP address)
+	From         string            // address of the From header field
+	Recipients   []string          // envelope recipients: to + cc + bcc, deduplicated
+	Raw          []byte            // the message, CRLF line endings
+	Tags         []string          // copied onto every event
+	Metadata     map[string]string // copied onto every event
+}
+
+// Submitter queues a message exactly like SMTP submission: it checks that
+// the sender's domain belongs to the account, the suppression list and the
+// rate limits, signs with DKIM and queues. Its errors: *smtp.Error (5xx
+// become 422 or 403, 4xx become 503), *RateLimitError (429) and
+// *ForbiddenError (403); anything else is a 500.
+type Submitter interface {
+	Submit(ctx context.Context, s *Submission) (id string, err error)
+}
+
+// RateLimitError is returned by a Submitter when the account is over one of
+// its limits; the API answers 429 with Retry-After.
+type RateLimitError struct {
+	RetryAfter time.Duration // when the caller may try again
+	Message    string        // optional safe text; a default is used if empty
+}
+
+// Error implements error.
+func (e *RateLimitError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	return fmt.Sprintf("rate limit exceeded, retry after %s", e.RetryAfter.Round(time.Second))
+}
+
+// ForbiddenError is returned by a Submitter when the account may not do what
+// it asked (e.g. send as a domain it does not own); the API answers 403.
+// Message is shown to the caller and must be safe.
+type ForbiddenError struct {
+	Message string
+}
+
+// Error implements error.
+func (e *ForbiddenError) Error() string { return e.Message }
+
+// Config holds the API's limits and identity.
+type Config struct {
+	// Hostname is the right-hand side of generated Message-IDs.
+	Hostname string
+	// MaxMessageBytes bounds a POST /v1/messages request body (JSON with
+	// base64 attachments, or a raw message). Default 35 MiB.
+	MaxMessageBytes int64
+	// MaxRequestBytes bounds every other request body. Default 1 MiB.
+	MaxRequestBytes int64
+	// MaxRecipients bounds to+cc+bcc of one message. Default 1000.
+	MaxRecipients int
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	// Default 24 hours.
+	IdempotencyTTL time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 35 << 20
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 1 << 20
+	}
+	if c.MaxRecipients <= 0 {
+		c.MaxRecipients = 1000
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+}
+
+// Deps are the API's collaborators. Platform, Messages and Submitter are
+// required; Logger and Clock default to slog.Default and the real clock.
+type Deps struct {
+	Platform  Platform
+	Messages  Messages
+	Submitter Submitter
+	Logger    *slog.Logger
+	Clock     clock.Clock
+}
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// OpenAPI returns the OpenAPI 3.1 document describing the API.
+func OpenAPI() []byte { return openAPIDoc }
+
+// api is the handler state.
+type api struct {
+	cfg   Config
+	p     Platform
+	msgs  Messages
+	sub   Submitter
+	log   *slog.Logger
+	clock clock.Clock
+	mux   *http.ServeMux
+
+	idem keyLocks // serialises requests sharing an Idempotency-Key
+}
+
+// access is what a route requires of the caller's key.
+type access int
+
+const (
+	public    access = iota // no key (the OpenAPI document)
+	needSend                // store.ScopeSend
+	needRead                // store.ScopeRead
+	needAdmin               // store.ScopeAdmin on the key's account
+	operator                // ScopeAdmin of store.DefaultAccount
+)
+
+// route is one endpoint; the table is the single source of truth for the
+// mux and for the test comparing it with the OpenAPI document.
+type route struct {
+	method, path string
+	access       access
+	handle       func(a *api, w http.ResponseWriter, r *http.Request, c *caller) error
+}
+
+var routes = []route{
+	{"GET", "/v1/openapi.json", public, (*api).openapi},
+	{"POST", "/v1/messages", needSend, (*api).sendMessage},
+	{"GET", "/v1/messages/{id}", needRead, (*api).getMessage},
+	{"GET", "/v1/events", needRead, (*api).listEvents},
+	{"GET", "/v1/suppressions", needRead, (*api).listSuppressions},
+	{"POST", "/v1/suppressions", needAdmin, (*api).addSuppression},
+	{"DELETE", "/v1/suppressions/{address}", needAdmin, (*api).deleteSuppression},
+	{"GET", "/v1/webhooks", needRead, (*api).listWebhooks},
+	{"POST", "/v1/webhooks", needAdmin, (*api).addWebhook},
+	{"DELETE", "/v1/webhooks/{id}", needAdmin, (*api).deleteWebhook},
+	{"GET", "/v1/webhooks/{id}/deliveries", needRead, (*api).listWebhookDeliveries},
+	{"GET", "/v1/domains", needRead, (*api).listDomains},
+	{"POST", "/v1/domains", operator, (*api).assignDomain},
+	{"GET", "/v1/accounts", operator, (*api).listAccounts},
+	{"POST", "/v1/accounts", operator, (*api).addAccount},
+	{"PATCH", "/v1/accounts/{id}", operator, (*api).patchAccount},
+	{"DELETE", "/v1/accounts/{id}", operator, (*api).deleteAccount},
+	{"GET", "/v1/keys", needAdmin, (*api).listKeys},
+	{"POST", "/v1/keys", needAdmin, (*api).addKey},
+	{"DELETE", "/v1/keys/{id}", needAdmin, (*api).deleteKey},
+}
+
+// New returns the API handler. Mount it at "/v1/" of the HTTP server.
+func New(cfg Config, deps Deps) http.Handler {
+	cfg.defaults()
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, log: deps.Logger, clock: deps.Clock}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.clock == nil {
+		a.clock = clock.Real{}
+	}
+	a.mux = http.NewServeMux()
+	for _, rt := range routes {
+		a.mux.Handle(rt.method+" "+rt.path, a.wrap(rt))
+	}
+	a.mux.HandleFunc("/", a.fallback)
+	return a.mux
+}
+
+// fallback answers requests no route matched: 405 when the path exists
+// with another method, else 404, always as JSON.
+func (a *api) fallback(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	for _, m := range []string{"GET", "POST", "PATCH", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pat := a.mux.Handler(r2); pat != "/" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "method " + r.Method + " is not allowed here"})
+		return
+	}
+	writeError(w, errNotFound("no such endpoint"))
+}
+
+// wrap adds authentication, the scope check, panic recovery and error
+// rendering to a route.
+func (a *api) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				a.log.Error("http api: panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeError(w, errInternal)
+			}
+		}()
+		w.Header().Set("Cache-Control", "no-store")
+		var c *caller
+		if rt.access != public {
+			var err error
+			if c, err = a.authenticate(r); err != nil {
+				a.fail(w, r, err)
+				return
+			}
+			if err := c.allow(rt.access); err != nil {
+				a.fail(w, r, err)
+				return
+			}
+		}
+		if err := rt.handle(a, w, r, c); err != nil {
+			a.fail(w, r, err)
+		}
+	})
+}
+
+func (a *api) openapi(w http.ResponseWriter, _ *http.Request, _ *caller) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, err := w.Write(openAPIDoc)
+	return err
+}
+
+// keyLocks is a set of mutexes by key, created on demand and dropped when
+// unused.
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock acquires the mutex of key and returns its release function.
+func (k *keyLocks) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]*keyLock)
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

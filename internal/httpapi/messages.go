@@ -1,0 +1,438 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	gomail "github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+	"github.com/heraldmail/herald/internal/message"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// sendResponse is the body of a 202 to POST /v1/messages.
+type sendResponse struct {
+	ID string `json:"id"`
+}
+
+// sendMessage handles POST /v1/messages: a JSON MessageRequest, or a raw
+// RFC 5322 message with Content-Type message/rfc822.
+func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) error {
+	idemKey := r.Header.Get("Idempotency-Key")
+	if idemKey != "" && !validIdemKey(idemKey) {
+		return &Error{Status: http.StatusBadRequest, Code: "validation_failed", Field: "Idempotency-Key", Message: "an Idempotency-Key is 1 to 128 characters of letters, digits and -_.:"}
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var sub *Submission
+	var err error
+	switch mt {
+	case "message/rfc822":
+		sub, err = a.rawSubmission(w, r)
+	case "application/json":
+		var req MessageRequest
+		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
+			return err
+		}
+		var b *built
+		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
+		if err == nil {
+			sub = &Submission{EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
+		}
+	default:
+		return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "Content-Type must be application/json or message/rfc822"}
+	}
+	if err != nil {
+		return err
+	}
+	sub.Account = c.account()
+	send := func() (string, error) { return a.sub.Submit(r.Context(), sub) }
+	var id string
+	replayed := false
+	if idemKey != "" {
+		id, replayed, err = a.idempotent(r.Context(), c.account(), idemKey, send)
+	} else {
+		id, err = send()
+	}
+	if err != nil {
+		return err
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.Header().Set("Location", "/v1/messages/"+id)
+	writeJSON(w, http.StatusAccepted, sendResponse{ID: id})
+	return nil
+}
+
+func validIdemKey(k string) bool {
+	if len(k) == 0 || len(k) > 128 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// Idempotency keys are kept with store.Platform.PutIdempotency, which only
+// inserts. A key is a chain of slots: slot 0 is the key itself, slot n the
+// key + "#n" (a client key cannot contain '#'). The request that inserts a
+// slot's reservation ("res:UNIXTIME") owns it and sends; it then records
+// the outcome under slot + "#r": "ok:ID", or "err" when the Submitter
+// refused, which frees the key for the next slot (a retry after 429 must
+// send). A retry reads the outcome by inserting "pending" there: finding
+// "ok:ID" it replays ID; finding nothing, the owner is still at work (on
+// another node, or it died) and the retry gets 409. Reservations older than
+// the TTL are skipped. Requests on one node are serialised per key, so the
+// usual sequential retries never see "pending".
+const (
+	maxIdemSlots  = 20
+	idemPending   = "pending"
+	idemFailed    = "err"
+	idemOKPrefix  = "ok:"
+	idemResPrefix = "res:"
+)
+
+var errIdemInProgress = &Error{Status: http.StatusConflict, Code: "idempotency_key_in_use", Message: "a request with this Idempotency-Key is in progress or did not complete; retry later or use a new key"}
+
+func (a *api) idempotent(ctx context.Context, account, key string, send func() (string, error)) (id string, replayed bool, err error) {
+	unlock := a.idem.lock(account + "\x00" + key)
+	defer unlock()
+	now := a.clock.Now()
+	for n := 0; n < maxIdemSlots; n++ {
+		slot := key
+		if n > 0 {
+			slot = key + "#" + strconv.Itoa(n)
+		}
+		stored, err := a.p.PutIdempotency(ctx, account, slot, idemResPrefix+strconv.FormatInt(now.Unix(), 10), now)
+		if err == nil {
+			id, err := send()
+			outcome := idemFailed
+			if err == nil {
+				outcome = idemOKPrefix + id
+			}
+			// Record the outcome even if the client went away.
+			if _, perr := a.p.PutIdempotency(context.WithoutCancel(ctx), account, slot+"#r", outcome, now); perr != nil && !errors.Is(perr, store.ErrExists) {
+				a.log.Error("http api: recording idempotency outcome", "account", account, "key", key, "err", perr)
+			}
+			return id, false, err
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return "", false, fmt.Errorf("idempotency key: %w", err)
+		}
+		if t, ok := strings.CutPrefix(stored, idemResPrefix); ok {
+			if sec, perr := strconv.ParseInt(t, 10, 64); perr == nil && now.Sub(time.Unix(sec, 0)) >= a.cfg.IdempotencyTTL {
+				continue // expired: the next slot starts a new window
+			}
+		}
+		res, err := a.p.PutIdempotency(ctx, account, slot+"#r", idemPending, now)
+		if err == nil {
+			return "", false, errIdemInProgress
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return "", false, fmt.Errorf("idempotency key: %w", err)
+		}
+		switch {
+		case strings.HasPrefix(res, idemOKPrefix):
+			return strings.TrimPrefix(res, idemOKPrefix), true, nil
+		case res == idemFailed:
+			continue
+		default:
+			return "", false, errIdemInProgress
+		}
+	}
+	return "", false, &Error{Status: http.StatusConflict, Code: "idempotency_key_exhausted", Message: "too many failed attempts with this Idempotency-Key; use a new key"}
+}
+
+// rawSubmission reads a message/rfc822 upload. The envelope comes from the
+// query: from (default: the From header's address) and to, repeatable
+// (default: the To, Cc and Bcc header addresses); tag is repeatable. Bare
+// LF line endings become CRLF; a Bcc field is removed; Date and Message-ID
+// are added when missing.
+func (a *api) rawSubmission(w http.ResponseWriter, r *http.Request) (*Submission, error) {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "from" && k != "to" && k != "tag" {
+			return nil, errInvalid(k, "unknown query parameter %q (raw upload takes from, to and tag)", k)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxMessageBytes))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := toCRLF(body)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReader(bytes.NewReader(raw))
+	th, err := textproto.ReadHeader(br)
+	if err != nil {
+		return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Message: "the message header cannot be parsed"}
+	}
+	h := gomail.Header{Header: gomessage.Header{Header: th}}
+	froms, err := h.AddressList("From")
+	if err != nil || len(froms) == 0 {
+		return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Field: "From", Message: "the message needs a valid From header field"}
+	}
+	hfrom, err := parseMailbox("From", froms[0].Address)
+	if err != nil {
+		return nil, err
+	}
+	sub := &Submission{From: hfrom.Address, EnvelopeFrom: hfrom.Address, Tags: q["tag"]}
+	if v := q.Get("from"); v != "" {
+		ef, err := parseMailbox("from", v)
+		if err != nil {
+			return nil, err
+		}
+		sub.EnvelopeFrom = ef.Address
+	}
+	var rcpts []string
+	if to := q["to"]; len(to) > 0 {
+		for i, s := range to {
+			ad, err := parseMailbox(fmt.Sprintf("to[%d]", i), s)
+			if err != nil {
+				return nil, err
+			}
+			rcpts = append(rcpts, ad.Address)
+		}
+	} else {
+		for _, f := range []string{"To", "Cc", "Bcc"} {
+			list, err := h.AddressList(f)
+			if err != nil {
+				return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Field: f, Message: "the " + f + " header field cannot be parsed"}
+			}
+			for i, ad := range list {
+				pa, err := parseMailbox(fmt.Sprintf("%s[%d]", f, i), ad.Address)
+				if err != nil {
+					return nil, err
+				}
+				rcpts = append(rcpts, pa.Address)
+			}
+		}
+	}
+	seen := make(map[string]bool)
+	for _, rc := range rcpts {
+		if k := strings.ToLower(rc); !seen[k] {
+			seen[k] = true
+			sub.Recipients = append(sub.Recipients, rc)
+		}
+	}
+	if len(sub.Recipients) == 0 {
+		return nil, errInvalid("to", "no recipients: give ?to= or To/Cc/Bcc header fields")
+	}
+	if len(sub.Recipients) > a.cfg.MaxRecipients {
+		return nil, errInvalid("to", "too many recipients (at most %d)", a.cfg.MaxRecipients)
+	}
+	if err := checkTags(sub.Tags, nil); err != nil {
+		return nil, err
+	}
+	changed := th.Has("Bcc")
+	th.Del("Bcc")
+	if !th.Has("Message-Id") {
+		th.Add("Message-ID", message.NewID(a.cfg.Hostname))
+		changed = true
+	}
+	if !th.Has("Date") {
+		th.Add("Date", a.clock.Now().Format(time.RFC1123Z))
+		changed = true
+	}
+	if changed {
+		var out bytes.Buffer
+		if err := textproto.WriteHeader(&out, th); err != nil {
+			return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Message: "the message header cannot be rewritten"}
+		}
+		if _, err := io.Copy(&out, br); err != nil {
+			return nil, err
+		}
+		raw = out.Bytes()
+	}
+	sub.Raw = raw
+	return sub, nil
+}
+
+// toCRLF turns bare LF into CRLF and refuses a bare CR.
+func toCRLF(b []byte) ([]byte, error) {
+	if len(b) == 0 {
+		return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Message: "empty message"}
+	}
+	lfs := bytes.Count(b, []byte{'\n'}) - bytes.Count(b, []byte("\r\n"))
+	if bytes.Count(b, []byte{'\r'}) != bytes.Count(b, []byte("\r\n")) {
+		return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Message: "bare CR in message: lines must end with CRLF or LF"}
+	}
+	if lfs == 0 {
+		return b, nil
+	}
+	out := make([]byte, 0, len(b)+lfs)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// recipientView is one recipient's state in GET /v1/messages/{id}.
+type recipientView struct {
+	Address     string     `json:"address"`
+	Status      string     `json:"status"`
+	Attempts    int        `json:"attempts"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	LastReply   string     `json:"last_reply,omitempty"`
+	RemoteMTA   string     `json:"remote_mta,omitempty"`
+	Updated     *time.Time `json:"updated_at,omitempty"`
+}
+
+// messageView is the body of GET /v1/messages/{id}.
+type messageView struct {
+	ID         string            `json:"id"`
+	Sender     string            `json:"sender,omitempty"`
+	Received   *time.Time        `json:"received,omitempty"`
+	Size       int64             `json:"size,omitempty"`
+	InQueue    bool              `json:"in_queue"`
+	Tags       []string          `json:"tags,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	Recipients []recipientView   `json:"recipients"`
+	Events     []eventView       `json:"events"`
+}
+
+// maxTimeline bounds the events returned with a message.
+const maxTimeline = 1000
+
+func (a *api) getMessage(w http.ResponseWriter, r *http.Request, c *caller) error {
+	id := r.PathValue("id")
+	if id == "" || len(id) > 64 {
+		return errNotFound("no such message")
+	}
+	evs, err := a.p.ListEvents(r.Context(), store.EventFilter{Account: c.account(), MessageID: id, Limit: maxTimeline})
+	if err != nil {
+		return err
+	}
+	m, err := a.msgs.Get(r.Context(), id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if m != nil && accountOf(m.Account) != c.account() {
+		m = nil
+	}
+	if m == nil && len(evs) == 0 {
+		return errNotFound("no such message")
+	}
+	v := messageView{ID: id, Recipients: []recipientView{}, Events: make([]eventView, 0, len(evs))}
+	for _, e := range evs {
+		v.Events = append(v.Events, toEventView(e))
+	}
+	if m != nil {
+		v.InQueue = true
+		v.Sender, v.Received, v.Size, v.Tags, v.Metadata = m.Sender, ts(m.Received), m.Size, m.Tags, m.Metadata
+		for _, rc := range m.Recipients {
+			rv := recipientView{Address: rc.Address, Status: string(rc.Status), Attempts: rc.Attempts, LastReply: rc.LastReply, RemoteMTA: rc.RemoteMTA, Updated: ts(rc.UpdatedAt)}
+			if !rc.Status.Final() {
+				rv.NextAttempt = ts(rc.NextAttempt)
+			}
+			v.Recipients = append(v.Recipients, rv)
+		}
+		writeJSON(w, http.StatusOK, v)
+		return nil
+	}
+	// The message left the queue: every recipient's state is its last event.
+	idx := make(map[string]int)
+	for _, e := range evs {
+		if v.Sender == "" {
+			v.Sender, v.Tags, v.Metadata = e.Sender, e.Tags, e.Metadata
+		}
+		if e.Type == store.EventAccepted && v.Received == nil {
+			v.Received = ts(e.Time)
+		}
+		if e.Recipient == "" {
+			continue
+		}
+		i, ok := idx[e.Recipient]
+		if !ok {
+			i = len(v.Recipients)
+			idx[e.Recipient] = i
+			v.Recipients = append(v.Recipients, recipientView{Address: e.Recipient})
+		}
+		rv := &v.Recipients[i]
+		if e.Type != store.EventComplained {
+			rv.Status = eventStatus(e.Type)
+		}
+		if e.Attempt > rv.Attempts {
+			rv.Attempts = e.Attempt
+		}
+		if e.Reply != "" {
+			rv.LastReply = e.Reply
+		}
+		if e.RemoteMTA != "" {
+			rv.RemoteMTA = e.RemoteMTA
+		}
+		rv.Updated = ts(e.Time)
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// eventStatus maps an event type to the recipient status it leaves.
+func eventStatus(t string) string {
+	switch t {
+	case store.EventAccepted:
+		return string(store.StatusQueued)
+	case store.EventBounced:
+		return string(store.StatusFailed)
+	}
+	return t // deferred, delivered, expired, suppressed, rejected
+}
+
+// accountOf treats an empty account as the default one.
+func accountOf(a string) string {
+	if a == "" {
+		return store.DefaultAccount
+	}
+	return a
+}
+
+// ts returns nil for the zero time so it is omitted from JSON.
+func ts(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// eventView is an event as the API shows it.
+type eventView struct {
+	ID        int64             `json:"id"`
+	Time      time.Time         `json:"time"`
+	Type      string            `json:"type"`
+	MessageID string            `json:"message_id,omitempty"`
+	Recipient string            `json:"recipient,omitempty"`
+	Sender    string            `json:"sender,omitempty"`
+	RemoteMTA string            `json:"remote_mta,omitempty"`
+	Reply     string            `json:"reply,omitempty"`
+	Enhanced  string            `json:"enhanced,omitempty"`
+	TLS       string            `json:"tls,omitempty"`
+	Bounce    string            `json:"bounce,omitempty"`
+	Attempt   int               `json:"attempt,omitempty"`
+	Tags      []string          `json:"tags,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+func toEventView(e store.Event) eventView {
+	return eventView{ID: e.ID, Time: e.Time.UTC(), Type: e.Type, MessageID: e.MessageID, Recipient: e.Recipient,
+		Sender: e.Sender, RemoteMTA: e.RemoteMTA, Reply: e.Reply, Enhanced: e.Enhanced, TLS: e.TLS,
+		Bounce: e.Bounce, Attempt: e.Attempt, Tags: e.Tags, Metadata: e.Metadata}
+}
