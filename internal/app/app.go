@@ -21,6 +21,7 @@ import (
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/delivery"
 	"github.com/heraldmail/herald/internal/delivery/mtasts"
+	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/local"
 	"github.com/heraldmail/herald/internal/policy"
 	"github.com/heraldmail/herald/internal/queue"
@@ -33,6 +34,7 @@ import (
 	"github.com/heraldmail/herald/internal/throttle"
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
+	"github.com/heraldmail/herald/internal/verp"
 )
 
 // Options are what the embedding program (main or a test) adds to the
@@ -56,6 +58,7 @@ type App struct {
 	spool   *spool.Spool
 	metrics *appMetrics
 
+	platform *platform
 	mtasts   *mtasts.Cache
 	tlsrpt   *tlsrpt.Aggregator
 	resolver resolve.Resolver
@@ -132,7 +135,13 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		log:     a.log,
 	}
 	bnc := &bouncer{hostname: cfg.Server.Hostname, store: a.store, log: a.log, metrics: a.metrics}
-	a.sched = queue.New(queueConfig(cfg), a.store, tr, bnc, clk, a.log, a.metrics)
+	verpKey, err := verp.LoadOrCreateKey(filepath.Join(cfg.Server.DataDir, "verp.key"))
+	if err != nil {
+		return nil, fmt.Errorf("VERP key: %w", err)
+	}
+	a.platform = &platform{st: a.store, limits: ratelimit.NewWindows(clk), verpKey: verpKey, cfg: cfg.Platform,
+		log: a.log, now: clk.Now}
+	a.sched = queue.New(queueConfig(cfg), a.store, tr, bnc, clk, a.log, observers{a.metrics, a.platform})
 	// Unknown destinations are bounded by delivery's per-destination
 	// concurrency; the throttle adds the big providers' table and backs
 	// off any destination that answers with throttling replies.
@@ -140,6 +149,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), dir: a.store})
 	a.spool = spool.New(a.store, a.sched, clk)
 	bnc.spool = a.spool
+	a.platform.spool = a.spool
 
 	be := &backend{
 		store: a.store,
@@ -151,6 +161,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		spool:     a.spool,
 		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
 		checks:    &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
+		platform:  a.platform,
 		reportDir: filepath.Join(cfg.Server.DataDir, "dmarc-reports"),
 		log:       a.log,
 		metrics:   a.metrics,
@@ -183,6 +194,9 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	mux.Handle("/v1/", httpapi.New(httpapi.Config{Hostname: cfg.Server.Hostname}, httpapi.Deps{
+		Platform: a.store, Messages: a.store, Submitter: a.platform, Logger: a.log, Clock: clk,
+	}))
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

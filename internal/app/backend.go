@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,6 +27,7 @@ type backend struct {
 	spool     *spool.Spool
 	authFail  *ratelimit.AuthFailures
 	checks    *checker
+	platform  *platform
 	reportDir string // DMARC aggregate reports kept here
 	log       *slog.Logger
 	metrics   *appMetrics
@@ -95,6 +97,12 @@ func (b *backend) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 		b.reject(c, "sender", env.From, err)
 		return err
 	}
+	if cl.AuthUser != "" {
+		if err := b.platform.takeUser(ctx, cl.AuthUser); err != nil {
+			b.reject(c, "rate", env.From, err)
+			return err
+		}
+	}
 	if !b.policy.MayRelay(cl) {
 		res, err := b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
 		env.Meta = res
@@ -110,11 +118,31 @@ func (b *backend) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 // Rcpt checks one recipient: local addresses must exist, others need relay
 // permission.
 func (b *backend) Rcpt(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope, r smtpserver.Rcpt) error {
-	if err := b.policy.CheckRecipient(ctx, b.client(c), r.Address); err != nil {
+	if b.platform.isVERP(r.Address) && b.isLocal(ctx, r.Address) {
+		return nil // a bounce or complaint for a message we sent
+	}
+	cl := b.client(c)
+	if err := b.policy.CheckRecipient(ctx, cl, r.Address); err != nil {
 		b.reject(c, "recipient", r.Address, err)
 		return err
 	}
+	if b.policy.MayRelay(cl) && !b.isLocal(ctx, r.Address) {
+		if err := b.platform.checkSuppressed(ctx, b.platform.accountOf(ctx, cl.AuthUser), r.Address); err != nil {
+			b.reject(c, "suppressed", r.Address, err)
+			return err
+		}
+	}
 	return nil
+}
+
+// isLocal reports whether addr is in a local domain.
+func (b *backend) isLocal(ctx context.Context, addr string) bool {
+	a, err := smtp.ParseAddress(addr)
+	if err != nil {
+		return false
+	}
+	ok, err := b.store.IsLocalDomain(ctx, a.Domain)
+	return err == nil && ok
 }
 
 func (b *backend) reject(c *smtpserver.Conn, what, addr string, err error) {
@@ -139,7 +167,34 @@ func (b *backend) reject(c *smtpserver.Conn, what, addr string, err error) {
 // Deliver expands local recipients (aliases, catch-alls, forwards) and
 // spools the message.
 func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope, body io.Reader) (string, error) {
-	rcpts, err := b.expand(ctx, env.Recipients)
+	// Bounces and complaints to our VERP addresses are consumed here.
+	var verps []string
+	normal := env.Recipients[:0:0]
+	for _, r := range env.Recipients {
+		if b.platform.isVERP(r.Address) && b.isLocal(ctx, r.Address) {
+			verps = append(verps, r.Address)
+		} else {
+			normal = append(normal, r)
+		}
+	}
+	if len(verps) > 0 {
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return "", err
+		}
+		for _, v := range verps {
+			if err := b.platform.consumeBounce(ctx, v, bytes.NewReader(data)); err != nil {
+				b.log.Error("processing bounce", "session", c.ID, "rcpt", v, "err", err)
+				e := smtp.ErrLocalError
+				return "", &spool.Failure{Reply: &e, Cause: err}
+			}
+		}
+		if len(normal) == 0 {
+			return "bounce-processed", nil
+		}
+		body = bytes.NewReader(data)
+	}
+	rcpts, err := b.expand(ctx, normal)
 	if err != nil {
 		return "", err
 	}
@@ -156,16 +211,27 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 	}
 	var procs []spool.Processor
 	if cl := b.client(c); b.policy.MayRelay(cl) {
-		// Our own users' and trusted clients' mail: sign it.
+		// Our own users' and trusted clients' mail: sign it, charge it to
+		// the user's account, and give it a VERP sender if so configured.
+		msg.Account = b.platform.accountOf(ctx, cl.AuthUser)
+		if b.platform.cfg.VERP == "all" && cl.AuthUser != "" {
+			msg.ID = spool.NewID()
+			msg.Sender = b.platform.verpSender(msg.ID, msg.Sender)
+		}
 		procs = append(procs, NewSigner(b.store, b.log))
 	} else {
+		if len(rcpts) > 0 {
+			if a, err := b.store.DomainAccount(ctx, domainOf(rcpts[0].Address)); err == nil {
+				msg.Account = a
+			}
+		}
 		// Mail from outside: authenticate it.
 		spfRes, ok := env.Meta.(spf.Result)
 		if !ok {
 			spfRes, _ = b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
 		}
 		procs = append(procs, b.checks.processor(cl.IP, c.HELO, env.From, spfRes),
-			&reportCatcher{dir: b.reportDir, log: b.log})
+			&reportCatcher{dir: b.reportDir, log: b.log, complaint: b.platform.complaint})
 	}
 	id, err := b.spool.Accept(ctx, msg, body, procs...)
 	if err != nil {

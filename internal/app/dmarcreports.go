@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/heraldmail/herald/internal/dsn"
 	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -24,19 +25,37 @@ const maxReportMessage = 10 << 20
 // as JSON under DATA_DIR/dmarc-reports/DOMAIN/, where `herald dmarc
 // reports` reads it. The message itself is delivered as usual.
 type reportCatcher struct {
-	dir    string
-	log    *slog.Logger
-	buf    *bytes.Buffer // nil: not a report
-	tooBig bool
+	dir       string
+	log       *slog.Logger
+	complaint func(context.Context, *dsn.Feedback) // feedback-loop reports (ARF) go here
+	buf       *bytes.Buffer                        // nil: not a report
+	arf       bool                                 // a feedback report rather than a DMARC report
+	tooBig    bool
 }
 
 var reportSubject = regexp.MustCompile(`(?im)^subject:[ \t]*report domain:`)
 
 func (p *reportCatcher) Header(_ context.Context, _ *store.Message, header []byte) ([]byte, error) {
-	if reportSubject.Match(header) {
+	switch {
+	case reportSubject.Match(header):
 		p.buf = new(bytes.Buffer)
+	case p.complaint != nil && arfHeader(header):
+		p.buf, p.arf = new(bytes.Buffer), true
 	}
 	return header, nil
+}
+
+// arfHeader reports whether a header section's Content-Type declares a
+// feedback report (multipart/report; report-type=feedback-report).
+func arfHeader(header []byte) bool {
+	unfolded := bytes.ReplaceAll(bytes.ReplaceAll(header, []byte("\r\n "), []byte(" ")), []byte("\r\n\t"), []byte(" "))
+	for _, line := range bytes.Split(unfolded, []byte("\r\n")) {
+		l := bytes.ToLower(line)
+		if bytes.HasPrefix(l, []byte("content-type:")) {
+			return bytes.Contains(l, []byte("feedback-report"))
+		}
+	}
+	return false
 }
 
 func (p *reportCatcher) Write(b []byte) (int, error) {
@@ -52,6 +71,14 @@ func (p *reportCatcher) Write(b []byte) (int, error) {
 
 func (p *reportCatcher) Finish(ctx context.Context, msg *store.Message) ([]byte, error) {
 	if p.buf == nil || p.tooBig {
+		return nil, nil
+	}
+	if p.arf {
+		fb, err := dsn.ParseARF(bytes.NewReader(p.buf.Bytes()))
+		p.buf = nil
+		if err == nil {
+			p.complaint(ctx, fb)
+		}
 		return nil, nil
 	}
 	rep, err := dmarcreport.ParseMessage(bytes.NewReader(p.buf.Bytes()))

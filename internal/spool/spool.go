@@ -67,8 +67,8 @@ const MaxHeaderBytes = 1 << 20
 
 var errHeaderTooLarge = smtp.Error{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Message: "Message header too large"}
 
-// Accept stores msg with the body read from r, run through procs. msg.ID and
-// msg.Received are set here. It returns only when the message is on stable
+// Accept stores msg with the body read from r, run through procs.
+// msg.Received is set here, and msg.ID unless the caller chose it (NewID). It returns only when the message is on stable
 // storage. Errors from reading r (an *smtp.Error for bad client data) and
 // processor verdicts are returned as they are; a full disk becomes
 // 452 4.3.1; other store failures 451 4.3.0.
@@ -152,7 +152,9 @@ func readHeader(br *bufio.Reader, max int) ([]byte, error) {
 
 // Enqueue stores msg with a body already written by the caller.
 func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body) (string, error) {
-	msg.ID = NewID()
+	if msg.ID == "" {
+		msg.ID = NewID()
+	}
 	msg.Received = s.clock.Now()
 	msg.Size = body.Size()
 	for i := range msg.Recipients {

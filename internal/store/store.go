@@ -252,5 +252,6 @@ type Store interface {
 	Queue
 	Directory
 	DKIMKeys
+	Platform
 	Close() error
 }

@@ -1,0 +1,404 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// Delivery states, as stored in store.WebhookDelivery.Status.
+const (
+	StatusPending   = "pending"
+	StatusDelivered = "delivered"
+	StatusFailed    = "failed"
+)
+
+// Store is the part of store.Platform the Dispatcher uses. *sqlite.Store
+// satisfies it.
+type Store interface {
+	// LeaseWebhookDeliveries returns due pending deliveries, leased for d.
+	LeaseWebhookDeliveries(ctx context.Context, now time.Time, d time.Duration, limit int) ([]store.WebhookDelivery, error)
+	// RecordWebhookAttempt stores one attempt's outcome and releases the lease.
+	RecordWebhookAttempt(ctx context.Context, id int64, status string, next time.Time, errText string, httpStatus int) error
+	// ListWebhooks lists an account's webhooks; used to find a delivery's
+	// webhook when the store is not a WebhookGetter.
+	ListWebhooks(ctx context.Context, account string) ([]store.Webhook, error)
+}
+
+// WebhookGetter is implemented by stores that can fetch one webhook by ID
+// (store.ErrNotFound if it was deleted). The Dispatcher uses it when
+// available, else it searches ListWebhooks of the event's account.
+type WebhookGetter interface {
+	GetWebhook(ctx context.Context, id string) (store.Webhook, error)
+}
+
+// DefaultBackoff is the retry schedule: the delay after the first, second,
+// ... failed attempt; the last value repeats.
+var DefaultBackoff = []time.Duration{10 * time.Second, 30 * time.Second, time.Minute,
+	5 * time.Minute, 15 * time.Minute, time.Hour}
+
+// Options configure a Dispatcher. Zero fields take the documented defaults.
+type Options struct {
+	Client       *http.Client    // default NewClient(Timeout); its redirect policy is replaced by CheckRedirect
+	Clock        clock.Clock     // default clock.Real
+	Logger       *slog.Logger    // default slog.Default()
+	Workers      int             // concurrent requests, default 4
+	Timeout      time.Duration   // per request, default 10s
+	MaxAge       time.Duration   // give up this long after the event, default 24h
+	PollInterval time.Duration   // how often to look for due deliveries, default 1s
+	Backoff      []time.Duration // retry schedule, default DefaultBackoff
+	// Jitter spreads each retry delay by ±Jitter of itself; default 0.1,
+	// negative for none.
+	Jitter float64
+	// LeaseDuration is how long a delivery is hidden from other
+	// dispatchers while in flight; default Timeout + 1m.
+	LeaseDuration time.Duration
+	// DrainTimeout is how long Run waits for in-flight requests after its
+	// context is cancelled before abandoning them; default 5s.
+	DrainTimeout time.Duration
+	// MaxResponseBytes caps how much of a response body is read; default 64 KiB.
+	MaxResponseBytes int64
+}
+
+// Dispatcher sends leased webhook deliveries. It is safe for concurrent use;
+// several dispatchers (processes) may share one store.
+type Dispatcher struct {
+	store     Store
+	opt       Options
+	client    *http.Client
+	clock     clock.Clock
+	log       *slog.Logger
+	wake      chan struct{}
+	slots     chan struct{}
+	saturated atomic.Bool
+	wg        sync.WaitGroup
+}
+
+// New returns a Dispatcher reading deliveries from s.
+func New(s Store, opt Options) *Dispatcher {
+	if opt.Workers <= 0 {
+		opt.Workers = 4
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = 10 * time.Second
+	}
+	if opt.MaxAge <= 0 {
+		opt.MaxAge = 24 * time.Hour
+	}
+	if opt.PollInterval <= 0 {
+		opt.PollInterval = time.Second
+	}
+	if len(opt.Backoff) == 0 {
+		opt.Backoff = DefaultBackoff
+	}
+	if opt.Jitter == 0 {
+		opt.Jitter = 0.1
+	}
+	if opt.LeaseDuration <= 0 {
+		opt.LeaseDuration = opt.Timeout + time.Minute
+	}
+	if opt.DrainTimeout <= 0 {
+		opt.DrainTimeout = 5 * time.Second
+	}
+	if opt.MaxResponseBytes <= 0 {
+		opt.MaxResponseBytes = 64 << 10
+	}
+	d := &Dispatcher{store: s, opt: opt, clock: opt.Clock, log: opt.Logger,
+		wake: make(chan struct{}, 1), slots: make(chan struct{}, opt.Workers)}
+	if opt.Client == nil {
+		d.client = NewClient(opt.Timeout)
+	} else {
+		d.client = SafeClient(opt.Client)
+	}
+	if d.clock == nil {
+		d.clock = clock.Real{}
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	for range opt.Workers {
+		d.slots <- struct{}{}
+	}
+	return d
+}
+
+// Wake makes the dispatcher look for due deliveries now, e.g. after events
+// were recorded. It never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends deliveries until ctx is cancelled, then waits up to
+// DrainTimeout for in-flight requests; requests still running are then
+// cancelled and left leased, so another run retries them after the lease.
+func (d *Dispatcher) Run(ctx context.Context) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.drain(cancel)
+			return
+		case <-timer.C:
+		case <-d.wake:
+		}
+		d.poll(ctx, dctx)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d.opt.PollInterval)
+	}
+}
+
+func (d *Dispatcher) drain(cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	t := time.NewTimer(d.opt.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		cancel()
+		<-done
+	}
+}
+
+// poll leases as many due deliveries as there are free workers.
+func (d *Dispatcher) poll(ctx, dctx context.Context) {
+	for ctx.Err() == nil {
+		free := 0
+	take:
+		for free < cap(d.slots) {
+			select {
+			case <-d.slots:
+				free++
+			default:
+				break take
+			}
+		}
+		if free == 0 {
+			d.saturated.Store(true)
+			return
+		}
+		ds, err := d.store.LeaseWebhookDeliveries(ctx, d.clock.Now(), d.opt.LeaseDuration, free)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("webhook lease failed", "err", err)
+			}
+			ds = nil
+		}
+		if len(ds) > free { // a misbehaving store; never exceed the worker count
+			ds = ds[:free]
+		}
+		for _, wd := range ds {
+			d.start(dctx, wd)
+		}
+		for range free - len(ds) {
+			d.slots <- struct{}{}
+		}
+		if len(ds) < free || err != nil {
+			d.saturated.Store(false)
+			return
+		}
+	}
+}
+
+func (d *Dispatcher) start(ctx context.Context, wd store.WebhookDelivery) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.deliver(ctx, wd)
+		d.slots <- struct{}{}
+		if d.saturated.Load() {
+			d.Wake() // more work may be waiting for this slot
+		}
+	}()
+}
+
+// deliver makes one attempt and records its outcome.
+func (d *Dispatcher) deliver(ctx context.Context, wd store.WebhookDelivery) {
+	log := d.log.With("delivery", wd.ID, "webhook", wd.WebhookID, "event", wd.Event.ID)
+	hook, err := d.lookup(ctx, wd)
+	if errors.Is(err, store.ErrNotFound) {
+		d.record(ctx, log, wd, StatusFailed, time.Time{}, "webhook deleted", 0)
+		return
+	}
+	if err != nil {
+		// A store problem: leave the lease to expire and try again then.
+		log.Error("webhook lookup failed", "err", err)
+		return
+	}
+	if u, err := url.Parse(hook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.record(ctx, log, wd, StatusFailed, time.Time{}, "invalid webhook URL", 0)
+		return
+	}
+	body, err := json.Marshal(NewPayload(wd.Event))
+	if err != nil {
+		d.record(ctx, log, wd, StatusFailed, time.Time{}, "encoding event: "+err.Error(), 0)
+		return
+	}
+	code, errText := d.post(ctx, hook, wd.Event, body)
+	if errText == "" {
+		d.record(ctx, log, wd, StatusDelivered, time.Time{}, "", code)
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutdown cut the request short; the lease expires and another
+		// run retries it.
+		return
+	}
+	now := d.clock.Now()
+	deadline := wd.Event.Time.Add(d.opt.MaxAge)
+	if !now.Before(deadline) {
+		log.Warn("webhook delivery failed, giving up", "attempts", wd.Attempts+1, "err", errText)
+		d.record(ctx, log, wd, StatusFailed, time.Time{}, errText, code)
+		return
+	}
+	next := now.Add(d.backoff(wd.Attempts))
+	if next.After(deadline) {
+		next = deadline // one last attempt at the deadline
+	}
+	log.Info("webhook delivery failed, will retry", "attempts", wd.Attempts+1, "next", next, "err", errText)
+	d.record(ctx, log, wd, StatusPending, next, errText, code)
+}
+
+func (d *Dispatcher) record(ctx context.Context, log *slog.Logger, wd store.WebhookDelivery, status string, next time.Time, errText string, code int) {
+	err := d.store.RecordWebhookAttempt(ctx, wd.ID, status, next, errText, code)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		log.Info("webhook delivery removed while in flight (webhook deleted)")
+	case err != nil:
+		log.Error("recording webhook attempt failed", "err", err)
+	}
+}
+
+// lookup finds the delivery's webhook.
+func (d *Dispatcher) lookup(ctx context.Context, wd store.WebhookDelivery) (store.Webhook, error) {
+	if g, ok := d.store.(WebhookGetter); ok {
+		w, err := g.GetWebhook(ctx, wd.WebhookID)
+		if err != nil {
+			return store.Webhook{}, fmt.Errorf("get webhook %s: %w", wd.WebhookID, err)
+		}
+		return w, nil
+	}
+	hooks, err := d.store.ListWebhooks(ctx, wd.Event.Account)
+	if err != nil {
+		return store.Webhook{}, fmt.Errorf("list webhooks of %q: %w", wd.Event.Account, err)
+	}
+	for _, w := range hooks {
+		if w.ID == wd.WebhookID {
+			return w, nil
+		}
+	}
+	return store.Webhook{}, fmt.Errorf("webhook %s: %w", wd.WebhookID, store.ErrNotFound)
+}
+
+// backoff returns the delay after the (attempts+1)th failure, jittered.
+func (d *Dispatcher) backoff(attempts int) time.Duration {
+	b := d.opt.Backoff
+	delay := b[min(max(attempts, 0), len(b)-1)]
+	if d.opt.Jitter > 0 {
+		span := float64(delay) * d.opt.Jitter
+		delay += time.Duration((rand.Float64()*2 - 1) * span)
+	}
+	return delay
+}
+
+// post sends one request. It returns the HTTP status (0 if none) and "" on
+// success, or an error text.
+func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, ev store.Event, body []byte) (int, string) {
+	ctx, cancel := context.WithTimeout(ctx, d.opt.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, "building request: " + err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", UserAgent)
+	req.Header.Set(HeaderEventID, strconv.FormatInt(ev.ID, 10))
+	req.Header.Set(HeaderEventType, ev.Type)
+	if hook.Secret != "" {
+		req.Header.Set(HeaderSignature, Sign(hook.Secret, d.clock.Now(), body))
+	}
+	code, text := Do(d.client, req, d.opt.MaxResponseBytes)
+	if text != "" && ctx.Err() == context.DeadlineExceeded {
+		text = "timeout after " + d.opt.Timeout.String()
+	}
+	return code, text
+}
+
+// Do sends req with c and reads at most limit bytes of the response. It
+// returns the final HTTP status (0 if there was no response) and "" for a
+// 2xx answer, else a one-line error text: "HTTP 500: <start of body>", or
+// the transport error without the URL.
+func Do(c *http.Client, req *http.Request, limit int64) (int, string) {
+	resp, err := c.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			if ue.Timeout() {
+				return 0, "timeout: " + ue.Err.Error()
+			}
+			err = ue.Err
+		}
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	snippet := make([]byte, 256)
+	n, _ := io.ReadFull(resp.Body, snippet)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, limit-int64(n)))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp.StatusCode, ""
+	}
+	text := "HTTP " + strconv.Itoa(resp.StatusCode)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		text += " redirect not followed"
+		if loc := resp.Header.Get("Location"); loc != "" {
+			text += " (to " + oneLine(loc, 200) + ")"
+		}
+	}
+	if s := oneLine(string(snippet[:n]), 200); s != "" {
+		text += ": " + s
+	}
+	return resp.StatusCode, text
+}
+
+// oneLine makes s printable on one line and at most limit bytes.
+func oneLine(s string, limit int) string {
+	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > limit {
+		s = strings.ToValidUTF8(s[:limit], "")
+	}
+	return s
+}

@@ -1,0 +1,58 @@
+// Package webhook delivers Herald's delivery events to the HTTP endpoints
+// accounts subscribe, and signs and verifies those requests.
+//
+// # Delivery
+//
+// The store fans every event out to the account's matching webhooks in the
+// same transaction that records it (the outbox). A Dispatcher leases due
+// deliveries from the store, POSTs each event and records every attempt.
+// A 2xx answer marks the delivery delivered; any other status, a timeout or
+// a connection error schedules a retry with exponential backoff (10s, 30s,
+// 1m, 5m, 15m, then hourly, with ±10% jitter) until MaxAge (24h) after the
+// event, when the delivery is marked failed. Redirects are followed only
+// for 307/308 to the same scheme and host. Delivery is at least once: a
+// receiver must use the event id to discard duplicates. A restart loses
+// nothing: pending deliveries stay in the store and the lease of one that
+// was in flight expires.
+//
+// # Request
+//
+//	POST <webhook URL>
+//	Content-Type: application/json
+//	User-Agent: Herald-Webhook/1
+//	Herald-Event-Id: 1234
+//	Herald-Event-Type: delivered
+//	Herald-Signature: t=1735689600,v1=<64 hex digits>
+//
+//	{"id":1234,"type":"delivered","time":"2025-01-01T00:00:00Z",
+//	 "account":"acme","message_id":"0GZ3...","recipient":"bob@example.org",
+//	 "sender":"bounces+...@acme.example","remote_mta":"mx.example.org",
+//	 "reply":"250 2.0.0 OK","enhanced_status":"2.0.0","tls":"TLSv1.3",
+//	 "bounce":"","attempt":1,"tags":["welcome"],"metadata":{"user":"42"}}
+//
+// Every field of the body is always present (empty strings, 0, [] and {}
+// when unset); see Payload. Fields may be added in the future, never
+// removed or renamed.
+//
+// # Signature
+//
+// Herald-Signature is "t=<unix seconds>,v1=<hex HMAC-SHA256>", where the
+// HMAC is keyed with the webhook's secret and computed over the bytes
+//
+//	<t> "." <raw request body>
+//
+// A receiver recomputes the HMAC over the body exactly as received (before
+// any JSON parsing), compares it in constant time with each v1 value, and
+// rejects a timestamp more than a few minutes from its clock to defeat
+// replays. Verify does all of this. Unknown keys in the header (a future
+// "v2") must be ignored; more than one v1 may appear during a secret
+// rotation. A webhook with an empty secret is sent unsigned.
+//
+// Test vector: secret "whsec_test", t=1735689600 and body {"id":1} give
+//
+//	t=1735689600,v1=8f1a3fef95ed7ec5882c49a5fe0c74a2b97c46d13fde2e873ded26a7699530e8
+//
+// In a shell, for a body saved in body.json:
+//
+//	printf '%s.%s' "$t" "$(cat body.json)" | openssl dgst -sha256 -hmac "$secret"
+package webhook

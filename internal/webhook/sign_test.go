@@ -1,0 +1,80 @@
+package webhook
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestSignTestVector(t *testing.T) {
+	t.Parallel()
+	got := Sign("whsec_test", time.Unix(1735689600, 0), []byte(`{"id":1}`))
+	want := "t=1735689600,v1=8f1a3fef95ed7ec5882c49a5fe0c74a2b97c46d13fde2e873ded26a7699530e8"
+	if got != want {
+		t.Fatalf("Sign = %q, want %q (the vector documented in doc.go)", got, want)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1735689600, 0)
+	body := []byte(`{"id":1,"type":"delivered"}`)
+	good := Sign("secret", now, body)
+	ts := strconv.FormatInt(now.Unix(), 10)
+	other := Sign("rotated-out", now, body)
+	for _, tc := range []struct {
+		name   string
+		secret string
+		header string
+		body   []byte
+		now    time.Time
+		want   error
+	}{
+		{"valid", "secret", good, body, now, nil},
+		{"valid at window edge", "secret", good, body, now.Add(5 * time.Minute), nil},
+		{"clock skew ahead", "secret", good, body, now.Add(-4 * time.Minute), nil},
+		{"spaces and unknown keys", "secret", " v2=zz , " + good + " ", body, now, nil},
+		{"secret rotation", "secret", other + ",v1=" + good[len("t="+ts+",v1="):], body, now, nil},
+		{"replayed later", "secret", good, body, now.Add(5*time.Minute + time.Second), ErrSignatureExpired},
+		{"from the future", "secret", good, body, now.Add(-6 * time.Minute), ErrSignatureExpired},
+		{"tampered body", "secret", good, []byte(`{"id":2,"type":"delivered"}`), now, ErrSignatureMismatch},
+		{"wrong secret", "other", good, body, now, ErrSignatureMismatch},
+		{"timestamp changed", "secret", "t=" + strconv.FormatInt(now.Unix()+1, 10) + good[len("t="+ts):], body, now, ErrSignatureMismatch},
+		{"empty", "secret", "", body, now, ErrSignatureFormat},
+		{"no t", "secret", good[len("t="+ts+","):], body, now, ErrSignatureFormat},
+		{"no v1", "secret", "t=" + ts, body, now, ErrSignatureFormat},
+		{"bad hex", "secret", "t=" + ts + ",v1=xyz", body, now, ErrSignatureFormat},
+		{"short mac", "secret", "t=" + ts + ",v1=abcd", body, now, ErrSignatureFormat},
+		{"bad t", "secret", "t=abc" + good[len("t="+ts):], body, now, ErrSignatureFormat},
+		{"two t", "secret", "t=1," + good, body, now, ErrSignatureFormat},
+	} {
+		err := Verify(tc.secret, tc.header, tc.body, tc.now, 5*time.Minute)
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: Verify = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestVerifyDefaultTolerance(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	h := Sign("k", now, nil)
+	if err := Verify("k", h, nil, now.Add(DefaultTolerance), 0); err != nil {
+		t.Fatalf("at the default window: %v", err)
+	}
+	if err := Verify("k", h, nil, now.Add(DefaultTolerance+time.Second), 0); !errors.Is(err, ErrSignatureExpired) {
+		t.Fatalf("past the default window: %v", err)
+	}
+}
+
+func TestNewPayloadEmptyCollections(t *testing.T) {
+	t.Parallel()
+	p := NewPayload(storeEvent())
+	if p.Tags == nil || p.Metadata == nil {
+		t.Fatalf("nil collections in %+v", p)
+	}
+	if !p.Time.Equal(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) || p.Time.Location() != time.UTC {
+		t.Fatalf("time = %v, want UTC", p.Time)
+	}
+}
