@@ -26,6 +26,7 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/testutil/testdns"
 	"github.com/heraldmail/herald/internal/testutil/testmx"
+	"github.com/heraldmail/herald/internal/webhook"
 )
 
 // herald is one running node.
@@ -94,6 +95,10 @@ func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*deliv
 		if dmut != nil {
 			dmut(d)
 		}
+	}, Webhook: func(w *webhook.Options) {
+		w.PollInterval = 20 * time.Millisecond
+		w.Backoff = []time.Duration{50 * time.Millisecond}
+		w.Jitter = -1
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/heraldmail/herald/internal/delivery/mtasts"
 	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/local/httproute"
 	"github.com/heraldmail/herald/internal/policy"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/ratelimit"
@@ -35,6 +36,7 @@ import (
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
 	"github.com/heraldmail/herald/internal/verp"
+	"github.com/heraldmail/herald/internal/webhook"
 )
 
 // Options are what the embedding program (main or a test) adds to the
@@ -43,6 +45,7 @@ type Options struct {
 	Logger    *slog.Logger // nil: built from cfg.Log
 	Clock     clock.Clock  // nil: the wall clock
 	Delivery  func(*delivery.Config)
+	Webhook   func(*webhook.Options)    // adjusts the webhook dispatcher (tests: fast retries)
 	Listeners map[string][]net.Listener // pre-bound listeners by section ("smtp", ...), for tests
 }
 
@@ -59,6 +62,7 @@ type App struct {
 	metrics *appMetrics
 
 	platform *platform
+	webhooks *webhook.Dispatcher
 	mtasts   *mtasts.Cache
 	tlsrpt   *tlsrpt.Aggregator
 	resolver resolve.Resolver
@@ -147,6 +151,13 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	// off any destination that answers with throttling replies.
 	a.sched.SetThrottle(&remoteThrottle{t: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), dir: a.store})
+	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge}
+	if opts.Webhook != nil {
+		opts.Webhook(&wopts)
+	}
+	a.webhooks = webhook.New(a.store, wopts)
+	tr.routes = a.store
+	tr.poster = httproute.New(httproute.Options{Clock: clk})
 	a.spool = spool.New(a.store, a.sched, clk)
 	bnc.spool = a.spool
 	a.platform.spool = a.spool
@@ -154,8 +165,13 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	be := &backend{
 		store: a.store,
 		policy: &policy.Policy{
-			Dir:        a.store,
-			Exists:     func(ctx context.Context, addr string) (bool, error) { return local.Exists(ctx, a.store, addr) },
+			Dir: a.store,
+			Exists: func(ctx context.Context, addr string) (bool, error) {
+				if _, err := a.store.GetRoute(ctx, addr); err == nil {
+					return true, nil // delivered by an HTTP route
+				}
+				return local.Exists(ctx, a.store, addr)
+			},
 			RelayAllow: cfg.Relay.Allow,
 		},
 		spool:     a.spool,
@@ -262,6 +278,15 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		a.webhooks.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.pruneEvents(ctx)
+	}()
 	if a.tlsrpt != nil {
 		wg.Add(1)
 		go func() {
@@ -299,6 +324,25 @@ func (a *App) Run(ctx context.Context) error {
 // Reload re-reads the TLS certificate files (SIGHUP).
 func (a *App) Reload() error {
 	return a.tls.Reload()
+}
+
+// pruneEvents deletes delivery events older than the retention, hourly.
+func (a *App) pruneEvents(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := a.store.PruneEvents(ctx, a.clock.Now().Add(-a.cfg.Platform.EventRetention))
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("pruning events", "err", err)
+		} else if n > 0 {
+			a.log.Info("pruned old events", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // tlsReportSender mails (DKIM-signed, through the spool) or posts the daily

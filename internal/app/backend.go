@@ -281,6 +281,10 @@ func (b *backend) expand(ctx context.Context, in []smtpserver.Rcpt) ([]store.Rec
 			add(r.Address, r.Notify, r.ORCPT)
 			continue
 		}
+		if rt, err := b.store.GetRoute(ctx, addr.String()); err == nil && rt.Action == "http" {
+			add(strings.ToLower(addr.String()), r.Notify, r.ORCPT)
+			continue
+		}
 		targets, err := local.Expand(ctx, b.store, addr.String(), nil)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {

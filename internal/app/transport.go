@@ -8,6 +8,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/delivery"
 	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/local/httproute"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
@@ -19,7 +20,14 @@ type transport struct {
 	dir     store.Directory
 	maildir *local.Maildir
 	remote  *delivery.Client
+	routes  routeGetter       // inbound HTTP routes per local address
+	poster  *httproute.Poster // posts routed mail
 	log     *slog.Logger
+}
+
+// routeGetter finds the inbound route of a local address.
+type routeGetter interface {
+	GetRoute(ctx context.Context, address string) (store.Route, error)
 }
 
 func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
@@ -32,7 +40,7 @@ func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain stri
 		if quarantined(msg) {
 			folder = ".Junk"
 		}
-		return t.deliverLocal(ctx, rcpts, folder, body)
+		return t.deliverLocal(ctx, msg, rcpts, folder, body)
 	}
 	req := &delivery.Request{
 		MessageID: msg.ID,
@@ -67,10 +75,14 @@ func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain stri
 
 // deliverLocal writes the message into each recipient's Maildir. The
 // recipients were expanded at acceptance, so each is a mailbox.
-func (t *transport) deliverLocal(ctx context.Context, rcpts []store.Recipient, folder string, body func() (io.ReadCloser, error)) []queue.Attempt {
+func (t *transport) deliverLocal(ctx context.Context, msg *store.Message, rcpts []store.Recipient, folder string, body func() (io.ReadCloser, error)) []queue.Attempt {
 	out := make([]queue.Attempt, 0, len(rcpts))
 	for _, r := range rcpts {
 		a := queue.Attempt{RecipientID: r.ID, RemoteMTA: "local"}
+		if rt, err := t.routes.GetRoute(ctx, r.Address); err == nil && rt.Action == "http" {
+			out = append(out, t.deliverHTTP(ctx, msg, r, rt, body))
+			continue
+		}
 		if _, err := t.dir.GetUser(ctx, r.Address); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				a.Result, a.Code, a.Enhanced, a.Text = queue.Permanent, 550, smtp.EnhancedCode{5, 1, 1}, "mailbox does not exist"
@@ -97,6 +109,29 @@ func (t *transport) deliverLocal(ctx context.Context, rcpts []store.Recipient, f
 		out = append(out, a)
 	}
 	return out
+}
+
+// deliverHTTP posts a message for a routed address to its endpoint as JSON.
+func (t *transport) deliverHTTP(ctx context.Context, msg *store.Message, r store.Recipient, rt store.Route, body func() (io.ReadCloser, error)) queue.Attempt {
+	a := queue.Attempt{RecipientID: r.ID, RemoteMTA: "http"}
+	rc, err := body()
+	if err == nil {
+		err = t.poster.Post(ctx, rt.URL, rt.Secret, msg, r.Address, rc)
+		rc.Close()
+	}
+	if err == nil {
+		a.Result, a.Code, a.Enhanced, a.Text = queue.Delivered, 250, smtp.EnhancedCode{2, 0, 0}, "posted to HTTP route"
+		return a
+	}
+	a.Result, a.Code, a.Enhanced, a.Text = queue.Temporary, 451, smtp.EnhancedCode{4, 4, 0}, "HTTP route failed"
+	if e, ok := smtp.AsError(err); ok {
+		a.Code, a.Enhanced, a.Text = e.Code, e.Enhanced, e.Message
+		if e.Permanent() {
+			a.Result = queue.Permanent
+		}
+	}
+	t.log.Info("HTTP route delivery", "rcpt", r.Address, "err", err)
+	return a
 }
 
 func allTemporary(rcpts []store.Recipient, text string) []queue.Attempt {
