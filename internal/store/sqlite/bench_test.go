@@ -54,7 +54,7 @@ func benchEnqueue(b *testing.B, size, writers int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu := time.Now(), processCPU()
 	if writers == 1 {
 		rcpt := []store.Recipient{{Address: "rcpt@example.com"}}
 		for i := 0; i < b.N; i++ {
@@ -75,4 +75,7 @@ func benchEnqueue(b *testing.B, size, writers int) {
 		})
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	if c := processCPU() - cpu; c > 0 {
+		b.ReportMetric(float64(c.Microseconds())/float64(b.N), "cpu-µs/msg")
+	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-const msgCols = `id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8`
+const msgCols = `id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, account, tags, metadata`
 
 const rcptCols = `id, address, notify, orcpt, status, attempts, next_attempt, last_reply, remote_mta, delay_warned, updated_at`
 
@@ -59,7 +59,9 @@ func validID(id string) bool {
 
 // Enqueue stores msg and body durably; see store.Queue. A body larger than
 // InlineMax is fsynced and linked into blobs/ by the caller's goroutine
-// (concurrently with others) before the writer commits its row.
+// (concurrently with others) before the writer commits its row. An empty
+// msg.Account is set to store.DefaultAccount. One accepted event per
+// recipient is written in the same transaction.
 func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) error {
 	bd, ok := b.(*body)
 	if !ok || bd.s != s {
@@ -86,6 +88,14 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	}
 	bd.done = true
 	defer bd.release()
+	if msg.Account == "" {
+		msg.Account = store.DefaultAccount
+	}
+	tags, meta, err := encodeTagsMeta(msg.Tags, msg.Metadata)
+	if err != nil {
+		bd.Abort()
+		return fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
+	}
 	msg.Size = bd.size + int64(len(msg.Headers))
 	headers := msg.Headers
 	if headers == nil {
@@ -111,9 +121,10 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	now := time.Now()
 	received := nanos(msg.Received)
 	lease := nanos(leaseUntil)
-	err := s.w.do(context.Background(), blobPath != "", func(w *writer) error {
+	err = s.w.do(context.Background(), blobPath != "", func(w *writer) error {
 		res, err := w.st.insMsg.Exec(msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
-			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""), headers, inline)
+			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""),
+			msg.Account, tags, meta, headers, inline)
 		if err != nil {
 			return err
 		}
@@ -121,6 +132,10 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 			return err
 		} else if n == 0 {
 			return clean(fmt.Errorf("message %s: %w", msg.ID, store.ErrExists))
+		}
+		hooked, err := w.hasWebhooks(msg.Account)
+		if err != nil {
+			return err
 		}
 		for i := range msg.Recipients {
 			r := &msg.Recipients[i]
@@ -130,6 +145,15 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 			}
 			if r.ID, err = res.LastInsertId(); err != nil {
 				return err
+			}
+			res, err = w.st.insAccepted.Exec(now.UnixNano(), msg.Account, msg.ID, r.Address, msg.Sender, tags, meta)
+			if err != nil {
+				return err
+			}
+			if hooked {
+				if err := w.fanOut(res, now.UnixNano(), msg.Account, store.EventAccepted); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -260,7 +284,8 @@ func (w *writer) dueMessages(now int64, limit int) ([]string, error) {
 
 // Update records delivery outcomes; see store.Queue. Each outcome counts as
 // an attempt unless its status is queued. A pending outcome with a zero
-// NextAttempt is due at once.
+// NextAttempt is due at once. Every outcome but queued writes its event
+// (deferred, delivered, bounced or expired) in the same transaction.
 func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome) error {
 	for _, o := range outcomes {
 		switch o.Status {
@@ -272,9 +297,14 @@ func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome)
 	now := time.Now()
 	err := s.w.do(ctx, false, func(w *writer) error {
 		var blob bool
-		if err := w.st.msgBlob.QueryRow(id).Scan(&blob); errors.Is(err, sql.ErrNoRows) {
+		var account, sender, tags, meta string
+		if err := w.st.msgEvent.QueryRow(id).Scan(&blob, &account, &sender, &tags, &meta); errors.Is(err, sql.ErrNoRows) {
 			return clean(fmt.Errorf("message %s: %w", id, store.ErrNotFound))
 		} else if err != nil {
+			return err
+		}
+		hooked, err := w.hasWebhooks(account)
+		if err != nil {
 			return err
 		}
 		for _, o := range outcomes {
@@ -286,15 +316,29 @@ func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome)
 			if o.Status != store.StatusQueued {
 				attempt = 1
 			}
-			res, err := w.st.updRcpt.Exec(string(o.Status), attempt, next, o.Reply, o.RemoteMTA,
-				b2i(o.DelayWarned), now.UnixNano(), o.RecipientID, id)
+			var addr string
+			var attempts int64
+			err := w.st.updRcpt.QueryRow(string(o.Status), attempt, next, o.Reply, o.RemoteMTA,
+				b2i(o.DelayWarned), now.UnixNano(), o.RecipientID, id).Scan(&addr, &attempts)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("recipient %d of message %s: %w", o.RecipientID, id, store.ErrNotFound)
+			}
 			if err != nil {
 				return err
 			}
-			if n, err := res.RowsAffected(); err != nil {
+			typ := outcomeEvent(o.Status)
+			if typ == "" {
+				continue
+			}
+			res, err := w.st.insEvent.Exec(now.UnixNano(), typ, account, id, addr, sender, o.RemoteMTA, o.Reply,
+				o.Enhanced, o.TLS, o.Bounce, attempts, tags, meta)
+			if err != nil {
 				return err
-			} else if n == 0 {
-				return fmt.Errorf("recipient %d of message %s: %w", o.RecipientID, id, store.ErrNotFound)
+			}
+			if hooked {
+				if err := w.fanOut(res, now.UnixNano(), account, typ); err != nil {
+					return err
+				}
 			}
 		}
 		var pending int
@@ -419,12 +463,16 @@ type scanner interface{ Scan(dest ...any) error }
 func scanMessage(sc scanner) (*store.Message, error) {
 	m := &store.Message{}
 	var received int64
+	var tags, meta string
 	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
-		&m.AuthUser, &m.Source, &m.SMTPUTF8)
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta)
 	if err != nil {
 		return nil, err
 	}
 	m.Received = fromNanos(received)
+	if m.Tags, m.Metadata, err = decodeTagsMeta(tags, meta); err != nil {
+		return nil, fmt.Errorf("message %s: %w", m.ID, err)
+	}
 	return m, nil
 }
 

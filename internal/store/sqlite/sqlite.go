@@ -75,11 +75,16 @@ type Store struct {
 
 	bufPool sync.Pool // *[]byte body buffers
 
+	touches touchCache // API key LastUsed values written
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Platform = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the store in data directory dir: the
 // database is dir/herald.db and blob bodies live under dir/blobs. The schema
@@ -289,6 +294,138 @@ var schema = []string{
 		PRIMARY KEY (domain, selector)
 	) WITHOUT ROWID;
 	CREATE UNIQUE INDEX dkim_keys_active ON dkim_keys(domain, algorithm) WHERE active = 1;`,
+	// 4: accounts; domains, users and messages belong to one. The messages
+	// table is rebuilt so that the new columns (read by Update for the
+	// event log) and headers come before the inline body, whose overflow
+	// pages would otherwise be walked to reach them.
+	`CREATE TABLE accounts (
+		id         TEXT PRIMARY KEY,
+		name       TEXT NOT NULL,
+		per_minute INTEGER NOT NULL,
+		per_hour   INTEGER NOT NULL,
+		per_day    INTEGER NOT NULL,
+		created    INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;
+	INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created)
+		VALUES ('default', 'Default', 0, 0, 0, CAST(unixepoch('subsec') * 1000 AS INTEGER) * 1000000);
+	ALTER TABLE domains ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+	ALTER TABLE users ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+	CREATE INDEX domains_account ON domains(account);
+	CREATE INDEX users_account ON users(account);
+	CREATE TABLE messages_v4 (
+		id        TEXT PRIMARY KEY,
+		sender    TEXT NOT NULL,
+		received  INTEGER NOT NULL,
+		size      INTEGER NOT NULL,
+		ret       TEXT NOT NULL,
+		envid     TEXT NOT NULL,
+		client_ip TEXT NOT NULL,
+		helo      TEXT NOT NULL,
+		auth_user TEXT NOT NULL,
+		source    TEXT NOT NULL,
+		smtputf8  INTEGER NOT NULL,
+		blob      INTEGER NOT NULL,             -- 1: body is the file blobs/<id>
+		account   TEXT NOT NULL DEFAULT 'default',
+		tags      TEXT NOT NULL DEFAULT '',     -- JSON array, '' when none
+		metadata  TEXT NOT NULL DEFAULT '',     -- JSON object, '' when none
+		headers   BLOB NOT NULL DEFAULT x'',
+		body      BLOB                          -- inline body when blob = 0 (last: overflow pages)
+	);
+	INSERT INTO messages_v4 (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob, headers, body)
+		SELECT id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob, headers, body FROM messages;
+	DROP TABLE messages;
+	ALTER TABLE messages_v4 RENAME TO messages;`,
+	// 5: the event log, which is also the webhook outbox: every event
+	// insert is followed, in its transaction, by an INSERT ... SELECT that
+	// fans it out to the matching webhooks of its account (skipped for
+	// accounts without webhooks). Empty text columns cost one header byte.
+	// IDs are rowids, kept increasing because a prune never deletes the
+	// newest event (cheaper than AUTOINCREMENT's sequence row).
+	`CREATE TABLE events (
+		id         INTEGER PRIMARY KEY,
+		time       INTEGER NOT NULL,                  -- unix ns
+		type       TEXT NOT NULL,
+		account    TEXT NOT NULL,
+		message_id TEXT NOT NULL DEFAULT '',
+		recipient  TEXT NOT NULL DEFAULT '',
+		sender     TEXT NOT NULL DEFAULT '',
+		remote_mta TEXT NOT NULL DEFAULT '',
+		reply      TEXT NOT NULL DEFAULT '',
+		enhanced   TEXT NOT NULL DEFAULT '',
+		tls        TEXT NOT NULL DEFAULT '',
+		bounce     TEXT NOT NULL DEFAULT '',
+		attempt    INTEGER NOT NULL DEFAULT 0,
+		tags       TEXT NOT NULL DEFAULT '', -- JSON array, '' when none
+		metadata   TEXT NOT NULL DEFAULT ''  -- JSON object, '' when none
+	);
+	CREATE INDEX events_account ON events(account, id);
+	CREATE INDEX events_message ON events(message_id) WHERE message_id != '';
+	CREATE INDEX events_recipient ON events(recipient COLLATE NOCASE) WHERE recipient != '';
+	CREATE TABLE webhooks (
+		id          TEXT PRIMARY KEY,
+		account     TEXT NOT NULL,
+		url         TEXT NOT NULL,
+		secret      TEXT NOT NULL,
+		event_types TEXT NOT NULL, -- ',type,type,' or '' for all
+		created     INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX webhooks_account ON webhooks(account);
+	CREATE TABLE webhook_deliveries (
+		id           INTEGER PRIMARY KEY,
+		webhook_id   TEXT NOT NULL,
+		event_id     INTEGER NOT NULL,
+		status       TEXT NOT NULL DEFAULT 'pending', -- pending, delivered, failed
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		next_attempt INTEGER NOT NULL,                -- unix ns
+		lease_until  INTEGER NOT NULL DEFAULT 0,      -- unix ns, 0 when not leased
+		last_error   TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX webhook_deliveries_ready ON webhook_deliveries(max(next_attempt, lease_until + 1))
+		WHERE status = 'pending';
+	CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries(webhook_id, id);
+	CREATE INDEX webhook_deliveries_event ON webhook_deliveries(event_id);
+	CREATE TABLE webhook_attempts (
+		delivery_id INTEGER NOT NULL,
+		time        INTEGER NOT NULL, -- unix ns
+		http_status INTEGER NOT NULL, -- 0 when no response
+		error       TEXT NOT NULL
+	);
+	CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id);`,
+	// 6: API keys, suppressions, idempotency keys and inbound routes.
+	`CREATE TABLE api_keys (
+		id          TEXT PRIMARY KEY,
+		account     TEXT NOT NULL,
+		name        TEXT NOT NULL,
+		scopes      TEXT NOT NULL, -- JSON array
+		secret_hash BLOB NOT NULL,
+		created     INTEGER NOT NULL,
+		last_used   INTEGER NOT NULL -- unix ns, 0 if never
+	) WITHOUT ROWID;
+	CREATE INDEX api_keys_account ON api_keys(account);
+	CREATE TABLE suppressions (
+		account TEXT NOT NULL,
+		address TEXT NOT NULL, -- lower-cased
+		reason  TEXT NOT NULL,
+		detail  TEXT NOT NULL,
+		created INTEGER NOT NULL,
+		PRIMARY KEY (account, address)
+	) WITHOUT ROWID;
+	CREATE TABLE idempotency (
+		account    TEXT NOT NULL,
+		key        TEXT NOT NULL,
+		message_id TEXT NOT NULL,
+		created    INTEGER NOT NULL,
+		PRIMARY KEY (account, key)
+	) WITHOUT ROWID;
+	CREATE INDEX idempotency_created ON idempotency(created);
+	CREATE TABLE routes (
+		address TEXT PRIMARY KEY, -- lower-cased "user@domain" or "@domain"
+		account TEXT NOT NULL,
+		action  TEXT NOT NULL,
+		url     TEXT NOT NULL,
+		secret  TEXT NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX routes_account ON routes(account);`,
 }
 
 // pageSize is the database page size, set when the database is created.

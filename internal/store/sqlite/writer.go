@@ -51,6 +51,8 @@ type writer struct {
 	// committed.
 	afterCommit []string
 
+	hooks webhookCache
+
 	st stmts
 }
 
@@ -61,6 +63,13 @@ type stmts struct {
 	msgBlob, updRcpt, countPending *sql.Stmt
 	delRcpts, delMsg, retry        *sql.Stmt
 	begin, commit, rollback        *sql.Stmt
+
+	// Event log: the message fields copied onto its events, the accepted
+	// event of Enqueue and the general event insert.
+	msgEvent, insAccepted, insEvent   *sql.Stmt
+	fanOut, dataVersion, hookAccounts *sql.Stmt
+
+	all []*sql.Stmt // every statement above, for close
 }
 
 func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
@@ -79,8 +88,9 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 		{&w.st.begin, `BEGIN IMMEDIATE`},
 		{&w.st.commit, `COMMIT`},
 		{&w.st.rollback, `ROLLBACK`},
-		{&w.st.insMsg, `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob, headers, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
+		{&w.st.insMsg, `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
+				account, tags, metadata, headers, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&w.st.insRcpt, `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt, lease_until, last_reply, remote_mta, delay_warned, updated_at)
 			VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, '', '', 0, ?)`},
 		{&w.st.dueMsgs, `SELECT message_id FROM recipients
@@ -93,7 +103,17 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 		{&w.st.msgBlob, `SELECT blob FROM messages WHERE id = ?`},
 		{&w.st.updRcpt, `UPDATE recipients SET status = ?, attempts = attempts + ?, next_attempt = ?, lease_until = 0,
 			last_reply = ?, remote_mta = ?, delay_warned = (delay_warned OR ?), updated_at = ?
-			WHERE id = ? AND message_id = ?`},
+			WHERE id = ? AND message_id = ?
+			RETURNING address, attempts`},
+		{&w.st.msgEvent, `SELECT blob, account, sender, tags, metadata FROM messages WHERE id = ?`},
+		{&w.st.insAccepted, `INSERT INTO events (time, type, account, message_id, recipient, sender, tags, metadata)
+			VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?)`},
+		{&w.st.insEvent, `INSERT INTO events (` + eventInsCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.st.fanOut, `INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
+			SELECT id, ?, ? FROM webhooks
+			WHERE account = ? AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0)`},
+		{&w.st.dataVersion, `PRAGMA data_version`},
+		{&w.st.hookAccounts, `SELECT DISTINCT account FROM webhooks`},
 		{&w.st.countPending, `SELECT count(*) FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')`},
 		{&w.st.delRcpts, `DELETE FROM recipients WHERE message_id = ?`},
 		{&w.st.delMsg, `DELETE FROM messages WHERE id = ?`},
@@ -104,6 +124,7 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 			return nil, fmt.Errorf("sqlite store: prepare %q: %w", p.q, err)
 		}
 		*p.dst = st
+		w.st.all = append(w.st.all, st)
 	}
 	return w, nil
 }
@@ -141,9 +162,7 @@ func (w *writer) close() error {
 	}
 	w.mu.Unlock()
 	<-w.stopped
-	for _, st := range []*sql.Stmt{w.st.insMsg, w.st.insRcpt, w.st.dueMsgs, w.st.leaseRcpts, w.st.msgByID,
-		w.st.msgBlob, w.st.updRcpt, w.st.countPending, w.st.delRcpts, w.st.delMsg, w.st.retry,
-		w.st.begin, w.st.commit, w.st.rollback} {
+	for _, st := range w.st.all {
 		st.Close()
 	}
 	return w.conn.Close()
@@ -182,6 +201,7 @@ func (w *writer) runBatch(ops []*op) {
 retry:
 	for len(pending) > 0 {
 		w.afterCommit = w.afterCommit[:0]
+		w.hooks.checked = false
 		if _, err := w.st.begin.ExecContext(ctx); err != nil {
 			w.failAll(pending, fmt.Errorf("sqlite store: begin: %w", err))
 			return
@@ -236,6 +256,8 @@ func (w *writer) rollback() {
 	// An error here means no transaction is active (SQLite may have
 	// rolled back by itself); either way nothing is committed.
 	w.st.rollback.ExecContext(context.Background())
+	// The webhook cache may hold rolled-back changes.
+	w.hooks.valid = false
 }
 
 func (w *writer) failAll(ops []*op, err error) {
