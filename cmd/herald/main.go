@@ -41,6 +41,7 @@ Usage:
   herald alias list
   herald dkim keygen|list|record|activate|deactivate|del   DKIM keys (prints the DNS record)
   herald dns check DOMAIN [--ip ADDR]...   check MX, SPF, DKIM, DMARC, PTR, MTA-STS records
+  herald route add ADDRESS URL | list | del ADDRESS   POST a local address's mail to a URL
   herald dmarc reports [DOMAIN]            DMARC aggregate reports received for our domains
   herald queue list                        show queued messages
   herald queue show|retry|delete ID
@@ -93,6 +94,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.userCmd(args[1:])
 	case "alias":
 		err = env.aliasCmd(args[1:])
+	case "route":
+		err = env.routeCmd(args[1:])
 	case "dmarc":
 		err = env.dmarcCmd(args[1:])
 	case "dkim":

@@ -239,3 +239,19 @@ time=5 level=INFO msg="delivery attempt" id=ABC123 rcpt=x@y.test result=delivere
 	}
 	c.fails(1, "no log lines", "trace", "NOPE")
 }
+
+func TestRouteCommands(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t, "")
+	c.ok("", "domain", "add", "example.com")
+	out := c.ok("", "route", "add", "hook@example.com", "https://app.example/inbound")
+	if !strings.Contains(out, "secret (for Herald-Signature): whsec_") {
+		t.Errorf("route add output %q", out)
+	}
+	c.fails(1, "invalid URL", "route", "add", "x@example.com", "ftp://nope")
+	if out := c.ok("", "route", "list"); !strings.Contains(out, "hook@example.com -> http https://app.example/inbound") {
+		t.Errorf("route list %q", out)
+	}
+	c.ok("", "route", "del", "hook@example.com")
+	c.fails(1, "not found", "route", "del", "hook@example.com")
+}
