@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -175,6 +176,8 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 			RelayAllow: cfg.Relay.Allow,
 		},
 		spool:     a.spool,
+		authCache: newAuthCache(5*time.Minute, 10000),
+		hashSlots: make(chan struct{}, runtime.NumCPU()),
 		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
 		checks:    &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
 		platform:  a.platform,

@@ -22,10 +22,14 @@ import (
 
 // backend implements smtpserver.Backend: policy decisions, then the spool.
 type backend struct {
-	store     store.Store
-	policy    *policy.Policy
-	spool     *spool.Spool
-	authFail  *ratelimit.AuthFailures
+	store    store.Store
+	policy   *policy.Policy
+	spool    *spool.Spool
+	authFail *ratelimit.AuthFailures
+	// authCache skips argon2id for a recent identical login; hashSlots
+	// bounds concurrent hash checks (each needs 19 MiB).
+	authCache *authCache
+	hashSlots chan struct{}
 	checks    *checker
 	platform  *platform
 	reportDir string // DMARC aggregate reports kept here
@@ -67,13 +71,22 @@ func (b *backend) Authenticate(ctx context.Context, c *smtpserver.Conn, username
 	u, err := b.store.GetUser(ctx, user)
 	ok := false
 	switch {
+	case err == nil && b.authCache.ok(user, password, u.PasswordHash, time.Now()):
+		ok = true
 	case err == nil:
+		b.hashSlots <- struct{}{} // bound concurrent argon2id checks (memory)
 		ok, err = auth.CheckPassword(u.PasswordHash, password)
+		<-b.hashSlots
 		if err != nil {
 			b.log.Error("auth: bad stored hash", "user", user, "err", err)
 		}
+		if ok {
+			b.authCache.add(user, password, u.PasswordHash, time.Now())
+		}
 	case errors.Is(err, store.ErrNotFound):
+		b.hashSlots <- struct{}{}
 		auth.DummyCheck() // same cost as a real check: no user enumeration by timing
+		<-b.hashSlots
 	default:
 		b.log.Error("auth: user lookup failed", "user", user, "err", err)
 		e := smtp.ErrLocalError
