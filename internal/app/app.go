@@ -63,6 +63,7 @@ type App struct {
 	metrics *appMetrics
 
 	platform *platform
+	disk     *diskGuard
 	webhooks *webhook.Dispatcher
 	mtasts   *mtasts.Cache
 	tlsrpt   *tlsrpt.Aggregator
@@ -146,7 +147,11 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	}
 	a.platform = &platform{st: a.store, limits: ratelimit.NewWindows(clk), verpKey: verpKey, cfg: cfg.Platform,
 		log: a.log, now: clk.Now}
-	a.sched = queue.New(queueConfig(cfg), a.store, tr, bnc, clk, a.log, observers{a.metrics, a.platform})
+	a.disk = &diskGuard{dir: cfg.Server.DataDir, min: cfg.Limits.QueueMinFree, log: a.log}
+	a.disk.ensureReserve()
+	qcfg := queueConfig(cfg)
+	qcfg.OnStorageFull = a.disk.release
+	a.sched = queue.New(qcfg, a.store, tr, bnc, clk, a.log, observers{a.metrics, a.platform})
 	// Unknown destinations are bounded by delivery's per-destination
 	// concurrency; the throttle adds the big providers' table and backs
 	// off any destination that answers with throttling replies.
@@ -160,6 +165,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	tr.routes = a.store
 	tr.poster = httproute.New(httproute.Options{Clock: clk})
 	a.spool = spool.New(a.store, a.sched, clk)
+	a.spool.SetGuard(a.disk.check)
 	bnc.spool = a.spool
 	a.platform.spool = a.spool
 
@@ -181,6 +187,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
 		checks:    &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
 		platform:  a.platform,
+		disk:      a.disk,
 		reportDir: filepath.Join(cfg.Server.DataDir, "dmarc-reports"),
 		log:       a.log,
 		metrics:   a.metrics,

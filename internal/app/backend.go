@@ -32,7 +32,8 @@ type backend struct {
 	hashSlots chan struct{}
 	checks    *checker
 	platform  *platform
-	reportDir string // DMARC aggregate reports kept here
+	disk      *diskGuard // refuses new mail when the spool's disk is nearly full
+	reportDir string     // DMARC aggregate reports kept here
 	log       *slog.Logger
 	metrics   *appMetrics
 }
@@ -106,6 +107,10 @@ func (b *backend) Authenticate(ctx context.Context, c *smtpserver.Conn, username
 // from outside.
 func (b *backend) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope) error {
 	cl := b.client(c)
+	if err := b.disk.check(env.Size); err != nil {
+		b.metrics.rejected.Inc("storage_full")
+		return err
+	}
 	if err := b.policy.CheckSender(ctx, cl, env.From); err != nil {
 		b.reject(c, "sender", env.From, err)
 		return err

@@ -138,6 +138,7 @@ type LimitsConfig struct {
 	DataTimeout          time.Duration `toml:"data_timeout"`            // without progress during DATA
 	SessionTimeout       time.Duration `toml:"session_timeout"`         // whole session
 	MaxReceivedHeaders   int           `toml:"max_received_headers"`    // loop detection (RFC 5321 6.3)
+	QueueMinFree         int64         `toml:"queue_min_free"`          // refuse new mail (452 4.3.1) below this much free disk
 }
 
 // AuthConfig is the [auth] section: brute-force protection for AUTH.
@@ -234,6 +235,7 @@ func Default() *Config {
 			DataTimeout:          10 * time.Minute,
 			SessionTimeout:       30 * time.Minute,
 			MaxReceivedHeaders:   30,
+			QueueMinFree:         100 << 20,
 		},
 		Auth: AuthConfig{
 			MaxFailures:   5,

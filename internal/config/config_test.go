@@ -181,7 +181,7 @@ func TestFullFile(t *testing.T) {
 			MaxMessageSize: 10_000_000, MaxRecipients: 50, MaxLineLength: 2000, MaxCommandLineLength: 1024,
 			MaxConnections: 500, MaxConnectionsPerIP: 10, MaxCommands: 200, MaxErrors: 3,
 			IdleTimeout: 6 * time.Minute, DataTimeout: 11 * time.Minute, SessionTimeout: time.Hour,
-			MaxReceivedHeaders: 50,
+			MaxReceivedHeaders: 50, QueueMinFree: 100 << 20,
 		},
 		Auth: AuthConfig{MaxFailures: 3, FailureWindow: 20 * time.Minute, Lockout: time.Hour, FailureDelay: 0},
 		Relay: RelayConfig{Allow: []netip.Prefix{

@@ -79,6 +79,7 @@ func (c *Config) fields() []field {
 		durField("limits.data_timeout", &c.Limits.DataTimeout, false),
 		durField("limits.session_timeout", &c.Limits.SessionTimeout, false),
 		intField("limits.max_received_headers", &c.Limits.MaxReceivedHeaders, 1, 10000),
+		sizeField("limits.queue_min_free", &c.Limits.QueueMinFree, 0),
 
 		intField("auth.max_failures", &c.Auth.MaxFailures, 1, math.MaxInt32),
 		durField("auth.failure_window", &c.Auth.FailureWindow, false),

@@ -6,12 +6,14 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldmail/herald/internal/bounce"
@@ -131,6 +133,9 @@ type Config struct {
 	LeaseDuration time.Duration // how long a worker holds work (default 30m)
 	DrainTimeout  time.Duration // on shutdown, how long in-flight deliveries may finish (default 10s)
 	UpdateRetry   time.Duration // how long to keep retrying to record outcomes (default 10m)
+	// OnStorageFull is called when the store refuses a write for lack of
+	// space (the app frees its reserve so outcomes can be recorded).
+	OnStorageFull func()
 }
 
 func (c *Config) setDefaults() {
@@ -184,8 +189,12 @@ type Scheduler struct {
 
 	slots chan struct{} // one token per free worker
 	wake  chan struct{}
-	work  chan store.Lease // leases handed over by the spool
-	wg    sync.WaitGroup
+	// backlog is set when work was stored without a worker (Notify, or a
+	// poll that filled every slot): a worker that finishes then wakes the
+	// scheduler instead of leaving the work for the next poll tick.
+	backlog atomic.Bool
+	work    chan store.Lease // leases handed over by the spool
+	wg      sync.WaitGroup
 }
 
 // New builds a scheduler. obs may be nil.
@@ -230,6 +239,13 @@ func (s *Scheduler) Unreserve() { s.slots <- struct{}{} }
 // using a slot taken by Reserve. It never blocks.
 func (s *Scheduler) Submit(l store.Lease) {
 	s.work <- l // capacity equals the number of slots
+}
+
+// Notify tells the scheduler that a message was stored without a worker
+// (no slot was free): it is taken as soon as a worker finishes.
+func (s *Scheduler) Notify() {
+	s.backlog.Store(true)
+	s.Wake()
 }
 
 // Wake makes the scheduler look for due work now (after a retry command).
@@ -303,6 +319,9 @@ func (s *Scheduler) poll(ctx, dctx context.Context) {
 			if ctx.Err() == nil {
 				s.log.Error("queue lease failed", "err", err)
 			}
+			if errors.Is(err, store.ErrStorageFull) && s.cfg.OnStorageFull != nil {
+				s.cfg.OnStorageFull()
+			}
 			leases = nil
 		}
 		for _, l := range leases {
@@ -312,8 +331,12 @@ func (s *Scheduler) poll(ctx, dctx context.Context) {
 			s.slots <- struct{}{}
 		}
 		if len(leases) < free || err != nil {
+			if err == nil {
+				s.backlog.Store(false) // everything due is taken
+			}
 			return
 		}
+		s.backlog.Store(true) // slots full: more may be waiting
 	}
 }
 
@@ -322,7 +345,12 @@ func (s *Scheduler) start(ctx context.Context, l store.Lease) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer func() { s.slots <- struct{}{} }()
+		defer func() {
+			s.slots <- struct{}{}
+			if s.backlog.Load() {
+				s.Wake()
+			}
+		}()
 		s.deliver(ctx, l.Message)
 	}()
 }
@@ -482,6 +510,9 @@ func (s *Scheduler) update(ctx context.Context, id string, outcomes []store.Outc
 		err := s.store.Update(ctx, id, outcomes)
 		if err == nil {
 			return
+		}
+		if errors.Is(err, store.ErrStorageFull) && s.cfg.OnStorageFull != nil {
+			s.cfg.OnStorageFull()
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			s.log.Error("recording delivery outcome failed; will retry after the lease", "id", id, "err", err)

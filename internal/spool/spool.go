@@ -27,6 +27,8 @@ type Dispatcher interface {
 	Reserve() bool
 	Unreserve()
 	Submit(store.Lease)
+	// Notify says a message was stored without a reserved worker.
+	Notify()
 	LeaseDuration() time.Duration
 }
 
@@ -35,7 +37,12 @@ type Spool struct {
 	q     store.Queue
 	disp  Dispatcher // may be nil (CLI tools): the server finds the message by polling
 	clock clock.Clock
+	guard func(size int64) error
 }
+
+// SetGuard installs a check run on every message's final size before it is
+// committed (e.g. free disk space); its error refuses the message.
+func (s *Spool) SetGuard(g func(size int64) error) { s.guard = g }
 
 // New returns a spool writing to q. disp may be nil.
 func New(q store.Queue, disp Dispatcher, clk clock.Clock) *Spool {
@@ -119,6 +126,11 @@ func (s *Spool) Accept(ctx context.Context, msg *store.Message, r io.Reader, pro
 		}
 		msg.Headers = append(msg.Headers, h...)
 	}
+	if s.guard != nil {
+		if err := s.guard(body.Size()); err != nil {
+			return fail(err)
+		}
+	}
 	return s.Enqueue(ctx, msg, body)
 }
 
@@ -175,6 +187,8 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 	}
 	if reserved {
 		s.disp.Submit(store.Lease{Message: msg, Until: until})
+	} else if s.disp != nil {
+		s.disp.Notify()
 	}
 	return msg.ID, nil
 }

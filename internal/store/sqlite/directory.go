@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/heraldmail/herald/internal/store"
@@ -46,6 +47,7 @@ func (s *Store) AddDomain(ctx context.Context, domain string) error {
 	if d == "" {
 		return errors.New("sqlite store: add domain: empty domain")
 	}
+	defer s.forgetDomains()
 	return s.execOne(ctx, "add domain "+d, store.ErrExists,
 		`INSERT INTO domains (name) VALUES (?) ON CONFLICT DO NOTHING`, d)
 }
@@ -54,6 +56,7 @@ func (s *Store) AddDomain(ctx context.Context, domain string) error {
 // store.ErrNotFound. Its users and aliases are kept.
 func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 	d := normDomain(domain)
+	defer s.forgetDomains()
 	return s.execOne(ctx, "delete domain "+d, store.ErrNotFound, `DELETE FROM domains WHERE name = ?`, d)
 }
 
@@ -78,17 +81,53 @@ func (s *Store) ListDomains(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// domainCacheTTL is how long the set of local domains is reused before it
+// is read again. IsLocalDomain runs several times per message (policy,
+// expansion, throttle, transport); the set changes rarely, and a change
+// made by another process (the CLI) is seen within this time.
+const domainCacheTTL = time.Second
+
+// domainCache holds the local domains read at loaded.
+type domainCache struct {
+	mu      sync.Mutex
+	set     map[string]bool
+	loaded  time.Time
+	version uint64 // bumped by this process's own changes
+}
+
 // IsLocalDomain reports whether domain is a local domain (case-insensitive).
 func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
-	var one int
-	err := s.rdb.QueryRowContext(ctx, `SELECT 1 FROM domains WHERE name = ?`, normDomain(domain)).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+	c := &s.domains
+	c.mu.Lock()
+	if c.set != nil && time.Since(c.loaded) < domainCacheTTL {
+		ok := c.set[normDomain(domain)]
+		c.mu.Unlock()
+		return ok, nil
 	}
+	version := c.version
+	c.mu.Unlock()
+	ds, err := s.ListDomains(ctx)
 	if err != nil {
 		return false, fmt.Errorf("sqlite store: is local domain: %w", err)
 	}
-	return true, nil
+	set := make(map[string]bool, len(ds))
+	for _, d := range ds {
+		set[d] = true
+	}
+	c.mu.Lock()
+	if c.version == version { // no change of ours raced the read
+		c.set, c.loaded = set, time.Now()
+	}
+	c.mu.Unlock()
+	return set[normDomain(domain)], nil
+}
+
+// forgetDomains drops the cached domain set after a change.
+func (s *Store) forgetDomains() {
+	s.domains.mu.Lock()
+	s.domains.set = nil
+	s.domains.version++
+	s.domains.mu.Unlock()
 }
 
 func marshalList(l []string) (string, error) {

@@ -67,9 +67,11 @@ type Store struct {
 	inlineMax int
 	log       *slog.Logger
 
-	wdb  *sql.DB // one connection, owned by the writer goroutine
-	rdb  *sql.DB // read-only pool
-	lock *os.File
+	wdb *sql.DB // one connection, owned by the writer goroutine
+	rdb *readDB // read-only pool with a statement cache
+
+	domains domainCache // local domains, reread every second
+	lock    *os.File
 
 	w *writer
 
@@ -165,11 +167,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 
 	rdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=query_only(1)", dbPath, busyTimeoutMS)
-	s.rdb, err = sql.Open("sqlite", rdsn)
+	rdb, err := sql.Open("sqlite", rdsn)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("sqlite store: open %s: %w", dbPath, err)
 	}
+	s.rdb = &readDB{DB: rdb}
 	s.rdb.SetMaxOpenConns(opts.ReadConns)
 	s.rdb.SetMaxIdleConns(opts.ReadConns)
 	s.rdb.SetConnMaxLifetime(0)

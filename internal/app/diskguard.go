@@ -1,0 +1,109 @@
+package app
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/heraldmail/herald/internal/smtp"
+)
+
+// diskGuard refuses new mail while the data directory's filesystem has
+// less than min bytes free (Postfix's queue_minfree). Without it a full
+// disk would also block what frees space: SQLite needs room in its WAL to
+// record outcomes and delete delivered messages.
+//
+// As a last resort it keeps a reserve file of min/2 (at most 32 MiB) in
+// the data directory: if the disk fills anyway (several large messages at
+// once), the queue releases it so outcomes can be recorded and delivered
+// mail deleted, and the guard writes it again once space has returned.
+type diskGuard struct {
+	dir string
+	min int64
+	log *slog.Logger
+
+	reserving atomic.Bool // a goroutine is writing the reserve file
+
+	mu      sync.Mutex
+	free    int64
+	checked time.Time
+}
+
+// reservePath is the reserve file.
+func (g *diskGuard) reservePath() string { return filepath.Join(g.dir, "reserve.space") }
+
+func (g *diskGuard) reserveSize() int64 { return min(g.min/2, 32<<20) }
+
+// ensureReserve writes the reserve file if it is missing and there is room.
+func (g *diskGuard) ensureReserve() {
+	if g == nil || g.min <= 0 {
+		return
+	}
+	if !g.reserving.CompareAndSwap(false, true) {
+		return
+	}
+	defer g.reserving.Store(false)
+	p := g.reservePath()
+	if fi, err := os.Stat(p); err == nil && fi.Size() == g.reserveSize() {
+		return
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 64<<10)
+	for n := int64(0); n < g.reserveSize(); n += int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), g.reserveSize()-n)]); err != nil {
+			f.Close()
+			os.Remove(p)
+			return
+		}
+	}
+	f.Sync()
+	f.Close()
+}
+
+// release deletes the reserve file so the store can write again.
+func (g *diskGuard) release() {
+	if g == nil {
+		return
+	}
+	if err := os.Remove(g.reservePath()); err == nil && g.log != nil {
+		g.log.Error("disk full: released the reserve space so the queue can record deliveries; free space on " + g.dir)
+	}
+	g.mu.Lock()
+	g.checked = time.Time{}
+	g.mu.Unlock()
+}
+
+// check returns 452 4.3.1 when accepting size more bytes would leave less
+// than the minimum free. The free space is read at most every 20 ms.
+func (g *diskGuard) check(size int64) error {
+	if g == nil || g.min <= 0 {
+		return nil
+	}
+	g.mu.Lock()
+	if time.Since(g.checked) > 20*time.Millisecond {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(g.dir, &st); err == nil {
+			g.free = int64(st.Bavail) * int64(st.Bsize)
+		} else {
+			g.free = -1 // unknown: do not refuse
+		}
+		g.checked = time.Now()
+		if g.free > 2*g.min {
+			go g.ensureReserve() // space is back: restore the reserve
+		}
+	}
+	free := g.free
+	g.mu.Unlock()
+	if free >= 0 && free-size < g.min {
+		e := smtp.ErrStorageFull
+		return &e
+	}
+	return nil
+}
