@@ -16,9 +16,9 @@ const clkTck = 100
 
 // procStat holds the fields of /proc/PID/stat the harness uses.
 type procStat struct {
-	ppid                   int
-	utime, stime           uint64
-	cutime, cstime         uint64
+	ppid           int
+	utime, stime   uint64
+	cutime, cstime uint64
 }
 
 func readStat(pid int) (procStat, bool) {

@@ -15,6 +15,10 @@ import (
 // is the probe's identifier.
 const probeHeader = "X-Bench-Probe: "
 
+// sideProbePrefix starts the identifiers of the probe client that runs
+// alongside smtp-source; the sink does not count those messages as load.
+const sideProbePrefix = "side-"
+
 // Sink is a minimal, fast SMTP server that accepts everything and counts what
 // arrives: messages, recipients, and the arrival time of each probe message.
 // It can be taken down (listeners closed: connections are refused) and brought
@@ -27,12 +31,11 @@ type Sink struct {
 	conns  map[net.Conn]struct{}
 	probes map[string]time.Time
 
-	msgs   atomic.Int64 // non-probe transactions delivered
-	rcpts  atomic.Int64 // non-probe recipients delivered
-	first  atomic.Int64 // unix nanoseconds of the first non-probe arrival
-	last   atomic.Int64 // unix nanoseconds of the latest non-probe arrival
-	wg     sync.WaitGroup
-	closed bool
+	msgs  atomic.Int64 // non-probe transactions delivered
+	rcpts atomic.Int64 // non-probe recipients delivered
+	first atomic.Int64 // unix nanoseconds of the first non-probe arrival
+	last  atomic.Int64 // unix nanoseconds of the latest non-probe arrival
+	wg    sync.WaitGroup
 }
 
 // NewSink returns a sink that will listen on addrs (all with the same port).
@@ -177,7 +180,9 @@ func (s *Sink) serve(c net.Conn) {
 				s.mu.Lock()
 				s.probes[probe] = now
 				s.mu.Unlock()
-			} else if txRcpts > 0 {
+			}
+			// Messages of the side probe client are not part of the load.
+			if !strings.HasPrefix(probe, sideProbePrefix) && txRcpts > 0 {
 				s.first.CompareAndSwap(0, now.UnixNano())
 				s.last.Store(now.UnixNano())
 				s.rcpts.Add(int64(txRcpts))
@@ -238,8 +243,5 @@ func readData(r *bufio.Reader) (probe string, err error) {
 
 // Close stops the sink for good.
 func (s *Sink) Close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
 	s.Down()
 }

@@ -1,0 +1,242 @@
+// Command benchrun is Herald's side-by-side benchmark against Postfix (issue
+// 5). It runs a counting SMTP sink, starts each MTA in turn on loopback
+// relaying everything to the sink, drives it with postfix's smtp-source (or
+// the harness's own Go load generator where smtp-source cannot express the
+// scenario), alternates runs A B A B, and writes a Markdown report. See
+// bench/README.md; bench/run.sh is the entry point.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line settings.
+type options struct {
+	herald, heraldProf, fsyncBin string
+	runs                         int
+	messages                     int
+	backlog, restart             int
+	idle                         int
+	latencySecs                  int
+	probeRate                    float64
+	only                         string
+	noPostfix                    bool
+	smoke                        bool
+	profileDir                   string
+	out, command                 string
+	workDir                      string
+	settle, fsyncDur             time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.herald, "herald", "", "herald binary (go build ./cmd/herald)")
+	flag.StringVar(&o.heraldProf, "heraldprof", "", "heraldprof binary, used with -profile")
+	flag.StringVar(&o.fsyncBin, "fsyncrate", "", "fsyncrate binary")
+	flag.IntVar(&o.runs, "runs", 3, "runs per MTA and scenario (alternating A B A B)")
+	flag.IntVar(&o.messages, "messages", 20000, "messages per 4 KB throughput run (100 KB: /10, 10 recipients and submission: /4)")
+	flag.IntVar(&o.backlog, "backlog", 100000, "messages accepted while the sink is down (backlog drain)")
+	flag.IntVar(&o.restart, "restart", 100000, "queued messages at restart (restart scenario)")
+	flag.IntVar(&o.idle, "idle", 10000, "idle connections")
+	flag.IntVar(&o.latencySecs, "latency-seconds", 10, "length of the fixed-rate latency run")
+	flag.Float64Var(&o.probeRate, "probe-rate", 10, "latency probes per second alongside smtp-source load")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default all)")
+	flag.BoolVar(&o.noPostfix, "no-postfix", false, "run Herald only (and the ceiling)")
+	flag.BoolVar(&o.smoke, "smoke", false, "tiny counts, one run, Herald only: checks the harness works")
+	flag.StringVar(&o.profileDir, "profile", "", "write a Herald CPU profile per run into this directory (needs -heraldprof)")
+	flag.StringVar(&o.out, "out", "", "write the Markdown report here (stdout always)")
+	flag.StringVar(&o.command, "command", "", "the command line to record in the report")
+	flag.StringVar(&o.workDir, "workdir", "", "scratch directory (default: a new temporary directory, removed at exit)")
+	flag.DurationVar(&o.settle, "settle", 2*time.Second, "pause before and after opening idle connections")
+	flag.DurationVar(&o.fsyncDur, "fsync-duration", 2*time.Second, "length of the fsync-rate measurement")
+	flag.Parse()
+	if o.smoke {
+		o.runs, o.messages, o.backlog, o.restart, o.idle, o.latencySecs = 1, 200, 300, 300, 200, 1
+		o.settle, o.fsyncDur = 200*time.Millisecond, 500*time.Millisecond
+		o.noPostfix = true
+		if o.only == "" {
+			o.only = "4k-s20,rcpt10-dom5,idle,submission-10"
+		}
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "benchrun:", err)
+		os.Exit(1)
+	}
+}
+
+func raiseNofile() {
+	lim := syscall.Rlimit{Cur: 200000, Max: 200000}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		var cur syscall.Rlimit
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur) == nil {
+			cur.Cur = cur.Max
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &cur)
+		}
+	}
+}
+
+func run(o options) error {
+	raiseNofile()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if o.herald == "" {
+		return fmt.Errorf("-herald is required")
+	}
+	if smtpSourceBin() == "" {
+		if !o.smoke {
+			return fmt.Errorf("smtp-source not found (apt-get install postfix): it is the load generator")
+		}
+		log.Warn("smtp-source not installed: smoke mode uses the Go load generator instead")
+	}
+	work := o.workDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "herald-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	os.Chmod(work, 0o755)
+	ports, err := freePorts(4)
+	if err != nil {
+		return err
+	}
+	sinkPort := ports[0]
+	var sinkAddrs []string
+	for i := 1; i <= 5; i++ {
+		sinkAddrs = append(sinkAddrs, fmt.Sprintf("127.0.0.%d:%d", i, sinkPort))
+	}
+	sink := NewSink(sinkAddrs)
+	defer sink.Close()
+
+	h := &Herald{Bin: o.herald, Dir: filepath.Join(work, "herald"), Port: ports[1], SubPort: ports[2], SinkPort: sinkPort}
+	mtas := []MTA{h}
+	if !o.noPostfix {
+		if !PostfixAvailable() {
+			return fmt.Errorf("postfix is not installed (run bench/run.sh, which installs it, or pass -no-postfix)")
+		}
+		p := &Postfix{Dir: filepath.Join(work, "postfix"), Port: ports[3], SinkPort: sinkPort}
+		mtas = append(mtas, p)
+		defer p.Stop()
+	}
+	defer h.Stop()
+	// On SIGINT/SIGTERM stop the servers before exiting.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		log.Warn("interrupted: stopping the servers")
+		for _, m := range mtas {
+			m.Stop()
+		}
+		os.Exit(130)
+	}()
+	if o.profileDir != "" {
+		if o.heraldProf == "" {
+			return fmt.Errorf("-profile needs -heraldprof")
+		}
+		heraldCLI = o.herald
+		os.MkdirAll(o.profileDir, 0o755)
+	}
+
+	b := &bench{o: o, sink: sink, mtas: mtas, herald: h, work: work, log: log, results: map[string]map[string][]map[string]float64{}}
+	b.ceiling()
+	for _, sc := range b.scenarios() {
+		if o.only != "" && !contains(strings.Split(o.only, ","), sc.name) {
+			continue
+		}
+		b.order = append(b.order, sc)
+		for i := range o.runs {
+			for _, m := range mtas {
+				if sc.heraldOnly && m.Name() != "herald" {
+					continue
+				}
+				if hh, ok := m.(*Herald); ok {
+					hh.Bin, hh.ProfileOut = o.herald, ""
+					if o.profileDir != "" {
+						hh.Bin = o.heraldProf
+						hh.ProfileOut = filepath.Join(o.profileDir, fmt.Sprintf("%s-%d.pprof", sc.name, i+1))
+					}
+				}
+				log.Info("run", "scenario", sc.name, "mta", m.Name(), "run", i+1)
+				sink.Reset()
+				if err := sink.Up(); err != nil {
+					return fmt.Errorf("sink: %w", err)
+				}
+				res, err := sc.run(m)
+				m.Stop()
+				if err != nil {
+					log.Error("run failed", "scenario", sc.name, "mta", m.Name(), "err", err)
+					res = map[string]float64{}
+					b.errors = append(b.errors, fmt.Sprintf("%s/%s run %d: %v", sc.name, m.Name(), i+1, err))
+				}
+				log.Info("result", "scenario", sc.name, "mta", m.Name(), "run", i+1, "metrics", fmtMetrics(res))
+				b.add(sc.name, m.Name(), res)
+			}
+		}
+	}
+	report := b.report()
+	fmt.Print(report)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if strings.TrimSpace(x) == s {
+			return true
+		}
+	}
+	return false
+}
+
+func fmtMetrics(m map[string]float64) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s=%.4g", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// bench holds the state of one harness run.
+type bench struct {
+	o       options
+	sink    *Sink
+	mtas    []MTA
+	herald  *Herald
+	work    string
+	log     *slog.Logger
+	order   []scenario
+	results map[string]map[string][]map[string]float64 // scenario -> mta -> runs
+	ceil    map[string]float64
+	errors  []string
+}
+
+func (b *bench) add(sc, mta string, res map[string]float64) {
+	if b.results[sc] == nil {
+		b.results[sc] = map[string][]map[string]float64{}
+	}
+	b.results[sc][mta] = append(b.results[sc][mta], res)
+}
+
+// median returns the median of metric key of mta in scenario sc.
+func (b *bench) median(sc, mta, key string) (float64, bool) {
+	v := values(b.results[sc][mta], key)
+	if len(v) == 0 {
+		return 0, false
+	}
+	med, _, _ := stats(v)
+	return med, true
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// values collects metric key over runs.
+func values(runs []map[string]float64, key string) []float64 {
+	var v []float64
+	for _, r := range runs {
+		if x, ok := r[key]; ok {
+			v = append(v, x)
+		}
+	}
+	return v
+}
+
+// stats returns the median, minimum and maximum of v (non-empty).
+func stats(v []float64) (med, lo, hi float64) {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		med = s[n/2]
+	} else {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return med, s[0], s[n-1]
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var k []string
+	for x := range m {
+		k = append(k, x)
+	}
+	sort.Strings(k)
+	return k
+}
+
+func num(x float64) string {
+	switch {
+	case x == 0:
+		return "0"
+	case x >= 1000:
+		return fmt.Sprintf("%.0f", x)
+	case x >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f", x)
+	default:
+		return fmt.Sprintf("%.3g", x)
+	}
+}
+
+// cell formats median and spread of metric key.
+func (b *bench) cell(sc, mta, key string) string {
+	v := values(b.results[sc][mta], key)
+	if len(v) == 0 {
+		return "–"
+	}
+	med, lo, hi := stats(v)
+	if len(v) == 1 {
+		return num(med)
+	}
+	return fmt.Sprintf("%s (%s–%s)", num(med), num(lo), num(hi))
+}
+
+func sh(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func machine(work string) string {
+	var b strings.Builder
+	mem := "?"
+	if d, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if v, ok := kbField(d, "MemTotal:"); ok {
+			mem = fmt.Sprintf("%.1f GiB", float64(v)/(1<<30))
+		}
+	}
+	model := "?"
+	if d, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(d), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
+				break
+			}
+		}
+	}
+	disk := sh("df", "-hT", work)
+	if ls := strings.Split(disk, "\n"); len(ls) > 1 {
+		disk = strings.Join(strings.Fields(ls[1])[:3], " ")
+	}
+	fmt.Fprintf(&b, "- CPU: %s cores (%s); the load generator, the MTA and the sink share them\n", sh("nproc"), model)
+	fmt.Fprintf(&b, "- Memory: %s\n", mem)
+	fmt.Fprintf(&b, "- Kernel: %s\n", sh("uname", "-sr"))
+	fmt.Fprintf(&b, "- Disk (work directory %s): %s\n", work, disk)
+	fmt.Fprintf(&b, "- Go: %s; Postfix: %s\n", runtime.Version(), postfixVersion())
+	return b.String()
+}
+
+func postfixVersion() string {
+	v := sh("dpkg-query", "-W", "-f=${Version}", "postfix")
+	if v == "?" || v == "" {
+		return "not installed"
+	}
+	return v
+}
+
+func (b *bench) report() string {
+	var r strings.Builder
+	fmt.Fprintf(&r, "# Herald benchmark results\n\n")
+	fmt.Fprintf(&r, "Generated %s by `bench/run.sh` (bench/cmd/benchrun).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	if b.o.command != "" {
+		fmt.Fprintf(&r, "Command: `%s`\n\n", b.o.command)
+	}
+	fmt.Fprintf(&r, "Counts: %d runs per MTA and scenario (alternating Herald, Postfix); %d messages per 4 KB run; backlog %d; restart %d; idle %d.\n\n",
+		b.o.runs, b.o.messages, b.o.backlog, b.o.restart, b.o.idle)
+	fmt.Fprintf(&r, "## Machine\n\n%s\n", machine(b.work))
+	fmt.Fprintf(&r, "## Method\n\n")
+	r.WriteString(`- Both MTAs listen on 127.0.0.1, relay everything from 127.0.0.0/8 and deliver to the same
+  in-process counting sink (bench/cmd/benchrun/sink.go, ESMTP with PIPELINING); no DNS.
+  Herald: ` + "`herald serve`" + ` with its embedded SQLite store, logging at info to a file.
+  Postfix: a private instance (` + "`postfix -c DIR start`" + `, own queue directory, no chroot, queue
+  files fsynced before 250 as by default, logging to a file via postlogd), relayhost = the sink.
+- Cells are "median (min–max)" over the runs. Rates are per wall-clock second from the first
+  command to the last arrival at the sink. Memory is the peak of the summed PSS of the MTA's
+  processes (= RSS for Herald's single process), sampled every 250 ms. CPU is utime+stime from
+  /proc of all MTA processes (for Postfix the master plus all children, including reaped ones).
+- Latency: in smtp-source scenarios a Go probe client sends one timed 1 KB message per
+  1/probe-rate seconds alongside the load; the latency is from the 250 after DATA to the message's
+  arrival at the sink. In latency-half every message is timed.
+
+`)
+	if smtpSourceBin() == "" {
+		r.WriteString("**smtp-source is not installed: the Go load generator stood in for it (one message per session).**\n\n")
+	}
+	fmt.Fprintf(&r, "## Ceiling (no MTA)\n\n| measure | value |\n|---|---|\n")
+	for _, k := range []string{"4k-s20", "4k-s100", "100k-s20"} {
+		if v, ok := b.ceil[k]; ok {
+			fmt.Fprintf(&r, "| smtp-source -> sink, %s | %s msgs/s |\n", k, num(v))
+		}
+	}
+	if v, ok := b.ceil["fsync"]; ok {
+		fmt.Fprintf(&r, "| disk: 4 KB write + fdatasync (bench/cmd/fsyncrate) | %s /s |\n", num(v))
+	}
+	r.WriteString("\n")
+	for _, sc := range b.order {
+		fmt.Fprintf(&r, "## %s\n\n%s. Load: %s.\n\n", sc.name, sc.desc, sc.generator)
+		cols := []string{"herald"}
+		if !sc.heraldOnly && len(b.mtas) > 1 {
+			cols = append(cols, "postfix")
+		}
+		fmt.Fprintf(&r, "| metric | Herald |")
+		if len(cols) > 1 {
+			r.WriteString(" Postfix | Herald/Postfix |")
+		}
+		if _, ok := b.ceil[sc.name]; ok {
+			r.WriteString(" Herald % of ceiling |")
+		}
+		r.WriteString("\n|---|---|")
+		if len(cols) > 1 {
+			r.WriteString("---|---|")
+		}
+		if _, ok := b.ceil[sc.name]; ok {
+			r.WriteString("---|")
+		}
+		r.WriteString("\n")
+		for _, md := range sc.metrics {
+			fmt.Fprintf(&r, "| %s | %s |", md.label, b.cell(sc.name, "herald", md.key))
+			if len(cols) > 1 {
+				hm, ok1 := b.median(sc.name, "herald", md.key)
+				pm, ok2 := b.median(sc.name, "postfix", md.key)
+				ratio := "–"
+				if ok1 && ok2 && pm != 0 {
+					ratio = fmt.Sprintf("%.3g", hm/pm)
+				}
+				fmt.Fprintf(&r, " %s | %s |", b.cell(sc.name, "postfix", md.key), ratio)
+			}
+			if c, ok := b.ceil[sc.name]; ok {
+				pct := ""
+				if hm, ok := b.median(sc.name, "herald", md.key); ok && (md.key == "accept" || md.key == "e2e") && c > 0 {
+					pct = fmt.Sprintf("%.0f %%", hm/c*100)
+				}
+				fmt.Fprintf(&r, " %s |", pct)
+			}
+			r.WriteString("\n")
+		}
+		r.WriteString("\n")
+	}
+	r.WriteString(b.targets())
+	if len(b.errors) > 0 {
+		r.WriteString("## Errors\n\n")
+		for _, e := range b.errors {
+			fmt.Fprintf(&r, "- %s\n", e)
+		}
+		r.WriteString("\n")
+	}
+	return r.String()
+}
+
+func (b *bench) targets() string {
+	var r strings.Builder
+	r.WriteString("## Targets (issue 5)\n\n| target | measured | met |\n|---|---|---|\n")
+	yes := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "**no**"
+	}
+	h, ok1 := b.median("4k-s100", "herald", "e2e")
+	p, ok2 := b.median("4k-s100", "postfix", "e2e")
+	if ok1 && ok2 && p > 0 {
+		fmt.Fprintf(&r, "| Herald >= 2x Postfix end-to-end, 4 KB, 100 sessions | %.2fx (%s vs %s msgs/s) | %s |\n", h/p, num(h), num(p), yes(h/p >= 2))
+	}
+	if c, ok := b.ceil["4k-s100"]; ok && ok1 && c > 0 {
+		fmt.Fprintf(&r, "| Herald >= 50 %% of the no-MTA ceiling (4 KB, 100 sessions) | %.1f %% (%s of %s msgs/s) | %s |\n", h/c*100, num(h), num(c), yes(h/c >= 0.5))
+	}
+	if v, ok := b.median("latency-half", "herald", "p99"); ok {
+		rate, _ := b.median("latency-half", "herald", "rate")
+		fmt.Fprintf(&r, "| p99 latency < 50 ms at half of Herald's peak rate | %s ms at %s msgs/s | %s |\n", num(v), num(rate), yes(v < 50))
+	}
+	if v, ok := b.median("idle", "herald", "perconn"); ok {
+		n, _ := b.median("idle", "herald", "conns")
+		fmt.Fprintf(&r, "| < 20 KB per idle connection | %s KB (%.0f connections) | %s |\n", num(v), n, yes(v < 20))
+	}
+	if v, ok := b.median("backlog", "herald", "mem"); ok {
+		note := ""
+		if b.o.backlog != 100000 {
+			note = fmt.Sprintf(" (backlog of %d, not 100,000: not conclusive)", b.o.backlog)
+		}
+		fmt.Fprintf(&r, "| backlog of 100,000 held in < 500 MB | %s MB%s | %s |\n", num(v), note, yes(v < 500))
+	}
+	r.WriteString("\n")
+	return r.String()
+}
