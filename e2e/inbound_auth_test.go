@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/msgauth/dkim"
+	"github.com/heraldmail/herald/internal/store"
 )
 
 // inboundHerald is a node receiving for example.com, with DNS for a few
@@ -94,15 +96,30 @@ func TestInboundDMARCRejectAndQuarantine(t *testing.T) {
 	}
 }
 
-func TestInboundSPFRejectAtMail(t *testing.T) {
+// SPF hard fails are refused at RCPT for domains whose policy says so
+// (server default [checks] spf_reject_fail, or per domain).
+func TestInboundSPFRejectPerDomain(t *testing.T) {
 	t.Parallel()
 	h := inboundHerald(t, func(c *config.Config) { c.Checks.SPFRejectFail = true })
+	h.addDomain("lenient.test")
+	h.addUser("bob@lenient.test")
+	must(t, h.app.Store().SetDomainPolicy(context.Background(), "lenient.test", store.DomainPolicy{SPFReject: "off", DMARC: "monitor"}))
 	c := dial(t, h.addr("smtp"))
 	c.ok(250, "EHLO sender.test")
-	if code, msg := c.cmd("MAIL FROM:<ceo@forged.test>"); code != 550 || !strings.HasPrefix(msg, "5.7.23") {
-		t.Fatalf("SPF fail at MAIL answered %d %s, want 550 5.7.23", code, msg)
+	c.ok(250, "MAIL FROM:<ceo@forged.test>")
+	if code, msg := c.cmd("RCPT TO:<alice@example.com>"); code != 550 || !strings.HasPrefix(msg, "5.7.23") {
+		t.Fatalf("SPF fail answered %d %s at RCPT, want 550 5.7.23", code, msg)
 	}
-	c.ok(250, "MAIL FROM:<news@good.test>")
+	// lenient.test neither refuses SPF fails nor enforces DMARC: the same
+	// forged message is delivered there, with the verdicts recorded.
+	c.ok(250, "RCPT TO:<bob@lenient.test>")
+	c.ok(354, "DATA")
+	c.raw("From: <ceo@forged.test>\r\nTo: <bob@lenient.test>\r\nSubject: forged\r\n\r\nhi\r\n.\r\n")
+	c.expect(250)
+	got := h.waitMaildir("bob@lenient.test", 1)[0]
+	if !strings.Contains(got, "spf=fail") || !strings.Contains(got, "dmarc=fail") || strings.Contains(got, "X-Herald-Quarantine") {
+		t.Errorf("monitored domain's copy:\n%s", headerBlock(got))
+	}
 }
 
 // A message signed by dkimpy (an independent implementation) passes DKIM in

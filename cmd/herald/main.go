@@ -25,6 +25,7 @@ Usage:
   herald config check FILE                 validate a configuration file
   herald domain add|del DOMAIN             manage local domains
   herald domain list
+  herald domain policy DOMAIN [--dmarc enforce|quarantine|monitor|default] [--spf-reject on|off|default]
   herald domain assign DOMAIN ACCOUNT      give a domain to an account
   herald account add ID [--name N]         manage accounts (tenants)
   herald account list|del ID
@@ -81,9 +82,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "config":
 		err = env.configCmd(args[1:])
 	case "domain":
-		if len(args) > 1 && args[1] == "assign" {
+		switch {
+		case len(args) > 1 && args[1] == "policy":
+			err = env.domainPolicy(args[2:])
+		case len(args) > 1 && args[1] == "assign":
 			err = env.domainAssign(args[2:])
-		} else {
+		default:
 			err = env.domainCmd(args[1:])
 		}
 	case "account":

@@ -255,3 +255,21 @@ func TestRouteCommands(t *testing.T) {
 	c.ok("", "route", "del", "hook@example.com")
 	c.fails(1, "not found", "route", "del", "hook@example.com")
 }
+
+func TestDomainPolicyCommand(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t, "")
+	c.ok("", "domain", "add", "example.com")
+	if out := c.ok("", "domain", "policy", "example.com"); !strings.Contains(out, "dmarc default") {
+		t.Errorf("policy show %q", out)
+	}
+	out := c.ok("", "domain", "policy", "example.com", "--dmarc", "monitor", "--spf-reject", "on")
+	if !strings.Contains(out, "dmarc monitor, spf-reject on") {
+		t.Errorf("policy set %q", out)
+	}
+	c.fails(2, "--dmarc must be", "domain", "policy", "example.com", "--dmarc", "bogus")
+	c.fails(1, "not found", "domain", "policy", "nope.example")
+	if out := c.ok("", "domain", "policy", "example.com", "--dmarc", "default"); !strings.Contains(out, "dmarc default") || !strings.Contains(out, "spf-reject on") {
+		t.Errorf("policy reset %q", out)
+	}
+}

@@ -185,7 +185,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		authCache: newAuthCache(5*time.Minute, 10000),
 		hashSlots: make(chan struct{}, runtime.NumCPU()),
 		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
-		checks:    &checker{resolver: res, cfg: cfg.Checks, authserv: authservID(cfg), log: a.log},
+		checks:    &checker{resolver: res, cfg: cfg.Checks, policies: a.store, authserv: authservID(cfg), log: a.log},
 		platform:  a.platform,
 		disk:      a.disk,
 		reportDir: filepath.Join(cfg.Server.DataDir, "dmarc-reports"),

@@ -122,13 +122,7 @@ func (b *backend) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 		}
 	}
 	if !b.policy.MayRelay(cl) {
-		res, err := b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
-		env.Meta = res
-		if err != nil {
-			b.metrics.rejected.Inc("spf_fail")
-			b.log.Info("rejected", "session", c.ID, "client", cl.IP.String(), "what", "sender", "addr", env.From, "reason", "spf_fail")
-			return err
-		}
+		env.Meta = b.checks.spf(ctx, cl.IP, c.HELO, env.From)
 	}
 	return nil
 }
@@ -144,9 +138,18 @@ func (b *backend) Rcpt(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 		b.reject(c, "recipient", r.Address, err)
 		return err
 	}
-	if b.policy.MayRelay(cl) && !b.isLocal(ctx, r.Address) {
+	local := b.isLocal(ctx, r.Address)
+	if b.policy.MayRelay(cl) && !local {
 		if err := b.platform.checkSuppressed(ctx, b.platform.accountOf(ctx, cl.AuthUser), r.Address); err != nil {
 			b.reject(c, "suppressed", r.Address, err)
+			return err
+		}
+	}
+	if res, ok := env.Meta.(spf.Result); ok && local {
+		if err := b.checks.spfAtRcpt(ctx, res, cl.IP, domainOf(r.Address)); err != nil {
+			b.metrics.rejected.Inc("spf_fail")
+			b.log.Info("rejected", "session", c.ID, "client", cl.IP.String(), "what", "recipient", "addr", r.Address,
+				"from", env.From, "reason", "spf_fail")
 			return err
 		}
 	}
@@ -246,9 +249,13 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 		// Mail from outside: authenticate it.
 		spfRes, ok := env.Meta.(spf.Result)
 		if !ok {
-			spfRes, _ = b.checks.spfAtMail(ctx, cl.IP, c.HELO, env.From)
+			spfRes = b.checks.spf(ctx, cl.IP, c.HELO, env.From)
 		}
-		procs = append(procs, b.checks.processor(cl.IP, c.HELO, env.From, spfRes),
+		rcptDomain := ""
+		if len(normal) > 0 {
+			rcptDomain = domainOf(normal[0].Address) // the policy of the domain addressed
+		}
+		procs = append(procs, b.checks.processor(ctx, cl.IP, c.HELO, env.From, spfRes, rcptDomain),
 			&reportCatcher{dir: b.reportDir, log: b.log, complaint: b.platform.complaint})
 	}
 	id, err := b.spool.Accept(ctx, msg, body, procs...)

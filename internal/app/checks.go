@@ -29,23 +29,62 @@ const QuarantineHeader = "X-Herald-Quarantine"
 type checker struct {
 	resolver resolve.Resolver
 	cfg      config.ChecksConfig
+	policies domainPolicies
 	authserv string
 	log      *slog.Logger
 }
 
-// spfAtMail runs SPF for a transaction. With spf_reject_fail set, a hard
-// fail refuses MAIL FROM.
-func (ck *checker) spfAtMail(ctx context.Context, ip netip.Addr, helo, from string) (spf.Result, error) {
-	res := spf.Check(ctx, ck.resolver, ip, helo, from)
-	if ck.cfg.SPFRejectFail && res.Result == spf.Fail {
-		return res, smtp.Errorf(550, smtp.EnhancedCode{5, 7, 23}, "SPF check failed for %s: %s is not allowed to send for it", res.Domain, ip.Unmap())
-	}
-	return res, nil
+// domainPolicies gives a local domain's inbound policy.
+type domainPolicies interface {
+	GetDomainPolicy(ctx context.Context, domain string) (store.DomainPolicy, error)
 }
 
-// processor returns the spool processor for one inbound message.
-func (ck *checker) processor(ip netip.Addr, helo, from string, spfRes spf.Result) *inbound {
-	return &inbound{ck: ck, ip: ip, helo: helo, from: from, spf: spfRes}
+// DMARC modes of a domain policy.
+const (
+	dmarcEnforce    = "enforce"    // refuse p=reject failures, mark p=quarantine
+	dmarcQuarantine = "quarantine" // mark both, refuse nothing
+	dmarcMonitor    = "monitor"    // record only
+)
+
+// policyFor is the effective policy of a local domain: its own settings,
+// else the [checks] configuration.
+func (ck *checker) policyFor(ctx context.Context, domain string) (dmarcMode string, spfReject bool) {
+	p, _ := ck.policies.GetDomainPolicy(ctx, domain)
+	switch dmarcMode = p.DMARC; {
+	case dmarcMode != "":
+	case ck.cfg.DMARCReject:
+		dmarcMode = dmarcEnforce
+	case ck.cfg.DMARCQuarantine:
+		dmarcMode = dmarcQuarantine
+	default:
+		dmarcMode = dmarcMonitor
+	}
+	spfReject = p.SPFReject == "on" || p.SPFReject == "" && ck.cfg.SPFRejectFail
+	return dmarcMode, spfReject
+}
+
+// spf runs SPF for a transaction at MAIL FROM.
+func (ck *checker) spf(ctx context.Context, ip netip.Addr, helo, from string) spf.Result {
+	return spf.Check(ctx, ck.resolver, ip, helo, from)
+}
+
+// spfAtRcpt refuses a recipient of a domain whose policy refuses SPF hard
+// fails, when the transaction's SPF result is a fail.
+func (ck *checker) spfAtRcpt(ctx context.Context, res spf.Result, ip netip.Addr, rcptDomain string) error {
+	if res.Result != spf.Fail {
+		return nil
+	}
+	if _, reject := ck.policyFor(ctx, rcptDomain); !reject {
+		return nil
+	}
+	return smtp.Errorf(550, smtp.EnhancedCode{5, 7, 23}, "SPF check failed for %s: %s is not allowed to send for it", res.Domain, ip.Unmap())
+}
+
+// processor returns the spool processor for one inbound message; rcptDomain
+// is the local domain whose policy applies (the first recipient's).
+func (ck *checker) processor(ctx context.Context, ip netip.Addr, helo, from string, spfRes spf.Result, rcptDomain string) *inbound {
+	mode, _ := ck.policyFor(ctx, rcptDomain)
+	return &inbound{ck: ck, ip: ip, helo: helo, from: from, spf: spfRes, mode: mode}
 }
 
 // inbound is the per-message part of the checks: it strips forged
@@ -57,6 +96,7 @@ type inbound struct {
 	helo     string
 	from     string
 	spf      spf.Result
+	mode     string // DMARC mode of the recipient domain
 	fromDom  string
 	fromErr  error
 	pw       *io.PipeWriter // feeds the DKIM verifier
@@ -144,15 +184,11 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 		"spf", p.spf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", policy,
 		"arc", arcRes.ChainValidation, "arc_sealer", arcRes.Domain)
 
-	switch policy {
-	case dmarc.PolicyReject:
-		if p.ck.cfg.DMARCReject {
-			return nil, smtp.Errorf(550, smtp.EnhancedCode{5, 7, 1}, "Message rejected: DMARC policy of %s (neither SPF nor DKIM passed aligned)", dm.Domain)
-		}
-	case dmarc.PolicyQuarantine:
-		if p.ck.cfg.DMARCQuarantine {
-			extra = QuarantineHeader + ": dmarc policy of " + dm.Domain + "\r\n"
-		}
+	switch {
+	case policy == dmarc.PolicyReject && p.mode == dmarcEnforce:
+		return nil, smtp.Errorf(550, smtp.EnhancedCode{5, 7, 1}, "Message rejected: DMARC policy of %s (neither SPF nor DKIM passed aligned)", dm.Domain)
+	case policy != dmarc.PolicyNone && p.mode != dmarcMonitor:
+		extra = QuarantineHeader + ": dmarc policy of " + dm.Domain + "\r\n"
 	}
 	return []byte(authres.Field(p.ck.authserv, res) + extra), nil
 }

@@ -183,6 +183,18 @@ type Alias struct {
 	Targets []string // destination addresses
 }
 
+// DomainPolicy is how the authentication checks of mail received for a
+// local domain are applied. Empty fields follow the server configuration
+// ([checks]).
+type DomainPolicy struct {
+	// DMARC is "enforce" (refuse p=reject failures, mark p=quarantine),
+	// "quarantine" (mark both, refuse nothing), "monitor" (record only) or
+	// "" for the server default.
+	DMARC string `json:"dmarc,omitempty"`
+	// SPFReject is "on" (refuse SPF hard fails at RCPT), "off" or "".
+	SPFReject string `json:"spf_reject,omitempty"`
+}
+
 // Directory holds the local domains, users and aliases. Reads reflect
 // changes made by other processes (the CLI) without a restart.
 type Directory interface {
@@ -190,6 +202,10 @@ type Directory interface {
 	DeleteDomain(ctx context.Context, domain string) error
 	ListDomains(ctx context.Context) ([]string, error)
 	IsLocalDomain(ctx context.Context, domain string) (bool, error)
+	// SetDomainPolicy and GetDomainPolicy manage a local domain's inbound
+	// policy; an unknown domain returns ErrNotFound.
+	SetDomainPolicy(ctx context.Context, domain string, p DomainPolicy) error
+	GetDomainPolicy(ctx context.Context, domain string) (DomainPolicy, error)
 
 	AddUser(ctx context.Context, u User) error
 	DeleteUser(ctx context.Context, address string) error

@@ -301,3 +301,31 @@ func (s *Store) ListAliases(ctx context.Context) ([]store.Alias, error) {
 	}
 	return out, nil
 }
+
+// SetDomainPolicy stores a local domain's inbound policy.
+func (s *Store) SetDomainPolicy(ctx context.Context, domain string, p store.DomainPolicy) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	d := normDomain(domain)
+	return s.execOne(ctx, "set policy of domain "+d, store.ErrNotFound, `UPDATE domains SET policy = ? WHERE name = ?`, string(b), d)
+}
+
+// GetDomainPolicy returns a local domain's inbound policy.
+func (s *Store) GetDomainPolicy(ctx context.Context, domain string) (store.DomainPolicy, error) {
+	var raw string
+	d := normDomain(domain)
+	err := s.rdb.QueryRowContext(ctx, `SELECT policy FROM domains WHERE name = ?`, d).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.DomainPolicy{}, fmt.Errorf("sqlite store: policy of domain %s: %w", d, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.DomainPolicy{}, fmt.Errorf("sqlite store: policy of domain %s: %w", d, err)
+	}
+	var p store.DomainPolicy
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		return store.DomainPolicy{}, fmt.Errorf("sqlite store: policy of domain %s: %w", d, err)
+	}
+	return p, nil
+}

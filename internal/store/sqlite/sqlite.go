@@ -429,6 +429,8 @@ var schema = []string{
 		secret  TEXT NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX routes_account ON routes(account);`,
+	// 7: per-domain inbound policy (DMARC action, SPF refusal), JSON.
+	`ALTER TABLE domains ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';`,
 }
 
 // pageSize is the database page size, set when the database is created.

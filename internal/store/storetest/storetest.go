@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"NextDue", testNextDue},
 		{"ListPagination", testListPagination},
 		{"Domains", testDomains},
+		{"DomainPolicy", testDomainPolicy},
 		{"Users", testUsers},
 		{"Aliases", testAliases},
 	}
@@ -314,6 +315,26 @@ func testHeaderPrefix(t *testing.T, s store.Store) {
 			t.Errorf("Size = %d, want %d", g.Size, len(want))
 		}
 	}
+}
+
+func testDomainPolicy(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.AddDomain(ctx, "pol.example"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.GetDomainPolicy(ctx, "POL.example"); err != nil || p != (store.DomainPolicy{}) {
+		t.Fatalf("default policy %+v %v", p, err)
+	}
+	want := store.DomainPolicy{DMARC: "monitor", SPFReject: "on"}
+	if err := s.SetDomainPolicy(ctx, "pol.example", want); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.GetDomainPolicy(ctx, "pol.example"); err != nil || p != want {
+		t.Fatalf("policy %+v %v, want %+v", p, err, want)
+	}
+	expectNotFound(t, "SetDomainPolicy unknown", s.SetDomainPolicy(ctx, "nope.example", want))
+	_, err := s.GetDomainPolicy(ctx, "nope.example")
+	expectNotFound(t, "GetDomainPolicy unknown", err)
 }
 
 func testAbortBody(t *testing.T, s store.Store) {
