@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/testutil/testmx"
 )
 
@@ -219,5 +221,32 @@ func waitStatus(t *testing.T, h *herald, id, status string) {
 			t.Fatalf("message %s never reached %s (%v, %+v)", id, status, err, m)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Several listeners per kind, IPv4 and IPv6.
+func TestIPv4AndIPv6Listeners(t *testing.T) {
+	t.Parallel()
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback")
+	} else {
+		l.Close()
+	}
+	h := startHerald(t, func(c *config.Config) { c.SMTP.Listen = []string{"127.0.0.1:0", "[::1]:0"} })
+	h.addDomain("example.com")
+	h.addUser("alice@example.com")
+	if n := len(h.addrs["smtp"]); n != 2 {
+		t.Fatalf("%d SMTP listeners, want 2", n)
+	}
+	for _, addr := range h.addrs["smtp"] {
+		c := dial(t, addr)
+		c.ok(250, "EHLO dual.test")
+		if code, _ := c.send("x@dual.test", []string{"alice@example.com"}, testBody("via-"+addr)); code != 250 {
+			t.Fatalf("%s: send failed", addr)
+		}
+	}
+	msgs := h.waitMaildir("alice@example.com", 2)
+	if !strings.Contains(strings.Join(msgs, ""), "[::1]") {
+		t.Errorf("no message records the IPv6 client address in Received")
 	}
 }
