@@ -70,15 +70,16 @@ func NormalizeDomain(domain string) (string, error) {
 		return "", &errBadAddress
 	}
 	ascii, err := idna.Lookup.ToASCII(domain)
-	if err != nil || !validHostname(ascii) {
+	if err != nil || !ValidHostname(ascii) {
 		return "", &errBadAddress
 	}
 	return strings.ToLower(ascii), nil
 }
 
-// validHostname checks an A-label domain: labels of 1 to 63 letters, digits
-// and inner hyphens (underscores tolerated, as some senders use them).
-func validHostname(d string) bool {
+// ValidHostname checks an A-label name: labels of 1 to 63 letters, digits
+// and inner hyphens (underscores tolerated, as some senders and DKIM
+// selectors use them), at most 255 bytes in all.
+func ValidHostname(d string) bool {
 	if d == "" || len(d) > MaxDomain {
 		return false
 	}

@@ -154,21 +154,7 @@ func DNSRecord(domain, selector string, privPEM []byte) (name, value string, err
 func ValidSelector(s string) bool { return validSelector(s) }
 
 func validSelector(s string) bool {
-	if s == "" || len(s) > 63*2 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
+	return len(s) <= 63*2 && smtp.ValidHostname(s)
 }
 
 // maxTXTString is the longest character-string of a TXT record (RFC 1035).

@@ -215,23 +215,7 @@ func (s *Store) GetUser(ctx context.Context, address string) (store.User, error)
 
 // ListUsers returns every user ordered by address.
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY address`)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite store: list users: %w", err)
-	}
-	defer rows.Close()
-	var out []store.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite store: list users: %w", err)
-		}
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite store: list users: %w", err)
-	}
-	return out, nil
+	return collect(ctx, s, "list users", scanUser, `SELECT `+userCols+` FROM users ORDER BY address`)
 }
 
 // AddAlias creates or replaces the alias of a.Address.
@@ -283,23 +267,7 @@ func (s *Store) GetAlias(ctx context.Context, address string) (store.Alias, erro
 
 // ListAliases returns every alias ordered by address.
 func (s *Store) ListAliases(ctx context.Context) ([]store.Alias, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT address, targets FROM aliases ORDER BY address`)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite store: list aliases: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Alias
-	for rows.Next() {
-		a, err := scanAlias(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite store: list aliases: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite store: list aliases: %w", err)
-	}
-	return out, nil
+	return collect(ctx, s, "list aliases", scanAlias, `SELECT address, targets FROM aliases ORDER BY address`)
 }
 
 // SetDomainPolicy stores a local domain's inbound policy.

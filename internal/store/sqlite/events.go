@@ -610,23 +610,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, account, webhookID st
 	}
 	q += ` ORDER BY d.id DESC LIMIT ?`
 	args = append(args, listLimit(limit))
-	rows, err := s.rdb.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite store: list webhook deliveries: %w", err)
-	}
-	defer rows.Close()
-	var out []store.WebhookDelivery
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite store: list webhook deliveries: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite store: list webhook deliveries: %w", err)
-	}
-	return out, nil
+	return collect(ctx, s, "list webhook deliveries", scanDelivery, q, args...)
 }
 
 // errNoRows reports whether err is sql.ErrNoRows.
