@@ -16,7 +16,7 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-const msgCols = `id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, account, tags, metadata`
+const msgCols = `id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, account, tags, metadata, headers`
 
 const rcptCols = `id, address, notify, orcpt, status, attempts, next_attempt, last_reply, remote_mta, delay_warned, updated_at`
 
@@ -460,12 +460,14 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]*st
 
 type scanner interface{ Scan(dest ...any) error }
 
+// scanMessage reads msgCols. Headers (the prepended fields) come back too:
+// delivery decisions such as quarantine filing depend on them.
 func scanMessage(sc scanner) (*store.Message, error) {
 	m := &store.Message{}
 	var received int64
 	var tags, meta string
 	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
-		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta)
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers)
 	if err != nil {
 		return nil, err
 	}

@@ -311,8 +311,18 @@ func testHeaderPrefix(t *testing.T, s store.Store) {
 		if got := ReadBody(t, s, m.ID); !bytes.Equal(got, want) {
 			t.Errorf("body of %d bytes with header prefix: got %d bytes, not byte-exact", n, len(got))
 		}
-		if g := mustGet(t, s, m.ID); g.Size != int64(len(want)) {
+		g := mustGet(t, s, m.ID)
+		if g.Size != int64(len(want)) {
 			t.Errorf("Size = %d, want %d", g.Size, len(want))
+		}
+		if !bytes.Equal(g.Headers, hdr) {
+			t.Errorf("Get returned Headers %q, want %q", g.Headers, hdr)
+		}
+	}
+	ls := mustLease(t, s, base.Add(time.Hour), time.Minute, 10)
+	for _, l := range ls {
+		if !bytes.Equal(l.Message.Headers, hdr) {
+			t.Errorf("Lease returned Headers %q, want %q", l.Message.Headers, hdr)
 		}
 	}
 }
