@@ -3,6 +3,7 @@ package e2e
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,7 +127,7 @@ func TestAuthLockout(t *testing.T) {
 	c.startTLS()
 	c.ok(250, "EHLO client.test")
 	for i := range h.cfg.Auth.MaxFailures {
-		if code, _ := c.authPlain("alice@example.com", "guess"+itoa(i)); code != 535 {
+		if code, _ := c.authPlain("alice@example.com", "guess"+strconv.Itoa(i)); code != 535 {
 			t.Fatalf("failure %d answered %d", i, code)
 		}
 	}

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -357,4 +356,3 @@ func headerBlock(msg string) string {
 	return h
 }
 
-var _ = bufio.NewReader

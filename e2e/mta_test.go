@@ -67,17 +67,15 @@ func TestImplicitTLSWithBDAT(t *testing.T) {
 	c.ok(250, "RCPT TO:<carol@remote.test>")
 	body := testBody("bdat")
 	half := len(body) / 2
-	c.raw("BDAT " + itoa(half) + "\r\n" + body[:half])
+	c.raw("BDAT " + strconv.Itoa(half) + "\r\n" + body[:half])
 	c.expect(250)
-	c.raw("BDAT " + itoa(len(body)-half) + " LAST\r\n" + body[half:])
+	c.raw("BDAT " + strconv.Itoa(len(body)-half) + " LAST\r\n" + body[half:])
 	c.expect(250)
 	got := mx.WaitMessages(t, 1, 10*time.Second)
 	if !strings.HasSuffix(string(got[0].Body), body) {
 		t.Fatalf("BDAT body not delivered intact:\n%q", got[0].Body)
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // No open relay: port 25 refuses remote recipients without AUTH; AUTH is
 // refused before TLS; an authenticated user cannot spoof another domain.
