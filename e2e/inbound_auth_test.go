@@ -28,6 +28,7 @@ func inboundHerald(t *testing.T, mutate func(*config.Config)) *herald {
 	h.dns.AddTXT("_dmarc.forged.test", "v=DMARC1; p=reject")
 	h.dns.AddTXT("junk.test", "v=spf1 -all")
 	h.dns.AddTXT("_dmarc.junk.test", "v=DMARC1; p=quarantine")
+	h.dns.AddTXT("sender.test", "v=spf1 ip4:127.0.0.0/8 -all") // the clients' HELO name
 	return h
 }
 
@@ -58,7 +59,7 @@ func TestInboundAuthResultsAndForgeryStripped(t *testing.T) {
 		t.Errorf("a foreign Authentication-Results was removed:\n%s", hdr)
 	}
 	ours := hdr[strings.Index(hdr, "Authentication-Results: mx.herald.test"):]
-	for _, want := range []string{"spf=pass", "smtp.mailfrom=news@good.test", "dkim=none", "dmarc=pass", "header.from=good.test"} {
+	for _, want := range []string{"spf=pass", "smtp.mailfrom=news@good.test", "smtp.helo=sender.test", "dkim=none", "dmarc=pass", "header.from=good.test"} {
 		if !strings.Contains(ours, want) {
 			t.Errorf("our Authentication-Results lacks %q:\n%s", want, ours)
 		}

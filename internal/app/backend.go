@@ -11,7 +11,6 @@ import (
 
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/local"
-	"github.com/heraldmail/herald/internal/msgauth/spf"
 	"github.com/heraldmail/herald/internal/policy"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -145,7 +144,7 @@ func (b *backend) Rcpt(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 			return err
 		}
 	}
-	if res, ok := env.Meta.(spf.Result); ok && local {
+	if res, ok := env.Meta.(spfResults); ok && local {
 		if err := b.checks.spfAtRcpt(ctx, res, cl.IP, domainOf(r.Address)); err != nil {
 			b.metrics.rejected.Inc("spf_fail")
 			b.log.Info("rejected", "session", c.ID, "client", cl.IP.String(), "what", "recipient", "addr", r.Address,
@@ -247,7 +246,7 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 			}
 		}
 		// Mail from outside: authenticate it.
-		spfRes, ok := env.Meta.(spf.Result)
+		spfRes, ok := env.Meta.(spfResults)
 		if !ok {
 			spfRes = b.checks.spf(ctx, cl.IP, c.HELO, env.From)
 		}

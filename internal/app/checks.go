@@ -63,14 +63,31 @@ func (ck *checker) policyFor(ctx context.Context, domain string) (dmarcMode stri
 	return dmarcMode, spfReject
 }
 
-// spf runs SPF for a transaction at MAIL FROM.
-func (ck *checker) spf(ctx context.Context, ip netip.Addr, helo, from string) spf.Result {
-	return spf.Check(ctx, ck.resolver, ip, helo, from)
+// spfResults are the SPF verdicts of a transaction: MAIL FROM (or HELO for
+// the null sender) and, separately, the HELO identity.
+type spfResults struct {
+	mailFrom spf.Result
+	helo     *spf.Result // nil when not checked (null sender: mailFrom is the HELO check)
+}
+
+// spf runs SPF for a transaction at MAIL FROM: the MAIL FROM identity and
+// the HELO identity (RFC 7208 §2.3), concurrently.
+func (ck *checker) spf(ctx context.Context, ip netip.Addr, helo, from string) spfResults {
+	if from == "" {
+		return spfResults{mailFrom: spf.Check(ctx, ck.resolver, ip, helo, from)}
+	}
+	ch := make(chan spf.Result, 1)
+	go func() { ch <- spf.CheckHELO(ctx, ck.resolver, ip, helo) }()
+	res := spfResults{mailFrom: spf.Check(ctx, ck.resolver, ip, helo, from)}
+	h := <-ch
+	res.helo = &h
+	return res
 }
 
 // spfAtRcpt refuses a recipient of a domain whose policy refuses SPF hard
 // fails, when the transaction's SPF result is a fail.
-func (ck *checker) spfAtRcpt(ctx context.Context, res spf.Result, ip netip.Addr, rcptDomain string) error {
+func (ck *checker) spfAtRcpt(ctx context.Context, all spfResults, ip netip.Addr, rcptDomain string) error {
+	res := all.mailFrom
 	if res.Result != spf.Fail {
 		return nil
 	}
@@ -82,7 +99,7 @@ func (ck *checker) spfAtRcpt(ctx context.Context, res spf.Result, ip netip.Addr,
 
 // processor returns the spool processor for one inbound message; rcptDomain
 // is the local domain whose policy applies (the first recipient's).
-func (ck *checker) processor(ctx context.Context, ip netip.Addr, helo, from string, spfRes spf.Result, rcptDomain string) *inbound {
+func (ck *checker) processor(ctx context.Context, ip netip.Addr, helo, from string, spfRes spfResults, rcptDomain string) *inbound {
 	mode, _ := ck.policyFor(ctx, rcptDomain)
 	return &inbound{ck: ck, ip: ip, helo: helo, from: from, spf: spfRes, mode: mode}
 }
@@ -95,7 +112,7 @@ type inbound struct {
 	ip       netip.Addr
 	helo     string
 	from     string
-	spf      spf.Result
+	spf      spfResults
 	mode     string // DMARC mode of the recipient domain
 	fromDom  string
 	fromErr  error
@@ -150,7 +167,14 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 	arcRes := <-p.arcDone
 	p.pw, p.arcPW = nil, nil
 
-	res := authres.Results{SPF: &authres.SPF{Result: string(p.spf.Result), MailFrom: p.from, HELO: p.helo, Reason: p.spf.Explanation}}
+	mf := p.spf.mailFrom
+	res := authres.Results{SPF: &authres.SPF{Result: string(mf.Result), MailFrom: p.from, Reason: mf.Explanation}}
+	if p.from == "" {
+		res.SPF.HELO = p.helo // the null sender's SPF identity is the HELO name
+	}
+	if h := p.spf.helo; h != nil {
+		res.SPFHELO = &authres.SPF{Result: string(h.Result), HELO: p.helo, Reason: h.Explanation}
+	}
 	var dkimIn []dmarc.DKIMInput
 	for _, d := range dkimRes {
 		res.DKIM = append(res.DKIM, authres.DKIM{Result: d.Result, Domain: d.Domain, Identifier: d.Identifier,
@@ -164,7 +188,7 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 	if p.fromErr != nil {
 		res.DMARC = &authres.DMARC{Result: string(dmarc.PermError), Reason: "no single From address"}
 	} else {
-		dm = dmarc.Evaluate(ctx, p.ck.resolver, p.fromDom, dmarc.SPFInput{Domain: p.spf.Domain, Result: string(p.spf.Result)}, dkimIn)
+		dm = dmarc.Evaluate(ctx, p.ck.resolver, p.fromDom, dmarc.SPFInput{Domain: mf.Domain, Result: string(mf.Result)}, dkimIn)
 		res.DMARC = &authres.DMARC{Result: string(dm.Result), From: dm.Domain, Policy: string(dm.Policy)}
 		if dm.Err != nil {
 			res.DMARC.Reason = dm.Err.Error()
@@ -181,7 +205,7 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 		res.DMARC.Reason = "overridden by ARC seal of " + arcRes.Domain
 	}
 	p.ck.log.Info("authentication checks", "client", p.ip.String(), "from", p.from, "header_from", p.fromDom,
-		"spf", p.spf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", policy,
+		"spf", mf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", policy,
 		"arc", arcRes.ChainValidation, "arc_sealer", arcRes.Domain)
 
 	switch {

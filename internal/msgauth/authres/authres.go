@@ -55,10 +55,13 @@ type ARC struct {
 // Nil or empty members are left out; with nothing at all the field says
 // "none".
 type Results struct {
-	SPF   *SPF
-	DKIM  []DKIM
-	DMARC *DMARC
-	ARC   *ARC
+	SPF *SPF
+	// SPFHELO is the SPF result of the HELO identity (RFC 7208 §2.3),
+	// reported beside the MAIL FROM one when both were checked.
+	SPFHELO *SPF
+	DKIM    []DKIM
+	DMARC   *DMARC
+	ARC     *ARC
 }
 
 // headerBLen is how many characters of b= go into header.b.
@@ -97,7 +100,10 @@ func join(authservID string, res Results, sep string) string {
 
 func list(res Results) []msgauthres.Result {
 	var out []msgauthres.Result
-	if s := res.SPF; s != nil {
+	for _, s := range []*SPF{res.SPF, res.SPFHELO} {
+		if s == nil {
+			continue
+		}
 		out = append(out, &msgauthres.GenericResult{
 			Method: "spf",
 			Value:  value(s.Result),

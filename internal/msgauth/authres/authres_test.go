@@ -191,3 +191,15 @@ func FuzzStrip(f *testing.F) {
 		}
 	})
 }
+
+func TestSPFForBothIdentities(t *testing.T) {
+	v := Value("mx.example", Results{
+		SPF:     &SPF{Result: "fail", MailFrom: "a@forged.example"},
+		SPFHELO: &SPF{Result: "pass", HELO: "mail.sender.example"},
+	})
+	for _, want := range []string{"spf=fail smtp.mailfrom=a@forged.example", "spf=pass smtp.helo=mail.sender.example"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("%q lacks %q", v, want)
+		}
+	}
+}
