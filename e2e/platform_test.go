@@ -325,3 +325,33 @@ func TestPlatformDestinationLimitUnderBurst(t *testing.T) {
 	}
 	t.Logf("%d of 80 reached the sink at once, %d held back", len(sink.Messages()), st.Recipients)
 }
+
+// The DNS doctor's findings are on the API for the account's domains.
+func TestDNSCheckOnAPI(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, nil)
+	tok, _ := h.tenant("acme", "acme.test", "read")
+	tokB, _ := h.tenant("beta", "beta.test", "read")
+	h.dns.AddMX("acme.test", "mx.herald.test", 10)
+	h.dns.AddA("mx.herald.test", "127.0.0.1")
+	h.dns.AddTXT("acme.test", "v=spf1 mx -all")
+	var rep struct {
+		Domain   string
+		Findings []struct{ Check, Level, Message, Fix string }
+	}
+	if code := h.api(tok, "GET", "/v1/domains/acme.test/dns", nil, &rep); code != 200 {
+		t.Fatalf("dns check: %d", code)
+	}
+	levels := map[string]string{}
+	for _, f := range rep.Findings {
+		if levels[f.Check] != "ERROR" {
+			levels[f.Check] = f.Level
+		}
+	}
+	if levels["spf"] != "OK" || levels["dmarc"] != "ERROR" {
+		t.Errorf("findings by check %v", levels)
+	}
+	if code := h.api(tokB, "GET", "/v1/domains/acme.test/dns", nil, nil); code != 404 {
+		t.Errorf("another account's domain: %d, want 404", code)
+	}
+}

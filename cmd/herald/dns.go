@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/heraldmail/herald/internal/app"
 	"github.com/heraldmail/herald/internal/dnscheck"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -42,13 +43,6 @@ func (e *cmdEnv) dnsCmd(args []string) error {
 	if err != nil || strings.HasPrefix(domain, "[") {
 		return fmt.Errorf("%w: invalid domain %q", errUsage, pos[0])
 	}
-	if len(ips) == 0 {
-		for _, ip := range []netip.Addr{cfg.Delivery.SourceIPv4, cfg.Delivery.SourceIPv6} {
-			if ip.IsValid() && !ip.IsUnspecified() {
-				ips = append(ips, ip)
-			}
-		}
-	}
 	r, err := resolve.New(cfg.DNS.Resolver, cfg.DNS.Timeout)
 	if err != nil {
 		return err
@@ -58,12 +52,7 @@ func (e *cmdEnv) dnsCmd(args []string) error {
 		return err
 	}
 	defer st.Close()
-	rep := dnscheck.Check(context.Background(), r, st, dnscheck.Options{
-		Domain:     domain,
-		Hostname:   cfg.Server.Hostname,
-		SendingIPs: ips,
-		HTTPGet:    dnscheck.NewHTTPGet(r, nil, 2*cfg.DNS.Timeout),
-	})
+	rep := app.DNSReport(context.Background(), cfg, r, st, domain, ips)
 	e.printDNSReport(rep)
 	if n := rep.Errors(); n > 0 {
 		return fmt.Errorf("dns check %s: %d %s", domain, n, dnsPlural(n, "error", "errors"))

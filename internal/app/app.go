@@ -222,6 +222,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Hostname: cfg.Server.Hostname}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: a.platform, Logger: a.log, Clock: clk,
+		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg},
 	}))
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })

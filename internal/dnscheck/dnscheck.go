@@ -51,6 +51,10 @@ func (l Level) String() string {
 	return fmt.Sprintf("Level(%d)", int(l))
 }
 
+// MarshalText writes the level as in String, so JSON reports (the HTTP API)
+// say "OK", "WARN" or "ERROR".
+func (l Level) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
 // Names of the checks, as they appear in Finding.Check.
 const (
 	CheckHost    = "host"

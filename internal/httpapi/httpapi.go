@@ -146,6 +146,7 @@ type Deps struct {
 	Platform  Platform
 	Messages  Messages
 	Submitter Submitter
+	DNS       DNSChecker // optional: GET /v1/domains/{domain}/dns
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -162,6 +163,7 @@ type api struct {
 	p     Platform
 	msgs  Messages
 	sub   Submitter
+	dns   DNSChecker
 	log   *slog.Logger
 	clock clock.Clock
 	mux   *http.ServeMux
@@ -202,6 +204,7 @@ var routes = []route{
 	{"GET", "/v1/webhooks/{id}/deliveries", needRead, (*api).listWebhookDeliveries},
 	{"GET", "/v1/domains", needRead, (*api).listDomains},
 	{"POST", "/v1/domains", operator, (*api).assignDomain},
+	{"GET", "/v1/domains/{domain}/dns", needRead, (*api).dnsCheck},
 	{"GET", "/v1/accounts", operator, (*api).listAccounts},
 	{"POST", "/v1/accounts", operator, (*api).addAccount},
 	{"PATCH", "/v1/accounts/{id}", operator, (*api).patchAccount},
@@ -214,7 +217,7 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
