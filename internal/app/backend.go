@@ -145,7 +145,7 @@ func (b *backend) Rcpt(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 		}
 	}
 	if res, ok := env.Meta.(spfResults); ok && local {
-		if err := b.checks.spfAtRcpt(ctx, res, cl.IP, domainOf(r.Address)); err != nil {
+		if err := b.checks.spfAtRcpt(ctx, res, cl.IP, smtp.DomainOf(r.Address)); err != nil {
 			b.metrics.rejected.Inc("spf_fail")
 			b.log.Info("rejected", "session", c.ID, "client", cl.IP.String(), "what", "recipient", "addr", r.Address,
 				"from", env.From, "reason", "spf_fail")
@@ -241,7 +241,7 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 		procs = append(procs, NewSigner(b.store, b.log))
 	} else {
 		if len(rcpts) > 0 {
-			if a, err := b.store.DomainAccount(ctx, domainOf(rcpts[0].Address)); err == nil {
+			if a, err := b.store.DomainAccount(ctx, smtp.DomainOf(rcpts[0].Address)); err == nil {
 				msg.Account = a
 			}
 		}
@@ -252,7 +252,7 @@ func (b *backend) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserv
 		}
 		rcptDomain := ""
 		if len(normal) > 0 {
-			rcptDomain = domainOf(normal[0].Address) // the policy of the domain addressed
+			rcptDomain = smtp.DomainOf(normal[0].Address) // the policy of the domain addressed
 		}
 		procs = append(procs, b.checks.processor(ctx, cl.IP, c.HELO, env.From, spfRes, rcptDomain),
 			&reportCatcher{dir: b.reportDir, log: b.log, complaint: b.platform.complaint})

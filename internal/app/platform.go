@@ -301,7 +301,3 @@ func accountOr(a string) string {
 	}
 	return a
 }
-
-func domainOf(addr string) string {
-	return strings.ToLower(addr[strings.LastIndexByte(addr, '@')+1:])
-}

@@ -81,7 +81,7 @@ func SenderAllowed(u store.User, sender smtp.Address) bool {
 	full := strings.ToLower(sender.String())
 	allowed := u.SendAs
 	if len(allowed) == 0 {
-		allowed = []string{domainOf(u.Address)}
+		allowed = []string{smtp.DomainOf(u.Address)}
 	}
 	for _, a := range allowed {
 		a = strings.ToLower(a)
@@ -145,10 +145,3 @@ func (e *Internal) Error() string { return e.Reply.Error() + ": " + e.Cause.Erro
 
 // Unwrap exposes both the reply (for errors.As to *smtp.Error) and the cause.
 func (e *Internal) Unwrap() []error { return []error{e.Reply, e.Cause} }
-
-func domainOf(addr string) string {
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		return strings.ToLower(addr[i+1:])
-	}
-	return ""
-}

@@ -361,7 +361,7 @@ func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
 	groups := make(map[string][]store.Recipient)
 	var order []string
 	for _, r := range msg.Recipients {
-		d := domainOf(r.Address)
+		d := smtp.DomainOf(r.Address)
 		if _, ok := groups[d]; !ok {
 			order = append(order, d)
 		}
@@ -563,11 +563,4 @@ func (s *Scheduler) Backoff(n int) time.Duration {
 		d *= 1 + j*(2*rand.Float64()-1)
 	}
 	return time.Duration(d)
-}
-
-func domainOf(addr string) string {
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		return strings.ToLower(addr[i+1:])
-	}
-	return ""
 }

@@ -140,3 +140,11 @@ func IsASCII(s string) bool {
 	}
 	return true
 }
+
+// DomainOf returns the lower-cased domain of an address ("" without "@").
+func DomainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
+}
