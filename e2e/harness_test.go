@@ -355,4 +355,3 @@ func headerBlock(msg string) string {
 	h, _, _ := strings.Cut(msg, "\r\n\r\n")
 	return h
 }
-
