@@ -81,6 +81,7 @@ func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*deliv
 	cfg.Delivery.CommandTimeout = 5 * time.Second
 	cfg.Auth.FailureDelay = time.Millisecond
 	cfg.Limits.QueueMinFree = 1 << 20
+	cfg.Platform.WebhookAllowPrivate = true // the test receivers listen on loopback
 	if mutate != nil {
 		mutate(cfg)
 	}

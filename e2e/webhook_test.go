@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/testutil/testmx"
 	"github.com/heraldmail/herald/internal/webhook"
@@ -136,5 +137,43 @@ func TestInboundHTTPRoute(t *testing.T) {
 	}
 	if p["subject"] != "routed" || !strings.Contains(p["text"].(string), "plain part") || !strings.Contains(p["html"].(string), "html part") {
 		t.Errorf("route payload %v", p)
+	}
+}
+
+// By default a webhook cannot make Herald call a loopback or private
+// address (SSRF): the attempt is refused and recorded, nothing arrives.
+func TestWebhookToPrivateAddressRefused(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, func(c *config.Config) { c.Platform.WebhookAllowPrivate = false })
+	tok, _ := h.tenant("acme", "acme.test", "send", "read", "admin")
+	h.remoteMX("remote.test", testmx.Config{})
+	rcv, url := newReceiver(t, 0)
+	var wh struct{ ID string }
+	h.api(tok, "POST", "/v1/webhooks", map[string]any{"url": url, "event_types": []string{"accepted"}}, &wh)
+	h.api(tok, "POST", "/v1/messages", sendReq("app@acme.test", "bob@remote.test", "ssrf"), nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var dels struct {
+			Deliveries []struct {
+				LastError string `json:"last_error"`
+				Attempts  int    `json:"attempts"`
+			} `json:"deliveries"`
+		}
+		h.api(tok, "GET", "/v1/webhooks/"+wh.ID+"/deliveries", nil, &dels)
+		if len(dels.Deliveries) > 0 && dels.Deliveries[0].Attempts > 0 {
+			if !strings.Contains(dels.Deliveries[0].LastError, "private") {
+				t.Errorf("attempt error %q, want a refusal of the private address", dels.Deliveries[0].LastError)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no webhook attempt recorded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if rcv.calls != 0 {
+		t.Errorf("the loopback receiver was called %d times", rcv.calls)
 	}
 }

@@ -158,6 +158,9 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	a.sched.SetThrottle(&remoteThrottle{t: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), dir: a.store})
 	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge}
+	if !cfg.Platform.WebhookAllowPrivate {
+		wopts.Client = webhook.NewPublicClient(cfg.Platform.WebhookTimeout)
+	}
 	if opts.Webhook != nil {
 		opts.Webhook(&wopts)
 	}

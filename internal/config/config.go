@@ -65,6 +65,10 @@ type PlatformConfig struct {
 	// failing webhook is retried.
 	WebhookTimeout time.Duration `toml:"webhook_timeout"`
 	WebhookMaxAge  time.Duration `toml:"webhook_max_age"`
+	// WebhookAllowPrivate lets webhooks reach loopback and private
+	// addresses. Off by default: tenants create webhooks, and must not be
+	// able to make Herald call internal services (SSRF).
+	WebhookAllowPrivate bool `toml:"webhook_allow_private"`
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of

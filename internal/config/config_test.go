@@ -144,6 +144,7 @@ user_per_hour = 100
 user_per_day = 1000
 webhook_timeout = "5s"
 webhook_max_age = "12h"
+webhook_allow_private = true
 
 [tlsrpt]
 enabled = false
@@ -202,7 +203,7 @@ func TestFullFile(t *testing.T) {
 		},
 		TLSRPT: TLSRPTConfig{Enabled: false, Organization: "Example Net", Contact: "tls@example.net", From: "reports@example.net"},
 		Platform: PlatformConfig{EventRetention: 48 * time.Hour, VERP: "all", UserPerMinute: 10, UserPerHour: 100, UserPerDay: 1000,
-			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour},
+			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour, WebhookAllowPrivate: true},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
 	}

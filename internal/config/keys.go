@@ -136,6 +136,7 @@ func (c *Config) fields() []field {
 		intField("platform.user_per_day", &c.Platform.UserPerDay, 0, math.MaxInt32),
 		durField("platform.webhook_timeout", &c.Platform.WebhookTimeout, false),
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
+		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 	}
 }
 

@@ -1,7 +1,12 @@
 package webhook
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"syscall"
 	"time"
 )
 
@@ -42,4 +47,41 @@ func NewClient(timeout time.Duration) *http.Client {
 	t.MaxIdleConnsPerHost = 4
 	t.ResponseHeaderTimeout = timeout
 	return &http.Client{Transport: t, Timeout: timeout, CheckRedirect: CheckRedirect}
+}
+
+// ErrPrivateAddress is returned when a webhook or route URL leads to an
+// address Herald refuses to call on a tenant's behalf.
+var ErrPrivateAddress = errors.New("webhook: destination is a loopback, private or link-local address")
+
+// PublicOnly is a net.Dialer Control function that refuses to connect to
+// loopback, private (RFC 1918, ULA), link-local, unspecified and multicast
+// addresses. Checked at connect time, after DNS resolution, it also stops
+// DNS-rebinding tricks: a tenant's webhook URL cannot reach Herald's own
+// admin listener or the internal network (SSRF).
+func PublicOnly(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return err
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+		return fmt.Errorf("%w: %s", ErrPrivateAddress, ip)
+	}
+	return nil
+}
+
+// NewPublicClient is NewClient whose connections may only reach public
+// addresses (see PublicOnly).
+func NewPublicClient(timeout time.Duration) *http.Client {
+	c := NewClient(timeout)
+	t := c.Transport.(*http.Transport)
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: PublicOnly}
+	t.DialContext = d.DialContext
+	t.Proxy = nil // a proxy would connect on our behalf, past the check
+	return c
 }

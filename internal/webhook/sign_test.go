@@ -78,3 +78,16 @@ func TestNewPayloadEmptyCollections(t *testing.T) {
 		t.Fatalf("time = %v, want UTC", p.Time)
 	}
 }
+
+func TestPublicOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:80": false, "[::1]:443": false, "10.1.2.3:80": false, "192.168.0.1:80": false,
+		"172.16.5.4:80": false, "169.254.169.254:80": false, "[fd00::1]:80": false, "0.0.0.0:80": false,
+		"[::ffff:127.0.0.1]:80": false, "93.184.216.34:443": true, "[2001:4860:4860::8888]:443": true,
+	} {
+		err := PublicOnly("tcp", addr, nil)
+		if (err == nil) != ok {
+			t.Errorf("PublicOnly(%s) = %v, want allowed=%v", addr, err, ok)
+		}
+	}
+}
