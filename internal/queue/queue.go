@@ -13,13 +13,13 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/heraldmail/herald/internal/bounce"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/workpool"
 )
 
 // Result classifies one delivery attempt for one recipient.
@@ -187,28 +187,21 @@ type Scheduler struct {
 	observer  Observer
 	throttle  Throttle
 
-	slots chan struct{} // one token per free worker
-	wake  chan struct{}
-	// backlog is set when work was stored without a worker (Notify, or a
-	// poll that filled every slot): a worker that finishes then wakes the
-	// scheduler instead of leaving the work for the next poll tick.
-	backlog atomic.Bool
-	work    chan store.Lease // leases handed over by the spool
-	wg      sync.WaitGroup
+	pool *workpool.Pool[store.Lease]
 }
 
 // New builds a scheduler. obs may be nil.
 func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log *slog.Logger, obs Observer) *Scheduler {
 	cfg.setDefaults()
-	s := &Scheduler{
-		cfg: cfg, store: q, transport: t, bouncer: b, clock: clk, log: log, observer: obs,
-		slots: make(chan struct{}, cfg.Workers),
-		wake:  make(chan struct{}, 1),
-		work:  make(chan store.Lease, cfg.Workers),
-	}
-	for range cfg.Workers {
-		s.slots <- struct{}{}
-	}
+	s := &Scheduler{cfg: cfg, store: q, transport: t, bouncer: b, clock: clk, log: log, observer: obs}
+	s.pool = workpool.New(workpool.Config[store.Lease]{
+		Workers:      cfg.Workers,
+		PollInterval: cfg.PollInterval,
+		DrainTimeout: cfg.DrainTimeout,
+		Lease:        s.lease,
+		Work:         func(ctx context.Context, l store.Lease) { s.deliver(ctx, l.Message) },
+		LeaseError:   s.leaseError,
+	})
 	return s
 }
 
@@ -219,140 +212,41 @@ func (s *Scheduler) SetThrottle(t Throttle) { s.throttle = t }
 // with Submit.
 func (s *Scheduler) LeaseDuration() time.Duration { return s.cfg.LeaseDuration }
 
-// Reserve takes a worker slot for a message about to be submitted. If none
-// is free it returns false and the message should be enqueued unleased (the
-// scheduler finds it by polling). A reserved slot must be given to Submit or
-// returned with Unreserve.
-func (s *Scheduler) Reserve() bool {
-	select {
-	case <-s.slots:
-		return true
-	default:
-		return false
-	}
-}
+// Reserve takes a worker for a message about to be submitted. If none is
+// free it returns false and the message should be enqueued unleased and
+// Notify called. A reserved worker must be given to Submit or returned
+// with Unreserve.
+func (s *Scheduler) Reserve() bool { return s.pool.Reserve() }
 
-// Unreserve returns a slot taken by Reserve that will not be used.
-func (s *Scheduler) Unreserve() { s.slots <- struct{}{} }
+// Unreserve returns a worker taken by Reserve that will not be used.
+func (s *Scheduler) Unreserve() { s.pool.Unreserve() }
 
-// Submit hands a freshly enqueued, leased message to a worker at once,
-// using a slot taken by Reserve. It never blocks.
-func (s *Scheduler) Submit(l store.Lease) {
-	s.work <- l // capacity equals the number of slots
-}
+// Submit hands a freshly enqueued, leased message to the worker taken by
+// Reserve. It never blocks.
+func (s *Scheduler) Submit(l store.Lease) { s.pool.Submit(l) }
 
 // Notify tells the scheduler that a message was stored without a worker
-// (no slot was free): it is taken as soon as a worker finishes.
-func (s *Scheduler) Notify() {
-	s.backlog.Store(true)
-	s.Wake()
-}
+// (none was free): it is taken as soon as a worker finishes.
+func (s *Scheduler) Notify() { s.pool.Notify() }
 
 // Wake makes the scheduler look for due work now (after a retry command).
-func (s *Scheduler) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+func (s *Scheduler) Wake() { s.pool.Wake() }
+
+// Run delivers until ctx is cancelled, then gives in-flight deliveries
+// DrainTimeout to finish; work not finished by then is left leased and is
+// retried after a restart.
+func (s *Scheduler) Run(ctx context.Context) { s.pool.Run(ctx) }
+
+// lease takes up to n due messages from the store.
+func (s *Scheduler) lease(ctx context.Context, n int) ([]store.Lease, error) {
+	return s.store.Lease(ctx, s.clock.Now(), s.cfg.LeaseDuration, n)
 }
 
-// Run delivers until ctx is cancelled, then waits for in-flight deliveries.
-// In-flight work is given drainTimeout after cancellation to finish; work
-// not finished by then is left leased and is retried after a restart.
-func (s *Scheduler) Run(ctx context.Context) {
-	// Deliveries run on their own context so that a shutdown lets them
-	// finish their current transaction.
-	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.drain(cancel)
-			return
-		case l := <-s.work:
-			s.start(dctx, l)
-			continue
-		case <-timer.C:
-		case <-s.wake:
-		}
-		s.poll(ctx, dctx)
-		timer.Reset(s.cfg.PollInterval)
+func (s *Scheduler) leaseError(err error) {
+	s.log.Error("queue lease failed", "err", err)
+	if errors.Is(err, store.ErrStorageFull) && s.cfg.OnStorageFull != nil {
+		s.cfg.OnStorageFull()
 	}
-}
-
-// drain waits for in-flight deliveries for at most DrainTimeout, then
-// cancels them; a cancelled delivery records a temporary failure, or leaves
-// its lease to expire, so nothing is lost.
-func (s *Scheduler) drain(cancel context.CancelFunc) {
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	t := time.NewTimer(s.cfg.DrainTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		cancel()
-		<-done
-	}
-}
-
-// poll leases as much due work as there are free workers.
-func (s *Scheduler) poll(ctx, dctx context.Context) {
-	for ctx.Err() == nil {
-		free := 0
-	take:
-		for free < cap(s.slots) {
-			select {
-			case <-s.slots:
-				free++
-			default:
-				break take
-			}
-		}
-		if free == 0 {
-			return
-		}
-		leases, err := s.store.Lease(ctx, s.clock.Now(), s.cfg.LeaseDuration, free)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("queue lease failed", "err", err)
-			}
-			if errors.Is(err, store.ErrStorageFull) && s.cfg.OnStorageFull != nil {
-				s.cfg.OnStorageFull()
-			}
-			leases = nil
-		}
-		for _, l := range leases {
-			s.start(dctx, l)
-		}
-		for range free - len(leases) {
-			s.slots <- struct{}{}
-		}
-		if len(leases) < free || err != nil {
-			if err == nil {
-				s.backlog.Store(false) // everything due is taken
-			}
-			return
-		}
-		s.backlog.Store(true) // slots full: more may be waiting
-	}
-}
-
-// start runs one lease on a worker whose slot is already taken.
-func (s *Scheduler) start(ctx context.Context, l store.Lease) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() {
-			s.slots <- struct{}{}
-			if s.backlog.Load() {
-				s.Wake()
-			}
-		}()
-		s.deliver(ctx, l.Message)
-	}()
 }
 
 // deliver attempts every leased recipient of msg, grouped by domain, and

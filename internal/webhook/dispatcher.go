@@ -13,13 +13,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/workpool"
 )
 
 // Delivery states, as stored in store.WebhookDelivery.Status.
@@ -79,15 +78,12 @@ type Options struct {
 // Dispatcher sends leased webhook deliveries. It is safe for concurrent use;
 // several dispatchers (processes) may share one store.
 type Dispatcher struct {
-	store     Store
-	opt       Options
-	client    *http.Client
-	clock     clock.Clock
-	log       *slog.Logger
-	wake      chan struct{}
-	slots     chan struct{}
-	saturated atomic.Bool
-	wg        sync.WaitGroup
+	store  Store
+	opt    Options
+	client *http.Client
+	clock  clock.Clock
+	log    *slog.Logger
+	pool   *workpool.Pool[store.WebhookDelivery]
 }
 
 // New returns a Dispatcher reading deliveries from s.
@@ -119,8 +115,7 @@ func New(s Store, opt Options) *Dispatcher {
 	if opt.MaxResponseBytes <= 0 {
 		opt.MaxResponseBytes = 64 << 10
 	}
-	d := &Dispatcher{store: s, opt: opt, clock: opt.Clock, log: opt.Logger,
-		wake: make(chan struct{}, 1), slots: make(chan struct{}, opt.Workers)}
+	d := &Dispatcher{store: s, opt: opt, clock: opt.Clock, log: opt.Logger}
 	if opt.Client == nil {
 		d.client = NewClient(opt.Timeout)
 	} else {
@@ -132,112 +127,27 @@ func New(s Store, opt Options) *Dispatcher {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	for range opt.Workers {
-		d.slots <- struct{}{}
-	}
+	d.pool = workpool.New(workpool.Config[store.WebhookDelivery]{
+		Workers:      opt.Workers,
+		PollInterval: opt.PollInterval,
+		DrainTimeout: opt.DrainTimeout,
+		Lease: func(ctx context.Context, n int) ([]store.WebhookDelivery, error) {
+			return d.store.LeaseWebhookDeliveries(ctx, d.clock.Now(), d.opt.LeaseDuration, n)
+		},
+		Work:       d.deliver,
+		LeaseError: func(err error) { d.log.Error("webhook lease failed", "err", err) },
+	})
 	return d
 }
 
 // Wake makes the dispatcher look for due deliveries now, e.g. after events
 // were recorded. It never blocks.
-func (d *Dispatcher) Wake() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
+func (d *Dispatcher) Wake() { d.pool.Wake() }
 
 // Run sends deliveries until ctx is cancelled, then waits up to
 // DrainTimeout for in-flight requests; requests still running are then
 // cancelled and left leased, so another run retries them after the lease.
-func (d *Dispatcher) Run(ctx context.Context) {
-	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			d.drain(cancel)
-			return
-		case <-timer.C:
-		case <-d.wake:
-		}
-		d.poll(ctx, dctx)
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(d.opt.PollInterval)
-	}
-}
-
-func (d *Dispatcher) drain(cancel context.CancelFunc) {
-	done := make(chan struct{})
-	go func() { d.wg.Wait(); close(done) }()
-	t := time.NewTimer(d.opt.DrainTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		cancel()
-		<-done
-	}
-}
-
-// poll leases as many due deliveries as there are free workers.
-func (d *Dispatcher) poll(ctx, dctx context.Context) {
-	for ctx.Err() == nil {
-		free := 0
-	take:
-		for free < cap(d.slots) {
-			select {
-			case <-d.slots:
-				free++
-			default:
-				break take
-			}
-		}
-		if free == 0 {
-			d.saturated.Store(true)
-			return
-		}
-		ds, err := d.store.LeaseWebhookDeliveries(ctx, d.clock.Now(), d.opt.LeaseDuration, free)
-		if err != nil {
-			if ctx.Err() == nil {
-				d.log.Error("webhook lease failed", "err", err)
-			}
-			ds = nil
-		}
-		if len(ds) > free { // a misbehaving store; never exceed the worker count
-			ds = ds[:free]
-		}
-		for _, wd := range ds {
-			d.start(dctx, wd)
-		}
-		for range free - len(ds) {
-			d.slots <- struct{}{}
-		}
-		if len(ds) < free || err != nil {
-			d.saturated.Store(false)
-			return
-		}
-	}
-}
-
-func (d *Dispatcher) start(ctx context.Context, wd store.WebhookDelivery) {
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.deliver(ctx, wd)
-		d.slots <- struct{}{}
-		if d.saturated.Load() {
-			d.Wake() // more work may be waiting for this slot
-		}
-	}()
-}
+func (d *Dispatcher) Run(ctx context.Context) { d.pool.Run(ctx) }
 
 // deliver makes one attempt and records its outcome.
 func (d *Dispatcher) deliver(ctx context.Context, wd store.WebhookDelivery) {
