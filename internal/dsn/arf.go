@@ -87,27 +87,12 @@ type OriginalHeaders struct {
 // message/feedback-report part, or whose report has no Feedback-Type, gives
 // ErrNotARF. Sizes and counts are bounded, so r may be untrusted.
 func ParseARF(r io.Reader) (*Feedback, error) {
-	e, err := message.ReadWithOptions(io.LimitReader(r, maxARFBytes), &message.ReadOptions{MaxHeaderBytes: maxHeaderBytes})
-	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-		return nil, fmt.Errorf("dsn: reading report: %w", err)
-	}
 	var (
 		fb     Feedback
 		found  bool
-		parts  int
 		report []byte
 	)
-	walkErr := e.Walk(func(path []int, part *message.Entity, err error) error {
-		if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return err
-		}
-		if part == nil {
-			return nil
-		}
-		parts++
-		if parts > maxParts {
-			return errTooManyParts
-		}
+	walkErr := walkParts(io.LimitReader(r, maxARFBytes), "report", func(path []int, part *message.Entity) error {
 		mt, _, _ := part.Header.ContentType()
 		switch mt {
 		case "message/feedback-report":

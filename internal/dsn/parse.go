@@ -59,27 +59,12 @@ type ParsedRecipient struct {
 // without such a part gives ErrNotDSN. Sizes and counts are bounded, so r
 // may be untrusted.
 func Parse(r io.Reader) (*Parsed, error) {
-	e, err := message.ReadWithOptions(r, &message.ReadOptions{MaxHeaderBytes: maxHeaderBytes})
-	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-		return nil, fmt.Errorf("dsn: reading message: %w", err)
-	}
 	var (
 		p      Parsed
 		found  bool
-		parts  int
 		status []byte
 	)
-	walkErr := e.Walk(func(path []int, part *message.Entity, err error) error {
-		if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return err
-		}
-		if part == nil {
-			return nil
-		}
-		parts++
-		if parts > maxParts {
-			return errTooManyParts
-		}
+	walkErr := walkParts(r, "message", func(path []int, part *message.Entity) error {
 		mt, _, _ := part.Header.ContentType()
 		switch mt {
 		case "message/delivery-status", "message/global-delivery-status":
@@ -263,4 +248,28 @@ func parseDate(s string) time.Time {
 		return time.Time{}
 	}
 	return t
+}
+
+// walkParts reads a report message from r and calls visit for each MIME
+// part, tolerating unknown charsets and encodings and stopping after
+// maxParts parts (errTooManyParts). what names the message in errors.
+func walkParts(r io.Reader, what string, visit func(path []int, part *message.Entity) error) error {
+	e, err := message.ReadWithOptions(r, &message.ReadOptions{MaxHeaderBytes: maxHeaderBytes})
+	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+		return fmt.Errorf("dsn: reading %s: %w", what, err)
+	}
+	parts := 0
+	return e.Walk(func(path []int, part *message.Entity, err error) error {
+		if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+			return err
+		}
+		if part == nil {
+			return nil
+		}
+		parts++
+		if parts > maxParts {
+			return errTooManyParts
+		}
+		return visit(path, part)
+	})
 }
