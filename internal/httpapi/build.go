@@ -450,7 +450,9 @@ func normalizeNewlines(s string) string {
 // text; ASCII text that would read as an encoded word ("=?...?=") is
 // encoded too, so it arrives as written.
 func setText(h *gomail.Header, k, v string) {
-	if !strings.Contains(v, "=?") {
+	// Text that looks like an encoded word, or whose leading or trailing
+	// white space a reader would drop, is encoded so it arrives as sent.
+	if !strings.Contains(v, "=?") && strings.TrimSpace(v) == v {
 		h.SetText(k, v)
 		return
 	}
