@@ -181,7 +181,12 @@ func TestPlatformAsyncBounceAndComplaint(t *testing.T) {
 	h.api(tok, "POST", "/v1/messages", sendReq("app@acme.test", "late@remote.test", "async"), &sent)
 	h.api(tok, "POST", "/v1/messages", sendReq("app@acme.test", "angry@remote.test", "complaint"), nil)
 	got := mx.WaitMessages(t, 2, 10*time.Second)
-	verpAddr := got[0].From
+	// The two deliveries may arrive in either order.
+	senderOf := map[string]string{}
+	for _, m := range got {
+		senderOf[m.Rcpts[0]] = m.From
+	}
+	verpAddr := senderOf["late@remote.test"]
 
 	// The remote accepted, then bounces later: a DSN to the VERP sender.
 	dsn := "From: MAILER-DAEMON@remote.test\r\nTo: " + verpAddr + "\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n" +
@@ -213,7 +218,7 @@ func TestPlatformAsyncBounceAndComplaint(t *testing.T) {
 		"Content-Type: multipart/report; report-type=feedback-report; boundary=\"f1\"\r\n\r\n" +
 		"--f1\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n" +
 		"--f1\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\n" +
-		"Original-Mail-From: <" + got[1].From + ">\r\nOriginal-Rcpt-To: <angry@remote.test>\r\nReporting-MTA: dns; fbl.isp.test\r\n\r\n" +
+		"Original-Mail-From: <" + senderOf["angry@remote.test"] + ">\r\nOriginal-Rcpt-To: <angry@remote.test>\r\nReporting-MTA: dns; fbl.isp.test\r\n\r\n" +
 		"--f1\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: app@acme.test\r\nSubject: complaint\r\n\r\n--f1--\r\n"
 	if code, m := c.send("fbl@isp.test", []string{"fbl@acme.test"}, arf); code != 250 {
 		t.Fatalf("ARF report refused: %d %s", code, m)
