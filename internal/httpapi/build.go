@@ -236,17 +236,8 @@ func buildMessage(req *MessageRequest, hostname string, now time.Time, maxRcpts 
 		if err != nil {
 			return nil, fmt.Errorf("building message: %w", err)
 		}
-		for _, p := range parts {
-			w, err := iw.CreatePart(p.h)
-			if err != nil {
-				return nil, fmt.Errorf("building message: %w", err)
-			}
-			if err := writeClose(w, p.body); err != nil {
-				return nil, err
-			}
-		}
-		if err := iw.Close(); err != nil {
-			return nil, fmt.Errorf("building message: %w", err)
+		if err := writeInlineParts(iw, parts); err != nil {
+			return nil, err
 		}
 	} else {
 		mw, err := gomail.CreateWriter(&buf, h)
@@ -266,17 +257,8 @@ func buildMessage(req *MessageRequest, hostname string, now time.Time, maxRcpts 
 			if err != nil {
 				return nil, fmt.Errorf("building message: %w", err)
 			}
-			for _, p := range parts {
-				w, err := iw.CreatePart(p.h)
-				if err != nil {
-					return nil, fmt.Errorf("building message: %w", err)
-				}
-				if err := writeClose(w, p.body); err != nil {
-					return nil, err
-				}
-			}
-			if err := iw.Close(); err != nil {
-				return nil, fmt.Errorf("building message: %w", err)
+			if err := writeInlineParts(iw, parts); err != nil {
+				return nil, err
 			}
 		}
 		for _, f := range files {
@@ -294,6 +276,23 @@ func buildMessage(req *MessageRequest, hostname string, now time.Time, maxRcpts 
 	}
 	b.raw = buf.Bytes()
 	return b, nil
+}
+
+// writeInlineParts writes the alternative text parts into iw and closes it.
+func writeInlineParts(iw *gomail.InlineWriter, parts []textPart) error {
+	for _, p := range parts {
+		w, err := iw.CreatePart(p.h)
+		if err != nil {
+			return fmt.Errorf("building message: %w", err)
+		}
+		if err := writeClose(w, p.body); err != nil {
+			return err
+		}
+	}
+	if err := iw.Close(); err != nil {
+		return fmt.Errorf("building message: %w", err)
+	}
+	return nil
 }
 
 func writeClose(w interface {

@@ -215,7 +215,7 @@ func (s *Store) GetUser(ctx context.Context, address string) (store.User, error)
 
 // ListUsers returns every user ordered by address.
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	return collect(ctx, s, "list users", scanUser, `SELECT `+userCols+` FROM users ORDER BY address`)
+	return queryList(ctx, s, "list users", scanUser, `SELECT `+userCols+` FROM users ORDER BY address`)
 }
 
 // AddAlias creates or replaces the alias of a.Address.
@@ -267,7 +267,7 @@ func (s *Store) GetAlias(ctx context.Context, address string) (store.Alias, erro
 
 // ListAliases returns every alias ordered by address.
 func (s *Store) ListAliases(ctx context.Context) ([]store.Alias, error) {
-	return collect(ctx, s, "list aliases", scanAlias, `SELECT address, targets FROM aliases ORDER BY address`)
+	return queryList(ctx, s, "list aliases", scanAlias, `SELECT address, targets FROM aliases ORDER BY address`)
 }
 
 // SetDomainPolicy stores a local domain's inbound policy.

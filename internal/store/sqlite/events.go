@@ -610,7 +610,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, account, webhookID st
 	}
 	q += ` ORDER BY d.id DESC LIMIT ?`
 	args = append(args, listLimit(limit))
-	return collect(ctx, s, "list webhook deliveries", scanDelivery, q, args...)
+	return queryList(ctx, s, "list webhook deliveries", scanDelivery, q, args...)
 }
 
 // errNoRows reports whether err is sql.ErrNoRows.
