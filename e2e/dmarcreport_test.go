@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/heraldmail/herald/internal/app"
+	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 )
 
 const aggregateXML = `<?xml version="1.0" encoding="UTF-8"?>
@@ -61,7 +62,7 @@ func TestDMARCAggregateReportKept(t *testing.T) {
 		t.Fatalf("report refused: %d %s", code, m)
 	}
 	h.waitMaildir("dmarc@example.com", 1)
-	reps, err := app.LoadDMARCReports(h.dataDir, "example.com")
+	reps, err := dmarcreport.Load(app.DMARCReportDir(h.cfg), "example.com")
 	if err != nil {
 		t.Fatal(err)
 	}

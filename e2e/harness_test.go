@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/textproto"
 	"os"
@@ -43,7 +44,9 @@ type herald struct {
 // parallel tests never share a port-25 listener.
 var mxAddr atomic.Int32
 
-func init() { mxAddr.Store(10) }
+// A random start keeps two test processes on one machine (other
+// worktrees, a developer's run beside CI) off each other's addresses.
+func init() { mxAddr.Store(10 + rand.Int32N(50_000)) }
 
 // nextMXIP returns a fresh 127.0.0.x address.
 func nextMXIP() string {
@@ -346,8 +349,10 @@ func queueID(msg string) string {
 	return f[len(f)-1]
 }
 
+// testBody is a message without a From field: submission adds one from
+// the envelope sender (which the user may use).
 func testBody(subject string) string {
-	return "From: <sender@example.com>\r\nTo: <someone@remote.test>\r\nSubject: " + subject +
+	return "To: <someone@remote.test>\r\nSubject: " + subject +
 		"\r\nMessage-ID: <" + subject + "@example.com>\r\n\r\nHello from the e2e test.\r\n"
 }
 

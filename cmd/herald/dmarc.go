@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/heraldmail/herald/internal/app"
+	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 )
 
 // dmarcCmd shows the DMARC aggregate reports received for our domains:
@@ -23,7 +24,7 @@ func (e *cmdEnv) dmarcCmd(args []string) error {
 	if len(pos) == 1 {
 		domain = pos[0]
 	}
-	reps, err := app.LoadDMARCReports(cfg.Server.DataDir, domain)
+	reps, err := dmarcreport.Load(app.DMARCReportDir(cfg), domain)
 	if err != nil {
 		return err
 	}

@@ -14,12 +14,9 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/app"
-	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
-	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/smtp"
-	"github.com/heraldmail/herald/internal/spool"
-	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/submit"
 )
 
 // sendmailArgs are the sendmail(1) options Herald understands. Options that
@@ -132,7 +129,7 @@ func (e *cmdEnv) sendmail(args []string) error {
 	if err != nil {
 		return err
 	}
-	var rcpts []store.Recipient
+	var rcpts []submit.Recipient
 	seen := map[string]bool{}
 	for _, r := range append(append([]string(nil), sa.rcpts...), headerRcpts...) {
 		for _, one := range strings.Split(r, ",") {
@@ -149,7 +146,7 @@ func (e *cmdEnv) sendmail(args []string) error {
 			}
 			if key := strings.ToLower(a.String()); !seen[key] {
 				seen[key] = true
-				rcpts = append(rcpts, store.Recipient{Address: a.String(), Notify: strings.ToUpper(sa.notify)})
+				rcpts = append(rcpts, submit.Recipient{Address: a.String(), Notify: strings.ToUpper(sa.notify)})
 			}
 		}
 	}
@@ -161,17 +158,21 @@ func (e *cmdEnv) sendmail(args []string) error {
 		return err
 	}
 	defer st.Close()
-	msg := &store.Message{
-		Sender: sender, Source: "sendmail", Ret: sa.ret, EnvID: sa.envID,
-		SMTPUTF8: !smtp.IsASCII(sender), Recipients: rcpts,
-	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	id, err := spool.New(st, nil, clock.Real{}).Accept(context.Background(), msg, bytes.NewReader(data), app.NewSigner(st, log))
+	p, err := app.NewLocalPipeline(cfg, st, log)
 	if err != nil {
-		return fmt.Errorf("queueing message: %w", err)
+		return err
 	}
-	fmt.Fprintf(e.stderr, "herald: queued as %s\n", id)
-	return nil
+	req := &submit.Request{
+		Identity: submit.Identity{Kind: submit.Local, Source: "sendmail"},
+		From:     sender, Ret: sa.ret, EnvID: sa.envID,
+		Recipients: rcpts,
+		Body:       bytes.NewReader(data),
+	}
+	if _, err := p.Submit(context.Background(), req); err != nil {
+		return fmt.Errorf("message not queued: %w", err)
+	}
+	return nil // like sendmail(1): nothing on success
 }
 
 // sendmailSender is -f's address, or the invoking user at the hostname.
@@ -201,8 +202,10 @@ func sendmailSender(from, hostname string) (string, error) {
 }
 
 // prepareSendmailMessage normalises line endings to CRLF, honours the "."
-// terminator unless -i, adds From/Date/Message-ID when missing, removes Bcc
-// and returns the header recipients when -t is set.
+// terminator unless -i, adds From when missing (with -F's full name),
+// qualifies bare addresses ("root") with the host name as sendmail does,
+// removes Bcc and returns the header recipients when -t is set. Date and
+// Message-ID, when missing, are added by the acceptance path.
 func prepareSendmailMessage(raw []byte, sa *sendmailArgs, sender, hostname string, now time.Time) ([]byte, []string, error) {
 	var lines []string
 	sc := bufio.NewScanner(bytes.NewReader(raw))
@@ -253,6 +256,10 @@ func prepareSendmailMessage(raw []byte, sa *sendmailArgs, sender, hostname strin
 		}
 		name, value, _ := strings.Cut(field, ":")
 		lname := strings.ToLower(strings.TrimSpace(name))
+		if addressFields[lname] {
+			value = qualifyAddresses(value, hostname)
+			field = name + ":" + value
+		}
 		if sa.extract && (lname == "to" || lname == "cc" || lname == "bcc") {
 			list, err := mail.ParseAddressList(strings.ReplaceAll(value, "\r\n", ""))
 			if err != nil {
@@ -276,12 +283,6 @@ func prepareSendmailMessage(raw []byte, sa *sendmailArgs, sender, hostname strin
 			fmt.Fprintf(&out, "From: <%s>\r\n", sender)
 		}
 	}
-	if !has("Date") {
-		fmt.Fprintf(&out, "Date: %s\r\n", now.Format(time.RFC1123Z))
-	}
-	if !has("Message-ID") {
-		fmt.Fprintf(&out, "Message-ID: %s\r\n", message.NewID(hostname))
-	}
 	for _, f := range kept {
 		out.WriteString(f)
 		out.WriteString("\r\n")
@@ -294,4 +295,59 @@ func prepareSendmailMessage(raw []byte, sa *sendmailArgs, sender, hostname strin
 		out.WriteString("\r\n")
 	}
 	return out.Bytes(), rcpts, nil
+}
+
+// addressFields are the header fields whose bare addresses get qualified.
+var addressFields = map[string]bool{"from": true, "sender": true, "reply-to": true, "to": true, "cc": true, "bcc": true}
+
+// qualifyAddresses appends "@domain" to the unqualified addresses of an
+// address-list field value: "root" and "Root <root>" become
+// "root@domain" and "Root <root@domain>". A value that does not parse
+// either way is returned as it is (the acceptance path judges it).
+func qualifyAddresses(value, domain string) string {
+	if _, err := mail.ParseAddressList(value); err == nil || strings.TrimSpace(value) == "" {
+		return value
+	}
+	parts := splitAddressList(value)
+	for i, p := range parts {
+		t := strings.TrimSpace(p)
+		switch {
+		case strings.HasSuffix(t, ">") && strings.Contains(t, "<"):
+			open := strings.LastIndexByte(t, '<')
+			if inner := t[open+1 : len(t)-1]; inner != "" && !strings.Contains(inner, "@") {
+				parts[i] = strings.Replace(p, "<"+inner+">", "<"+inner+"@"+domain+">", 1)
+			}
+		case t != "" && !strings.ContainsAny(t, "@<>\"(),:;"):
+			parts[i] = strings.Replace(p, t, t+"@"+domain, 1)
+		}
+	}
+	out := strings.Join(parts, ",")
+	if _, err := mail.ParseAddressList(out); err != nil {
+		return value
+	}
+	return out
+}
+
+// splitAddressList splits at commas outside quoted strings, angle
+// brackets and comments.
+func splitAddressList(v string) []string {
+	var parts []string
+	depth, quoted, start := 0, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<' || c == '(':
+			depth++
+		case (c == '>' || c == ')') && depth > 0:
+			depth--
+		case c == ',' && depth == 0:
+			parts = append(parts, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, v[start:])
 }

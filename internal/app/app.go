@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -22,20 +23,25 @@ import (
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/delivery"
 	"github.com/heraldmail/herald/internal/delivery/mtasts"
+	"github.com/heraldmail/herald/internal/diskguard"
+	"github.com/heraldmail/herald/internal/feedback"
+	"github.com/heraldmail/herald/internal/gateway"
 	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/local"
 	"github.com/heraldmail/herald/internal/local/httproute"
-	"github.com/heraldmail/herald/internal/policy"
+	"github.com/heraldmail/herald/internal/msgauth/inbound"
+	"github.com/heraldmail/herald/internal/notify"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/spool"
-	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/submit"
 	"github.com/heraldmail/herald/internal/throttle"
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
+	"github.com/heraldmail/herald/internal/transport"
 	"github.com/heraldmail/herald/internal/verp"
 	"github.com/heraldmail/herald/internal/webhook"
 )
@@ -62,8 +68,8 @@ type App struct {
 	spool   *spool.Spool
 	metrics *appMetrics
 
-	platform *platform
-	disk     *diskGuard
+	pipeline *submit.Pipeline
+	disk     *diskguard.Guard
 	webhooks *webhook.Dispatcher
 	mtasts   *mtasts.Cache
 	tlsrpt   *tlsrpt.Aggregator
@@ -134,29 +140,26 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	a.remote = delivery.New(dcfg, res, a.log)
 	a.resolver = res
 	a.clock = clk
-	tr := &transport{
-		dir:     a.store,
-		maildir: local.NewMaildir(filepath.Join(cfg.Server.DataDir, "mail")),
-		remote:  a.remote,
-		log:     a.log,
-	}
-	bnc := &bouncer{hostname: cfg.Server.Hostname, store: a.store, log: a.log, metrics: a.metrics}
+
 	verpKey, err := verp.LoadOrCreateKey(filepath.Join(cfg.Server.DataDir, "verp.key"))
 	if err != nil {
 		return nil, fmt.Errorf("VERP key: %w", err)
 	}
-	a.platform = &platform{st: a.store, limits: ratelimit.NewWindows(clk), verpKey: verpKey, cfg: cfg.Platform,
-		log: a.log, now: clk.Now}
-	a.disk = &diskGuard{dir: cfg.Server.DataDir, min: cfg.Limits.QueueMinFree, log: a.log}
-	a.disk.ensureReserve()
+	fb := feedback.New(a.store, verpKey, clk, a.log)
+	a.disk = diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, a.log)
+	a.disk.EnsureReserve()
+	tr := transport.New(a.store, local.NewMaildir(filepath.Join(cfg.Server.DataDir, "mail")), a.remote,
+		httproute.New(httproute.Options{Clock: clk}), a.log)
+	notifier := &notify.Notifier{Hostname: cfg.Server.Hostname, Postmaster: postmaster(cfg), Bodies: a.store,
+		Log: a.log, Counter: a.metrics.bounces}
 	qcfg := queueConfig(cfg)
-	qcfg.OnStorageFull = a.disk.release
-	a.sched = queue.New(qcfg, a.store, tr, bnc, clk, a.log, observers{a.metrics, a.platform})
+	qcfg.OnStorageFull = a.disk.Release
+	a.sched = queue.New(qcfg, a.store, tr, notifier, clk, a.log, observers{a.metrics, fb})
 	// Unknown destinations are bounded by delivery's per-destination
 	// concurrency; the throttle adds the big providers' table and backs
 	// off any destination that answers with throttling replies.
-	a.sched.SetThrottle(&remoteThrottle{t: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
-		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), dir: a.store})
+	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
+		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), Dir: a.store})
 	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge}
 	if !cfg.Platform.WebhookAllowPrivate {
 		wopts.Client = webhook.NewPublicClient(cfg.Platform.WebhookTimeout)
@@ -165,35 +168,26 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		opts.Webhook(&wopts)
 	}
 	a.webhooks = webhook.New(a.store, wopts)
-	tr.routes = a.store
-	tr.poster = httproute.New(httproute.Options{Clock: clk})
 	a.spool = spool.New(a.store, a.sched, clk)
-	a.spool.SetGuard(a.disk.check)
-	bnc.spool = a.spool
-	a.platform.spool = a.spool
+	a.spool.SetGuard(a.disk.Check)
 
-	be := &backend{
-		store: a.store,
-		policy: &policy.Policy{
-			Dir: a.store,
-			Exists: func(ctx context.Context, addr string) (bool, error) {
-				if _, err := a.store.GetRoute(ctx, addr); err == nil {
-					return true, nil // delivered by an HTTP route
-				}
-				return local.Exists(ctx, a.store, addr)
-			},
-			RelayAllow: cfg.Relay.Allow,
-		},
-		spool:     a.spool,
-		authCache: newAuthCache(5*time.Minute, 10000),
-		hashSlots: make(chan struct{}, runtime.NumCPU()),
-		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
-		checks:    &checker{resolver: res, cfg: cfg.Checks, policies: a.store, authserv: authservID(cfg), log: a.log},
-		platform:  a.platform,
-		disk:      a.disk,
-		reportDir: filepath.Join(cfg.Server.DataDir, "dmarc-reports"),
-		log:       a.log,
-		metrics:   a.metrics,
+	checker := &inbound.Checker{Resolver: res, Config: cfg.Checks, Policies: a.store, AuthservID: authservID(cfg), Log: a.log,
+		Catcher: &inbound.Catcher{Dir: DMARCReportDir(cfg), Log: a.log, Complaint: fb.Complaint}}
+	a.pipeline = NewPipeline(cfg, PipelineDeps{Store: a.store, Spool: a.spool, Feedback: fb, Clock: clk, Logger: a.log,
+		Guard: a.disk.Check, Inbound: func(ctx context.Context, ip netip.Addr, helo, from string) submit.InboundChecks {
+			return checker.Begin(ctx, ip, helo, from)
+		}})
+	notifier.Submit = a.pipeline
+
+	be := &gateway.SMTP{
+		Pipeline: a.pipeline,
+		Auth: &authenticator{users: a.store, log: a.log,
+			authCache: newAuthCache(5*time.Minute, 10000),
+			hashSlots: make(chan struct{}, runtime.NumCPU()),
+			authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk)},
+		Log: a.log,
+		Metrics: gateway.Metrics{Sessions: a.metrics.sessions, Accepted: a.metrics.accepted,
+			Rejected: a.metrics.rejected, AuthFailures: a.metrics.authFailures},
 	}
 	conns := ratelimit.NewConnLimiter(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerIP)
 	for _, l := range []struct {
@@ -223,8 +217,10 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", httpapi.New(httpapi.Config{Hostname: cfg.Server.Hostname}, httpapi.Deps{
-		Platform: a.store, Messages: a.store, Submitter: a.platform, Logger: a.log, Clock: clk,
+	api := &gateway.API{Pipeline: a.pipeline}
+	mux.Handle("/v1/", httpapi.New(httpapi.Config{Hostname: cfg.Server.Hostname, MaxRecipients: cfg.Limits.MaxRecipients,
+		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize)}, httpapi.Deps{
+		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg},
 	}))
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
@@ -380,8 +376,12 @@ func (a *App) tlsReportSender() *tlsrpt.Sender {
 		From:         orDefault(t.From, "tlsrpt-noreply@"+host),
 		Log:          a.log,
 		Submit: func(ctx context.Context, from, to string, msg []byte) error {
-			m := &store.Message{Sender: from, Source: "tlsrpt", Recipients: []store.Recipient{{Address: to, Notify: "NEVER"}}}
-			_, err := a.spool.Accept(ctx, m, bytes.NewReader(msg), NewSigner(a.store, a.log))
+			_, err := a.pipeline.Submit(ctx, &submit.Request{
+				Identity:   submit.Identity{Kind: submit.System, Source: "tlsrpt"},
+				From:       from,
+				Recipients: []submit.Recipient{{Address: to, Notify: "NEVER"}},
+				Body:       bytes.NewReader(msg),
+			})
 			return err
 		},
 	}

@@ -104,3 +104,12 @@ func (m *appMetrics) AttemptDone(msg *store.Message, a queue.Attempt, _ time.Dur
 		m.latency.Observe(time.Since(msg.Received).Seconds(), a.Result.String())
 	}
 }
+
+// observers fans queue notifications out.
+type observers []queue.Observer
+
+func (o observers) AttemptDone(msg *store.Message, a queue.Attempt, d time.Duration) {
+	for _, ob := range o {
+		ob.AttemptDone(msg, a, d)
+	}
+}

@@ -102,6 +102,10 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds the graceful drain on SIGTERM: sessions and
 	// deliveries in progress get this long before they are cut.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// Postmaster receives the delivery notifications that could not be
+	// delivered to their sender (double bounces); "" means
+	// postmaster@HOSTNAME.
+	Postmaster string `toml:"postmaster"`
 }
 
 // LogConfig is the [log] section.

@@ -53,6 +53,7 @@ func (c *Config) fields() []field {
 		strField("server.hostname", &c.Server.Hostname, checkHostname),
 		strField("server.data_dir", &c.Server.DataDir, checkNotEmpty),
 		durField("server.shutdown_timeout", &c.Server.ShutdownTimeout, false),
+		strField("server.postmaster", &c.Server.Postmaster, checkOptional(checkMailbox)),
 
 		logLevelField("log.level", &c.Log.Level),
 		enumField("log.format", &c.Log.Format, "text", "json"),
@@ -599,6 +600,15 @@ func checkOptional(check func(string) error) func(string) error {
 		}
 		return check(s)
 	}
+}
+
+// checkMailbox accepts an address "local@domain".
+func checkMailbox(s string) error {
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || strings.ContainsAny(local, " \t<>\r\n\"") || !isHostname(domain) {
+		return fmt.Errorf("want an address like postmaster@example.com")
+	}
+	return nil
 }
 
 // checkHostname accepts an ASCII DNS host name (LDH labels), which is what

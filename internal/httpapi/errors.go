@@ -116,6 +116,8 @@ func (a *api) toAPIError(err error) *Error {
 func smtpToAPI(se *smtp.Error) *Error {
 	msg := fmt.Sprintf("%s (%d %s)", se.Message, se.Code, se.Enhanced)
 	switch {
+	case se.Enhanced == (smtp.EnhancedCode{4, 5, 3}):
+		return &Error{Status: http.StatusBadRequest, Code: "validation_failed", Field: "to", Message: msg}
 	case se.Temporary():
 		if se.Enhanced == (smtp.EnhancedCode{4, 7, 1}) && strings.Contains(strings.ToLower(se.Message), "rate") {
 			return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited", Message: msg, RetryAfter: time.Minute}
@@ -125,6 +127,8 @@ func smtpToAPI(se *smtp.Error) *Error {
 		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: msg}
 	case se.Enhanced == (smtp.EnhancedCode{5, 3, 4}):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "payload_too_large", Message: msg}
+	case se.Enhanced[1] == 6:
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_message", Message: msg}
 	}
 	return &Error{Status: http.StatusUnprocessableEntity, Code: "rejected", Message: msg}
 }

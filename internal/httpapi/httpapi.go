@@ -81,6 +81,20 @@ type Submitter interface {
 	Submit(ctx context.Context, s *Submission) (id string, err error)
 }
 
+// RateLimits reports an account's sending limit, for the X-RateLimit-Limit,
+// X-RateLimit-Remaining and X-RateLimit-Reset headers of POST /v1/messages.
+type RateLimits interface {
+	RateStatus(ctx context.Context, account string) (RateStatus, bool)
+}
+
+// RateStatus is the state of an account's tightest sending limit, counted
+// in recipients.
+type RateStatus struct {
+	Limit     int           // recipients allowed in the window
+	Remaining int           // recipients still allowed now
+	Reset     time.Duration // until Remaining grows again
+}
+
 // RateLimitError is returned by a Submitter when the account is over one of
 // its limits; the API answers 429 with Retry-After.
 type RateLimitError struct {
@@ -147,6 +161,7 @@ type Deps struct {
 	Messages  Messages
 	Submitter Submitter
 	DNS       DNSChecker // optional: GET /v1/domains/{domain}/dns
+	Limits    RateLimits // optional: X-RateLimit-* headers on sends
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -164,6 +179,7 @@ type api struct {
 	msgs  Messages
 	sub   Submitter
 	dns   DNSChecker
+	rates RateLimits
 	log   *slog.Logger
 	clock clock.Clock
 	mux   *http.ServeMux
@@ -217,7 +233,7 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, rates: deps.Limits, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

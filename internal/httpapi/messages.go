@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"strconv"
@@ -63,6 +64,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	} else {
 		id, err = send()
 	}
+	a.rateHeaders(w, r, c.account())
 	if err != nil {
 		return err
 	}
@@ -72,6 +74,22 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	w.Header().Set("Location", "/v1/messages/"+id)
 	writeJSON(w, http.StatusAccepted, sendResponse{ID: id})
 	return nil
+}
+
+// rateHeaders describes the account's sending limit (counted in
+// recipients) on a send's response, as the cloud APIs do.
+func (a *api) rateHeaders(w http.ResponseWriter, r *http.Request, account string) {
+	if a.rates == nil {
+		return
+	}
+	st, ok := a.rates.RateStatus(r.Context(), account)
+	if !ok {
+		return
+	}
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(st.Limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(st.Remaining))
+	h.Set("X-RateLimit-Reset", strconv.Itoa(int(math.Ceil(st.Reset.Seconds()))))
 }
 
 func validIdemKey(k string) bool {

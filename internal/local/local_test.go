@@ -196,7 +196,7 @@ func TestMaildirDeliver(t *testing.T) {
 	root := t.TempDir()
 	m := NewMaildir(filepath.Join(root, "mail"))
 	msg := []byte("Subject: hi\r\n\r\nbinary \x00\xff ok\r\n.\r\n")
-	if err := m.Deliver(context.Background(), "Alice@Example.COM", bytes.NewReader(msg)); err != nil {
+	if err := m.Deliver(context.Background(), "Alice@Example.COM", Envelope{ReturnPath: "sender@remote.test"}, bytes.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}
 	mbox := filepath.Join(root, "mail", "example.com", "alice")
@@ -206,8 +206,9 @@ func TestMaildirDeliver(t *testing.T) {
 		}
 	}
 	got := readNew(t, mbox)
-	if len(got) != 1 || !bytes.Equal(got[0], msg) {
-		t.Fatalf("new/ holds %q, want exactly %q", got, msg)
+	want := append([]byte("Return-Path: <sender@remote.test>\r\nDelivered-To: alice@example.com\r\n"), msg...)
+	if len(got) != 1 || !bytes.Equal(got[0], want) {
+		t.Fatalf("new/ holds %q, want exactly %q", got, want)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(mbox, "tmp")); len(ents) != 0 {
 		t.Fatalf("tmp/ not empty: %v", ents)
@@ -221,7 +222,7 @@ func TestMaildirDeliver(t *testing.T) {
 	}
 
 	// A second message: a distinct file.
-	if err := m.Deliver(context.Background(), "alice@example.com", strings.NewReader("two\r\n")); err != nil {
+	if err := m.Deliver(context.Background(), "alice@example.com", Envelope{ReturnPath: "sender@remote.test"}, strings.NewReader("two\r\n")); err != nil {
 		t.Fatal(err)
 	}
 	if got := readNew(t, mbox); len(got) != 2 {
@@ -232,7 +233,7 @@ func TestMaildirDeliver(t *testing.T) {
 func TestMaildirDeliveredToAndConcurrent(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	m := NewMaildir(root, WithDeliveredTo())
+	m := NewMaildir(root)
 	const n = 20
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -240,7 +241,7 @@ func TestMaildirDeliveredToAndConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- m.Deliver(context.Background(), "bob@example.com", strings.NewReader(fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i)))
+			errs <- m.Deliver(context.Background(), "bob@example.com", Envelope{ReturnPath: "sender@remote.test"}, strings.NewReader(fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i)))
 		}()
 	}
 	wg.Wait()
@@ -256,7 +257,7 @@ func TestMaildirDeliveredToAndConcurrent(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, b := range got {
-		if !bytes.HasPrefix(b, []byte("Delivered-To: bob@example.com\r\nSubject: ")) {
+		if !bytes.HasPrefix(b, []byte("Return-Path: <sender@remote.test>\r\nDelivered-To: bob@example.com\r\nSubject: ")) {
 			t.Fatalf("message %q lacks Delivered-To header", b)
 		}
 		seen[string(b)] = true
@@ -302,7 +303,7 @@ func TestMailboxPathSafety(t *testing.T) {
 		}
 	}
 	// Invalid mailbox in Deliver is permanent and writes nothing.
-	err := m.Deliver(context.Background(), "user@../x", strings.NewReader("x"))
+	err := m.Deliver(context.Background(), "user@../x", Envelope{ReturnPath: "sender@remote.test"}, strings.NewReader("x"))
 	if se, ok := smtp.AsError(err); !ok || !se.Permanent() {
 		t.Fatalf("Deliver(bad) err = %v, want permanent", err)
 	}
@@ -323,19 +324,19 @@ func TestMaildirErrors(t *testing.T) {
 
 	// A body error that is an *smtp.Error keeps its class (permanent here).
 	bare := smtp.ErrBareLineFeed
-	err := m.Deliver(context.Background(), "alice@example.com", io.MultiReader(strings.NewReader("partial"), failingReader{&bare}))
+	err := m.Deliver(context.Background(), "alice@example.com", Envelope{ReturnPath: "sender@remote.test"}, io.MultiReader(strings.NewReader("partial"), failingReader{&bare}))
 	if se, ok := smtp.AsError(err); !ok || se.Code != 550 {
 		t.Fatalf("body smtp error: %v", err)
 	}
 	// A plain read error is a temporary local error.
-	err = m.Deliver(context.Background(), "alice@example.com", failingReader{errors.New("conn reset")})
+	err = m.Deliver(context.Background(), "alice@example.com", Envelope{ReturnPath: "sender@remote.test"}, failingReader{errors.New("conn reset")})
 	if se, ok := smtp.AsError(err); !ok || !se.Temporary() {
 		t.Fatalf("read error: %v, want temporary", err)
 	}
 	// Cancellation is temporary too.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err = m.Deliver(ctx, "alice@example.com", strings.NewReader("x"))
+	err = m.Deliver(ctx, "alice@example.com", Envelope{ReturnPath: "sender@remote.test"}, strings.NewReader("x"))
 	if se, ok := smtp.AsError(err); !ok || !se.Temporary() || !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled: %v", err)
 	}
@@ -405,8 +406,38 @@ func BenchmarkMaildirDeliver4K(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := m.Deliver(context.Background(), "bench@example.com", bytes.NewReader(msg)); err != nil {
+		if err := m.Deliver(context.Background(), "bench@example.com", Envelope{ReturnPath: "sender@remote.test"}, bytes.NewReader(msg)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A message that already went through a mailbox (Delivered-To names it) is
+// refused permanently as a loop and nothing is stored; another mailbox
+// still takes it, and the null sender is written as "<>".
+func TestMaildirRefusesForwardingLoop(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	m := NewMaildir(root)
+	looped := "Delivered-To: other@example.com\r\nDelivered-To:  <Carol@Example.com>\r\nSubject: x\r\n\r\nbody\r\n"
+	err := m.Deliver(context.Background(), "carol@example.com", Envelope{ReturnPath: "a@b.test"}, strings.NewReader(looped))
+	e, ok := smtp.AsError(err)
+	if !ok || e.Code != 554 || e.Enhanced != (smtp.EnhancedCode{5, 4, 6}) {
+		t.Fatalf("looping message: %v, want 554 5.4.6", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "example.com", "carol")); !os.IsNotExist(err) {
+		t.Fatalf("a looping message created the mailbox: %v", err)
+	}
+	if err := m.Deliver(context.Background(), "dave@example.com", Envelope{}, strings.NewReader(looped)); err != nil {
+		t.Fatal(err)
+	}
+	got := readNew(t, filepath.Join(root, "example.com", "dave"))
+	if len(got) != 1 || !bytes.HasPrefix(got[0], []byte("Return-Path: <>\r\nDelivered-To: dave@example.com\r\nDelivered-To: other@")) {
+		t.Fatalf("stored %q", got)
+	}
+	// The Delivered-To check reads only the header: one in the body is text.
+	body := "Subject: x\r\n\r\nDelivered-To: erin@example.com\r\n"
+	if err := m.Deliver(context.Background(), "erin@example.com", Envelope{}, strings.NewReader(body)); err != nil {
+		t.Fatalf("a Delivered-To line in the body counted as a loop: %v", err)
 	}
 }

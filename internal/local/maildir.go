@@ -3,6 +3,8 @@
 package local
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -18,6 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -25,57 +28,103 @@ import (
 // Maildir delivers messages into Maildir folders laid out as
 // root/<domain>/<local part>/{tmp,new,cur}. It is safe for concurrent use.
 type Maildir struct {
-	root        string
-	deliveredTo bool
-	host        string
-	seq         atomic.Uint64
+	root string
+	host string
+	seq  atomic.Uint64
 }
-
-// Option configures a Maildir.
-type Option func(*Maildir)
-
-// WithDeliveredTo makes Deliver prepend a "Delivered-To: <mailbox>" header
-// to each message, which lets later hops and filters detect loops.
-func WithDeliveredTo() Option { return func(m *Maildir) { m.deliveredTo = true } }
 
 // NewMaildir returns a Maildir delivering under root. Directories are
 // created on first delivery to a mailbox.
-func NewMaildir(root string, opts ...Option) *Maildir {
+func NewMaildir(root string) *Maildir {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "localhost"
 	}
 	// Maildir's convention: '/' and ':' are not allowed in the host part.
 	host = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(host)
-	m := &Maildir{root: root, host: host}
-	for _, o := range opts {
-		o(m)
-	}
-	return m
+	return &Maildir{root: root, host: host}
 }
 
 var (
 	errBadMailbox = smtp.Error{Code: 550, Enhanced: smtp.EnhancedCode{5, 1, 3}, Message: "Invalid local mailbox"}
 )
 
+// Envelope is what final delivery records of the SMTP envelope.
+type Envelope struct {
+	// ReturnPath is the envelope sender ("" for the null sender), written
+	// as the Return-Path field (RFC 5321 §4.4).
+	ReturnPath string
+	// Folder is a Maildir++ folder of the mailbox (e.g. ".Junk") to deliver
+	// into when it exists; "" or a missing folder means the inbox. Folders
+	// are created by the user's mail client.
+	Folder string
+}
+
+// ErrLoop is the reply to a message that already carries a Delivered-To
+// field naming the mailbox: it went round a forwarding loop.
+var ErrLoop = smtp.Error{Code: 554, Enhanced: smtp.EnhancedCode{5, 4, 6}, Message: "Mail forwarding loop"}
+
+// maxLoopScan bounds the header bytes read to look for Delivered-To.
+const maxLoopScan = 1 << 20
+
 // Deliver stores body as one new message in the Maildir of mailbox
-// ("user@domain"). The bytes are stored as given (Herald passes CRLF line
-// endings), preceded by a Delivered-To header if configured. The message is
-// written to tmp/, fsynced, renamed into new/ and the new/ directory is
+// ("user@domain"), preceded by "Return-Path: <sender>" and
+// "Delivered-To: mailbox" (as Postfix's local delivery writes them). A
+// message whose header already has "Delivered-To: mailbox" is refused
+// (554 5.4.6, permanent): it came back through a forwarding loop. The
+// bytes are stored as given (Herald passes CRLF line endings). The message
+// is written to tmp/, fsynced, renamed into new/ and the new/ directory is
 // fsynced: when Deliver returns nil the message is on stable storage.
 //
 // Every error carries an *smtp.Error (see smtp.AsError) telling the caller
-// how to classify it: an invalid mailbox is permanent (550 5.1.3); a full
-// disk is temporary (452 4.3.1) and also wraps store.ErrStorageFull; other
-// I/O failures and cancellation are temporary (451 4.3.0).
-func (m *Maildir) Deliver(ctx context.Context, mailbox string, body io.Reader) error {
-	return m.DeliverFolder(ctx, mailbox, "", body)
+// how to classify it: an invalid mailbox is permanent (550 5.1.3), a loop
+// too; a full disk is temporary (452 4.3.1) and also wraps
+// store.ErrStorageFull; other I/O failures and cancellation are temporary
+// (451 4.3.0).
+func (m *Maildir) Deliver(ctx context.Context, mailbox string, env Envelope, body io.Reader) error {
+	br := bufio.NewReaderSize(body, 16<<10)
+	hdr, err := headerSection(br, maxLoopScan)
+	if err != nil {
+		if _, ok := smtp.AsError(err); ok {
+			return fmt.Errorf("local: reading message: %w", err) // the body's own verdict
+		}
+		return ioErr("reading message", err)
+	}
+	for _, f := range message.Fields(hdr) {
+		if f.Is("Delivered-To") && strings.EqualFold(strings.Trim(f.Value, "<> \t"), mailbox) {
+			e := ErrLoop
+			e.Message += " for " + strings.ToLower(mailbox)
+			return fmt.Errorf("local: %s: %w", mailbox, &e)
+		}
+	}
+	prefix := "Return-Path: <" + env.ReturnPath + ">\r\nDelivered-To: " + strings.ToLower(mailbox) + "\r\n"
+	return m.deliver(ctx, mailbox, env.Folder, prefix, io.MultiReader(bytes.NewReader(hdr), br))
 }
 
-// DeliverFolder is Deliver into a Maildir++ folder of the mailbox (e.g.
-// ".Junk"), when that folder exists; otherwise into the inbox. Folders are
-// created by the user's mail client, so a missing one is not an error.
-func (m *Maildir) DeliverFolder(ctx context.Context, mailbox, folder string, body io.Reader) error {
+// headerSection reads from br up to and including the blank line that ends
+// the header section, at most max bytes (a longer header is only partly
+// looked at), or to EOF.
+func headerSection(br *bufio.Reader, max int) ([]byte, error) {
+	var hdr []byte
+	for len(hdr) < max {
+		line, err := br.ReadSlice('\n')
+		hdr = append(hdr, line...)
+		switch {
+		case err == nil:
+			if len(line) <= 2 && strings.TrimRight(string(line), "\r\n") == "" {
+				return hdr, nil
+			}
+		case errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF):
+			return hdr, nil
+		default:
+			return nil, err
+		}
+	}
+	return hdr, nil
+}
+
+func (m *Maildir) deliver(ctx context.Context, mailbox, folder, prefix string, body io.Reader) error {
 	dir, err := m.MailboxPath(mailbox)
 	if err != nil {
 		return err
@@ -106,10 +155,8 @@ func (m *Maildir) DeliverFolder(ctx context.Context, mailbox, folder string, bod
 			_ = os.Remove(tmpPath)
 		}
 	}()
-	if m.deliveredTo {
-		if _, err := io.WriteString(f, "Delivered-To: "+strings.ToLower(mailbox)+"\r\n"); err != nil {
-			return ioErr("writing message", err)
-		}
+	if _, err := io.WriteString(f, prefix); err != nil {
+		return ioErr("writing message", err)
 	}
 	cr := &ctxReader{ctx: ctx, r: body}
 	if _, err := io.Copy(f, cr); err != nil {

@@ -95,9 +95,10 @@ type Transport interface {
 	Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []Attempt
 }
 
-// Bouncer sends delivery status notifications for a message. It is only
-// called for messages with a non-null sender, and must return only after the
-// notification is durably queued (so a crash cannot lose it).
+// Bouncer sends delivery status notifications for a message. For a message
+// with the null sender (itself a notification) it is called only with
+// failed recipients, so that it can tell the postmaster. It must return
+// only after the notification is durably queued (so a crash cannot lose it).
 type Bouncer interface {
 	Bounce(ctx context.Context, msg *store.Message, kind BounceKind, rcpts []BouncedRecipient) error
 }
@@ -376,12 +377,12 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 			s.observer.AttemptDone(msg, a, now.Sub(start))
 		}
 	}
-	if msg.Sender != "" && s.bouncer != nil {
+	if s.bouncer != nil {
 		for _, set := range []struct {
 			kind  BounceKind
 			rcpts []BouncedRecipient
 		}{{BounceFailed, failed}, {BounceDelayed, delayed}, {BounceDelivered, succeeded}} {
-			if len(set.rcpts) == 0 {
+			if len(set.rcpts) == 0 || msg.Sender == "" && set.kind != BounceFailed {
 				continue
 			}
 			if err := s.bouncer.Bounce(ctx, msg, set.kind, set.rcpts); err != nil {

@@ -223,16 +223,20 @@ func TestPermanentFailureBounces(t *testing.T) {
 	}
 }
 
-func TestNullSenderNeverBounces(t *testing.T) {
+// A failed message with the null sender (a notification itself) is handed
+// to the Bouncer, which tells the postmaster; delay and success notices
+// are never sent for it.
+func TestNullSenderFailureGoesToBouncer(t *testing.T) {
 	t.Parallel()
 	e := start(t, queue.Config{}, map[string][]queue.Result{"bad@y.test": {queue.Permanent}})
 	id := e.submit(t, "", "bad@y.test")
 	e.waitAttempts(t, 1)
+	<-e.bnc.ch
 	e.waitGone(t, id)
 	e.bnc.mu.Lock()
 	defer e.bnc.mu.Unlock()
-	if len(e.bnc.kinds) != 0 {
-		t.Fatal("a null-sender message was bounced")
+	if len(e.bnc.kinds) != 1 || e.bnc.kinds[0] != queue.BounceFailed || e.bnc.rcpts[0][0].Recipient.Address != "bad@y.test" {
+		t.Fatalf("bounces = %v %+v, want one failure notice", e.bnc.kinds, e.bnc.rcpts)
 	}
 }
 

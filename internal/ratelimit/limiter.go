@@ -79,6 +79,16 @@ func NewWindows(clk clock.Clock) *Windows {
 // (math.MaxInt64 if never: n exceeds a limit by itself). n <= 0 always
 // succeeds.
 func (w *Windows) Take(key string, l Limits, n int) (ok bool, retryAfter time.Duration) {
+	return w.take(key, l, n, true)
+}
+
+// Allows reports whether Take(key, l, n) would succeed now, counting
+// nothing: a cheap early refusal before work whose cost Take charges later.
+func (w *Windows) Allows(key string, l Limits, n int) (ok bool, retryAfter time.Duration) {
+	return w.take(key, l, n, false)
+}
+
+func (w *Windows) take(key string, l Limits, n int, count bool) (ok bool, retryAfter time.Duration) {
 	if n <= 0 {
 		return true, 0
 	}
@@ -93,8 +103,8 @@ func (w *Windows) Take(key string, l Limits, n int) (ok bool, retryAfter time.Du
 	defer w.mu.Unlock()
 	e := w.keys[key]
 	if e == nil {
-		if limits == [3]int{} {
-			return true, 0 // unlimited: nothing to remember
+		if limits == [3]int{} || !count {
+			return true, 0 // unlimited, or nothing counted yet
 		}
 		if len(w.keys) >= w.maxEntries {
 			w.evictLocked(now)
@@ -117,6 +127,9 @@ func (w *Windows) Take(key string, l Limits, n int) (ok bool, retryAfter time.Du
 	if retryAfter > 0 {
 		return false, retryAfter
 	}
+	if !count {
+		return true, 0
+	}
 	for i, win := range windows {
 		win.add(e.rings[i], now, int64(n))
 	}
@@ -134,6 +147,43 @@ func (w *Windows) Usage(key string) (minute, hour, day int) {
 		return 0, 0, 0
 	}
 	return int(windows[0].count(e.rings[0], now)), int(windows[1].count(e.rings[1], now)), int(windows[2].count(e.rings[2], now))
+}
+
+// Status describes the tightest of a key's limits: the one with the fewest
+// events left.
+type Status struct {
+	Limit     int           // the window's limit; 0 when l has no limit
+	Remaining int           // events still allowed in it now
+	Reset     time.Duration // until Remaining next grows (0 if nothing is counted)
+	Window    time.Duration // the window's period: a minute, an hour or a day
+}
+
+// Status returns the state of key's tightest limit under l.
+func (w *Windows) Status(key string, l Limits) Status {
+	now := w.clk.Now()
+	limits := [3]int{l.PerMinute, l.PerHour, l.PerDay}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e := w.keys[key]
+	var st Status
+	for i, win := range windows {
+		if limits[i] <= 0 {
+			continue
+		}
+		var used int64
+		var reset time.Duration
+		if e != nil {
+			used = win.count(e.rings[i], now)
+			if used > 0 {
+				reset = win.wait(e.rings[i], now, used, 1)
+			}
+		}
+		left := max(limits[i]-int(used), 0)
+		if st.Limit == 0 || left < st.Remaining {
+			st = Status{Limit: limits[i], Remaining: left, Reset: reset, Window: win.period}
+		}
+	}
+	return st
 }
 
 // Len returns the number of keys remembered.

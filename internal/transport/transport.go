@@ -1,4 +1,8 @@
-package app
+// Package transport routes the recipients the queue hands over to where
+// they go: local mailboxes (Maildir), inbound HTTP routes, or the outbound
+// SMTP client. It also keeps the per-destination throttle off local
+// delivery.
+package transport
 
 import (
 	"context"
@@ -9,35 +13,44 @@ import (
 	"github.com/heraldmail/herald/internal/delivery"
 	"github.com/heraldmail/herald/internal/local"
 	"github.com/heraldmail/herald/internal/local/httproute"
+	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// transport routes a domain's recipients to the local mailboxes or to the
-// outbound SMTP client.
-type transport struct {
-	dir     store.Directory
-	maildir *local.Maildir
-	remote  *delivery.Client
-	routes  routeGetter       // inbound HTTP routes per local address
-	poster  *httproute.Poster // posts routed mail
-	log     *slog.Logger
-}
-
-// routeGetter finds the inbound route of a local address.
-type routeGetter interface {
+// Directory is what routing reads: local domains, mailboxes and inbound
+// HTTP routes.
+type Directory interface {
+	IsLocalDomain(ctx context.Context, domain string) (bool, error)
+	GetUser(ctx context.Context, address string) (store.User, error)
 	GetRoute(ctx context.Context, address string) (store.Route, error)
 }
 
-func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
+// Transport implements queue.Transport.
+type Transport struct {
+	dir     Directory
+	maildir *local.Maildir
+	remote  *delivery.Client
+	poster  *httproute.Poster
+	log     *slog.Logger
+}
+
+// New returns a Transport.
+func New(dir Directory, maildir *local.Maildir, remote *delivery.Client, poster *httproute.Poster, log *slog.Logger) *Transport {
+	return &Transport{dir: dir, maildir: maildir, remote: remote, poster: poster, log: log}
+}
+
+// Deliver delivers rcpts of msg, all in domain, and returns one attempt
+// per recipient.
+func (t *Transport) Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
 	isLocal, err := t.dir.IsLocalDomain(ctx, domain)
 	if err != nil {
 		return allTemporary(rcpts, "directory lookup failed")
 	}
 	if isLocal {
 		folder := ""
-		if quarantined(msg) {
+		if inbound.Quarantined(msg) {
 			folder = ".Junk"
 		}
 		return t.deliverLocal(ctx, msg, rcpts, folder, body)
@@ -75,11 +88,11 @@ func (t *transport) Deliver(ctx context.Context, msg *store.Message, domain stri
 
 // deliverLocal writes the message into each recipient's Maildir. The
 // recipients were expanded at acceptance, so each is a mailbox.
-func (t *transport) deliverLocal(ctx context.Context, msg *store.Message, rcpts []store.Recipient, folder string, body func() (io.ReadCloser, error)) []queue.Attempt {
+func (t *Transport) deliverLocal(ctx context.Context, msg *store.Message, rcpts []store.Recipient, folder string, body func() (io.ReadCloser, error)) []queue.Attempt {
 	out := make([]queue.Attempt, 0, len(rcpts))
 	for _, r := range rcpts {
 		a := queue.Attempt{RecipientID: r.ID, RemoteMTA: "local"}
-		if rt, err := t.routes.GetRoute(ctx, r.Address); err == nil && rt.Action == "http" {
+		if rt, err := t.dir.GetRoute(ctx, r.Address); err == nil && rt.Action == "http" {
 			out = append(out, t.deliverHTTP(ctx, msg, r, rt, body))
 			continue
 		}
@@ -94,10 +107,13 @@ func (t *transport) deliverLocal(ctx context.Context, msg *store.Message, rcpts 
 		}
 		rc, err := body()
 		if err == nil {
-			err = t.maildir.DeliverFolder(ctx, r.Address, folder, rc)
+			err = t.maildir.Deliver(ctx, r.Address, local.Envelope{ReturnPath: msg.Sender, Folder: folder}, rc)
 			rc.Close()
 		}
-		if err != nil {
+		if e, ok := smtp.AsError(err); ok && e.Enhanced == local.ErrLoop.Enhanced {
+			t.log.Warn("forwarding loop: message refused", "id", msg.ID, "rcpt", r.Address)
+			a.Result, a.Code, a.Enhanced, a.Text = queue.Permanent, e.Code, e.Enhanced, e.Message
+		} else if err != nil {
 			t.log.Error("local delivery failed", "rcpt", r.Address, "err", err)
 			a.Result, a.Code, a.Enhanced, a.Text = queue.Temporary, 451, smtp.EnhancedCode{4, 3, 0}, "local delivery failed"
 			if errors.Is(err, store.ErrStorageFull) {
@@ -112,7 +128,7 @@ func (t *transport) deliverLocal(ctx context.Context, msg *store.Message, rcpts 
 }
 
 // deliverHTTP posts a message for a routed address to its endpoint as JSON.
-func (t *transport) deliverHTTP(ctx context.Context, msg *store.Message, r store.Recipient, rt store.Route, body func() (io.ReadCloser, error)) queue.Attempt {
+func (t *Transport) deliverHTTP(ctx context.Context, msg *store.Message, r store.Recipient, rt store.Route, body func() (io.ReadCloser, error)) queue.Attempt {
 	a := queue.Attempt{RecipientID: r.ID, RemoteMTA: "http"}
 	rc, err := body()
 	if err == nil {

@@ -1,4 +1,7 @@
-package app
+// Package diskguard refuses new mail while the data directory's disk is
+// nearly full, and keeps a reserve so that the queue can always record
+// deliveries and delete delivered mail.
+package diskguard
 
 import (
 	"log/slog"
@@ -12,7 +15,7 @@ import (
 	"github.com/heraldmail/herald/internal/smtp"
 )
 
-// diskGuard refuses new mail while the data directory's filesystem has
+// Guard refuses new mail while the data directory's filesystem has
 // less than min bytes free (Postfix's queue_minfree). Without it a full
 // disk would also block what frees space: SQLite needs room in its WAL to
 // record outcomes and delete delivered messages.
@@ -21,7 +24,7 @@ import (
 // the data directory: if the disk fills anyway (several large messages at
 // once), the queue releases it so outcomes can be recorded and delivered
 // mail deleted, and the guard writes it again once space has returned.
-type diskGuard struct {
+type Guard struct {
 	dir string
 	min int64
 	log *slog.Logger
@@ -34,12 +37,12 @@ type diskGuard struct {
 }
 
 // reservePath is the reserve file.
-func (g *diskGuard) reservePath() string { return filepath.Join(g.dir, "reserve.space") }
+func (g *Guard) reservePath() string { return filepath.Join(g.dir, "reserve.space") }
 
-func (g *diskGuard) reserveSize() int64 { return min(g.min/2, 32<<20) }
+func (g *Guard) reserveSize() int64 { return min(g.min/2, 32<<20) }
 
-// ensureReserve writes the reserve file if it is missing and there is room.
-func (g *diskGuard) ensureReserve() {
+// EnsureReserve writes the reserve file if it is missing and there is room.
+func (g *Guard) EnsureReserve() {
 	if g == nil || g.min <= 0 {
 		return
 	}
@@ -67,8 +70,8 @@ func (g *diskGuard) ensureReserve() {
 	f.Close()
 }
 
-// release deletes the reserve file so the store can write again.
-func (g *diskGuard) release() {
+// Release deletes the reserve file so the store can write again.
+func (g *Guard) Release() {
 	if g == nil {
 		return
 	}
@@ -80,9 +83,9 @@ func (g *diskGuard) release() {
 	g.mu.Unlock()
 }
 
-// check returns 452 4.3.1 when accepting size more bytes would leave less
+// Check returns 452 4.3.1 when accepting size more bytes would leave less
 // than the minimum free. The free space is read at most every 20 ms.
-func (g *diskGuard) check(size int64) error {
+func (g *Guard) Check(size int64) error {
 	if g == nil || g.min <= 0 {
 		return nil
 	}
@@ -96,7 +99,7 @@ func (g *diskGuard) check(size int64) error {
 		}
 		g.checked = time.Now()
 		if g.free > 2*g.min {
-			go g.ensureReserve() // space is back: restore the reserve
+			go g.EnsureReserve() // space is back: restore the reserve
 		}
 	}
 	free := g.free
@@ -106,4 +109,10 @@ func (g *diskGuard) check(size int64) error {
 		return &e
 	}
 	return nil
+}
+
+// New returns a guard for the filesystem of dir refusing mail below min
+// free bytes (0 disables it).
+func New(dir string, min int64, log *slog.Logger) *Guard {
+	return &Guard{dir: dir, min: min, log: log}
 }

@@ -1,4 +1,12 @@
-package app
+// Package inbound authenticates mail received from anonymous peers on the
+// MX listener: SPF at MAIL FROM (the MAIL FROM and HELO identities) and at
+// RCPT TO (a domain's policy may refuse hard fails), then, while the message
+// streams into the spool, DKIM and ARC verification and the DMARC verdict,
+// written into an Authentication-Results field. Forged
+// Authentication-Results claiming this server are removed. DMARC aggregate
+// reports and feedback-loop reports addressed to local mailboxes are caught
+// on the way (Catcher).
+package inbound
 
 import (
 	"context"
@@ -16,6 +24,7 @@ import (
 	"github.com/heraldmail/herald/internal/msgauth/spf"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -23,19 +32,21 @@ import (
 // for quarantine; local delivery files such messages in .Junk.
 const QuarantineHeader = "X-Herald-Quarantine"
 
-// checker runs the authentication checks of mail received from outside:
-// SPF (at MAIL FROM), DKIM and DMARC (after DATA), and writes an
-// Authentication-Results header.
-type checker struct {
-	resolver resolve.Resolver
-	cfg      config.ChecksConfig
-	policies domainPolicies
-	authserv string
-	log      *slog.Logger
+// Checker runs the authentication checks of mail received from outside
+// and writes an Authentication-Results field.
+type Checker struct {
+	Resolver resolve.Resolver
+	Config   config.ChecksConfig
+	Policies DomainPolicies
+	// AuthservID names this server in Authentication-Results.
+	AuthservID string
+	Log        *slog.Logger
+	// Catcher, if set, keeps DMARC aggregate and feedback reports.
+	Catcher *Catcher
 }
 
-// domainPolicies gives a local domain's inbound policy.
-type domainPolicies interface {
+// DomainPolicies gives a local domain's inbound policy.
+type DomainPolicies interface {
 	GetDomainPolicy(ctx context.Context, domain string) (store.DomainPolicy, error)
 }
 
@@ -48,18 +59,18 @@ const (
 
 // policyFor is the effective policy of a local domain: its own settings,
 // else the [checks] configuration.
-func (ck *checker) policyFor(ctx context.Context, domain string) (dmarcMode string, spfReject bool) {
-	p, _ := ck.policies.GetDomainPolicy(ctx, domain)
+func (ck *Checker) policyFor(ctx context.Context, domain string) (dmarcMode string, spfReject bool) {
+	p, _ := ck.Policies.GetDomainPolicy(ctx, domain)
 	switch dmarcMode = p.DMARC; {
 	case dmarcMode != "":
-	case ck.cfg.DMARCReject:
+	case ck.Config.DMARCReject:
 		dmarcMode = dmarcEnforce
-	case ck.cfg.DMARCQuarantine:
+	case ck.Config.DMARCQuarantine:
 		dmarcMode = dmarcQuarantine
 	default:
 		dmarcMode = dmarcMonitor
 	}
-	spfReject = p.SPFReject == "on" || p.SPFReject == "" && ck.cfg.SPFRejectFail
+	spfReject = p.SPFReject == "on" || p.SPFReject == "" && ck.Config.SPFRejectFail
 	return dmarcMode, spfReject
 }
 
@@ -72,43 +83,63 @@ type spfResults struct {
 
 // spf runs SPF for a transaction at MAIL FROM: the MAIL FROM identity and
 // the HELO identity (RFC 7208 §2.3), concurrently.
-func (ck *checker) spf(ctx context.Context, ip netip.Addr, helo, from string) spfResults {
+func (ck *Checker) spf(ctx context.Context, ip netip.Addr, helo, from string) spfResults {
 	if from == "" {
-		return spfResults{mailFrom: spf.Check(ctx, ck.resolver, ip, helo, from)}
+		return spfResults{mailFrom: spf.Check(ctx, ck.Resolver, ip, helo, from)}
 	}
 	ch := make(chan spf.Result, 1)
-	go func() { ch <- spf.CheckHELO(ctx, ck.resolver, ip, helo) }()
-	res := spfResults{mailFrom: spf.Check(ctx, ck.resolver, ip, helo, from)}
+	go func() { ch <- spf.CheckHELO(ctx, ck.Resolver, ip, helo) }()
+	res := spfResults{mailFrom: spf.Check(ctx, ck.Resolver, ip, helo, from)}
 	h := <-ch
 	res.helo = &h
 	return res
 }
 
-// spfAtRcpt refuses a recipient of a domain whose policy refuses SPF hard
+// Tx is the checks of one transaction: the SPF verdicts computed at MAIL
+// FROM, used again at RCPT TO and in Authentication-Results.
+type Tx struct {
+	ck   *Checker
+	ip   netip.Addr
+	helo string
+	from string
+	spf  spfResults
+}
+
+// Begin runs SPF for a transaction at MAIL FROM: the MAIL FROM identity and
+// the HELO identity (RFC 7208 §2.3), concurrently.
+func (ck *Checker) Begin(ctx context.Context, ip netip.Addr, helo, from string) *Tx {
+	return &Tx{ck: ck, ip: ip, helo: helo, from: from, spf: ck.spf(ctx, ip, helo, from)}
+}
+
+// Rcpt refuses a recipient of a domain whose policy refuses SPF hard
 // fails, when the transaction's SPF result is a fail.
-func (ck *checker) spfAtRcpt(ctx context.Context, all spfResults, ip netip.Addr, rcptDomain string) error {
-	res := all.mailFrom
+func (tx *Tx) Rcpt(ctx context.Context, rcptDomain string) error {
+	res := tx.spf.mailFrom
 	if res.Result != spf.Fail {
 		return nil
 	}
-	if _, reject := ck.policyFor(ctx, rcptDomain); !reject {
+	if _, reject := tx.ck.policyFor(ctx, rcptDomain); !reject {
 		return nil
 	}
-	return smtp.Errorf(550, smtp.EnhancedCode{5, 7, 23}, "SPF check failed for %s: %s is not allowed to send for it", res.Domain, ip.Unmap())
+	return smtp.Errorf(550, smtp.EnhancedCode{5, 7, 23}, "SPF check failed for %s: %s is not allowed to send for it", res.Domain, tx.ip.Unmap())
 }
 
-// processor returns the spool processor for one inbound message; rcptDomain
-// is the local domain whose policy applies (the first recipient's).
-func (ck *checker) processor(ctx context.Context, ip netip.Addr, helo, from string, spfRes spfResults, rcptDomain string) *inbound {
-	mode, _ := ck.policyFor(ctx, rcptDomain)
-	return &inbound{ck: ck, ip: ip, helo: helo, from: from, spf: spfRes, mode: mode}
+// Processors returns the spool processors for the message; rcptDomain is
+// the local domain whose policy applies (the first recipient's).
+func (tx *Tx) Processors(ctx context.Context, rcptDomain string) []spool.Processor {
+	mode, _ := tx.ck.policyFor(ctx, rcptDomain)
+	procs := []spool.Processor{&inbound{ck: tx.ck, ip: tx.ip, helo: tx.helo, from: tx.from, spf: tx.spf, mode: mode}}
+	if tx.ck.Catcher != nil {
+		procs = append(procs, tx.ck.Catcher.Processor())
+	}
+	return procs
 }
 
 // inbound is the per-message part of the checks: it strips forged
 // Authentication-Results, verifies DKIM while the message streams into the
 // spool, and decides DMARC at the end.
 type inbound struct {
-	ck       *checker
+	ck       *Checker
 	ip       netip.Addr
 	helo     string
 	from     string
@@ -123,7 +154,7 @@ type inbound struct {
 }
 
 func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error) {
-	header = authres.Strip(header, p.ck.authserv)
+	header = authres.Strip(header, p.ck.AuthservID)
 	p.fromDom, p.fromErr = dkim.FromDomain(header)
 	// DKIM and ARC verify concurrently with the transfer, each reading its
 	// own pipe; each drains its pipe to the end so writes never block.
@@ -131,7 +162,7 @@ func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte)
 	p.pw = pw
 	p.dkimDone = make(chan []dkim.Result, 1)
 	go func() {
-		res, err := dkim.Verify(ctx, pr, p.ck.resolver.LookupTXT)
+		res, err := dkim.Verify(ctx, pr, p.ck.Resolver.LookupTXT)
 		if err != nil {
 			res = []dkim.Result{{Result: dkim.ResultPermError, Reason: err.Error()}}
 		}
@@ -142,7 +173,7 @@ func (p *inbound) Header(ctx context.Context, msg *store.Message, header []byte)
 	p.arcPW = apw
 	p.arcDone = make(chan arc.Result, 1)
 	go func() {
-		res, err := arc.Verify(ctx, apr, p.ck.resolver.LookupTXT)
+		res, err := arc.Verify(ctx, apr, p.ck.Resolver.LookupTXT)
 		if err != nil {
 			res = arc.Result{ChainValidation: arc.StatusFail, Reason: err.Error()}
 		}
@@ -188,7 +219,7 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 	if p.fromErr != nil {
 		res.DMARC = &authres.DMARC{Result: string(dmarc.PermError), Reason: "no single From address"}
 	} else {
-		dm = dmarc.Evaluate(ctx, p.ck.resolver, p.fromDom, dmarc.SPFInput{Domain: mf.Domain, Result: string(mf.Result)}, dkimIn)
+		dm = dmarc.Evaluate(ctx, p.ck.Resolver, p.fromDom, dmarc.SPFInput{Domain: mf.Domain, Result: string(mf.Result)}, dkimIn)
 		res.DMARC = &authres.DMARC{Result: string(dm.Result), From: dm.Domain, Policy: string(dm.Policy)}
 		if dm.Err != nil {
 			res.DMARC.Reason = dm.Err.Error()
@@ -204,7 +235,7 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 		policy = dmarc.PolicyNone
 		res.DMARC.Reason = "overridden by ARC seal of " + arcRes.Domain
 	}
-	p.ck.log.Info("authentication checks", "client", p.ip.String(), "from", p.from, "header_from", p.fromDom,
+	p.ck.Log.Info("authentication checks", "client", p.ip.String(), "from", p.from, "header_from", p.fromDom,
 		"spf", mf.Result, "dkim", dkimSummary(dkimRes), "dmarc", dm.Result, "policy", policy,
 		"arc", arcRes.ChainValidation, "arc_sealer", arcRes.Domain)
 
@@ -214,7 +245,7 @@ func (p *inbound) Finish(ctx context.Context, msg *store.Message) ([]byte, error
 	case policy != dmarc.PolicyNone && p.mode != dmarcMonitor:
 		extra = QuarantineHeader + ": dmarc policy of " + dm.Domain + "\r\n"
 	}
-	return []byte(authres.Field(p.ck.authserv, res) + extra), nil
+	return []byte(authres.Field(p.ck.AuthservID, res) + extra), nil
 }
 
 func (p *inbound) Abort() {
@@ -230,11 +261,11 @@ func (p *inbound) Abort() {
 // arcOverride reports whether a valid ARC chain sealed by a trusted
 // forwarder vouches for the message: its first hop's recorded results
 // (ARC-Authentication-Results i=1) include a DMARC pass.
-func (ck *checker) arcOverride(r arc.Result) bool {
+func (ck *Checker) arcOverride(r arc.Result) bool {
 	if r.ChainValidation != arc.StatusPass || len(r.AAR) == 0 {
 		return false
 	}
-	if !slices.ContainsFunc(ck.cfg.ARCTrustedSealers, func(d string) bool { return strings.EqualFold(d, r.Domain) }) {
+	if !slices.ContainsFunc(ck.Config.ARCTrustedSealers, func(d string) bool { return strings.EqualFold(d, r.Domain) }) {
 		return false
 	}
 	return strings.Contains(strings.ToLower(r.AAR[0]), "dmarc=pass")
@@ -252,8 +283,8 @@ func dkimSummary(rs []dkim.Result) string {
 	return strings.Join(parts, ",")
 }
 
-// quarantined reports whether a stored message carries our quarantine mark.
-func quarantined(msg *store.Message) bool {
+// Quarantined reports whether a stored message carries the quarantine mark.
+func Quarantined(msg *store.Message) bool {
 	return slices.ContainsFunc(strings.Split(string(msg.Headers), "\r\n"), func(l string) bool {
 		return strings.HasPrefix(l, QuarantineHeader+":")
 	})

@@ -1,0 +1,81 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/diskguard"
+	"github.com/heraldmail/herald/internal/feedback"
+	"github.com/heraldmail/herald/internal/ratelimit"
+	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/submit"
+	"github.com/heraldmail/herald/internal/verp"
+)
+
+// PipelineDeps are the parts of a node the acceptance path is built on.
+type PipelineDeps struct {
+	Store    submit.Store
+	Spool    submit.Spool
+	Feedback submit.Feedback
+	Inbound  submit.Inbound
+	Guard    func(size int64) error
+	Clock    clock.Clock
+	Logger   *slog.Logger
+}
+
+// NewPipeline builds the acceptance path from the configuration: the
+// serving node and `herald sendmail` use the same one.
+func NewPipeline(cfg *config.Config, d PipelineDeps) *submit.Pipeline {
+	p := cfg.Platform
+	return submit.New(submit.Config{
+		Hostname:       cfg.Server.Hostname,
+		MaxMessageSize: cfg.Limits.MaxMessageSize,
+		MaxRecipients:  cfg.Limits.MaxRecipients,
+		RelayAllow:     cfg.Relay.Allow,
+		VERP:           p.VERP,
+		UserLimits:     ratelimit.Limits{PerMinute: p.UserPerMinute, PerHour: p.UserPerHour, PerDay: p.UserPerDay},
+	}, submit.Deps{
+		Store: d.Store, Spool: d.Spool, Feedback: d.Feedback, Inbound: d.Inbound,
+		Guard: d.Guard, Clock: d.Clock, Logger: d.Logger,
+	})
+}
+
+// postmaster is who gets undeliverable notifications.
+func postmaster(cfg *config.Config) string {
+	if cfg.Server.Postmaster != "" {
+		return cfg.Server.Postmaster
+	}
+	return "postmaster@" + cfg.Server.Hostname
+}
+
+// apiMessageBytes bounds an API send request: the largest message as JSON
+// with base64 attachments (4/3 of it) plus room for the JSON itself.
+func apiMessageBytes(maxMessage int64) int64 {
+	return maxMessage/3*4 + 1<<20
+}
+
+// DMARCReportDir is where a node keeps the DMARC aggregate reports it
+// receives.
+func DMARCReportDir(cfg *config.Config) string {
+	return filepath.Join(cfg.Server.DataDir, "dmarc-reports")
+}
+
+// NewLocalPipeline builds the acceptance path for a command that writes
+// into the data directory directly (`herald sendmail`): no queue worker
+// (the server picks the message up), no inbound checks (nothing comes
+// from the network).
+func NewLocalPipeline(cfg *config.Config, st store.Store, log *slog.Logger) (*submit.Pipeline, error) {
+	key, err := verp.LoadOrCreateKey(filepath.Join(cfg.Server.DataDir, "verp.key"))
+	if err != nil {
+		return nil, fmt.Errorf("VERP key: %w", err)
+	}
+	guard := diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, log)
+	sp := spool.New(st, nil, clock.Real{})
+	sp.SetGuard(guard.Check)
+	return NewPipeline(cfg, PipelineDeps{Store: st, Spool: sp, Feedback: feedback.New(st, key, nil, log),
+		Guard: guard.Check, Logger: log}), nil
+}

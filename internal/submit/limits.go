@@ -1,0 +1,115 @@
+package submit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/heraldmail/herald/internal/ratelimit"
+	"github.com/heraldmail/herald/internal/smtp"
+)
+
+// RateStatus is an account's sending limit as the API reports it
+// (X-RateLimit-Limit, -Remaining, -Reset).
+type RateStatus = ratelimit.Status
+
+// rateKey is one limiter a transaction is charged to.
+type rateKey struct {
+	key    string
+	limits ratelimit.Limits
+	whose  string // for the refusal text
+}
+
+// rateKeys returns the limiters of the identity: a user's own limits and
+// its account's; an API key's or a trusted client's account. Mail from
+// anonymous peers and Herald's own mail are not rate limited here.
+func (t *Tx) rateKeys(ctx context.Context) ([]rateKey, error) {
+	var keys []rateKey
+	switch t.ident.Kind {
+	case Anonymous, System:
+		return nil, nil
+	case User:
+		keys = append(keys, rateKey{key: "user:" + t.ident.User, limits: t.p.cfg.UserLimits, whose: "user " + t.ident.User})
+	}
+	acct, err := t.p.st.GetAccount(ctx, t.ident.account())
+	if err != nil {
+		return nil, fmt.Errorf("account %s: %w", t.ident.account(), err)
+	}
+	l := ratelimit.Limits{PerMinute: acct.Limits.PerMinute, PerHour: acct.Limits.PerHour, PerDay: acct.Limits.PerDay}
+	return append(keys, rateKey{key: "account:" + acct.ID, limits: l, whose: "account " + acct.ID}), nil
+}
+
+// checkRates refuses early (at MAIL FROM) an identity that could not send
+// n more recipients now; it counts nothing.
+func (t *Tx) checkRates(ctx context.Context, n int) error {
+	keys, err := t.rateKeys(ctx)
+	if err != nil {
+		return internal(err)
+	}
+	for _, k := range keys {
+		if ok, wait := t.p.limits.Allows(k.key, k.limits, n); !ok {
+			return t.rateRefusal(k, n, wait)
+		}
+	}
+	return nil
+}
+
+// takeRates charges n recipients to every limiter of the identity, all or
+// nothing per limiter, and returns the account limit's state afterwards.
+func (t *Tx) takeRates(ctx context.Context, n int) (RateStatus, error) {
+	keys, err := t.rateKeys(ctx)
+	if err != nil {
+		return RateStatus{}, internal(err)
+	}
+	for _, k := range keys {
+		if ok, wait := t.p.limits.Allows(k.key, k.limits, n); !ok {
+			return RateStatus{}, t.rateRefusal(k, n, wait)
+		}
+	}
+	var st RateStatus
+	for _, k := range keys {
+		if ok, wait := t.p.limits.Take(k.key, k.limits, n); !ok {
+			// Lost a race with a concurrent message.
+			return RateStatus{}, t.rateRefusal(k, n, wait)
+		}
+		st = t.p.limits.Status(k.key, k.limits)
+	}
+	return st, nil
+}
+
+func (t *Tx) rateRefusal(k rateKey, n int, wait time.Duration) *Refusal {
+	st := t.p.limits.Status(k.key, k.limits)
+	if wait == time.Duration(math.MaxInt64) {
+		// More recipients than a whole window allows: never possible.
+		r := refuse(ReasonRateLimit, 550, smtp.EnhancedCode{5, 7, 1},
+			"The message has %d recipients; the sending limit of %s allows at most %d per %s", n, k.whose, st.Limit, windowName(st.Window))
+		r.Rate = &st
+		return r
+	}
+	r := refuse(ReasonRateLimit, 451, smtp.EnhancedCode{4, 7, 1},
+		"Sending rate limit of %s exceeded, try again in %s", k.whose, wait.Round(time.Second))
+	r.RetryAfter, r.Rate = wait, &st
+	return r
+}
+
+func windowName(d time.Duration) string {
+	switch d {
+	case time.Minute:
+		return "minute"
+	case time.Hour:
+		return "hour"
+	}
+	return "day"
+}
+
+// AccountRate returns the state of an account's tightest sending limit
+// (a zero Limit when it has none).
+func (p *Pipeline) AccountRate(ctx context.Context, account string) (RateStatus, error) {
+	acct, err := p.st.GetAccount(ctx, account)
+	if err != nil {
+		return RateStatus{}, err
+	}
+	l := ratelimit.Limits{PerMinute: acct.Limits.PerMinute, PerHour: acct.Limits.PerHour, PerDay: acct.Limits.PerDay}
+	return p.limits.Status("account:"+acct.ID, l), nil
+}

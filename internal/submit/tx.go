@@ -1,0 +1,370 @@
+package submit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// Tx is one message transaction: Mail, then Rcpt for each recipient, then
+// Data. It is not safe for concurrent use.
+type Tx struct {
+	p     *Pipeline
+	ident Identity
+	user  store.User // the User identity's directory entry
+	id    string     // queue ID, chosen up front so events can name it
+
+	mail     Mail
+	mailDone bool
+	rcpts    []store.Recipient // final recipients, aliases expanded
+	accepted int               // envelope recipients accepted (rate limits count these)
+	seen     map[string]bool   // final recipients, lower-cased
+	verps    []string          // feedback addresses to consume
+	dropped  int               // Herald's own mail to feedback addresses
+	domain   string            // the local domain whose inbound policy applies
+	inbound  InboundChecks
+	tags     []string
+	metadata map[string]string
+}
+
+// Mail is the envelope sender and its parameters.
+type Mail struct {
+	From     string // "" is the null sender
+	Ret      string
+	EnvID    string
+	SMTPUTF8 bool
+	Size     int64 // declared size (SIZE=), 0 if unknown
+}
+
+// Identity returns the transaction's identity (with its account resolved).
+func (t *Tx) Identity() Identity { return t.ident }
+
+// Mail checks the envelope sender: the identity must be allowed to use it,
+// the declared size must fit, and a sending identity must not already be
+// over its rate limits.
+func (t *Tx) Mail(ctx context.Context, m Mail) error {
+	if t.mailDone {
+		return refuse(ReasonTemporary, 503, smtp.EnhancedCode{5, 5, 1}, "Sender already specified")
+	}
+	if m.Size > t.p.cfg.MaxMessageSize {
+		return refuseWith(ReasonTooBig, smtp.ErrMessageTooBig)
+	}
+	if err := t.p.CheckSize(m.Size); err != nil {
+		return err
+	}
+	if m.From != "" {
+		addr, err := smtp.ParseAddress(m.From)
+		if err != nil {
+			return refuse(ReasonSenderNotAllowed, 553, smtp.EnhancedCode{5, 1, 7}, "Invalid sender address")
+		}
+		if err := t.mayUse(ctx, addr, "Sender address"); err != nil {
+			return err
+		}
+		m.From = addr.String()
+	}
+	if err := t.checkRates(ctx, 1); err != nil {
+		return err
+	}
+	if t.ident.Kind == Anonymous && t.p.inbound != nil {
+		t.inbound = t.p.inbound(ctx, t.ident.ClientIP, t.ident.HELO, m.From)
+	}
+	if !smtp.IsASCII(m.From) {
+		m.SMTPUTF8 = true
+	}
+	t.mail, t.mailDone = m, true
+	return nil
+}
+
+// Rcpt resolves one recipient: a feedback address, a local address (an
+// inbound HTTP route, a mailbox, or an alias or catch-all expanded to its
+// targets), or a remote one for identities that may relay. Recipients on
+// the account's suppression list are refused with ErrSuppressed.
+func (t *Tx) Rcpt(ctx context.Context, r Recipient) error {
+	if !t.mailDone {
+		return refuse(ReasonTemporary, 503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command first")
+	}
+	if t.accepted+len(t.verps)+t.dropped >= t.p.cfg.MaxRecipients {
+		return refuseWith(ReasonTooManyRcpts, smtp.ErrTooManyRcpts)
+	}
+	addr, err := smtp.ParseAddress(r.Address)
+	if err != nil {
+		return refuse(ReasonUnknownRecipient, 501, smtp.EnhancedCode{5, 1, 3}, "Invalid recipient address")
+	}
+	isLocal, err := t.p.st.IsLocalDomain(ctx, addr.Domain)
+	if err != nil {
+		return internal(fmt.Errorf("submit: domain lookup: %w", err))
+	}
+	norm := strings.ToLower(addr.String())
+	if isLocal && t.p.feedback != nil && t.p.feedback.IsVERP(norm) {
+		return t.feedbackRcpt(norm)
+	}
+	if !isLocal && !t.ident.Kind.relays() {
+		return refuseWith(ReasonRelayDenied, smtp.ErrRelayDenied)
+	}
+	if t.ident.Kind.relays() && t.ident.Kind != System {
+		if err := t.checkSuppressed(ctx, norm); err != nil {
+			return err
+		}
+	}
+	var targets []store.Recipient
+	if isLocal {
+		if targets, err = t.resolveLocal(ctx, addr, r); err != nil {
+			return err
+		}
+		if t.inbound != nil {
+			if err := t.inbound.Rcpt(ctx, addr.Domain); err != nil {
+				return &Refusal{Reply: mustSMTP(err), Reason: ReasonSPF}
+			}
+		}
+		if t.domain == "" {
+			t.domain = addr.Domain
+		}
+	} else {
+		targets = []store.Recipient{{Address: addr.String(), Notify: r.Notify, ORCPT: r.ORCPT}}
+	}
+	t.accepted++
+	for _, tr := range targets {
+		key := strings.ToLower(tr.Address)
+		if !t.seen[key] {
+			t.seen[key] = true
+			t.rcpts = append(t.rcpts, tr)
+		}
+	}
+	return nil
+}
+
+// feedbackRcpt accepts a VERP address for consumption at Data. Herald's
+// own mail to one (the DSN of a bounced API message) is dropped: the event
+// log already holds that outcome.
+func (t *Tx) feedbackRcpt(addr string) error {
+	if !t.p.feedback.Valid(addr) {
+		return refuseWith(ReasonUnknownRecipient, smtp.ErrNoSuchUser)
+	}
+	if t.ident.Kind == System {
+		t.dropped++
+		return nil
+	}
+	for _, v := range t.verps {
+		if v == addr {
+			return nil
+		}
+	}
+	t.verps = append(t.verps, addr)
+	return nil
+}
+
+// resolveLocal turns a local address into final recipients: itself when an
+// HTTP route takes it or it is a mailbox, else its alias or catch-all
+// targets, each keeping the original address as ORCPT for DSNs.
+func (t *Tx) resolveLocal(ctx context.Context, addr smtp.Address, r Recipient) ([]store.Recipient, error) {
+	norm := strings.ToLower(addr.String())
+	if rt, err := t.p.st.GetRoute(ctx, norm); err == nil && rt.Action == "http" {
+		return []store.Recipient{{Address: norm, Notify: r.Notify, ORCPT: r.ORCPT}}, nil
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, internal(fmt.Errorf("submit: route lookup: %w", err))
+	}
+	targets, err := local.Expand(ctx, t.p.st, norm, nil)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, refuseWith(ReasonUnknownRecipient, smtp.ErrNoSuchUser)
+		}
+		return nil, internal(fmt.Errorf("submit: expanding %s: %w", norm, err))
+	}
+	orcpt := r.ORCPT
+	if orcpt == "" && (len(targets) != 1 || !strings.EqualFold(targets[0], norm)) {
+		orcpt = "rfc822;" + addr.String()
+	}
+	out := make([]store.Recipient, 0, len(targets))
+	for _, tg := range targets {
+		out = append(out, store.Recipient{Address: tg, Notify: r.Notify, ORCPT: orcpt})
+	}
+	return out, nil
+}
+
+// checkSuppressed refuses a recipient on the account's suppression list and
+// records a "suppressed" event. A failed lookup does not stop mail.
+func (t *Tx) checkSuppressed(ctx context.Context, addr string) error {
+	acct := t.ident.account()
+	sup, err := t.p.st.IsSuppressed(ctx, acct, addr)
+	if err != nil || !sup {
+		return nil
+	}
+	ev := store.Event{Time: t.p.now(), Type: store.EventSuppressed, Account: acct, MessageID: t.id, Recipient: addr,
+		Sender: t.mail.From, Tags: t.tags, Metadata: t.metadata, Reply: "not sent: the address is on the suppression list"}
+	if err := t.p.st.AddEvents(ctx, []store.Event{ev}); err != nil {
+		t.p.log.Error("recording a suppressed recipient", "account", acct, "rcpt", addr, "err", err)
+	}
+	r := refuse(ReasonSuppressed, 550, smtp.EnhancedCode{5, 1, 1}, "Recipient <%s> is on the suppression list (earlier hard bounce, complaint or unsubscribe)", addr)
+	r.mark = ErrSuppressed
+	return r
+}
+
+// Data reads the message, consumes reports for feedback addresses, applies
+// the header rules, signs and spools it. It returns once the message is
+// durable. body must yield the message with CRLF line endings.
+func (t *Tx) Data(ctx context.Context, body io.Reader) (Result, error) {
+	if !t.mailDone {
+		return Result{}, refuse(ReasonTemporary, 503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command first")
+	}
+	lr := &limitReader{r: body, left: t.p.cfg.MaxMessageSize + traceAllowance}
+	body = lr
+	var res Result
+	if len(t.verps) > 0 {
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return Result{}, readError(err)
+		}
+		for _, v := range t.verps {
+			if err := t.p.feedback.Consume(ctx, v, data); err != nil {
+				return Result{}, internal(fmt.Errorf("submit: processing the report to %s: %w", v, err))
+			}
+			res.Consumed++
+		}
+		body = bytes.NewReader(data)
+	}
+	if len(t.rcpts) == 0 {
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			return Result{}, readError(err)
+		}
+		return res, nil
+	}
+	rate, err := t.takeRates(ctx, t.accepted)
+	if err != nil {
+		return Result{}, err
+	}
+	res.Rate = rate
+	msg := t.message(ctx)
+	var procs []spool.Processor
+	switch {
+	case t.ident.Kind == Anonymous:
+		if t.inbound != nil {
+			procs = t.inbound.Processors(ctx, t.domain)
+		}
+	case t.ident.Kind.submits():
+		procs = append(procs, &headerPolicy{tx: t}, &signer{tx: t})
+	default: // System
+		procs = append(procs, &signer{tx: t})
+	}
+	id, err := t.p.spool.Accept(ctx, msg, body, procs...)
+	if err != nil {
+		if lr.over {
+			return Result{}, refuseWith(ReasonTooBig, smtp.ErrMessageTooBig)
+		}
+		return Result{}, classify(err)
+	}
+	res.ID, res.Queued = id, len(msg.Recipients)
+	return res, nil
+}
+
+// message builds the queue entry.
+func (t *Tx) message(ctx context.Context) *store.Message {
+	m := &store.Message{
+		ID: t.id, Sender: t.mail.From, Ret: t.mail.Ret, EnvID: t.mail.EnvID,
+		AuthUser: t.ident.User, Source: t.ident.Source, SMTPUTF8: t.mail.SMTPUTF8,
+		Account: t.ident.Account, Tags: t.tags, Metadata: t.metadata,
+		Recipients: t.rcpts,
+	}
+	if t.ident.ClientIP.IsValid() {
+		m.ClientIP = t.ident.ClientIP.String()
+	}
+	m.HELO = t.ident.HELO
+	if m.Account == "" && t.domain != "" {
+		if a, err := t.p.st.DomainAccount(ctx, t.domain); err == nil {
+			m.Account = a // inbound mail belongs to the account of its domain
+		}
+	}
+	for _, r := range t.rcpts {
+		if !smtp.IsASCII(r.Address) {
+			m.SMTPUTF8 = true
+		}
+	}
+	verp := t.p.cfg.VERP
+	if t.p.feedback != nil && m.Sender != "" &&
+		(t.ident.Kind == APIKey && verp != "none" || t.ident.Kind == User && verp == "all") {
+		m.Sender = t.p.feedback.Sender(m.ID, m.Sender)
+	}
+	return m
+}
+
+// classify turns a spool error into a Refusal, keeping the verdicts of
+// processors (DMARC, header rules) and the spool's own failures.
+func classify(err error) error {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r
+	}
+	if errors.Is(err, store.ErrStorageFull) {
+		return storageRefusal(err)
+	}
+	var f *spool.Failure
+	if errors.As(err, &f) {
+		return &Refusal{Reply: f.Reply, Reason: ReasonTemporary, Cause: f.Cause}
+	}
+	if e, ok := smtp.AsError(err); ok {
+		reason := ReasonTemporary
+		switch {
+		case e.Enhanced == smtp.EnhancedCode{5, 7, 1}:
+			reason = ReasonDMARC
+		case e.Code == 552:
+			reason = ReasonTooBig
+		case e.Permanent():
+			reason = "rejected"
+		}
+		return &Refusal{Reply: e, Reason: reason, Cause: err}
+	}
+	return internal(err)
+}
+
+func storageRefusal(err error) *Refusal {
+	if r, ok := err.(*Refusal); ok {
+		return r
+	}
+	e := smtp.ErrStorageFull
+	if se, ok := smtp.AsError(err); ok {
+		e = *se
+	}
+	return &Refusal{Reply: &e, Reason: ReasonStorageFull, Cause: err}
+}
+
+// readError keeps the SMTP reader's verdicts (bare LF, size, loop) as they
+// are and reports anything else as a local failure.
+func readError(err error) error {
+	if _, ok := smtp.AsError(err); ok {
+		return err
+	}
+	return internal(err)
+}
+
+func mustSMTP(err error) *smtp.Error {
+	if e, ok := smtp.AsError(err); ok {
+		return e
+	}
+	e := smtp.ErrLocalError
+	return &e
+}
+
+// limitReader fails once more than left bytes were read.
+type limitReader struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.over = true
+		e := smtp.ErrMessageTooBig
+		return n, &e
+	}
+	return n, err
+}

@@ -1,0 +1,41 @@
+package transport
+
+import (
+	"context"
+	"time"
+
+	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/throttle"
+)
+
+// RemoteThrottle applies per-destination traffic shaping to remote
+// domains only; local delivery is never held back. It implements the
+// queue's throttle.
+type RemoteThrottle struct {
+	T   *throttle.Throttle
+	Dir interface {
+		IsLocalDomain(ctx context.Context, domain string) (bool, error)
+	}
+}
+
+func (r *RemoteThrottle) local(domain string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ok, err := r.Dir.IsLocalDomain(ctx, domain)
+	return err == nil && ok
+}
+
+// Acquire asks the throttle for a slot of a remote destination.
+func (r *RemoteThrottle) Acquire(domain string) (func(), time.Duration, bool) {
+	if r.local(domain) {
+		return func() {}, 0, true
+	}
+	return r.T.Acquire(domain)
+}
+
+// Observe reports a remote reply to the throttle.
+func (r *RemoteThrottle) Observe(domain string, code int, enhanced smtp.EnhancedCode, text string) {
+	if code != 0 {
+		r.T.Observe(domain, code, enhanced, text)
+	}
+}
