@@ -79,6 +79,9 @@ type fakeBackend struct {
 	mails      []Envelope
 	delivers   int
 	messages   []delivered
+	// readErrs holds the error each failed Deliver got from the body (a
+	// clean io.EOF on a cut-off body would have committed it).
+	readErrs []error
 }
 
 func newBackend() *fakeBackend {
@@ -119,6 +122,9 @@ func (b *fakeBackend) Deliver(ctx context.Context, c *Conn, env *Envelope, body 
 	b.mu.Unlock()
 	data, err := io.ReadAll(body)
 	if err != nil {
+		b.mu.Lock()
+		b.readErrs = append(b.readErrs, err)
+		b.mu.Unlock()
 		return "", err
 	}
 	b.mu.Lock()
@@ -127,6 +133,14 @@ func (b *fakeBackend) Deliver(ctx context.Context, c *Conn, env *Envelope, body 
 	e.Recipients = append([]Rcpt(nil), env.Recipients...)
 	b.messages = append(b.messages, delivered{env: e, conn: *c, body: string(data)})
 	return fmt.Sprintf("Q%d", len(b.messages)), nil
+}
+
+// failed returns the errors that ended the Deliver calls that did not
+// store a message.
+func (b *fakeBackend) failed() []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]error(nil), b.readErrs...)
 }
 
 func (b *fakeBackend) snapshot() (delivers int, msgs []delivered, mails []Envelope) {

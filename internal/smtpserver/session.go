@@ -108,7 +108,7 @@ func (s *session) run() {
 			s.reply(421, smtp.EnhancedCode{4, 3, 0}, s.cfg.Hostname+" Internal error, closing connection")
 		}
 		cancel() // a Deliver still running sees the end of the session
-		s.abortBDAT()
+		s.abortBDAT(message.ErrConnection)
 		_ = s.bw.Flush()
 		s.log.Info("disconnect", "duration", time.Since(start).Round(time.Millisecond),
 			"commands", s.commands, "errors", s.errors)
@@ -745,7 +745,9 @@ func (s *session) cmdBdat(arg string) {
 	}
 	s.dc.timeout = s.cfg.DataTimeout
 	defer func() { s.dc.timeout = s.cfg.IdleTimeout }()
-	chunk := io.LimitReader(s.br, size)
+	// The chunk must arrive whole: an end of input before size octets is
+	// io.ErrUnexpectedEOF, never the clean end of a (short) chunk.
+	chunk := &chunkReader{r: s.br, n: size}
 	discard := func() bool {
 		if _, err := io.Copy(io.Discard, chunk); err != nil {
 			s.connFailed(err, "reading BDAT chunk")
@@ -763,13 +765,13 @@ func (s *session) cmdBdat(arg string) {
 		s.startBDAT()
 	}
 	b := s.bdat
-	b.size += size
-	if b.size > s.cfg.MaxMessageBytes {
+	if size > s.cfg.MaxMessageBytes-b.size { // not b.size+size: it could overflow
 		if discard() {
 			s.finishMessage("", nil, message.ErrMessageTooBig, nil, false, b.size)
 		}
 		return
 	}
+	b.size += size
 	// Copy the chunk into the pipe that Deliver reads, telling read errors
 	// (the client) from write errors (a violation, or Deliver returned).
 	var readErr error
@@ -781,7 +783,8 @@ func (s *session) cmdBdat(arg string) {
 		return n, err
 	}))
 	if readErr != nil {
-		s.abortBDAT()
+		// Deliver must fail, not see the end of a message it would commit.
+		s.abortBDAT(message.ErrConnection)
 		s.connFailed(readErr, "reading BDAT chunk")
 		return
 	}
@@ -799,6 +802,32 @@ func (s *session) cmdBdat(arg string) {
 	res := <-b.done
 	s.bdat = nil
 	s.finishMessage(res.queueID, res.err, b.cp.Violation(), nil, b.cp.Consumed(), b.cp.Size())
+}
+
+// chunkReader reads exactly n octets of a BDAT chunk from r. An end of
+// input before the last octet is io.ErrUnexpectedEOF: a chunk cut short by
+// a disconnect must abort the transaction, not complete it.
+type chunkReader struct {
+	r io.Reader
+	n int64 // octets still to read
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	if errors.Is(err, io.EOF) {
+		if c.n > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		err = nil
+	}
+	return n, err
 }
 
 type readerFunc func([]byte) (int, error)
@@ -830,19 +859,20 @@ func (s *session) startBDAT() {
 	}()
 }
 
-// abortBDAT stops a BDAT transfer in progress and waits for Deliver.
-func (s *session) abortBDAT() {
+// abortBDAT stops a BDAT transfer in progress, making Deliver's body
+// fail with err, and waits for Deliver.
+func (s *session) abortBDAT(err error) {
 	if s.bdat == nil {
 		return
 	}
-	s.bdat.cp.Abort(errTxAborted)
+	s.bdat.cp.Abort(err)
 	<-s.bdat.done
 	s.bdat = nil
 }
 
 // resetTx ends the current transaction, if any.
 func (s *session) resetTx() {
-	s.abortBDAT()
+	s.abortBDAT(errTxAborted)
 	s.env = nil
 	s.busy.Store(false)
 }
