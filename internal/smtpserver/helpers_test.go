@@ -74,6 +74,7 @@ type delivered struct {
 type fakeBackend struct {
 	mu         sync.Mutex
 	connectErr error
+	onConnect  func() // called at the start of Connect, if set
 	users      map[string]string
 	rejectRcpt map[string]bool
 	mails      []Envelope
@@ -88,7 +89,12 @@ func newBackend() *fakeBackend {
 	return &fakeBackend{users: map[string]string{"alice": "secret"}, rejectRcpt: map[string]bool{}}
 }
 
-func (b *fakeBackend) Connect(ctx context.Context, c *Conn) error { return b.connectErr }
+func (b *fakeBackend) Connect(ctx context.Context, c *Conn) error {
+	if b.onConnect != nil {
+		b.onConnect()
+	}
+	return b.connectErr
+}
 
 func (b *fakeBackend) Authenticate(ctx context.Context, c *Conn, user, pass string) error {
 	if c.TLS == nil {
