@@ -146,6 +146,9 @@ listen = []
 listen = []
 [relay]
 allow = ["127.0.0.0/8"]
+[limits]
+# The kill lands 50-300 ms after the start: no pregreet wait.
+pregreet_wait = "0"
 [dns]
 resolver = %q
 [queue]
@@ -211,6 +214,9 @@ port = 25
 	// Final start: everything acknowledged must come out.
 	p := startProc(t, bin, cfgPath, logPath)
 	defer p.term(t)
+	// The listener is bound before the SIGTERM handler is installed; a
+	// greeting means Run is going, so the final SIGTERM is handled.
+	waitGreeting(t, smtpAddr)
 	mu.Lock()
 	want := len(acked)
 	mu.Unlock()
@@ -246,6 +252,25 @@ port = 25
 			t.Fatalf("%d of %d acknowledged messages never delivered\nlog tail:\n%s", missing, want, tail(string(b), 40))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitGreeting waits until a session on addr gets its 220.
+func waitGreeting(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			ok := newRawSession(c).expect(220)
+			c.Close()
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not greet", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -84,7 +84,8 @@ func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*deliv
 	cfg.Delivery.CommandTimeout = 5 * time.Second
 	cfg.Auth.FailureDelay = time.Millisecond
 	cfg.Limits.QueueMinFree = 1 << 20
-	cfg.Platform.WebhookAllowPrivate = true // the test receivers listen on loopback
+	cfg.Limits.PregreetWait = 10 * time.Millisecond // the real default is 1s per new client
+	cfg.Platform.WebhookAllowPrivate = true         // the test receivers listen on loopback
 	if mutate != nil {
 		mutate(cfg)
 	}

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -190,4 +192,43 @@ func wrapClient(t *testing.T, conn net.Conn) *client {
 	t.Cleanup(func() { conn.Close() })
 	c.expect(220)
 	return c
+}
+
+// A client that talks before the greeting is refused on the MX listener
+// (554 5.5.1, counted in the protocol rejections), and the submission
+// listeners do not make clients wait: with a 30 s pregreet wait the early
+// talker is refused at once and a submission client is greeted well within
+// the client's 10 s read deadline.
+func TestPregreetThroughApp(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, func(c *config.Config) { c.Limits.PregreetWait = 30 * time.Second })
+	h.addDomain("example.com")
+	conn, err := net.DialTimeout("tcp", h.addr("smtp"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, tp: newTextproto(conn)}
+	t.Cleanup(func() { conn.Close() })
+	c.raw("EHLO bot.test\r\nMAIL FROM:<spam@bot.test>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
+	if code, msg := c.reply(); code != 554 || msg != "5.5.1 Protocol error: talked before greeting" {
+		t.Fatalf("got %d %s, want 554 5.5.1", code, msg)
+	}
+	if code, _, err := c.tp.ReadResponse(0); err == nil || code != 0 {
+		t.Fatalf("connection still open after the refusal (%d, %v)", code, err)
+	}
+
+	sub := dial(t, h.addr("submission")) // expects the 220
+	sub.ok(250, "EHLO client.test")
+	subs := dialTLS(t, h.addr("submissions"))
+	subs.ok(250, "EHLO client.test")
+
+	resp, err := http.Get("http://" + h.addr("http") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if want := `herald_smtp_protocol_rejections_total{reason="pregreet"} 1`; !strings.Contains(string(b), want) {
+		t.Fatalf("/metrics lacks %q:\n%s", want, b)
+	}
 }

@@ -478,6 +478,10 @@ func queueConfig(cfg *config.Config) queue.Config {
 
 func serverConfig(cfg *config.Config, mode smtpserver.Mode, t *tlsconf.Manager, conns *ratelimit.ConnLimiter, log *slog.Logger) smtpserver.Config {
 	l := cfg.Limits
+	var pregreet time.Duration // submission does not wait (see limits.pregreet_wait)
+	if mode == smtpserver.ModeMX {
+		pregreet = l.PregreetWait
+	}
 	return smtpserver.Config{
 		Hostname:           cfg.Server.Hostname,
 		Mode:               mode,
@@ -486,8 +490,9 @@ func serverConfig(cfg *config.Config, mode smtpserver.Mode, t *tlsconf.Manager, 
 		MaxRecipients:      l.MaxRecipients,
 		MaxLineLength:      l.MaxCommandLineLength,
 		Conns:              conns,
-		MaxCommands:        l.MaxCommands,
+		MaxJunkCommands:    l.MaxJunkCommands,
 		MaxErrors:          l.MaxErrors,
+		PregreetWait:       pregreet,
 		IdleTimeout:        l.IdleTimeout,
 		DataTimeout:        l.DataTimeout,
 		SessionTimeout:     l.SessionTimeout,

@@ -140,8 +140,9 @@ type LimitsConfig struct {
 	MaxCommandLineLength int           `toml:"max_command_line_length"` // command line, incl. CRLF (RFC 5321 4.5.3.1.4)
 	MaxConnections       int           `toml:"max_connections"`         // concurrent inbound connections, all listeners
 	MaxConnectionsPerIP  int           `toml:"max_connections_per_ip"`  // concurrent inbound connections per client IP
-	MaxCommands          int           `toml:"max_commands"`            // commands per session
-	MaxErrors            int           `toml:"max_errors"`              // error replies per session before disconnecting
+	MaxJunkCommands      int           `toml:"max_junk_commands"`       // commands that move no mail (NOOP, RSET, ...) since the last accepted message
+	MaxErrors            int           `toml:"max_errors"`              // error replies since the last accepted message before disconnecting
+	PregreetWait         time.Duration `toml:"pregreet_wait"`           // MX listener: wait before the greeting to catch clients that talk first; 0 disables
 	IdleTimeout          time.Duration `toml:"idle_timeout"`            // wait for a command (RFC 5321 4.5.3.2)
 	DataTimeout          time.Duration `toml:"data_timeout"`            // without progress during DATA
 	SessionTimeout       time.Duration `toml:"session_timeout"`         // whole session
@@ -237,8 +238,9 @@ func Default() *Config {
 			MaxCommandLineLength: 512,
 			MaxConnections:       1000,
 			MaxConnectionsPerIP:  20,
-			MaxCommands:          1000,
+			MaxJunkCommands:      1000,
 			MaxErrors:            10,
+			PregreetWait:         time.Second,
 			IdleTimeout:          5 * time.Minute,
 			DataTimeout:          10 * time.Minute,
 			SessionTimeout:       30 * time.Minute,
@@ -395,6 +397,10 @@ func (s source) err(format string, args ...any) *Error {
 	return &Error{File: s.file, Line: s.line, Var: s.env, Msg: fmt.Sprintf(format, args...)}
 }
 
+// maxPregreetWait bounds limits.pregreet_wait: each new client waits that
+// long, holding a connection slot (Postfix's postscreen_greet_wait is 6s).
+const maxPregreetWait = 30 * time.Second
+
 // crossCheck validates relations between keys after everything is applied.
 func (c *Config) crossCheck(idx *index) errList {
 	var errs errList
@@ -419,6 +425,9 @@ func (c *Config) crossCheck(idx *index) errList {
 	}
 	if c.Queue.DelayWarning >= c.Queue.MaxLifetime {
 		errs = append(errs, at("queue.delay_warning", "queue.max_lifetime").err("queue.delay_warning (%s) must be less than queue.max_lifetime (%s); use \"0\" to disable it", c.Queue.DelayWarning, c.Queue.MaxLifetime))
+	}
+	if c.Limits.PregreetWait > maxPregreetWait {
+		errs = append(errs, at("limits.pregreet_wait").err("limits.pregreet_wait (%s) is more than %s: every new client would wait that long for the greeting", c.Limits.PregreetWait, maxPregreetWait))
 	}
 	if c.Limits.MaxConnectionsPerIP > c.Limits.MaxConnections {
 		errs = append(errs, at("limits.max_connections_per_ip", "limits.max_connections").err("limits.max_connections_per_ip (%d) is more than limits.max_connections (%d)", c.Limits.MaxConnectionsPerIP, c.Limits.MaxConnections))

@@ -31,6 +31,8 @@ func TestDefault(t *testing.T) {
 		{"max_message_size", c.Limits.MaxMessageSize, int64(25 << 20)},
 		{"max_line_length", c.Limits.MaxLineLength, 1000},
 		{"idle_timeout", c.Limits.IdleTimeout, 5 * time.Minute},
+		{"max_junk_commands", c.Limits.MaxJunkCommands, 1000},
+		{"pregreet_wait", c.Limits.PregreetWait, time.Second},
 		{"max_lifetime", c.Queue.MaxLifetime, 120 * time.Hour},
 		{"delivery.port", c.Delivery.Port, 25},
 		{"helo", c.Delivery.HeloName, "localhost"},
@@ -90,8 +92,9 @@ max_line_length = 2000
 max_command_line_length = 1024
 max_connections = 500
 max_connections_per_ip = 10
-max_commands = 200
+max_junk_commands = 200
 max_errors = 3
+pregreet_wait = "2500ms"
 idle_timeout = "6m"
 data_timeout = "11m"
 session_timeout = "1h"
@@ -180,7 +183,7 @@ func TestFullFile(t *testing.T) {
 		TLS:         TLSConfig{CertFile: "/etc/herald/cert.pem", KeyFile: "/etc/herald/key.pem", MinVersion: tlsVersion13},
 		Limits: LimitsConfig{
 			MaxMessageSize: 10_000_000, MaxRecipients: 50, MaxLineLength: 2000, MaxCommandLineLength: 1024,
-			MaxConnections: 500, MaxConnectionsPerIP: 10, MaxCommands: 200, MaxErrors: 3,
+			MaxConnections: 500, MaxConnectionsPerIP: 10, MaxJunkCommands: 200, MaxErrors: 3, PregreetWait: 2500 * time.Millisecond,
 			IdleTimeout: 6 * time.Minute, DataTimeout: 11 * time.Minute, SessionTimeout: time.Hour,
 			MaxReceivedHeaders: 50, QueueMinFree: 100 << 20,
 		},
@@ -294,6 +297,9 @@ func TestErrors(t *testing.T) {
 		{"route domain", "[delivery]\nroutes = { \"bad domain\" = \"mx:25\" }\n", `herald.toml:2: delivery.routes: "bad domain" is not a domain`},
 		{"cert without key", "[tls]\n\ncert_file = \"/c.pem\"\n", `herald.toml:3: tls.cert_file and tls.key_file must be set together (both empty means a self-signed certificate)`},
 		{"retry order", "[queue]\nretry_initial = \"2h\"\nretry_max = \"1h\"\n", `herald.toml:3: queue.retry_max (1h0m0s) is less than queue.retry_initial (2h0m0s)`},
+		{"pregreet_wait negative", "[limits]\npregreet_wait = \"-1s\"\n", `herald.toml:2: limits.pregreet_wait: "-1s" is not a positive duration`},
+		{"pregreet_wait too long", "[limits]\nmax_errors = 5\npregreet_wait = \"45s\"\n", `herald.toml:3: limits.pregreet_wait (45s) is more than 30s: every new client would wait that long for the greeting`},
+		{"renamed max_commands", "[limits]\n\nmax_commands = 5000\n", `herald.toml:3: limits.max_commands was replaced by limits.max_junk_commands, which counts only commands that move no mail (NOOP, RSET, VRFY, HELP, unknown commands, repeated HELO/EHLO, recipients over limits.max_recipients) and restarts at every accepted message; MAIL, RCPT, DATA and BDAT are no longer limited per session`},
 		{"smarthost auth without host", "[delivery]\nsmarthost_username = \"u\"\nsmarthost_password = \"p\"\n", `herald.toml:2: delivery.smarthost_username/smarthost_password are set but delivery.smarthost is empty`},
 	}
 	for _, tt := range tests {
@@ -386,6 +392,8 @@ func TestEnv(t *testing.T) {
 		{"HERALD_DELIVERY_REQUIRE_TLS=yes", `HERALD_DELIVERY_REQUIRE_TLS: delivery.require_tls: "yes" is not true or false`},
 		{"HERALD_SMTP_LISEN=:25", `HERALD_SMTP_LISEN: unknown configuration variable (no key "smtp.lisen")`},
 		{"HERALD_DELIVERY_ROUTES=example.org", `HERALD_DELIVERY_ROUTES: delivery.routes: "example.org" is not key=value`},
+		{"HERALD_LIMITS_MAX_COMMANDS=5000", `HERALD_LIMITS_MAX_COMMANDS: limits.max_commands was replaced by limits.max_junk_commands, which counts only commands that move no mail (NOOP, RSET, VRFY, HELP, unknown commands, repeated HELO/EHLO, recipients over limits.max_recipients) and restarts at every accepted message; MAIL, RCPT, DATA and BDAT are no longer limited per session`},
+		{"HERALD_LIMITS_PREGREET_WAIT=2m", `HERALD_LIMITS_PREGREET_WAIT: limits.pregreet_wait (2m0s) is more than 30s: every new client would wait that long for the greeting`},
 		{"HERALD_TLS_CERT_FILE=/c.pem", `HERALD_TLS_CERT_FILE: tls.cert_file and tls.key_file must be set together (both empty means a self-signed certificate)`},
 	}
 	for _, b := range bad {

@@ -145,6 +145,10 @@ func applyDoc(name string, doc *document, idx *index) errList {
 			src := at(sec, key)
 			f := idx.fields[full]
 			if f == nil {
+				if msg, ok := renamedKeys[full]; ok {
+					errs = append(errs, src.err("%s", msg))
+					continue
+				}
 				errs = append(errs, src.err("unknown key %q", full))
 				continue
 			}
@@ -200,6 +204,10 @@ func applyEnv(environ []string, idx *index) (errs errList, helo bool) {
 		src := source{env: name}
 		f := idx.env[name]
 		if f == nil {
+			if msg, ok := renamedEnv(name); ok {
+				errs = append(errs, src.err("%s", msg))
+				continue
+			}
 			rest := strings.TrimPrefix(name, EnvPrefix)
 			for sec := range idx.sections {
 				if strings.HasPrefix(rest, strings.ToUpper(sec)+"_") {
@@ -223,6 +231,17 @@ func applyEnv(environ []string, idx *index) (errs errList, helo bool) {
 		}
 	}
 	return errs, helo
+}
+
+// renamedEnv returns the message of a renamed key for its environment
+// variable.
+func renamedEnv(name string) (string, bool) {
+	for k, msg := range renamedKeys {
+		if EnvName(k) == name {
+			return msg, true
+		}
+	}
+	return "", false
 }
 
 // envValue converts an environment string to the TOML value type a field of

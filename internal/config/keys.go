@@ -74,8 +74,9 @@ func (c *Config) fields() []field {
 		intField("limits.max_command_line_length", &c.Limits.MaxCommandLineLength, 512, 1<<20),
 		intField("limits.max_connections", &c.Limits.MaxConnections, 1, 1<<24),
 		intField("limits.max_connections_per_ip", &c.Limits.MaxConnectionsPerIP, 1, 1<<24),
-		intField("limits.max_commands", &c.Limits.MaxCommands, 1, math.MaxInt32),
+		intField("limits.max_junk_commands", &c.Limits.MaxJunkCommands, 1, math.MaxInt32),
 		intField("limits.max_errors", &c.Limits.MaxErrors, 1, math.MaxInt32),
+		durField("limits.pregreet_wait", &c.Limits.PregreetWait, true),
 		durField("limits.idle_timeout", &c.Limits.IdleTimeout, false),
 		durField("limits.data_timeout", &c.Limits.DataTimeout, false),
 		durField("limits.session_timeout", &c.Limits.SessionTimeout, false),
@@ -139,6 +140,15 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 	}
+}
+
+// renamedKeys are keys that no longer exist, with what to do instead. Such
+// a key is an error, not ignored: its meaning changed.
+var renamedKeys = map[string]string{
+	"limits.max_commands": "limits.max_commands was replaced by limits.max_junk_commands, " +
+		"which counts only commands that move no mail (NOOP, RSET, VRFY, HELP, unknown commands, " +
+		"repeated HELO/EHLO, recipients over limits.max_recipients) and restarts at every accepted message; " +
+		"MAIL, RCPT, DATA and BDAT are no longer limited per session",
 }
 
 // index gives access to the fields of one Config by key, section and

@@ -13,12 +13,15 @@ var errShuttingDown = errors.New("smtpserver: shutting down")
 
 // deadlineConn sets the read deadline before every read of the raw
 // connection, so a timeout bounds the silence between bytes (idle or data
-// timeout) rather than a whole transfer, capped by the session deadline.
-// It is used from the session goroutine only.
+// timeout) rather than a whole transfer, capped by the session deadline
+// (see session.readEnd). It is used from the session goroutine only.
 type deadlineConn struct {
 	net.Conn
 	s       *session
 	timeout time.Duration
+	// until, when set, is the deadline of every read instead (the end of
+	// the pregreet wait; a past time makes reads return at once).
+	until time.Time
 }
 
 func (d *deadlineConn) Read(p []byte) (int, error) {
@@ -27,8 +30,11 @@ func (d *deadlineConn) Read(p []byte) (int, error) {
 			return 0, errShuttingDown
 		}
 		dl := time.Now().Add(d.timeout)
-		if dl.After(d.s.sessionEnd) {
-			dl = d.s.sessionEnd
+		if !d.until.IsZero() {
+			dl = d.until
+		}
+		if end := d.s.readEnd(); dl.After(end) {
+			dl = end
 		}
 		if err := d.Conn.SetReadDeadline(dl); err != nil {
 			return 0, err

@@ -74,18 +74,27 @@ type delivered struct {
 type fakeBackend struct {
 	mu         sync.Mutex
 	connectErr error
+	onConnect  func() // called at the start of Connect, if set
 	users      map[string]string
 	rejectRcpt map[string]bool
 	mails      []Envelope
 	delivers   int
 	messages   []delivered
+	// readErrs holds the error each failed Deliver got from the body (a
+	// clean io.EOF on a cut-off body would have committed it).
+	readErrs []error
 }
 
 func newBackend() *fakeBackend {
 	return &fakeBackend{users: map[string]string{"alice": "secret"}, rejectRcpt: map[string]bool{}}
 }
 
-func (b *fakeBackend) Connect(ctx context.Context, c *Conn) error { return b.connectErr }
+func (b *fakeBackend) Connect(ctx context.Context, c *Conn) error {
+	if b.onConnect != nil {
+		b.onConnect()
+	}
+	return b.connectErr
+}
 
 func (b *fakeBackend) Authenticate(ctx context.Context, c *Conn, user, pass string) error {
 	if c.TLS == nil {
@@ -119,6 +128,9 @@ func (b *fakeBackend) Deliver(ctx context.Context, c *Conn, env *Envelope, body 
 	b.mu.Unlock()
 	data, err := io.ReadAll(body)
 	if err != nil {
+		b.mu.Lock()
+		b.readErrs = append(b.readErrs, err)
+		b.mu.Unlock()
 		return "", err
 	}
 	b.mu.Lock()
@@ -127,6 +139,14 @@ func (b *fakeBackend) Deliver(ctx context.Context, c *Conn, env *Envelope, body 
 	e.Recipients = append([]Rcpt(nil), env.Recipients...)
 	b.messages = append(b.messages, delivered{env: e, conn: *c, body: string(data)})
 	return fmt.Sprintf("Q%d", len(b.messages)), nil
+}
+
+// failed returns the errors that ended the Deliver calls that did not
+// store a message.
+func (b *fakeBackend) failed() []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]error(nil), b.readErrs...)
 }
 
 func (b *fakeBackend) snapshot() (delivers int, msgs []delivered, mails []Envelope) {

@@ -1,9 +1,10 @@
 // Package smtpserver runs Herald's SMTP listeners (MX on port 25,
 // submission with STARTTLS on 587, implicit TLS on 465): the hostile-input
-// front door of the server. It speaks the protocol, enforces every limit a
-// client controls (connections, line and message sizes, recipients,
-// commands, errors, timeouts) and reads message data strictly (package
-// message); policy and storage are left to a Backend.
+// front door of the server. It speaks the protocol, refuses clients that
+// talk before the greeting, enforces every limit a client controls
+// (connections, line and message sizes, recipients, junk commands, errors,
+// timeouts) and reads message data strictly (package message); policy and
+// storage are left to a Backend.
 //
 // The session engine is Herald's own rather than go-smtp's server: see
 // doc.go for the reasons.
@@ -21,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldmail/herald/internal/clock"
 )
 
 // ConnGate admits or refuses new connections (total and per-IP caps). It is
@@ -41,14 +44,41 @@ type Config struct {
 	MaxLineLength   int         // command line limit including CRLF; default 512 (RFC 5321)
 	Conns           ConnGate    // shared connection caps; nil admits every connection
 
-	MaxCommands int // per session; default 1000
-	MaxErrors   int // error replies per session before 421; default 10
+	// MaxJunkCommands bounds the commands that move no mail: NOOP, RSET,
+	// VRFY, HELP, EXPN and the other unimplemented commands, unknown
+	// commands, a HELO/EHLO repeated without STARTTLS in between, and
+	// recipients over MaxRecipients. One more is answered 421 4.7.0 and
+	// the session closed. The count restarts at every accepted message, so
+	// MAIL/RCPT/DATA/BDAT work never adds up. Default 1000.
+	MaxJunkCommands int
+	// MaxErrors bounds the error replies (4xx/5xx) before 421 4.7.0; it
+	// also restarts at every accepted message. The 452 4.5.3 for
+	// recipients over MaxRecipients is not an error (RFC 5321
+	// §4.5.3.1.10). Default 10.
+	MaxErrors int
 
-	IdleTimeout    time.Duration // waiting for a command; default 5 minutes (RFC 5321 §4.5.3.2)
-	DataTimeout    time.Duration // between bytes of DATA/BDAT content; default 3 minutes
-	SessionTimeout time.Duration // whole session; default 30 minutes
+	IdleTimeout time.Duration // waiting for a command; default 5 minutes (RFC 5321 §4.5.3.2)
+	DataTimeout time.Duration // between bytes of DATA/BDAT content; default 3 minutes
+	// SessionTimeout limits a session; default 30 minutes. It is enforced
+	// between transactions: one in progress when it passes may take up to
+	// SessionTimeout more to finish.
+	SessionTimeout time.Duration
 
 	MaxReceivedHeaders int // loop detection; default 100
+
+	// PregreetWait is how long the server waits before the greeting for a
+	// client that talks first (Postfix postscreen's pregreet test; see
+	// pregreet.go). Such a client is answered 554 5.5.1 and disconnected.
+	// The wait starts with the connection (after the TLS handshake in
+	// ModeSubmissions), runs while Backend.Connect decides, and ends at
+	// once when the client sends something. 0: no wait, but input already
+	// received when the greeting is sent is still refused.
+	PregreetWait time.Duration
+	// PregreetTTL is how long a client (IPv4 address, IPv6 /64) that waited
+	// out PregreetWait skips the wait; default 24 hours.
+	PregreetTTL time.Duration
+	// Clock tells the time for PregreetTTL; default the wall clock.
+	Clock clock.Clock
 
 	Logger *slog.Logger // default: discard
 
@@ -70,8 +100,8 @@ func (c *Config) setDefaults() {
 	if c.MaxLineLength <= 0 {
 		c.MaxLineLength = 512
 	}
-	if c.MaxCommands <= 0 {
-		c.MaxCommands = 1000
+	if c.MaxJunkCommands <= 0 {
+		c.MaxJunkCommands = 1000
 	}
 	if c.MaxErrors <= 0 {
 		c.MaxErrors = 10
@@ -87,6 +117,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReceivedHeaders <= 0 {
 		c.MaxReceivedHeaders = 100
+	}
+	if c.PregreetWait < 0 {
+		c.PregreetWait = 0
+	}
+	if c.PregreetTTL <= 0 {
+		c.PregreetTTL = 24 * time.Hour
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -125,8 +164,9 @@ const (
 	RejectLoop          = "loop"           // too many Received headers
 	RejectDeliver       = "deliver"        // Backend.Deliver failed
 	RejectTooManyErrors = "too_many_errors"
-	RejectTooManyCmds   = "too_many_commands"
-	RejectTimeout       = "timeout" // idle, data or session timeout
+	RejectTooManyCmds   = "too_many_commands" // Config.MaxJunkCommands
+	RejectTimeout       = "timeout"           // idle, data or session timeout
+	RejectPregreet      = "pregreet"          // talked before the greeting
 )
 
 // Stats is a snapshot of a Server's counters.
@@ -161,6 +201,8 @@ type Server struct {
 
 	rejMu      sync.Mutex
 	rejections map[string]uint64
+
+	greeted *greetCache // clients that passed the pregreet wait
 }
 
 // New returns a Server for cfg that hands decisions and messages to b.
@@ -173,6 +215,7 @@ func New(cfg Config, b Backend) *Server {
 		listeners:  make(map[net.Listener]struct{}),
 		sessions:   make(map[*session]struct{}),
 		rejections: make(map[string]uint64),
+		greeted:    newGreetCache(cfg.PregreetTTL, cfg.Clock),
 	}
 }
 

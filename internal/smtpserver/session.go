@@ -51,15 +51,17 @@ type session struct {
 	c          Conn
 	log        *slog.Logger
 	ctx        context.Context
-	sessionEnd time.Time
+	sessionEnd time.Time // Config.SessionTimeout after the connection
 
 	extended bool      // EHLO (not HELO) was used
 	env      *Envelope // current transaction, nil outside one
 	bdat     *bdatState
 	busy     atomic.Bool // inside a mail transaction (read by Shutdown)
 
-	commands, errors int
-	closing          bool // the session ends after the current command
+	commands int  // commands read, for the log
+	errors   int  // error replies since the last accepted message (Config.MaxErrors)
+	junk     int  // junk commands since the last accepted message (Config.MaxJunkCommands)
+	closing  bool // the session ends after the current command
 }
 
 type bdatState struct {
@@ -108,7 +110,7 @@ func (s *session) run() {
 			s.reply(421, smtp.EnhancedCode{4, 3, 0}, s.cfg.Hostname+" Internal error, closing connection")
 		}
 		cancel() // a Deliver still running sees the end of the session
-		s.abortBDAT()
+		s.abortBDAT(message.ErrConnection)
 		_ = s.bw.Flush()
 		s.log.Info("disconnect", "duration", time.Since(start).Round(time.Millisecond),
 			"commands", s.commands, "errors", s.errors)
@@ -120,11 +122,19 @@ func (s *session) run() {
 			return
 		}
 	}
+	greetAt := time.Now()
+	wait := s.cfg.PregreetWait > 0 && !s.srv.greeted.passed(s.c.RemoteAddr.Addr())
+	if wait {
+		greetAt = greetAt.Add(s.cfg.PregreetWait)
+	}
 	if err := s.srv.b.Connect(ctx, &s.c); err != nil {
 		s.srv.reject(RejectConnect)
 		e := s.smtpError(err, &smtp.Error{Code: 421, Enhanced: smtp.EnhancedCode{4, 3, 0}, Message: "Service not available, try again later"})
 		s.log.Info("connection refused by policy", "reply", e.Error())
 		s.replyError(e)
+		return
+	}
+	if !s.pregreet(greetAt, wait) {
 		return
 	}
 	s.reply(220, smtp.EnhancedCode{}, s.cfg.Hostname+" ESMTP Herald")
@@ -138,10 +148,12 @@ func (s *session) run() {
 			continue
 		}
 		s.commands++
-		if s.commands > s.cfg.MaxCommands {
-			s.srv.reject(RejectTooManyCmds)
-			s.log.Info("too many commands")
-			s.reply(421, smtp.EnhancedCode{4, 7, 0}, s.cfg.Hostname+" Too many commands, closing connection")
+		if !s.busy.Load() && !time.Now().Before(s.sessionEnd) {
+			// A command pipelined past the session limit, between
+			// transactions: the limit is enforced here, not inside one.
+			s.srv.reject(RejectTimeout)
+			s.log.Info("timeout", "during", "session")
+			s.reply(421, smtp.EnhancedCode{4, 4, 2}, s.cfg.Hostname+" Session time limit exceeded, closing connection")
 			return
 		}
 		s.dispatch(line)
@@ -199,7 +211,7 @@ func (s *session) connFailed(err error, during string) {
 	case isTimeout(err):
 		s.srv.reject(RejectTimeout)
 		msg := " Idle timeout, closing connection"
-		if !time.Now().Before(s.sessionEnd) {
+		if !time.Now().Before(s.readEnd()) {
 			msg = " Session time limit exceeded, closing connection"
 		}
 		s.log.Info("timeout", "during", during)
@@ -209,6 +221,19 @@ func (s *session) connFailed(err error, during string) {
 	default:
 		s.log.Info("connection error", "during", during, "err", err)
 	}
+}
+
+// readEnd is the latest time a read may wait until. Outside a mail
+// transaction it is the session limit. A transaction in progress when the
+// limit passes may take up to Config.SessionTimeout more to finish, so a
+// relay streaming mail for longer than the limit is closed between two
+// messages, never in the middle of one, and no session lasts more than
+// twice the limit.
+func (s *session) readEnd() time.Time {
+	if s.busy.Load() {
+		return s.sessionEnd.Add(s.cfg.SessionTimeout)
+	}
+	return s.sessionEnd
 }
 
 // readLine reads one line of at most limit bytes including CRLF and
@@ -249,11 +274,17 @@ func (s *session) readLine(limit int) (string, error) {
 	return string(line), nil
 }
 
-// reply writes one reply line. Enhanced codes are left out when zero.
+// reply writes one reply line, counting it toward Config.MaxErrors if it
+// is an error (4xx or 5xx). Enhanced codes are left out when zero.
 func (s *session) reply(code int, enh smtp.EnhancedCode, text string) {
 	if code >= 400 {
 		s.errors++
 	}
+	s.write(code, enh, text)
+}
+
+// write writes one reply line without counting it as an error.
+func (s *session) write(code int, enh smtp.EnhancedCode, text string) {
 	text = strings.Map(func(r rune) rune {
 		if r == '\r' || r == '\n' {
 			return ' '
@@ -286,11 +317,42 @@ func (s *session) smtpError(err error, fallback *smtp.Error) *smtp.Error {
 	return fallback
 }
 
+// junkCommand counts a command that moves no mail (see
+// Config.MaxJunkCommands). Over the limit it answers 421 and reports false:
+// the command must not run.
+func (s *session) junkCommand() bool {
+	s.junk++
+	if s.junk <= s.cfg.MaxJunkCommands {
+		return true
+	}
+	s.srv.reject(RejectTooManyCmds)
+	s.log.Info("too many junk commands", "limit", s.cfg.MaxJunkCommands, "commands", s.commands)
+	s.reply(421, smtp.EnhancedCode{4, 7, 0}, s.cfg.Hostname+" Too many commands without mail, closing connection")
+	s.closing = true
+	return false
+}
+
 var errLocal = &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing, try again later"}
 
 func (s *session) dispatch(line string) {
 	verb, arg, _ := strings.Cut(line, " ")
-	switch strings.ToUpper(verb) {
+	verb = strings.ToUpper(verb)
+	switch verb {
+	case "EHLO", "HELO":
+		if s.c.HELO != "" && !s.junkCommand() { // a repeat; the first after STARTTLS is not
+			return
+		}
+	case "RSET", "NOOP", "VRFY", "HELP", "EXPN", "TURN", "ETRN", "SEND", "SOML", "SAML":
+		if !s.junkCommand() {
+			return
+		}
+	case "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "QUIT":
+	default: // unknown
+		if !s.junkCommand() {
+			return
+		}
+	}
+	switch verb {
 	case "EHLO":
 		s.cmdHelo(arg, true)
 	case "HELO":
@@ -628,8 +690,15 @@ func (s *session) cmdRcpt(arg string) {
 		return
 	}
 	if len(s.env.Recipients) >= s.cfg.MaxRecipients {
+		// RFC 5321 §4.5.3.1.10: the client goes on with the recipients
+		// accepted so far and sends the rest later, so this is not an error;
+		// it is junk, so that thousands of them still end the session.
+		if !s.junkCommand() {
+			return
+		}
 		s.srv.reject(RejectTooManyRcpts)
-		s.replyError(ptrErr(smtp.ErrTooManyRcpts))
+		e := smtp.ErrTooManyRcpts
+		s.write(e.Code, e.Enhanced, e.Message)
 		return
 	}
 	if err := s.srv.b.Rcpt(s.ctx, &s.c, s.env, r); err != nil {
@@ -706,6 +775,9 @@ func (s *session) finishMessage(qid string, err error, violation *smtp.Error, io
 		s.replyError(errLocal)
 	default:
 		s.srv.accepted.Add(1)
+		// As Postfix: a delivered message forgives earlier errors and junk,
+		// so a long session of real mail is never cut by these counts.
+		s.errors, s.junk = 0, 0
 		s.log.Info("message accepted", "queue_id", qid, "from", env.From, "rcpts", len(env.Recipients), "size", size)
 		s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK queued as "+qid)
 	}
@@ -745,7 +817,9 @@ func (s *session) cmdBdat(arg string) {
 	}
 	s.dc.timeout = s.cfg.DataTimeout
 	defer func() { s.dc.timeout = s.cfg.IdleTimeout }()
-	chunk := io.LimitReader(s.br, size)
+	// The chunk must arrive whole: an end of input before size octets is
+	// io.ErrUnexpectedEOF, never the clean end of a (short) chunk.
+	chunk := &chunkReader{r: s.br, n: size}
 	discard := func() bool {
 		if _, err := io.Copy(io.Discard, chunk); err != nil {
 			s.connFailed(err, "reading BDAT chunk")
@@ -763,13 +837,13 @@ func (s *session) cmdBdat(arg string) {
 		s.startBDAT()
 	}
 	b := s.bdat
-	b.size += size
-	if b.size > s.cfg.MaxMessageBytes {
+	if size > s.cfg.MaxMessageBytes-b.size { // not b.size+size: it could overflow
 		if discard() {
 			s.finishMessage("", nil, message.ErrMessageTooBig, nil, false, b.size)
 		}
 		return
 	}
+	b.size += size
 	// Copy the chunk into the pipe that Deliver reads, telling read errors
 	// (the client) from write errors (a violation, or Deliver returned).
 	var readErr error
@@ -781,7 +855,8 @@ func (s *session) cmdBdat(arg string) {
 		return n, err
 	}))
 	if readErr != nil {
-		s.abortBDAT()
+		// Deliver must fail, not see the end of a message it would commit.
+		s.abortBDAT(message.ErrConnection)
 		s.connFailed(readErr, "reading BDAT chunk")
 		return
 	}
@@ -799,6 +874,32 @@ func (s *session) cmdBdat(arg string) {
 	res := <-b.done
 	s.bdat = nil
 	s.finishMessage(res.queueID, res.err, b.cp.Violation(), nil, b.cp.Consumed(), b.cp.Size())
+}
+
+// chunkReader reads exactly n octets of a BDAT chunk from r. An end of
+// input before the last octet is io.ErrUnexpectedEOF: a chunk cut short by
+// a disconnect must abort the transaction, not complete it.
+type chunkReader struct {
+	r io.Reader
+	n int64 // octets still to read
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	if errors.Is(err, io.EOF) {
+		if c.n > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		err = nil
+	}
+	return n, err
 }
 
 type readerFunc func([]byte) (int, error)
@@ -830,19 +931,20 @@ func (s *session) startBDAT() {
 	}()
 }
 
-// abortBDAT stops a BDAT transfer in progress and waits for Deliver.
-func (s *session) abortBDAT() {
+// abortBDAT stops a BDAT transfer in progress, making Deliver's body
+// fail with err, and waits for Deliver.
+func (s *session) abortBDAT(err error) {
 	if s.bdat == nil {
 		return
 	}
-	s.bdat.cp.Abort(errTxAborted)
+	s.bdat.cp.Abort(err)
 	<-s.bdat.done
 	s.bdat = nil
 }
 
 // resetTx ends the current transaction, if any.
 func (s *session) resetTx() {
-	s.abortBDAT()
+	s.abortBDAT(errTxAborted)
 	s.env = nil
 	s.busy.Store(false)
 }
