@@ -1,5 +1,5 @@
-// Package local delivers mail for Herald's own domains: alias expansion
-// against the directory and delivery into Maildir folders.
+// Package local delivers mail for Herald's own domains into Maildir
+// folders (aliases were expanded at acceptance, package alias).
 package local
 
 import (

@@ -7,13 +7,9 @@ package spool
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"sync/atomic"
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
@@ -49,24 +45,9 @@ func New(q store.Queue, disp Dispatcher, clk clock.Clock) *Spool {
 	return &Spool{q: q, disp: disp, clock: clk}
 }
 
-// Processor sees a message while it streams into the spool: DKIM signing
-// of outbound mail, authentication checks of inbound mail. The spool calls
-// Header once with the message's header section, then writes the message
-// as stored to the processor, then calls Finish before committing.
-type Processor interface {
-	// Header may rewrite the header section (it ends with the blank line
-	// when the message has one) before anything is stored or written.
-	Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error)
-	// Write receives the stored message; it must not fail (a processor
-	// records its own errors and reports them from Finish).
-	io.Writer
-	// Finish returns header fields to prepend to the stored message, or an
-	// error (an *smtp.Error) that rejects the message.
-	Finish(ctx context.Context, msg *store.Message) ([]byte, error)
-	// Abort releases the processor's resources when the message is not
-	// stored after all; it may be called after Finish.
-	Abort()
-}
+// Processor is store.Processor: a hook that sees a message as it streams
+// into the spool.
+type Processor = store.Processor
 
 // MaxHeaderBytes bounds the header section the spool holds in memory for
 // processors. A larger header is refused (552 5.3.4).
@@ -215,23 +196,5 @@ func (f *Failure) Error() string { return fmt.Sprintf("%v: %v", f.Reply, f.Cause
 // Unwrap exposes the reply and the cause to errors.Is/As.
 func (f *Failure) Unwrap() []error { return []error{f.Reply, f.Cause} }
 
-var (
-	idCounter atomic.Uint32
-	idEnc     = base32.HexEncoding.WithPadding(base32.NoPadding)
-)
-
-func init() {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	idCounter.Store(binary.BigEndian.Uint32(b[:]))
-}
-
-// NewID returns a new queue ID: 16 characters, sortable by creation time
-// (nanoseconds), unique within a process by a counter and across processes
-// by its random start.
-func NewID() string {
-	var b [10]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
-	binary.BigEndian.PutUint16(b[8:], uint16(idCounter.Add(1)))
-	return idEnc.EncodeToString(b[:])
-}
+// NewID returns a new queue ID (store.NewID).
+func NewID() string { return store.NewID() }

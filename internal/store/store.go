@@ -6,8 +6,12 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"io"
+	"sync/atomic"
 	"time"
 )
 
@@ -270,4 +274,46 @@ type Store interface {
 	DKIMKeys
 	Platform
 	Close() error
+}
+
+// Processor sees a message while it streams into the spool: DKIM signing
+// of outbound mail, authentication checks of inbound mail. The spool calls
+// Header once with the message's header section, then writes the message
+// as stored to the processor, then calls Finish before committing. It is
+// declared here, beside Message, because the stages that make processors
+// (acceptance, inbound checks) come before the spool that runs them.
+type Processor interface {
+	// Header may rewrite the header section (it ends with the blank line
+	// when the message has one) before anything is stored or written.
+	Header(ctx context.Context, msg *Message, header []byte) ([]byte, error)
+	// Write receives the stored message; it must not fail (a processor
+	// records its own errors and reports them from Finish).
+	io.Writer
+	// Finish returns header fields to prepend to the stored message, or an
+	// error (an *smtp.Error) that rejects the message.
+	Finish(ctx context.Context, msg *Message) ([]byte, error)
+	// Abort releases the processor's resources when the message is not
+	// stored after all; it may be called after Finish.
+	Abort()
+}
+
+var (
+	idCounter atomic.Uint32
+	idEnc     = base32.HexEncoding.WithPadding(base32.NoPadding)
+)
+
+func init() {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	idCounter.Store(binary.BigEndian.Uint32(b[:]))
+}
+
+// NewID returns a new queue ID: 16 characters, sortable by creation time
+// (nanoseconds), unique within a process by a counter and across processes
+// by its random start.
+func NewID() string {
+	var b [10]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint16(b[8:], uint16(idCounter.Add(1)))
+	return idEnc.EncodeToString(b[:])
 }

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/alias"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -88,7 +88,7 @@ func (t *Tx) userMayUse(ctx context.Context, addr smtp.Address) (bool, error) {
 		}
 		return false, err
 	}
-	targets, err := local.Expand(ctx, t.p.st, full, nil)
+	targets, err := alias.Expand(ctx, t.p.st, full, nil)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return false, nil

@@ -45,7 +45,11 @@ func (p *signer) Header(ctx context.Context, msg *store.Message, header []byte) 
 	if len(keys) == 0 {
 		return header, nil
 	}
-	if p.s, err = dkim.NewSigner(keys, dkim.SignOptions{}); err != nil {
+	dk := make([]dkim.Key, len(keys))
+	for i, k := range keys {
+		dk[i] = dkim.Key{Domain: k.Domain, Selector: k.Selector, PrivateKey: k.PrivateKey}
+	}
+	if p.s, err = dkim.NewSigner(dk, dkim.SignOptions{}); err != nil {
 		log.Error("not signing: bad DKIM key", "domain", domain, "err", err)
 	}
 	return header, nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/ratelimit"
-	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -32,7 +31,7 @@ type Store interface {
 
 // Spool makes an accepted message durable (package spool).
 type Spool interface {
-	Accept(ctx context.Context, msg *store.Message, r io.Reader, procs ...spool.Processor) (string, error)
+	Accept(ctx context.Context, msg *store.Message, r io.Reader, procs ...store.Processor) (string, error)
 }
 
 // Feedback handles the VERP addresses that bounces and complaints about
@@ -57,7 +56,7 @@ type Inbound func(ctx context.Context, ip netip.Addr, helo, from string) Inbound
 // catching). domain is the local domain whose policy applies.
 type InboundChecks interface {
 	Rcpt(ctx context.Context, domain string) error
-	Processors(ctx context.Context, domain string) []spool.Processor
+	Processors(ctx context.Context, domain string) []store.Processor
 }
 
 // Config holds the pipeline's limits and settings.
@@ -245,7 +244,7 @@ func (p *Pipeline) Submit(ctx context.Context, req *Request) (Result, error) {
 // Begin starts a transaction for id. A User identity's account is looked
 // up here.
 func (p *Pipeline) Begin(ctx context.Context, id Identity) (*Tx, error) {
-	t := &Tx{p: p, ident: id, id: spool.NewID(), seen: make(map[string]bool)}
+	t := &Tx{p: p, ident: id, id: store.NewID(), seen: make(map[string]bool)}
 	if id.Kind == User {
 		u, err := p.st.GetUser(ctx, id.User)
 		if err != nil {

@@ -167,17 +167,17 @@ func TestEnvelopeSenderRights(t *testing.T) {
 	}{
 		{user("alice@example.test"), "alice@example.test", "ok"},
 		{user("alice@example.test"), "ALICE@Example.TEST", "ok"},
-		{user("alice@example.test"), "", "ok"},                     // null sender (auto-replies)
-		{user("alice@example.test"), "bob@example.test", "5.7.1"},  // a colleague: not without a grant
-		{user("alice@example.test"), "ceo@example.test", "5.7.1"},  // the domain is not hers
-		{user("alice@example.test"), "team@example.test", "ok"},    // an alias that delivers to her
-		{user("alice@example.test"), "sales@example.test", "ok"},   // ... through another alias
+		{user("alice@example.test"), "", "ok"},                      // null sender (auto-replies)
+		{user("alice@example.test"), "bob@example.test", "5.7.1"},   // a colleague: not without a grant
+		{user("alice@example.test"), "ceo@example.test", "5.7.1"},   // the domain is not hers
+		{user("alice@example.test"), "team@example.test", "ok"},     // an alias that delivers to her
+		{user("alice@example.test"), "sales@example.test", "ok"},    // ... through another alias
 		{user("alice@example.test"), "bobby@example.test", "5.7.1"}, // an alias of someone else
-		{user("alice@example.test"), "ceo@bank.test", "5.7.1"},     // another tenant
-		{user("ops@corp.test"), "anything@corp.test", "5.7.1"},     // a catch-all is not a grant
-		{user("carol@example.test"), "x@news.example.test", "ok"},  // "@domain" grant
-		{user("carol@example.test"), "y@partner.test", "ok"},       // bare-domain grant
-		{user("carol@example.test"), "ceo@bank.test", "ok"},        // exact-address grant
+		{user("alice@example.test"), "ceo@bank.test", "5.7.1"},      // another tenant
+		{user("ops@corp.test"), "anything@corp.test", "5.7.1"},      // a catch-all is not a grant
+		{user("carol@example.test"), "x@news.example.test", "ok"},   // "@domain" grant
+		{user("carol@example.test"), "y@partner.test", "ok"},        // bare-domain grant
+		{user("carol@example.test"), "ceo@bank.test", "ok"},         // exact-address grant
 		{user("carol@example.test"), "cfo@bank.test", "5.7.1"},
 		{apiKey("acme"), "app@example.test", "ok"},
 		{apiKey("acme"), "app@news.example.test", "ok"},

@@ -8,9 +8,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/heraldmail/herald/internal/local"
+	"github.com/heraldmail/herald/internal/alias"
 	"github.com/heraldmail/herald/internal/smtp"
-	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -171,7 +170,7 @@ func (t *Tx) resolveLocal(ctx context.Context, addr smtp.Address, r Recipient) (
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, internal(fmt.Errorf("submit: route lookup: %w", err))
 	}
-	targets, err := local.Expand(ctx, t.p.st, norm, nil)
+	targets, err := alias.Expand(ctx, t.p.st, norm, nil)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, refuseWith(ReasonUnknownRecipient, smtp.ErrNoSuchUser)
@@ -242,7 +241,7 @@ func (t *Tx) Data(ctx context.Context, body io.Reader) (Result, error) {
 	}
 	res.Rate = rate
 	msg := t.message(ctx)
-	var procs []spool.Processor
+	var procs []store.Processor
 	switch {
 	case t.ident.Kind == Anonymous:
 		if t.inbound != nil {
@@ -303,10 +302,6 @@ func classify(err error) error {
 	}
 	if errors.Is(err, store.ErrStorageFull) {
 		return storageRefusal(err)
-	}
-	var f *spool.Failure
-	if errors.As(err, &f) {
-		return &Refusal{Reply: f.Reply, Reason: ReasonTemporary, Cause: f.Cause}
 	}
 	if e, ok := smtp.AsError(err); ok {
 		reason := ReasonTemporary

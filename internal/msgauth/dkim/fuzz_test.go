@@ -5,8 +5,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-
-	"github.com/heraldmail/herald/internal/store"
 )
 
 func FuzzFromDomain(f *testing.F) {
@@ -24,7 +22,7 @@ func FuzzFromDomain(f *testing.F) {
 // Verify never panics, and reports at least one and at most MaxSignatures
 // results; a message Herald signed itself always passes.
 func FuzzVerify(f *testing.F) {
-	k := key(f, store.DKIMAlgorithmEd25519, "e1")
+	k := key(f, AlgorithmEd25519, "e1")
 	z := zone{}
 	z.add(f, k)
 	f.Add([]byte("From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"))
@@ -44,7 +42,7 @@ func FuzzVerify(f *testing.F) {
 		if _, err := FromDomain(msg); err != nil || !bytes.HasPrefix(msg, []byte("From:")) || !bytes.Contains(msg, []byte("\r\n\r\n")) {
 			return
 		}
-		s, err := NewSigner([]store.DKIMKey{k}, SignOptions{})
+		s, err := NewSigner([]Key{k}, SignOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,11 +62,11 @@ func FuzzVerify(f *testing.F) {
 // headers, so that results line up with signatures.
 func TestVerifyOddHeader(t *testing.T) {
 	t.Parallel()
-	k := key(t, store.DKIMAlgorithmEd25519, "e1")
+	k := key(t, AlgorithmEd25519, "e1")
 	z := zone{}
 	z.add(t, k)
 	msg := []byte("From: a@example.com\r\n\r\nbody\r\n")
-	sigs, _ := sign(t, []store.DKIMKey{k}, SignOptions{}, msg, 0)
+	sigs, _ := sign(t, []Key{k}, SignOptions{}, msg, 0)
 	odd := append(append([]byte(" "), sigs...), msg...)
 	res, err := Verify(context.Background(), bytes.NewReader(odd), z.lookup)
 	if err != nil || len(res) != 1 || res[0].Selector != "e1" {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/resolve"
-	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/testutil/testdns"
 )
 
@@ -68,12 +67,12 @@ func TestDkimpyVerifiesHerald(t *testing.T) {
 	zj, _ := json.Marshal(z)
 	cases := []struct {
 		name string
-		keys []store.DKIMKey
+		keys []Key
 		opts SignOptions
 	}{
-		{"rsa", []store.DKIMKey{rsaKey}, SignOptions{}},
-		{"ed25519", []store.DKIMKey{edKey}, SignOptions{Expiration: 7 * 24 * time.Hour}},
-		{"dual", []store.DKIMKey{rsaKey, edKey}, SignOptions{}},
+		{"rsa", []Key{rsaKey}, SignOptions{}},
+		{"ed25519", []Key{edKey}, SignOptions{Expiration: 7 * 24 * time.Hour}},
+		{"dual", []Key{rsaKey, edKey}, SignOptions{}},
 	}
 	var files []string
 	var want strings.Builder
@@ -108,7 +107,7 @@ func TestHeraldVerifiesDkimpy(t *testing.T) {
 	msgFile := writeFile(t, "msg.eml", msg)
 	algos := []struct{ algo, pyAlgo string }{{"rsa", "rsa-sha256"}, {"ed25519", "ed25519-sha256"}}
 	var jobs []map[string]string
-	var keys []store.DKIMKey
+	var keys []Key
 	for _, a := range algos {
 		k := key(t, a.algo, "py"+a.algo)
 		keys = append(keys, k)

@@ -20,24 +20,29 @@ import (
 	"sync"
 
 	"github.com/heraldmail/herald/internal/smtp"
-	"github.com/heraldmail/herald/internal/store"
+)
+
+// Key algorithms, as stored with a key ("rsa" or "ed25519").
+const (
+	AlgorithmRSA     = "rsa"
+	AlgorithmEd25519 = "ed25519"
 )
 
 // RSABits is the size of generated RSA keys.
 const RSABits = 2048
 
-// GenerateKey creates a private key for algorithm store.DKIMAlgorithmRSA
-// (2048 bits) or store.DKIMAlgorithmEd25519 and returns it as PKCS#8 PEM.
+// GenerateKey creates a private key for algorithm AlgorithmRSA
+// (2048 bits) or AlgorithmEd25519 and returns it as PKCS#8 PEM.
 func GenerateKey(algorithm string) ([]byte, error) {
 	var key any
 	switch algorithm {
-	case store.DKIMAlgorithmRSA:
+	case AlgorithmRSA:
 		k, err := rsa.GenerateKey(rand.Reader, RSABits)
 		if err != nil {
 			return nil, fmt.Errorf("dkim: generate RSA key: %w", err)
 		}
 		key = k
-	case store.DKIMAlgorithmEd25519:
+	case AlgorithmEd25519:
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("dkim: generate Ed25519 key: %w", err)
@@ -73,9 +78,9 @@ func ParsePrivateKey(privPEM []byte) (crypto.Signer, string, error) {
 		if k.N.BitLen() < 1024 {
 			return nil, "", fmt.Errorf("dkim: private key: RSA key of %d bits is too short", k.N.BitLen())
 		}
-		return k, store.DKIMAlgorithmRSA, nil
+		return k, AlgorithmRSA, nil
 	case ed25519.PrivateKey:
-		return k, store.DKIMAlgorithmEd25519, nil
+		return k, AlgorithmEd25519, nil
 	default:
 		return nil, "", fmt.Errorf("dkim: private key: unsupported type %T", key)
 	}
@@ -138,12 +143,12 @@ func DNSRecord(domain, selector string, privPEM []byte) (name, value string, err
 	}
 	var pub []byte
 	switch algo {
-	case store.DKIMAlgorithmRSA:
+	case AlgorithmRSA:
 		pub, err = x509.MarshalPKIXPublicKey(signer.Public())
 		if err != nil {
 			return "", "", fmt.Errorf("dkim: encode public key: %w", err)
 		}
-	case store.DKIMAlgorithmEd25519:
+	case AlgorithmEd25519:
 		pub = signer.Public().(ed25519.PublicKey)
 	}
 	return sel + "._domainkey." + d + ".", "v=DKIM1; k=" + algo + "; p=" + base64.StdEncoding.EncodeToString(pub), nil

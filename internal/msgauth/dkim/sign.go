@@ -12,7 +12,6 @@ import (
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 
-	"github.com/heraldmail/herald/internal/store"
 )
 
 // DefaultHeaderKeys are the header fields signed when present (every
@@ -92,10 +91,17 @@ type Signer struct {
 	done    bool
 }
 
+// Key is a signing key: Domain is the signature's d=, Selector its s=,
+// PrivateKey a PKCS#8 PEM key (RSA or Ed25519).
+type Key struct {
+	Domain     string
+	Selector   string
+	PrivateKey []byte
+}
+
 // NewSigner returns a Signer using keys (typically the active keys of the
-// From domain, store.DKIMKeys.ActiveDKIMKeys): each key's Domain is the
-// signature's d= and Selector its s=. The keys are decoded once and cached.
-func NewSigner(keys []store.DKIMKey, opts SignOptions) (*Signer, error) {
+// From domain). The keys are decoded once and cached.
+func NewSigner(keys []Key, opts SignOptions) (*Signer, error) {
 	if len(keys) == 0 {
 		return nil, ErrNoKeys
 	}
@@ -112,7 +118,7 @@ func NewSigner(keys []store.DKIMKey, opts SignOptions) (*Signer, error) {
 //	d, err := dkim.FromDomain(header)
 //	if err != nil { return nil, err }
 //	return st.ActiveDKIMKeys(ctx, d)
-type KeySelector func(header []byte) ([]store.DKIMKey, error)
+type KeySelector func(header []byte) ([]Key, error)
 
 // NewSignerFor returns a Signer whose keys are chosen by sel when the end of
 // the header has been written, for callers that stream the message without
@@ -141,7 +147,7 @@ func newSigner(opts SignOptions) *Signer {
 }
 
 // setKeys decodes keys (cached) for signing.
-func (s *Signer) setKeys(keys []store.DKIMKey) error {
+func (s *Signer) setKeys(keys []Key) error {
 	s.keys = make([]signKey, 0, len(keys))
 	for _, k := range keys {
 		pk, err := cachedKey(k.PrivateKey)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/heraldmail/herald/internal/dsn"
 	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
-	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -27,7 +26,7 @@ type Catcher struct {
 }
 
 // Processor returns the spool processor for one message.
-func (c *Catcher) Processor() spool.Processor { return &reportCatcher{c: c} }
+func (c *Catcher) Processor() store.Processor { return &reportCatcher{c: c} }
 
 // reportCatcher is the spool processor of one message.
 type reportCatcher struct {

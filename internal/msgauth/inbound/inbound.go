@@ -24,7 +24,6 @@ import (
 	"github.com/heraldmail/herald/internal/msgauth/spf"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtp"
-	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -126,9 +125,9 @@ func (tx *Tx) Rcpt(ctx context.Context, rcptDomain string) error {
 
 // Processors returns the spool processors for the message; rcptDomain is
 // the local domain whose policy applies (the first recipient's).
-func (tx *Tx) Processors(ctx context.Context, rcptDomain string) []spool.Processor {
+func (tx *Tx) Processors(ctx context.Context, rcptDomain string) []store.Processor {
 	mode, _ := tx.ck.policyFor(ctx, rcptDomain)
-	procs := []spool.Processor{&inbound{ck: tx.ck, ip: tx.ip, helo: tx.helo, from: tx.from, spf: tx.spf, mode: mode}}
+	procs := []store.Processor{&inbound{ck: tx.ck, ip: tx.ip, helo: tx.helo, from: tx.from, spf: tx.spf, mode: mode}}
 	if tx.ck.Catcher != nil {
 		procs = append(procs, tx.ck.Catcher.Processor())
 	}

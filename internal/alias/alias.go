@@ -1,4 +1,8 @@
-package local
+// Package alias resolves the addresses of Herald's local domains: aliases,
+// nested aliases, catch-alls and forwards to outside addresses, against the
+// directory. Every source of mail expands recipients with it at acceptance,
+// and submission checks with it which aliases deliver to a user.
+package alias
 
 import (
 	"context"
@@ -27,11 +31,11 @@ const MaxAliasDepth = 10
 const MaxExpansion = 1000
 
 // ErrAliasDepth is returned when an alias chain is deeper than MaxAliasDepth.
-var ErrAliasDepth = errors.New("local: alias nesting too deep")
+var ErrAliasDepth = errors.New("alias: alias nesting too deep")
 
 // ErrTooManyTargets is returned when an expansion produces more than
 // MaxExpansion addresses.
-var ErrTooManyTargets = errors.New("local: alias expands to too many addresses")
+var ErrTooManyTargets = errors.New("alias: alias expands to too many addresses")
 
 // normalize lower-cases an address and converts its domain to A-labels. It
 // returns the domain separately ("" if addr has no '@').
@@ -71,17 +75,17 @@ func Expand(ctx context.Context, dir Directory, addr string, isLocal func(domain
 	e := &expander{ctx: ctx, dir: dir, isLocal: isLocal, seen: make(map[string]bool), path: make(map[string]bool)}
 	norm, domain := normalize(addr)
 	if domain == "" {
-		return nil, fmt.Errorf("local: expand %q: %w", addr, store.ErrNotFound)
+		return nil, fmt.Errorf("alias: expand %q: %w", addr, store.ErrNotFound)
 	}
 	found, err := e.expandLocal(norm, domain, 0)
 	if err != nil {
-		return nil, fmt.Errorf("local: expand %q: %w", addr, err)
+		return nil, fmt.Errorf("alias: expand %q: %w", addr, err)
 	}
 	if !found {
-		return nil, fmt.Errorf("local: expand %q: %w", addr, store.ErrNotFound)
+		return nil, fmt.Errorf("alias: expand %q: %w", addr, store.ErrNotFound)
 	}
 	if len(e.out) == 0 {
-		return nil, fmt.Errorf("local: expand %q: no deliverable target: %w", addr, store.ErrNotFound)
+		return nil, fmt.Errorf("alias: expand %q: no deliverable target: %w", addr, store.ErrNotFound)
 	}
 	return e.out, nil
 }
@@ -231,7 +235,7 @@ func Exists(ctx context.Context, dir Directory, addr string) (bool, error) {
 		case err == nil:
 			return true, nil
 		case !errors.Is(err, store.ErrNotFound):
-			return false, fmt.Errorf("local: checking %q: %w", addr, err)
+			return false, fmt.Errorf("alias: checking %q: %w", addr, err)
 		}
 	}
 	return false, nil
