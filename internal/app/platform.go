@@ -186,6 +186,10 @@ func (p *platform) consumeBounce(ctx context.Context, rcpt string, body io.Reade
 	}
 	io.Copy(io.Discard, body)
 	account, sender, tags, meta := p.messageContext(ctx, msgID)
+	if account == "" {
+		p.log.Info("report for a message no longer known (account deleted or events pruned); dropped", "id", msgID)
+		return nil
+	}
 	if fb, err := dsn.ParseARF(bytes.NewReader(data)); err == nil {
 		return p.recordComplaint(ctx, msgID, account, sender, tags, meta, fb)
 	}
@@ -242,6 +246,10 @@ func (p *platform) complaint(ctx context.Context, fb *dsn.Feedback) {
 	for _, cand := range []string{fb.OriginalMailFrom, fb.Original.ReturnPath} {
 		if msgID, _, ok := verp.Decode(p.verpKey, cand); ok {
 			account, sender, tags, meta := p.messageContext(ctx, msgID)
+			if account == "" {
+				p.log.Info("complaint about a message no longer known (account deleted or events pruned); dropped", "id", msgID)
+				return
+			}
 			if err := p.recordComplaint(ctx, msgID, account, sender, tags, meta, fb); err != nil {
 				p.log.Error("recording complaint", "id", msgID, "err", err)
 			}
@@ -258,7 +266,9 @@ func (p *platform) suppress(ctx context.Context, account, rcpt, reason, detail s
 }
 
 // messageContext finds the account, sender, tags and metadata of a message
-// from the queue or, once it has left, from its events.
+// from the queue or, once it has left, from its events; account is "" for
+// a message known to neither (its account was deleted, or its events
+// pruned), whose reports must not land in another account.
 func (p *platform) messageContext(ctx context.Context, msgID string) (account, sender string, tags []string, meta map[string]string) {
 	if m, err := p.st.Get(ctx, msgID); err == nil {
 		return m.Account, m.Sender, m.Tags, m.Metadata
@@ -267,7 +277,7 @@ func (p *platform) messageContext(ctx context.Context, msgID string) (account, s
 	if err == nil && len(evs) > 0 {
 		return evs[0].Account, evs[0].Sender, evs[0].Tags, evs[0].Metadata
 	}
-	return store.DefaultAccount, "", nil, nil
+	return "", "", nil, nil
 }
 
 // AttemptDone implements queue.Observer: a synchronous hard bounce puts

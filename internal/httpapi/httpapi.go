@@ -27,7 +27,7 @@ type Platform interface {
 	GetAccount(ctx context.Context, id string) (store.Account, error)
 	ListAccounts(ctx context.Context) ([]store.Account, error)
 	UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error
-	DeleteAccount(ctx context.Context, id string) error
+	DeleteAccount(ctx context.Context, id string, force bool) (store.AccountDeletion, error)
 
 	SetDomainAccount(ctx context.Context, domain, account string) error
 	ListAccountDomains(ctx context.Context, account string) ([]string, error)

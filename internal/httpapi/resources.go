@@ -512,22 +512,67 @@ func (a *api) patchAccount(w http.ResponseWriter, r *http.Request, _ *caller) er
 	return nil
 }
 
+// deleteAccount handles DELETE /v1/accounts/{id}[?force=true]. Without
+// force an account that still owns domains or users or has messages in the
+// queue is refused (409 account_in_use, nothing changes); with force its
+// domains and users go back to the default account and its queued
+// messages are deleted. Either way everything the account owns (keys,
+// webhooks and their deliveries, suppressions, idempotency keys, routes,
+// events) is deleted.
 func (a *api) deleteAccount(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	q, err := query(r, "force")
+	if err != nil {
+		return err
+	}
+	force := false
+	if v := q.Get("force"); v != "" {
+		if force, err = strconv.ParseBool(v); err != nil {
+			return errInvalid("force", "force must be true or false")
+		}
+	}
 	id := r.PathValue("id")
 	if id == store.DefaultAccount {
 		return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: "the default account cannot be deleted"}
 	}
-	if err := a.p.DeleteAccount(r.Context(), id); err != nil {
+	if _, err := a.p.DeleteAccount(r.Context(), id, force); err != nil {
+		var inUse *store.AccountInUseError
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return errNotFound("no such account")
+		case errors.As(err, &inUse):
+			return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: inUseMessage(inUse)}
 		case errors.Is(err, store.ErrExists):
-			return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: "the account still owns domains; assign them elsewhere first"}
+			return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: "the account cannot be deleted"}
 		}
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// inUseMessage tells the operator what keeps an account from being deleted
+// and how to proceed.
+func inUseMessage(e *store.AccountInUseError) string {
+	var what []string
+	if e.Domains > 0 {
+		what = append(what, plural(e.Domains, "domain", "domains"))
+	}
+	if e.Users > 0 {
+		what = append(what, plural(e.Users, "SMTP user", "SMTP users"))
+	}
+	if e.Messages > 0 {
+		what = append(what, plural(e.Messages, "queued message", "queued messages"))
+	}
+	return fmt.Sprintf("account %s still has %s: assign its domains to another account and let its queue drain, "+
+		"or delete with ?force=true (domains and users go back to the default account, queued messages are deleted)",
+		e.Account, strings.Join(what, ", "))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
 
 // keyView is an API key without its secret; Token is set only on creation.
