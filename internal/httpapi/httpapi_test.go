@@ -574,6 +574,94 @@ func TestIdempotency(t *testing.T) {
 	}
 }
 
+// An Idempotency-Key is bound to its first request: the same request
+// replays, a different one is refused with 422 and nothing is sent.
+func TestIdempotencyFingerprint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	tok := e.key("acme", store.ScopeSend)
+	a := MessageRequest{From: "a@acme.example", To: []string{"b@example.org"}, Text: "hi"}
+	b := MessageRequest{From: "a@acme.example", To: []string{"b@example.org"}, Text: "a different text"}
+
+	r := e.post("/v1/messages", tok, a, "Idempotency-Key", "k1")
+	want(t, r, http.StatusAccepted)
+	var first sendResponse
+	r.json(t, &first)
+	reused := func(r resp) {
+		t.Helper()
+		code, field := r.apiErr(t)
+		if r.status != http.StatusUnprocessableEntity || code != "idempotency_key_reused" || field != "Idempotency-Key" {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		if r.header.Get("Idempotent-Replayed") != "" {
+			t.Fatal("a refused request says it was replayed")
+		}
+	}
+	reused(e.post("/v1/messages", tok, b, "Idempotency-Key", "k1"))
+	// Same JSON meaning, other bytes: the fingerprint is of the bytes sent.
+	reused(e.post("/v1/messages", tok, `{"text":"hi","from":"a@acme.example","to":["b@example.org"]}`, "Idempotency-Key", "k1"))
+	// Same body with another Content-Type parameter.
+	body, _ := json.Marshal(a)
+	reused(e.do("POST", "/v1/messages", tok, "application/json; charset=utf-8", bytes.NewReader(body), "Idempotency-Key", "k1"))
+	if e.sub.count() != 1 {
+		t.Fatalf("%d submissions, want 1", e.sub.count())
+	}
+	// The first request itself still replays, also with the media type's
+	// case changed (canonical form).
+	for _, ct := range []string{"application/json", "Application/JSON"} {
+		r = e.do("POST", "/v1/messages", tok, ct, bytes.NewReader(body), "Idempotency-Key", "k1")
+		want(t, r, http.StatusAccepted)
+		var again sendResponse
+		r.json(t, &again)
+		if again.ID != first.ID || r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay with %q: %s", ct, r.body)
+		}
+	}
+
+	// Raw uploads: the query is part of the request (canonical order).
+	raw := "From: a@acme.example\r\nTo: b@example.org\r\nSubject: x\r\n\r\nhi\r\n"
+	r = e.do("POST", "/v1/messages?to=x@example.org&tag=t", tok, "message/rfc822", strings.NewReader(raw), "Idempotency-Key", "k2")
+	want(t, r, http.StatusAccepted)
+	r.json(t, &first)
+	r = e.do("POST", "/v1/messages?tag=t&to=x@example.org", tok, "message/rfc822", strings.NewReader(raw), "Idempotency-Key", "k2")
+	var again sendResponse
+	r.json(t, &again)
+	if r.status != http.StatusAccepted || again.ID != first.ID {
+		t.Fatalf("raw replay: %d %s", r.status, r.body)
+	}
+	reused(e.do("POST", "/v1/messages?to=y@example.org&tag=t", tok, "message/rfc822", strings.NewReader(raw), "Idempotency-Key", "k2"))
+	// A JSON request under a key first used for a raw upload.
+	reused(e.post("/v1/messages", tok, a, "Idempotency-Key", "k2"))
+	if e.sub.count() != 2 {
+		t.Fatalf("%d submissions, want 2", e.sub.count())
+	}
+
+	// A key whose first request was refused sent nothing: another request may use it.
+	e.sub.setErr(&ForbiddenError{Message: "sender domain not owned by this account"})
+	want(t, e.post("/v1/messages", tok, MessageRequest{From: "a@wrong.example", To: []string{"b@example.org"}, Text: "hi"}, "Idempotency-Key", "k3"), http.StatusForbidden)
+	e.sub.setErr(nil)
+	want(t, e.post("/v1/messages", tok, a, "Idempotency-Key", "k3"), http.StatusAccepted)
+	if e.sub.count() != 3 {
+		t.Fatalf("%d submissions, want 3", e.sub.count())
+	}
+	reused(e.post("/v1/messages", tok, b, "Idempotency-Key", "k3"))
+
+	// Keys recorded before fingerprints were stored replay for any request.
+	ctx := context.Background()
+	now := e.clock.Now()
+	if _, err := e.st.PutIdempotency(ctx, "acme", "legacy", "res:"+fmt.Sprint(now.Unix()), now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.PutIdempotency(ctx, "acme", "legacy#r", "ok:qOLD", now); err != nil {
+		t.Fatal(err)
+	}
+	r = e.post("/v1/messages", tok, b, "Idempotency-Key", "legacy")
+	r.json(t, &again)
+	if r.status != http.StatusAccepted || again.ID != "qOLD" || e.sub.count() != 3 {
+		t.Fatalf("legacy key: %d %s, %d submissions", r.status, r.body, e.sub.count())
+	}
+}
+
 func TestIdempotencyConcurrent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
