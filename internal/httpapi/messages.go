@@ -50,6 +50,9 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	case "message/rfc822":
 		sub, err = a.rawSubmission(w, r)
 	case "application/json":
+		for k := range r.URL.Query() {
+			return errInvalid(k, "query parameter %q applies to raw uploads (message/rfc822) only; give the envelope in the JSON body", k)
+		}
 		var req MessageRequest
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
@@ -242,12 +245,7 @@ func (f *fingerprint) sum() string {
 // LF line endings become CRLF; a Bcc field is removed; Date and Message-ID
 // are added when missing.
 func (a *api) rawSubmission(w http.ResponseWriter, r *http.Request) (*Submission, error) {
-	q := r.URL.Query()
-	for k := range q {
-		if k != "from" && k != "to" && k != "tag" {
-			return nil, errInvalid(k, "unknown query parameter %q (raw upload takes from, to and tag)", k)
-		}
-	}
+	q := r.URL.Query() // only from, to and tag: checked by wrap (route.params)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxMessageBytes))
 	if err != nil {
 		return nil, err
@@ -502,7 +500,7 @@ type eventView struct {
 	Sender    string            `json:"sender,omitempty"`
 	RemoteMTA string            `json:"remote_mta,omitempty"`
 	Reply     string            `json:"reply,omitempty"`
-	Enhanced  string            `json:"enhanced,omitempty"`
+	Enhanced  string            `json:"enhanced_status,omitempty"` // as in the webhook payload
 	TLS       string            `json:"tls,omitempty"`
 	Bounce    string            `json:"bounce,omitempty"`
 	Attempt   int               `json:"attempt,omitempty"`

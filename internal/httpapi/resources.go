@@ -28,7 +28,7 @@ var EventTypes = []string{
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
 }
 
-// query checks that q has only the allowed parameters.
+// query checks that the request has only the allowed query parameters.
 func query(r *http.Request, allowed ...string) (url.Values, error) {
 	q := r.URL.Query()
 	for k := range q {
@@ -69,10 +69,8 @@ type eventPage struct {
 }
 
 func (a *api) listEvents(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "recipient", "type", "tag", "since", "until", "message_id", "cursor", "limit")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
+	var err error
 	f := store.EventFilter{Account: c.account(), MessageID: q.Get("message_id"), Recipient: strings.ToLower(q.Get("recipient")), Tag: q.Get("tag")}
 	for i, t := range q["type"] {
 		if !slices.Contains(EventTypes, t) {
@@ -126,10 +124,7 @@ type suppressionPage struct {
 }
 
 func (a *api) listSuppressions(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "cursor", "limit")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
 	limit, err := pageLimit(q)
 	if err != nil {
 		return err
@@ -293,10 +288,7 @@ type deliveryView struct {
 }
 
 func (a *api) listWebhookDeliveries(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "limit")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
 	limit, err := pageLimit(q)
 	if err != nil {
 		return err
@@ -520,12 +512,9 @@ func (a *api) patchAccount(w http.ResponseWriter, r *http.Request, _ *caller) er
 // webhooks and their deliveries, suppressions, idempotency keys, routes,
 // events) is deleted.
 func (a *api) deleteAccount(w http.ResponseWriter, r *http.Request, _ *caller) error {
-	q, err := query(r, "force")
-	if err != nil {
-		return err
-	}
 	force := false
-	if v := q.Get("force"); v != "" {
+	if v := r.URL.Query().Get("force"); v != "" { // the only parameter (route.params)
+		var err error
 		if force, err = strconv.ParseBool(v); err != nil {
 			return errInvalid("force", "force must be true or false")
 		}
@@ -587,7 +576,11 @@ type keyView struct {
 }
 
 func toKeyView(k store.APIKey) keyView {
-	return keyView{ID: k.ID, Account: k.Account, Name: k.Name, Scopes: k.Scopes, Created: ts(k.Created), LastUsed: ts(k.LastUsed)}
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{} // an array, as documented, never null
+	}
+	return keyView{ID: k.ID, Account: k.Account, Name: k.Name, Scopes: scopes, Created: ts(k.Created), LastUsed: ts(k.LastUsed)}
 }
 
 // targetAccount is the account a key-management request acts on: the
@@ -606,10 +599,7 @@ func (a *api) targetAccount(r *http.Request, c *caller, field, requested string)
 }
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "account")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
 	acct, err := a.targetAccount(r, c, "account", q.Get("account"))
 	if err != nil {
 		return err
