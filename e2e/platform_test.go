@@ -229,6 +229,47 @@ func TestPlatformAsyncBounceAndComplaint(t *testing.T) {
 	}
 }
 
+// A DSN that arrives after its account was deleted (force: queued mail
+// dropped, domains back to the default account) is dropped: it must not
+// become a bounce and a suppression of the default account.
+func TestPlatformLateBounceAfterAccountDelete(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, nil)
+	tok, _ := h.tenant("acme", "acme.test", "send", "read")
+	op, _ := h.tenant(store.DefaultAccount, "herald.test", "admin")
+	mx := h.remoteMX("remote.test", testmx.Config{})
+	if code := h.api(tok, "POST", "/v1/messages", sendReq("app@acme.test", "late@remote.test", "async"), nil); code != 202 {
+		t.Fatalf("send: %d", code)
+	}
+	verpAddr := mx.WaitMessages(t, 1, 10*time.Second)[0].From
+	h.waitQueueEmpty()
+	if code := h.api(op, "DELETE", "/v1/accounts/acme", nil, nil); code != 409 {
+		t.Fatalf("delete without force: %d, want 409 (the account owns acme.test)", code)
+	}
+	if code := h.api(op, "DELETE", "/v1/accounts/acme?force=true", nil, nil); code != 204 {
+		t.Fatalf("delete with force: %d", code)
+	}
+	dsn := "From: MAILER-DAEMON@remote.test\r\nTo: " + verpAddr + "\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n" +
+		"--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.remote.test\r\n\r\n" +
+		"Final-Recipient: rfc822; late@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n" +
+		"Diagnostic-Code: smtp; 550 5.1.1 <late@remote.test>: mailbox unavailable\r\n\r\n--b1--\r\n"
+	c := dial(t, h.addr("smtp"))
+	c.ok(250, "EHLO mx.remote.test")
+	if code, m := c.send("", []string{verpAddr}, dsn); code != 250 {
+		t.Fatalf("DSN to the VERP address: %d %s", code, m)
+	}
+	h.waitQueueEmpty() // consumed
+	var evs eventList
+	h.api(op, "GET", "/v1/events?recipient=late@remote.test", nil, &evs)
+	if len(evs.Events) != 0 {
+		t.Errorf("the default account got the deleted account's events: %+v", evs.Events)
+	}
+	if ok, _ := h.app.Store().IsSuppressed(context.Background(), store.DefaultAccount, "late@remote.test"); ok {
+		t.Error("the deleted account's bounce suppressed the address for the default account")
+	}
+}
+
 // One account cannot read another's messages or send as its domain.
 func TestPlatformTenantIsolation(t *testing.T) {
 	t.Parallel()

@@ -20,10 +20,14 @@ func (e *cmdEnv) accountCmd(args []string) error {
 	verb, rest := sub(args)
 	var name string
 	var perMinute, perHour, perDay int
+	var force bool
 	extra := func(fs *flag.FlagSet) {
 		switch verb {
 		case "add":
 			fs.StringVar(&name, "name", "", "display name")
+		case "del":
+			fs.BoolVar(&force, "force", false, "delete even while the account owns domains or users or has queued messages: "+
+				"domains and users go back to the default account, queued messages are deleted")
 		case "limits":
 			fs.IntVar(&perMinute, "per-minute", -1, "messages per minute (0: unlimited; unset: unchanged)")
 			fs.IntVar(&perHour, "per-hour", -1, "messages per hour (0: unlimited; unset: unchanged)")
@@ -59,13 +63,29 @@ func (e *cmdEnv) accountCmd(args []string) error {
 			fmt.Fprintf(e.stdout, "account %s: added\n", id)
 			return nil
 		case verb == "del" && len(pos) == 1:
-			if err := st.DeleteAccount(ctx, pos[0]); err != nil {
-				if errors.Is(err, store.ErrExists) {
-					return fmt.Errorf("account %s still owns domains or users, or is the default account: %w", pos[0], err)
-				}
+			del, err := st.DeleteAccount(ctx, pos[0], force)
+			var inUse *store.AccountInUseError
+			switch {
+			case errors.As(err, &inUse):
+				return fmt.Errorf("account %s still owns %s and %s and has %s: "+
+					"assign the domains elsewhere (herald domain assign DOMAIN ACCOUNT) and let the queue drain, "+
+					"or use --force (domains and users go back to the default account, queued messages are deleted): %w",
+					pos[0], count(inUse.Domains, "domain", "domains"), count(inUse.Users, "user", "users"),
+					count(inUse.Messages, "queued message", "queued messages"), err)
+			case errors.Is(err, store.ErrExists):
+				return fmt.Errorf("account %s cannot be deleted: %w", pos[0], err)
+			case err != nil:
 				return fmt.Errorf("account %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "account %s: deleted\n", pos[0])
+			fmt.Fprintf(e.stdout, "account %s: deleted (%s", pos[0], count(del.Events, "event", "events"))
+			if force {
+				fmt.Fprintf(e.stdout, ", %s; %s and %s back to %s", count(del.Messages, "queued message", "queued messages"),
+					count(del.Domains, "domain", "domains"), count(del.Users, "user", "users"), store.DefaultAccount)
+			}
+			fmt.Fprintln(e.stdout, ")")
+			if del.Pending {
+				fmt.Fprintf(e.stderr, "account %s: the rest of its events is deleted by the server's next hourly prune\n", pos[0])
+			}
 			return nil
 		case verb == "limits" && len(pos) == 1:
 			a, err := st.GetAccount(ctx, pos[0])
@@ -90,8 +110,13 @@ func (e *cmdEnv) accountCmd(args []string) error {
 				limitText(l.PerMinute), limitText(l.PerHour), limitText(l.PerDay))
 			return nil
 		}
-		return fmt.Errorf("%w: herald account add ID [--name N], account list, account del ID, account limits ID [--per-minute N] [--per-hour N] [--per-day N]", errUsage)
+		return fmt.Errorf("%w: herald account add ID [--name N], account list, account del ID [--force], account limits ID [--per-minute N] [--per-hour N] [--per-day N]", errUsage)
 	})
+}
+
+// count renders n with the singular or plural noun.
+func count(n int, one, many string) string {
+	return fmt.Sprintf("%d %s", n, dnsPlural(n, one, many))
 }
 
 func limitText(n int) string {

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/store/storetest"
 )
 
 func TestAccountAndAPIKeyCommands(t *testing.T) {
@@ -39,7 +41,7 @@ func TestAccountAndAPIKeyCommands(t *testing.T) {
 	if !strings.Contains(out, "shop") || !strings.Contains(out, "The Shop") || !strings.Contains(out, "shop.example") {
 		t.Fatalf("list: %q", out)
 	}
-	c.fails(1, "still owns", "account", "del", "shop")
+	c.fails(1, "still owns 1 domain and 0 users and has 0 queued messages", "account", "del", "shop")
 
 	code, token, errs := c.run("", "apikey", "add", "shop", "--scope", "send,read", "--name", "ci")
 	if code != 0 || !strings.Contains(errs, "shown only now") {
@@ -74,7 +76,42 @@ func TestAccountAndAPIKeyCommands(t *testing.T) {
 	}
 
 	c.ok("", "account", "add", "tmp")
-	c.ok("", "account", "del", "tmp")
+	if out := c.ok("", "account", "del", "tmp"); !strings.Contains(out, "account tmp: deleted (0 events)") {
+		t.Fatalf("del: %q", out)
+	}
 	c.fails(1, "not found", "account", "del", "tmp")
+	c.fails(1, "cannot be deleted", "account", "del", store.DefaultAccount, "--force")
 	c.fails(2, "usage", "account", "frobnicate")
+
+	// --force hands the domain back to the default account and deletes the
+	// account's queued mail and events; a new account of that ID starts empty.
+	st, err = sqlite.Open(c.dataDir, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := storetest.NewMessage(time.Now(), "bob@example.org")
+	m.Account = "shop"
+	storetest.Enqueue(t, st, m, []byte("Subject: x\r\n\r\nhi\r\n"), time.Time{})
+	st.Close()
+	c.fails(1, "has 1 queued message:", "account", "del", "shop")
+	out = c.ok("", "account", "del", "shop", "--force")
+	if !strings.Contains(out, "account shop: deleted (1 event, 1 queued message; 1 domain and 0 users back to default)") {
+		t.Fatalf("del --force: %q", out)
+	}
+	st, err = sqlite.Open(c.dataDir, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if a, err := st.DomainAccount(ctx, "shop.example"); err != nil || a != store.DefaultAccount {
+		t.Errorf("domain after --force: %q, %v", a, err)
+	}
+	if _, err := st.Get(ctx, m.ID); err == nil {
+		t.Error("queued message of the deleted account still queued")
+	}
+	c.ok("", "account", "add", "shop")
+	if evs, err := st.ListEvents(ctx, store.EventFilter{Account: "shop"}); err != nil || len(evs) != 0 {
+		t.Errorf("new account shop sees %d events (%v)", len(evs), err)
+	}
 }

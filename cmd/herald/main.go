@@ -28,7 +28,7 @@ Usage:
   herald domain policy DOMAIN [--dmarc enforce|quarantine|monitor|default] [--spf-reject on|off|default]
   herald domain assign DOMAIN ACCOUNT      give a domain to an account
   herald account add ID [--name N]         manage accounts (tenants)
-  herald account list|del ID
+  herald account list | del ID [--force]   (--force: give its domains and users back to default, drop its queued mail)
   herald account limits ID [--per-minute N] [--per-hour N] [--per-day N]   (0: unlimited)
   herald apikey add ACCOUNT --scope send,read,admin [--name N]   HTTP API key (token printed once)
   herald apikey list ACCOUNT

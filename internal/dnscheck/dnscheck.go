@@ -17,6 +17,7 @@ package dnscheck
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -68,20 +69,36 @@ const (
 	CheckSPFHelo = "spf-helo"
 )
 
-// Finding is one result of a check.
+// Finding is one result of a check. The JSON form is part of the HTTP API
+// (GET /v1/domains/{domain}/dns, schema DNSFinding of its OpenAPI document).
 type Finding struct {
-	Check   string // one of the Check* names
-	Level   Level
-	Message string // what was found and why it matters
-	Fix     string // the record to publish or change (zone-file syntax), or what to do; "" if nothing
+	Check   string `json:"check"`         // one of the Check* names
+	Level   Level  `json:"level"`         // "OK", "WARN" or "ERROR" in JSON
+	Message string `json:"message"`       // what was found and why it matters
+	Fix     string `json:"fix,omitempty"` // the record to publish or change (zone-file syntax), or what to do; "" if nothing
 }
 
-// Report is the outcome of Check, findings in a stable order.
+// Report is the outcome of Check, findings in a stable order. The JSON
+// form is part of the HTTP API (schema DNSReport): snake_case names, and
+// empty lists as [] rather than null.
 type Report struct {
-	Domain     string
-	Hostname   string
-	SendingIPs []netip.Addr
-	Findings   []Finding
+	Domain     string       `json:"domain"`
+	Hostname   string       `json:"hostname"`
+	SendingIPs []netip.Addr `json:"sending_ips"`
+	Findings   []Finding    `json:"findings"`
+}
+
+// MarshalJSON writes the report with [] for an empty SendingIPs or
+// Findings.
+func (r Report) MarshalJSON() ([]byte, error) {
+	type plain Report // without this method
+	if r.SendingIPs == nil {
+		r.SendingIPs = []netip.Addr{}
+	}
+	if r.Findings == nil {
+		r.Findings = []Finding{}
+	}
+	return json.Marshal(plain(r))
 }
 
 // Errors returns the number of ERROR findings.

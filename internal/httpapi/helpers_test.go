@@ -62,7 +62,8 @@ func (f *fakeSubmitter) last() *Submission {
 	return f.subs[len(f.subs)-1]
 }
 
-// env is an API served on loopback over a real SQLite store.
+// env is an API served on loopback over a real SQLite store. Every
+// response received through do is validated against the OpenAPI document.
 type env struct {
 	t     *testing.T
 	st    *sqlite.Store
@@ -70,6 +71,34 @@ type env struct {
 	clock *clock.Fake
 	url   string
 	logs  *bytes.Buffer
+
+	mu      sync.Mutex
+	checked map[string]bool // "METHOD /template STATUS" validated against the document
+}
+
+// validated records a response checked against the document.
+func (e *env) validated(method, template string, status int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.checked == nil {
+		e.checked = make(map[string]bool)
+	}
+	e.checked[fmt.Sprintf("%s %s %d", method, template, status)] = true
+}
+
+// statuses returns the statuses validated for an operation.
+func (e *env) statuses(method, template string) []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []int
+	for k := range e.checked {
+		var m, tpl string
+		var st int
+		if _, err := fmt.Sscanf(k, "%s %s %d", &m, &tpl, &st); err == nil && m == method && tpl == template {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 type lockedBuffer struct {
@@ -83,7 +112,10 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t *testing.T, cfg Config) *env { return newEnvDeps(t, cfg, nil) }
+
+// newEnvDeps is newEnv with a chance to change the API's dependencies.
+func newEnvDeps(t *testing.T, cfg Config, change func(*Deps)) *env {
 	t.Helper()
 	st, err := sqlite.Open(t.TempDir(), sqlite.Options{ReadConns: 2})
 	if err != nil {
@@ -96,7 +128,11 @@ func newEnv(t *testing.T, cfg Config) *env {
 	if cfg.Hostname == "" {
 		cfg.Hostname = "mx.example.net"
 	}
-	h := New(cfg, Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil))})
+	deps := Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil))}
+	if change != nil {
+		change(&deps)
+	}
+	h := New(cfg, deps)
 	srv := httptest.NewServer(h) // listens on 127.0.0.1
 	t.Cleanup(srv.Close)
 	e.url = srv.URL
@@ -169,6 +205,16 @@ func (e *env) do(method, path, token, ctype string, body io.Reader, hdr ...strin
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	doc, err := loadAPIDoc()
+	if err != nil {
+		e.t.Fatalf("OpenAPI document: %v", err)
+	}
+	if tpl, problems, ok := doc.checkResponse(method, req.URL.Path, res.StatusCode, res.Header, b); ok {
+		for _, p := range problems {
+			e.t.Errorf("response differs from the OpenAPI document: %s", p)
+		}
+		e.validated(method, tpl, res.StatusCode)
 	}
 	return resp{res.StatusCode, res.Header, b}
 }

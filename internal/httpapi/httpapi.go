@@ -27,7 +27,7 @@ type Platform interface {
 	GetAccount(ctx context.Context, id string) (store.Account, error)
 	ListAccounts(ctx context.Context) ([]store.Account, error)
 	UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error
-	DeleteAccount(ctx context.Context, id string) error
+	DeleteAccount(ctx context.Context, id string, force bool) (store.AccountDeletion, error)
 
 	SetDomainAccount(ctx context.Context, domain, account string) error
 	ListAccountDomains(ctx context.Context, account string) ([]string, error)
@@ -199,35 +199,42 @@ const (
 )
 
 // route is one endpoint; the table is the single source of truth for the
-// mux and for the test comparing it with the OpenAPI document.
+// mux and for the tests comparing it with the OpenAPI document (scope,
+// query parameters).
 type route struct {
 	method, path string
 	access       access
+	params       []string // the query parameters it takes; others are refused
 	handle       func(a *api, w http.ResponseWriter, r *http.Request, c *caller) error
 }
 
+var (
+	eventParams = []string{"recipient", "type", "tag", "since", "until", "message_id", "cursor", "limit"}
+	pageParams  = []string{"cursor", "limit"}
+)
+
 var routes = []route{
-	{"GET", "/v1/openapi.json", public, (*api).openapi},
-	{"POST", "/v1/messages", needSend, (*api).sendMessage},
-	{"GET", "/v1/messages/{id}", needRead, (*api).getMessage},
-	{"GET", "/v1/events", needRead, (*api).listEvents},
-	{"GET", "/v1/suppressions", needRead, (*api).listSuppressions},
-	{"POST", "/v1/suppressions", needAdmin, (*api).addSuppression},
-	{"DELETE", "/v1/suppressions/{address}", needAdmin, (*api).deleteSuppression},
-	{"GET", "/v1/webhooks", needRead, (*api).listWebhooks},
-	{"POST", "/v1/webhooks", needAdmin, (*api).addWebhook},
-	{"DELETE", "/v1/webhooks/{id}", needAdmin, (*api).deleteWebhook},
-	{"GET", "/v1/webhooks/{id}/deliveries", needRead, (*api).listWebhookDeliveries},
-	{"GET", "/v1/domains", needRead, (*api).listDomains},
-	{"POST", "/v1/domains", operator, (*api).assignDomain},
-	{"GET", "/v1/domains/{domain}/dns", needRead, (*api).dnsCheck},
-	{"GET", "/v1/accounts", operator, (*api).listAccounts},
-	{"POST", "/v1/accounts", operator, (*api).addAccount},
-	{"PATCH", "/v1/accounts/{id}", operator, (*api).patchAccount},
-	{"DELETE", "/v1/accounts/{id}", operator, (*api).deleteAccount},
-	{"GET", "/v1/keys", needAdmin, (*api).listKeys},
-	{"POST", "/v1/keys", needAdmin, (*api).addKey},
-	{"DELETE", "/v1/keys/{id}", needAdmin, (*api).deleteKey},
+	{"GET", "/v1/openapi.json", public, nil, (*api).openapi},
+	{"POST", "/v1/messages", needSend, []string{"from", "to", "tag"}, (*api).sendMessage},
+	{"GET", "/v1/messages/{id}", needRead, nil, (*api).getMessage},
+	{"GET", "/v1/events", needRead, eventParams, (*api).listEvents},
+	{"GET", "/v1/suppressions", needRead, pageParams, (*api).listSuppressions},
+	{"POST", "/v1/suppressions", needAdmin, nil, (*api).addSuppression},
+	{"DELETE", "/v1/suppressions/{address}", needAdmin, nil, (*api).deleteSuppression},
+	{"GET", "/v1/webhooks", needRead, nil, (*api).listWebhooks},
+	{"POST", "/v1/webhooks", needAdmin, nil, (*api).addWebhook},
+	{"DELETE", "/v1/webhooks/{id}", needAdmin, nil, (*api).deleteWebhook},
+	{"GET", "/v1/webhooks/{id}/deliveries", needRead, []string{"limit"}, (*api).listWebhookDeliveries},
+	{"GET", "/v1/domains", needRead, nil, (*api).listDomains},
+	{"POST", "/v1/domains", operator, nil, (*api).assignDomain},
+	{"GET", "/v1/domains/{domain}/dns", needRead, nil, (*api).dnsCheck},
+	{"GET", "/v1/accounts", operator, nil, (*api).listAccounts},
+	{"POST", "/v1/accounts", operator, nil, (*api).addAccount},
+	{"PATCH", "/v1/accounts/{id}", operator, nil, (*api).patchAccount},
+	{"DELETE", "/v1/accounts/{id}", operator, []string{"force"}, (*api).deleteAccount},
+	{"GET", "/v1/keys", needAdmin, []string{"account"}, (*api).listKeys},
+	{"POST", "/v1/keys", needAdmin, nil, (*api).addKey},
+	{"DELETE", "/v1/keys/{id}", needAdmin, nil, (*api).deleteKey},
 }
 
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
@@ -289,6 +296,10 @@ func (a *api) wrap(rt route) http.Handler {
 				a.fail(w, r, err)
 				return
 			}
+		}
+		if _, err := query(r, rt.params...); err != nil {
+			a.fail(w, r, err)
+			return
 		}
 		if err := rt.handle(a, w, r, c); err != nil {
 			a.fail(w, r, err)

@@ -574,6 +574,94 @@ func TestIdempotency(t *testing.T) {
 	}
 }
 
+// An Idempotency-Key is bound to its first request: the same request
+// replays, a different one is refused with 422 and nothing is sent.
+func TestIdempotencyFingerprint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	tok := e.key("acme", store.ScopeSend)
+	a := MessageRequest{From: "a@acme.example", To: []string{"b@example.org"}, Text: "hi"}
+	b := MessageRequest{From: "a@acme.example", To: []string{"b@example.org"}, Text: "a different text"}
+
+	r := e.post("/v1/messages", tok, a, "Idempotency-Key", "k1")
+	want(t, r, http.StatusAccepted)
+	var first sendResponse
+	r.json(t, &first)
+	reused := func(r resp) {
+		t.Helper()
+		code, field := r.apiErr(t)
+		if r.status != http.StatusUnprocessableEntity || code != "idempotency_key_reused" || field != "Idempotency-Key" {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		if r.header.Get("Idempotent-Replayed") != "" {
+			t.Fatal("a refused request says it was replayed")
+		}
+	}
+	reused(e.post("/v1/messages", tok, b, "Idempotency-Key", "k1"))
+	// Same JSON meaning, other bytes: the fingerprint is of the bytes sent.
+	reused(e.post("/v1/messages", tok, `{"text":"hi","from":"a@acme.example","to":["b@example.org"]}`, "Idempotency-Key", "k1"))
+	// Same body with another Content-Type parameter.
+	body, _ := json.Marshal(a)
+	reused(e.do("POST", "/v1/messages", tok, "application/json; charset=utf-8", bytes.NewReader(body), "Idempotency-Key", "k1"))
+	if e.sub.count() != 1 {
+		t.Fatalf("%d submissions, want 1", e.sub.count())
+	}
+	// The first request itself still replays, also with the media type's
+	// case changed (canonical form).
+	for _, ct := range []string{"application/json", "Application/JSON"} {
+		r = e.do("POST", "/v1/messages", tok, ct, bytes.NewReader(body), "Idempotency-Key", "k1")
+		want(t, r, http.StatusAccepted)
+		var again sendResponse
+		r.json(t, &again)
+		if again.ID != first.ID || r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay with %q: %s", ct, r.body)
+		}
+	}
+
+	// Raw uploads: the query is part of the request (canonical order).
+	raw := "From: a@acme.example\r\nTo: b@example.org\r\nSubject: x\r\n\r\nhi\r\n"
+	r = e.do("POST", "/v1/messages?to=x@example.org&tag=t", tok, "message/rfc822", strings.NewReader(raw), "Idempotency-Key", "k2")
+	want(t, r, http.StatusAccepted)
+	r.json(t, &first)
+	r = e.do("POST", "/v1/messages?tag=t&to=x@example.org", tok, "message/rfc822", strings.NewReader(raw), "Idempotency-Key", "k2")
+	var again sendResponse
+	r.json(t, &again)
+	if r.status != http.StatusAccepted || again.ID != first.ID {
+		t.Fatalf("raw replay: %d %s", r.status, r.body)
+	}
+	reused(e.do("POST", "/v1/messages?to=y@example.org&tag=t", tok, "message/rfc822", strings.NewReader(raw), "Idempotency-Key", "k2"))
+	// A JSON request under a key first used for a raw upload.
+	reused(e.post("/v1/messages", tok, a, "Idempotency-Key", "k2"))
+	if e.sub.count() != 2 {
+		t.Fatalf("%d submissions, want 2", e.sub.count())
+	}
+
+	// A key whose first request was refused sent nothing: another request may use it.
+	e.sub.setErr(&ForbiddenError{Message: "sender domain not owned by this account"})
+	want(t, e.post("/v1/messages", tok, MessageRequest{From: "a@wrong.example", To: []string{"b@example.org"}, Text: "hi"}, "Idempotency-Key", "k3"), http.StatusForbidden)
+	e.sub.setErr(nil)
+	want(t, e.post("/v1/messages", tok, a, "Idempotency-Key", "k3"), http.StatusAccepted)
+	if e.sub.count() != 3 {
+		t.Fatalf("%d submissions, want 3", e.sub.count())
+	}
+	reused(e.post("/v1/messages", tok, b, "Idempotency-Key", "k3"))
+
+	// Keys recorded before fingerprints were stored replay for any request.
+	ctx := context.Background()
+	now := e.clock.Now()
+	if _, err := e.st.PutIdempotency(ctx, "acme", "legacy", "res:"+fmt.Sprint(now.Unix()), now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.PutIdempotency(ctx, "acme", "legacy#r", "ok:qOLD", now); err != nil {
+		t.Fatal(err)
+	}
+	r = e.post("/v1/messages", tok, b, "Idempotency-Key", "legacy")
+	r.json(t, &again)
+	if r.status != http.StatusAccepted || again.ID != "qOLD" || e.sub.count() != 3 {
+		t.Fatalf("legacy key: %d %s, %d submissions", r.status, r.body, e.sub.count())
+	}
+}
+
 func TestIdempotencyConcurrent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
@@ -860,6 +948,102 @@ func TestAccountsAndKeys(t *testing.T) {
 	want(t, e.post("/v1/accounts", op, map[string]any{"id": "tmp"}), http.StatusCreated)
 	want(t, e.del("/v1/accounts/tmp", op), http.StatusNoContent)
 	want(t, e.del("/v1/accounts/tmp", op), http.StatusNotFound)
+}
+
+// Deleting an account through the API: refused while it owns a domain and
+// has queued mail, forced, and then a new account with the same ID sees
+// nothing of the old one.
+func TestDeleteAccountCascade(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	op := e.key(store.DefaultAccount, store.ScopeAdmin)
+	want(t, e.post("/v1/accounts", op, map[string]any{"id": "shop"}), http.StatusCreated)
+	if err := e.st.AddDomain(ctx, "shop.example"); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.post("/v1/domains", op, map[string]string{"domain": "shop.example", "account": "shop"}), http.StatusOK)
+	r := e.post("/v1/keys", op, map[string]any{"account": "shop", "scopes": []string{"admin"}})
+	want(t, r, http.StatusCreated)
+	var k keyView
+	r.json(t, &k)
+	tok := k.Token
+	want(t, e.post("/v1/webhooks", tok, map[string]any{"url": "https://hooks.example/shop"}), http.StatusCreated)
+	want(t, e.post("/v1/suppressions", tok, map[string]string{"address": "gone@example.org"}), http.StatusCreated)
+	msg := MessageRequest{From: "a@shop.example", To: []string{"b@example.org"}, Text: "hi"}
+	r = e.post("/v1/messages", tok, msg, "Idempotency-Key", "order-1")
+	want(t, r, http.StatusAccepted)
+	var first sendResponse
+	r.json(t, &first)
+	queued := &store.Message{ID: "queued1", Sender: "a@shop.example", Received: e.clock.Now(), Account: "shop",
+		Recipients: []store.Recipient{{Address: "b@example.org"}}}
+	body, err := e.st.NewBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(body, "Subject: x\r\n\r\nhi\r\n")
+	if err := e.st.Enqueue(ctx, queued, body, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.AddEvents(ctx, []store.Event{{Type: store.EventDelivered, Account: "shop", MessageID: "gone1", Recipient: "b@example.org"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Refused, saying why and what to do; nothing changes.
+	r = e.del("/v1/accounts/shop", op)
+	code, _ := r.apiErr(t)
+	var eb errorBody
+	r.json(t, &eb)
+	if r.status != http.StatusConflict || code != "account_in_use" ||
+		!strings.Contains(eb.Error.Message, "1 domain, 1 queued message") || !strings.Contains(eb.Error.Message, "force=true") {
+		t.Fatalf("delete without force: %d %s", r.status, r.body)
+	}
+	want(t, e.get("/v1/messages/gone1", tok), http.StatusOK)
+
+	// Forced.
+	want(t, e.del("/v1/accounts/shop?force=true", op), http.StatusNoContent)
+	want(t, e.get("/v1/events", tok), http.StatusUnauthorized)
+	var ds struct{ Domains []string }
+	e.get("/v1/domains", op).json(t, &ds)
+	if !slices.Contains(ds.Domains, "shop.example") {
+		t.Fatalf("the domain did not go back to the default account: %v", ds.Domains)
+	}
+	if _, err := e.st.Get(ctx, "queued1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("queued message of the deleted account: %v", err)
+	}
+
+	// A new account with the same ID starts empty.
+	want(t, e.post("/v1/accounts", op, map[string]any{"id": "shop"}), http.StatusCreated)
+	r = e.post("/v1/keys", op, map[string]any{"account": "shop", "scopes": []string{"admin"}})
+	want(t, r, http.StatusCreated)
+	r.json(t, &k)
+	tok = k.Token
+	var page eventPage
+	e.get("/v1/events", tok).json(t, &page)
+	if len(page.Events) != 0 {
+		t.Errorf("new account sees events: %+v", page.Events)
+	}
+	for _, id := range []string{"gone1", "queued1", first.ID} {
+		want(t, e.get("/v1/messages/"+id, tok), http.StatusNotFound)
+	}
+	var sp suppressionPage
+	e.get("/v1/suppressions", tok).json(t, &sp)
+	var whs struct{ Webhooks []webhookView }
+	e.get("/v1/webhooks", tok).json(t, &whs)
+	var ks struct{ Keys []keyView }
+	e.get("/v1/keys", tok).json(t, &ks)
+	e.get("/v1/domains", tok).json(t, &ds)
+	if len(sp.Suppressions) != 0 || len(whs.Webhooks) != 0 || len(ks.Keys) != 1 || len(ds.Domains) != 0 {
+		t.Errorf("new account sees suppressions %v, webhooks %v, keys %v, domains %v", sp.Suppressions, whs.Webhooks, ks.Keys, ds.Domains)
+	}
+	// The old account's Idempotency-Key does not replay its message.
+	r = e.post("/v1/messages", tok, msg, "Idempotency-Key", "order-1")
+	want(t, r, http.StatusAccepted)
+	var again sendResponse
+	r.json(t, &again)
+	if again.ID == first.ID || r.header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("the new account replayed the old one's message %s", first.ID)
+	}
 }
 
 func TestRawUpload(t *testing.T) {

@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"mime"
@@ -34,12 +38,22 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		return &Error{Status: http.StatusBadRequest, Code: "validation_failed", Field: "Idempotency-Key", Message: "an Idempotency-Key is 1 to 128 characters of letters, digits and -_.:"}
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	// The fingerprint binds an Idempotency-Key to this exact request: the
+	// body is hashed as it is read.
+	fp := newFingerprint(r)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(r.Body, fp), r.Body}
 	var sub *Submission
 	var err error
 	switch mt {
 	case "message/rfc822":
 		sub, err = a.rawSubmission(w, r)
 	case "application/json":
+		for k := range r.URL.Query() {
+			return errInvalid(k, "query parameter %q applies to raw uploads (message/rfc822) only; give the envelope in the JSON body", k)
+		}
 		var req MessageRequest
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
@@ -60,7 +74,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	var id string
 	replayed := false
 	if idemKey != "" {
-		id, replayed, err = a.idempotent(r.Context(), c.account(), idemKey, send)
+		id, replayed, err = a.idempotent(r.Context(), c.account(), idemKey, fp.sum(), send)
 	} else {
 		id, err = send()
 	}
@@ -108,14 +122,21 @@ func validIdemKey(k string) bool {
 // Idempotency keys are kept with store.Platform.PutIdempotency, which only
 // inserts. A key is a chain of slots: slot 0 is the key itself, slot n the
 // key + "#n" (a client key cannot contain '#'). The request that inserts a
-// slot's reservation ("res:UNIXTIME") owns it and sends; it then records
-// the outcome under slot + "#r": "ok:ID", or "err" when the Submitter
-// refused, which frees the key for the next slot (a retry after 429 must
-// send). A retry reads the outcome by inserting "pending" there: finding
-// "ok:ID" it replays ID; finding nothing, the owner is still at work (on
-// another node, or it died) and the retry gets 409. Reservations older than
-// the TTL are skipped. Requests on one node are serialised per key, so the
-// usual sequential retries never see "pending".
+// slot's reservation ("res:UNIXTIME:FINGERPRINT") owns it and sends; it
+// then records the outcome under slot + "#r": "ok:ID", or "err" when the
+// Submitter refused, which frees the key for the next slot (a retry after
+// 429 must send). A retry reads the outcome by inserting "pending" there:
+// finding "ok:ID" it replays ID; finding nothing, the owner is still at
+// work (on another node, or it died) and the retry gets 409. Reservations
+// older than the TTL are skipped. Requests on one node are serialised per
+// key, so the usual sequential retries never see "pending".
+//
+// The fingerprint (see fingerprint) ties the key to one request: a request
+// with another fingerprint gets 422 idempotency_key_reused instead of the
+// first request's message ID, unless the first request was refused (then
+// nothing was sent under the key and the next slot is free). Reservations
+// written before fingerprints were recorded ("res:UNIXTIME") match any
+// request, as they did then.
 const (
 	maxIdemSlots  = 20
 	idemPending   = "pending"
@@ -124,18 +145,37 @@ const (
 	idemResPrefix = "res:"
 )
 
-var errIdemInProgress = &Error{Status: http.StatusConflict, Code: "idempotency_key_in_use", Message: "a request with this Idempotency-Key is in progress or did not complete; retry later or use a new key"}
+var (
+	errIdemInProgress = &Error{Status: http.StatusConflict, Code: "idempotency_key_in_use", Message: "a request with this Idempotency-Key is in progress or did not complete; retry later or use a new key"}
+	errIdemReused     = &Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused", Field: "Idempotency-Key", Message: "this Idempotency-Key was used for a different request (method, path, query, Content-Type or body differ); use a new key for a new message"}
+)
 
-func (a *api) idempotent(ctx context.Context, account, key string, send func() (string, error)) (id string, replayed bool, err error) {
+// parseReservation splits a stored reservation into its time and
+// fingerprint ("" for reservations older than fingerprints).
+func parseReservation(v string) (t time.Time, fp string, ok bool) {
+	rest, ok := strings.CutPrefix(v, idemResPrefix)
+	if !ok {
+		return time.Time{}, "", false
+	}
+	sec, fp, _ := strings.Cut(rest, ":")
+	n, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(n, 0), fp, true
+}
+
+func (a *api) idempotent(ctx context.Context, account, key, fingerprint string, send func() (string, error)) (id string, replayed bool, err error) {
 	unlock := a.idem.lock(account + "\x00" + key)
 	defer unlock()
 	now := a.clock.Now()
+	reservation := idemResPrefix + strconv.FormatInt(now.Unix(), 10) + ":" + fingerprint
 	for n := 0; n < maxIdemSlots; n++ {
 		slot := key
 		if n > 0 {
 			slot = key + "#" + strconv.Itoa(n)
 		}
-		stored, err := a.p.PutIdempotency(ctx, account, slot, idemResPrefix+strconv.FormatInt(now.Unix(), 10), now)
+		stored, err := a.p.PutIdempotency(ctx, account, slot, reservation, now)
 		if err == nil {
 			id, err := send()
 			outcome := idemFailed
@@ -151,28 +191,70 @@ func (a *api) idempotent(ctx context.Context, account, key string, send func() (
 		if !errors.Is(err, store.ErrExists) {
 			return "", false, fmt.Errorf("idempotency key: %w", err)
 		}
-		if t, ok := strings.CutPrefix(stored, idemResPrefix); ok {
-			if sec, perr := strconv.ParseInt(t, 10, 64); perr == nil && now.Sub(time.Unix(sec, 0)) >= a.cfg.IdempotencyTTL {
-				continue // expired: the next slot starts a new window
-			}
+		t, storedFP, ok := parseReservation(stored)
+		if ok && now.Sub(t) >= a.cfg.IdempotencyTTL {
+			continue // expired: the next slot starts a new window
 		}
+		mismatch := storedFP != "" && storedFP != fingerprint
 		res, err := a.p.PutIdempotency(ctx, account, slot+"#r", idemPending, now)
 		if err == nil {
+			if mismatch {
+				return "", false, errIdemReused
+			}
 			return "", false, errIdemInProgress
 		}
 		if !errors.Is(err, store.ErrExists) {
 			return "", false, fmt.Errorf("idempotency key: %w", err)
 		}
 		switch {
-		case strings.HasPrefix(res, idemOKPrefix):
-			return strings.TrimPrefix(res, idemOKPrefix), true, nil
 		case res == idemFailed:
 			continue
+		case mismatch:
+			return "", false, errIdemReused
+		case strings.HasPrefix(res, idemOKPrefix):
+			return strings.TrimPrefix(res, idemOKPrefix), true, nil
 		default:
 			return "", false, errIdemInProgress
 		}
 	}
 	return "", false, &Error{Status: http.StatusConflict, Code: "idempotency_key_exhausted", Message: "too many failed attempts with this Idempotency-Key; use a new key"}
+}
+
+// fingerprint hashes the parts of a POST /v1/messages request that decide
+// what is sent: method, path, query (canonical: keys sorted), media type
+// with its parameters (canonical form) and the body bytes as received. Each
+// part but the body, which comes last, is length-prefixed, so no two
+// requests share a fingerprint by shifting bytes from one part to the next.
+type fingerprint struct {
+	h hash.Hash
+}
+
+func newFingerprint(r *http.Request) *fingerprint {
+	f := &fingerprint{h: sha256.New()}
+	ctype := r.Header.Get("Content-Type")
+	if mt, params, err := mime.ParseMediaType(ctype); err == nil {
+		ctype = mime.FormatMediaType(mt, params)
+	}
+	for _, part := range []string{r.Method, r.URL.Path, r.URL.Query().Encode(), ctype} {
+		f.field(part)
+	}
+	return f
+}
+
+func (f *fingerprint) field(s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	f.h.Write(n[:])
+	f.h.Write([]byte(s))
+}
+
+// Write adds body bytes.
+func (f *fingerprint) Write(p []byte) (int, error) { return f.h.Write(p) }
+
+// sum returns the fingerprint, base64url: it goes into the stored
+// reservation.
+func (f *fingerprint) sum() string {
+	return base64.RawURLEncoding.EncodeToString(f.h.Sum(nil))
 }
 
 // rawSubmission reads a message/rfc822 upload. The envelope comes from the
@@ -181,12 +263,7 @@ func (a *api) idempotent(ctx context.Context, account, key string, send func() (
 // LF line endings become CRLF; a Bcc field is removed; Date and Message-ID
 // are added when missing.
 func (a *api) rawSubmission(w http.ResponseWriter, r *http.Request) (*Submission, error) {
-	q := r.URL.Query()
-	for k := range q {
-		if k != "from" && k != "to" && k != "tag" {
-			return nil, errInvalid(k, "unknown query parameter %q (raw upload takes from, to and tag)", k)
-		}
-	}
+	q := r.URL.Query() // only from, to and tag: checked by wrap (route.params)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxMessageBytes))
 	if err != nil {
 		return nil, err
@@ -441,7 +518,7 @@ type eventView struct {
 	Sender    string            `json:"sender,omitempty"`
 	RemoteMTA string            `json:"remote_mta,omitempty"`
 	Reply     string            `json:"reply,omitempty"`
-	Enhanced  string            `json:"enhanced,omitempty"`
+	Enhanced  string            `json:"enhanced_status,omitempty"` // as in the webhook payload
 	TLS       string            `json:"tls,omitempty"`
 	Bounce    string            `json:"bounce,omitempty"`
 	Attempt   int               `json:"attempt,omitempty"`

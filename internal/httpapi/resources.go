@@ -28,7 +28,7 @@ var EventTypes = []string{
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
 }
 
-// query checks that q has only the allowed parameters.
+// query checks that the request has only the allowed query parameters.
 func query(r *http.Request, allowed ...string) (url.Values, error) {
 	q := r.URL.Query()
 	for k := range q {
@@ -69,10 +69,8 @@ type eventPage struct {
 }
 
 func (a *api) listEvents(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "recipient", "type", "tag", "since", "until", "message_id", "cursor", "limit")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
+	var err error
 	f := store.EventFilter{Account: c.account(), MessageID: q.Get("message_id"), Recipient: strings.ToLower(q.Get("recipient")), Tag: q.Get("tag")}
 	for i, t := range q["type"] {
 		if !slices.Contains(EventTypes, t) {
@@ -126,10 +124,7 @@ type suppressionPage struct {
 }
 
 func (a *api) listSuppressions(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "cursor", "limit")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
 	limit, err := pageLimit(q)
 	if err != nil {
 		return err
@@ -293,10 +288,7 @@ type deliveryView struct {
 }
 
 func (a *api) listWebhookDeliveries(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "limit")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
 	limit, err := pageLimit(q)
 	if err != nil {
 		return err
@@ -512,22 +504,64 @@ func (a *api) patchAccount(w http.ResponseWriter, r *http.Request, _ *caller) er
 	return nil
 }
 
+// deleteAccount handles DELETE /v1/accounts/{id}[?force=true]. Without
+// force an account that still owns domains or users or has messages in the
+// queue is refused (409 account_in_use, nothing changes); with force its
+// domains and users go back to the default account and its queued
+// messages are deleted. Either way everything the account owns (keys,
+// webhooks and their deliveries, suppressions, idempotency keys, routes,
+// events) is deleted.
 func (a *api) deleteAccount(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" { // the only parameter (route.params)
+		var err error
+		if force, err = strconv.ParseBool(v); err != nil {
+			return errInvalid("force", "force must be true or false")
+		}
+	}
 	id := r.PathValue("id")
 	if id == store.DefaultAccount {
 		return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: "the default account cannot be deleted"}
 	}
-	if err := a.p.DeleteAccount(r.Context(), id); err != nil {
+	if _, err := a.p.DeleteAccount(r.Context(), id, force); err != nil {
+		var inUse *store.AccountInUseError
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return errNotFound("no such account")
+		case errors.As(err, &inUse):
+			return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: inUseMessage(inUse)}
 		case errors.Is(err, store.ErrExists):
-			return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: "the account still owns domains; assign them elsewhere first"}
+			return &Error{Status: http.StatusConflict, Code: "account_in_use", Message: "the account cannot be deleted"}
 		}
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// inUseMessage tells the operator what keeps an account from being deleted
+// and how to proceed.
+func inUseMessage(e *store.AccountInUseError) string {
+	var what []string
+	if e.Domains > 0 {
+		what = append(what, plural(e.Domains, "domain", "domains"))
+	}
+	if e.Users > 0 {
+		what = append(what, plural(e.Users, "SMTP user", "SMTP users"))
+	}
+	if e.Messages > 0 {
+		what = append(what, plural(e.Messages, "queued message", "queued messages"))
+	}
+	return fmt.Sprintf("account %s still has %s: assign its domains to another account and let its queue drain, "+
+		"or delete with ?force=true (domains and users go back to the default account, queued messages are deleted)",
+		e.Account, strings.Join(what, ", "))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
 
 // keyView is an API key without its secret; Token is set only on creation.
@@ -542,7 +576,11 @@ type keyView struct {
 }
 
 func toKeyView(k store.APIKey) keyView {
-	return keyView{ID: k.ID, Account: k.Account, Name: k.Name, Scopes: k.Scopes, Created: ts(k.Created), LastUsed: ts(k.LastUsed)}
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{} // an array, as documented, never null
+	}
+	return keyView{ID: k.ID, Account: k.Account, Name: k.Name, Scopes: scopes, Created: ts(k.Created), LastUsed: ts(k.LastUsed)}
 }
 
 // targetAccount is the account a key-management request acts on: the
@@ -561,10 +599,7 @@ func (a *api) targetAccount(r *http.Request, c *caller, field, requested string)
 }
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q, err := query(r, "account")
-	if err != nil {
-		return err
-	}
+	q := r.URL.Query() // parameters checked by wrap (route.params)
 	acct, err := a.targetAccount(r, c, "account", q.Get("account"))
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -140,6 +141,33 @@ type Route struct {
 	Secret  string // HMAC key for the POST signature
 }
 
+// AccountDeletion is what DeleteAccount did.
+type AccountDeletion struct {
+	Domains  int  // domains handed back to DefaultAccount (force)
+	Users    int  // users handed back to DefaultAccount (force)
+	Messages int  // queued messages deleted (force)
+	Events   int  // events deleted, with their webhook deliveries
+	Pending  bool // the purge was cut short; PruneEvents finishes it
+}
+
+// AccountInUseError is returned by DeleteAccount without force while the
+// account still owns domains or users or has messages in the queue. It
+// wraps ErrExists.
+type AccountInUseError struct {
+	Account  string
+	Domains  int // domains the account owns
+	Users    int // SMTP users of the account
+	Messages int // messages of the account in the queue
+}
+
+// Error implements error.
+func (e *AccountInUseError) Error() string {
+	return fmt.Sprintf("account %s owns %d domains and %d users and has %d queued messages", e.Account, e.Domains, e.Users, e.Messages)
+}
+
+// Unwrap makes errors.Is(err, ErrExists) true.
+func (e *AccountInUseError) Unwrap() error { return ErrExists }
+
 // Platform is the delivery-platform state. Every method scoping data to an
 // account takes the account ID; a tenant can never reach another
 // account's rows through it.
@@ -148,7 +176,21 @@ type Platform interface {
 	GetAccount(ctx context.Context, id string) (Account, error)
 	ListAccounts(ctx context.Context) ([]Account, error)
 	UpdateAccountLimits(ctx context.Context, id string, l AccountLimits) error
-	DeleteAccount(ctx context.Context, id string) error // refuses (ErrExists-wrapped) while it owns domains
+	// DeleteAccount deletes an account and everything that is its own:
+	// API keys, webhooks with all their deliveries and attempt logs,
+	// suppressions, idempotency keys, inbound routes and events. Without
+	// force it refuses with an *AccountInUseError (wrapping ErrExists),
+	// changing nothing, while the account owns domains or users or has
+	// messages in the queue. With force its domains and users are handed
+	// back to DefaultAccount (they stay on the server) and its queued
+	// messages are deleted without DSNs (a delivery already in progress
+	// may complete). Until every row is gone (the events are deleted in
+	// short transactions) the ID cannot be reused: AddAccount returns
+	// ErrExists, so a new account with that ID never sees the old one's
+	// data. A purge cut short (ctx, crash) is resumed by PruneEvents and
+	// reported in AccountDeletion.Pending. DefaultAccount is never deleted
+	// (ErrExists); an unknown account returns ErrNotFound.
+	DeleteAccount(ctx context.Context, id string, force bool) (AccountDeletion, error)
 
 	// SetDomainAccount assigns a domain (local or sending) to an account.
 	SetDomainAccount(ctx context.Context, domain, account string) error
@@ -187,8 +229,11 @@ type Platform interface {
 	RecordWebhookAttempt(ctx context.Context, id int64, status string, next time.Time, errText string, httpStatus int) error
 	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]WebhookDelivery, error)
 
-	// Idempotency: PutIdempotency stores key -> messageID unless the key
-	// exists, in which case it returns the stored message ID and ErrExists.
+	// Idempotency: PutIdempotency stores key -> value unless the key
+	// exists (and is younger than a day), in which case it returns the
+	// stored value and ErrExists. The value is opaque to the store (the
+	// HTTP API keeps a reservation with the request's fingerprint, or an
+	// outcome, there); the parameter name is historical.
 	PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error)
 
 	AddRoute(ctx context.Context, r Route) error // replaces

@@ -301,9 +301,13 @@ const idempotencyTTL = 24 * time.Hour
 // failed webhook deliveries and those deliveries' attempt logs. An event
 // with a pending delivery is kept until the delivery is done, and so is
 // the newest event (it keeps event IDs increasing). Idempotency
-// keys older than a day are deleted too. It returns how many events were
-// deleted. Work is split into short transactions.
+// keys older than a day are deleted too, and the purges of deleted
+// accounts that were cut short are finished. It returns how many events
+// were deleted (by age). Work is split into short transactions.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) {
+	if err := s.resumePurges(ctx); err != nil {
+		return 0, fmt.Errorf("sqlite store: prune events: %w", err)
+	}
 	b := before.UnixNano()
 	total := 0
 	for {
@@ -336,24 +340,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 			if len(ids) == 0 {
 				return nil
 			}
-			list, err := json.Marshal(ids)
-			if err != nil {
-				return err
-			}
-			for _, q := range []string{
-				`DELETE FROM webhook_attempts WHERE delivery_id IN
-					(SELECT id FROM webhook_deliveries WHERE event_id IN (SELECT value FROM json_each(?)))`,
-				`DELETE FROM webhook_deliveries WHERE event_id IN (SELECT value FROM json_each(?))`,
-			} {
-				if _, err := w.conn.ExecContext(bg, q, string(list)); err != nil {
-					return err
-				}
-			}
-			res, err := w.conn.ExecContext(bg, `DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))`, string(list))
-			if err != nil {
-				return err
-			}
-			n, err = res.RowsAffected()
+			deleted, err := w.deleteEvents(ids)
+			n = int64(deleted)
 			return err
 		})
 		if err != nil {

@@ -70,8 +70,9 @@ func (w *writer) accountExists(id string) (bool, error) {
 	return err == nil, err
 }
 
-// AddAccount creates an account; an existing ID returns store.ErrExists.
-// A zero Created is set to now.
+// AddAccount creates an account; an existing ID, or the ID of a deleted
+// account whose rows are still being purged, returns store.ErrExists. A
+// zero Created is set to now.
 func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
 	if !validAccountID(a.ID) {
 		return fmt.Errorf("sqlite store: add account: invalid ID %q (want 1-64 of [a-z0-9-])", a.ID)
@@ -80,9 +81,32 @@ func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
 	if created.IsZero() {
 		created = time.Now()
 	}
-	return s.execOne(ctx, "add account "+a.ID, store.ErrExists,
-		`INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created))
+	err := s.w.do(ctx, false, func(w *writer) error {
+		bg := context.Background()
+		var purging int
+		if err := w.conn.QueryRowContext(bg, `SELECT count(*) FROM account_purges WHERE id = ?`, a.ID).Scan(&purging); err != nil {
+			return err
+		}
+		if purging > 0 {
+			return clean(fmt.Errorf("a deleted account of that ID is still being purged: %w", store.ErrExists))
+		}
+		res, err := w.conn.ExecContext(bg,
+			`INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return clean(store.ErrExists)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite store: add account %s: %w", a.ID, err)
+	}
+	return nil
 }
 
 const accountCols = `id, name, per_minute, per_hour, per_day, created`
@@ -112,56 +136,6 @@ func (s *Store) ListAccounts(ctx context.Context) ([]store.Account, error) {
 func (s *Store) UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error {
 	return s.execOne(ctx, "update limits of account "+id, store.ErrNotFound,
 		`UPDATE accounts SET per_minute = ?, per_hour = ?, per_day = ? WHERE id = ?`, l.PerMinute, l.PerHour, l.PerDay, id)
-}
-
-// DeleteAccount removes an account with its API keys, webhooks (and their
-// pending deliveries), suppressions, idempotency keys and routes; its
-// events are kept until pruned. It refuses, with an error wrapping
-// store.ErrExists, while the account owns domains or users, and always
-// for store.DefaultAccount. An unknown account returns store.ErrNotFound.
-func (s *Store) DeleteAccount(ctx context.Context, id string) error {
-	if id == store.DefaultAccount {
-		return fmt.Errorf("sqlite store: delete account %s: the default account cannot be deleted: %w", id, store.ErrExists)
-	}
-	err := s.w.do(ctx, false, func(w *writer) error {
-		bg := context.Background()
-		var domains, users int
-		if err := w.conn.QueryRowContext(bg, `SELECT (SELECT count(*) FROM domains WHERE account = ?),
-			(SELECT count(*) FROM users WHERE account = ?)`, id, id).Scan(&domains, &users); err != nil {
-			return err
-		}
-		if domains > 0 || users > 0 {
-			return clean(fmt.Errorf("account owns %d domains and %d users: %w", domains, users, store.ErrExists))
-		}
-		res, err := w.conn.ExecContext(bg, `DELETE FROM accounts WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return clean(store.ErrNotFound)
-		}
-		for _, q := range []string{
-			`DELETE FROM api_keys WHERE account = ?`,
-			`DELETE FROM webhook_deliveries WHERE status = 'pending' AND webhook_id IN (SELECT id FROM webhooks WHERE account = ?)`,
-			`DELETE FROM webhooks WHERE account = ?`, // invalidates w.hooks, below
-			`DELETE FROM suppressions WHERE account = ?`,
-			`DELETE FROM idempotency WHERE account = ?`,
-			`DELETE FROM routes WHERE account = ?`,
-		} {
-			if _, err := w.conn.ExecContext(bg, q, id); err != nil {
-				return err
-			}
-		}
-		w.hooks.valid = false
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("sqlite store: delete account %s: %w", id, err)
-	}
-	s.touches.reset()
-	return nil
 }
 
 // setOwner assigns the row key of table to account: store.ErrNotFound if

@@ -3,8 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,5 +108,71 @@ func TestMigrateFromV3(t *testing.T) {
 	}
 	if a, err := s.GetAccount(ctx, store.DefaultAccount); err != nil || a.Created.IsZero() {
 		t.Errorf("default account = %+v, %v", a, err)
+	}
+}
+
+// cancelAfter is a context whose Err reports cancellation after its first
+// n calls: DeleteAccount's first transaction runs, its purge is cut short.
+type cancelAfter struct {
+	context.Context
+	mu sync.Mutex
+	n  int
+}
+
+func (c *cancelAfter) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n <= 0 {
+		return context.Canceled
+	}
+	c.n--
+	return nil
+}
+
+// A purge cut short leaves the account deleted, its ID reserved (a new
+// account cannot inherit the old rows) and is finished by PruneEvents.
+func TestDeleteAccountPurgeResumes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), Options{})
+	defer s.Close()
+	if err := s.AddAccount(ctx, store.Account{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]store.Event, 3*purgeChunk)
+	for i := range evs {
+		evs[i] = store.Event{Type: store.EventDelivered, Account: "acme"}
+	}
+	if err := s.AddEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddEvents(ctx, []store.Event{{Type: store.EventRejected, Account: "other"}}); err != nil {
+		t.Fatal(err)
+	}
+	del, err := s.DeleteAccount(&cancelAfter{Context: ctx, n: 2}, "acme", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !del.Pending || del.Events != purgeChunk {
+		t.Fatalf("AccountDeletion = %+v, want pending after one chunk", del)
+	}
+	if _, err := s.GetAccount(ctx, "acme"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetAccount during the purge: %v", err)
+	}
+	if err := s.AddAccount(ctx, store.Account{ID: "acme"}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("AddAccount during the purge: %v, want ErrExists", err)
+	}
+	if _, err := s.PruneEvents(ctx, time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAccount(ctx, store.Account{ID: "acme"}); err != nil {
+		t.Fatalf("AddAccount after the purge: %v", err)
+	}
+	left, err := s.ListEvents(ctx, store.EventFilter{Account: "acme"})
+	if err != nil || len(left) != 0 {
+		t.Fatalf("%d events of the old account left, %v", len(left), err)
+	}
+	if all, _ := s.ListEvents(ctx, store.EventFilter{}); len(all) != 1 || all[0].Account != "other" {
+		t.Fatalf("events left: %+v", all)
 	}
 }

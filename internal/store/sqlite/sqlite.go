@@ -431,6 +431,18 @@ var schema = []string{
 	CREATE INDEX routes_account ON routes(account);`,
 	// 7: per-domain inbound policy (DMARC action, SPF refusal), JSON.
 	`ALTER TABLE domains ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';`,
+	// 8: account deletion. A deleted account's events, queued messages,
+	// suppressions and idempotency keys are deleted in short transactions
+	// after its row; account_purges holds its ID meanwhile, so the ID
+	// cannot be reused before every row is gone. The partial index finds
+	// an account's queued messages without scanning the queue (the default
+	// account, which carries the SMTP traffic and is never deleted, pays
+	// nothing for it).
+	`CREATE TABLE account_purges (
+		id      TEXT PRIMARY KEY,
+		started INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;
+	CREATE INDEX messages_account ON messages(account) WHERE account != 'default';`,
 }
 
 // pageSize is the database page size, set when the database is created.

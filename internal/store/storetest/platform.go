@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func RunPlatform(t *testing.T, open func(t *testing.T) PlatformStore) {
 		fn   func(t *testing.T, s PlatformStore)
 	}{
 		{"Accounts", testAccounts},
+		{"DeleteAccountCascade", testDeleteAccountCascade},
 		{"DomainUserAccount", testDomainUserAccount},
 		{"MessageAccountTags", testMessageAccountTags},
 		{"EnqueueEvents", testEnqueueEvents},
@@ -76,6 +78,12 @@ func expectExists(t *testing.T, what string, err error) {
 func addAccount(t *testing.T, s PlatformStore, id string) {
 	t.Helper()
 	must(t, "AddAccount "+id, s.AddAccount(context.Background(), store.Account{ID: id, Name: "Account " + id}))
+}
+
+// deleteAccount calls DeleteAccount and returns its error only.
+func deleteAccount(s PlatformStore, id string, force bool) error {
+	_, err := s.DeleteAccount(context.Background(), id, force)
+	return err
 }
 
 func listEvents(t *testing.T, s PlatformStore, f store.EventFilter) []store.Event {
@@ -135,25 +143,28 @@ func testAccounts(t *testing.T, s PlatformStore) {
 	// An account owning a domain or a user cannot be deleted.
 	must(t, "AddDomain", s.AddDomain(ctx, "acme.example"))
 	must(t, "SetDomainAccount", s.SetDomainAccount(ctx, "acme.example", "acme"))
-	expectExists(t, "DeleteAccount owning a domain", s.DeleteAccount(ctx, "acme"))
+	expectExists(t, "DeleteAccount owning a domain", deleteAccount(s, "acme", false))
 	must(t, "SetDomainAccount back", s.SetDomainAccount(ctx, "acme.example", store.DefaultAccount))
 	must(t, "AddUser", s.AddUser(ctx, store.User{Address: "u@acme.example", PasswordHash: "x"}))
 	must(t, "SetUserAccount", s.SetUserAccount(ctx, "u@acme.example", "acme"))
-	expectExists(t, "DeleteAccount owning a user", s.DeleteAccount(ctx, "acme"))
+	expectExists(t, "DeleteAccount owning a user", deleteAccount(s, "acme", false))
 	must(t, "DeleteUser", s.DeleteUser(ctx, "u@acme.example"))
 
 	// Deleting takes the account's keys and webhooks with it.
 	must(t, "AddAPIKey", s.AddAPIKey(ctx, store.APIKey{ID: "k1", Account: "acme", SecretHash: []byte{1}}))
 	must(t, "AddWebhook", s.AddWebhook(ctx, store.Webhook{ID: "w1", Account: "acme", URL: "https://h.example/"}))
-	must(t, "DeleteAccount", s.DeleteAccount(ctx, "acme"))
-	expectNotFound(t, "DeleteAccount again", s.DeleteAccount(ctx, "acme"))
+	must(t, "DeleteAccount", deleteAccount(s, "acme", false))
+	expectNotFound(t, "DeleteAccount again", deleteAccount(s, "acme", false))
+	expectNotFound(t, "DeleteAccount again with force", deleteAccount(s, "acme", true))
 	_, err = s.GetAPIKey(ctx, "k1")
 	expectNotFound(t, "GetAPIKey of deleted account", err)
 	if hooks, _ := s.ListWebhooks(ctx, "acme"); len(hooks) != 0 {
 		t.Errorf("webhooks of deleted account: %v", hooks)
 	}
-	if err := s.DeleteAccount(ctx, store.DefaultAccount); err == nil {
-		t.Error("DeleteAccount(default) succeeded")
+	for _, force := range []bool{false, true} {
+		if err := deleteAccount(s, store.DefaultAccount, force); err == nil {
+			t.Errorf("DeleteAccount(default, force %v) succeeded", force)
+		}
 	}
 	if _, err := s.GetAccount(ctx, store.DefaultAccount); err != nil {
 		t.Errorf("default account gone: %v", err)
@@ -880,5 +891,202 @@ func testTenantIsolation(t *testing.T, s PlatformStore) {
 	}
 	if l := listEvents(t, s, store.EventFilter{Account: "a", MessageID: m.ID}); len(l) != 1 {
 		t.Errorf("a's events: %+v", l)
+	}
+}
+
+// tenantRows gives account acct one of everything an account can own:
+// a domain and a user, an API key, a webhook with a delivered delivery
+// (with its attempt log) and pending ones, a suppression, an idempotency
+// key, a route, events (n of them besides the queue's) and a queued
+// message. It returns the queued message.
+func tenantRows(t *testing.T, s PlatformStore, acct string, n int) *store.Message {
+	t.Helper()
+	ctx := context.Background()
+	addAccount(t, s, acct)
+	dom := acct + ".example"
+	must(t, "AddDomain", s.AddDomain(ctx, dom))
+	must(t, "SetDomainAccount", s.SetDomainAccount(ctx, dom, acct))
+	must(t, "AddUser", s.AddUser(ctx, store.User{Address: "u@" + dom, PasswordHash: "x"}))
+	must(t, "SetUserAccount", s.SetUserAccount(ctx, "u@"+dom, acct))
+	must(t, "AddAPIKey", s.AddAPIKey(ctx, store.APIKey{ID: "key-" + acct, Account: acct, SecretHash: []byte{1}}))
+	addWebhook(t, s, "hook-"+acct, acct)
+	must(t, "AddSuppression", s.AddSuppression(ctx, store.Suppression{Account: acct, Address: "gone@example.org", Reason: store.SuppressHardBounce}))
+	if _, err := s.PutIdempotency(ctx, acct, "order-1", "ok:M-"+acct, time.Now()); err != nil {
+		t.Fatalf("PutIdempotency: %v", err)
+	}
+	must(t, "AddRoute", s.AddRoute(ctx, store.Route{Address: "in@" + dom, Account: acct, Action: "maildir"}))
+	// A delivered delivery with its attempt log.
+	first := []store.Event{{Time: base, Type: store.EventBounced, Account: acct, Recipient: "first@example.org"}}
+	must(t, "AddEvents", s.AddEvents(ctx, first))
+	ds, err := s.LeaseWebhookDeliveries(ctx, time.Now().Add(time.Hour), time.Minute, 1000)
+	must(t, "LeaseWebhookDeliveries", err)
+	for _, d := range ds {
+		if d.Event.ID == first[0].ID {
+			must(t, "RecordWebhookAttempt", s.RecordWebhookAttempt(ctx, d.ID, "delivered", time.Time{}, "", 200))
+		} else {
+			must(t, "RecordWebhookAttempt", s.RecordWebhookAttempt(ctx, d.ID, "pending", time.Now(), "", 500))
+		}
+	}
+	evs := make([]store.Event, n)
+	for i := range evs {
+		evs[i] = store.Event{Time: base, Type: store.EventDelivered, Account: acct, Recipient: fmt.Sprintf("r%d@example.org", i), Tags: []string{"t"}}
+	}
+	must(t, "AddEvents", s.AddEvents(ctx, evs))
+	m := NewMessage(base, "queued@example.org")
+	m.Account = acct
+	m.Sender = "news@" + dom
+	Enqueue(t, s, m, Body(7, 100<<10), time.Time{}) // large enough for a blob file
+	return m
+}
+
+// testDeleteAccountCascade deletes an account owning one of everything:
+// refused without force (nothing changes), then forced. Nothing of the old
+// account is visible to a new account with the same ID, and another
+// account's rows are untouched.
+func testDeleteAccountCascade(t *testing.T, s PlatformStore) {
+	ctx := context.Background()
+	other := tenantRows(t, s, "other", 3)
+	old := tenantRows(t, s, "acme", 2500) // more than one purge chunk
+	// The newest event of the store is acme's: its ID must not come back.
+	tail := []store.Event{{Time: base, Type: store.EventComplained, Account: "acme", MessageID: old.ID, Recipient: "queued@example.org"}}
+	must(t, "AddEvents", s.AddEvents(ctx, tail))
+
+	// Without force: refused, with what is in the way, and nothing changes.
+	_, err := s.DeleteAccount(ctx, "acme", false)
+	var inUse *store.AccountInUseError
+	if !errors.As(err, &inUse) || !errors.Is(err, store.ErrExists) {
+		t.Fatalf("DeleteAccount without force = %v, want *AccountInUseError wrapping ErrExists", err)
+	}
+	if *inUse != (store.AccountInUseError{Account: "acme", Domains: 1, Users: 1, Messages: 1}) {
+		t.Errorf("AccountInUseError = %+v", *inUse)
+	}
+	if _, err := s.GetAPIKey(ctx, "key-acme"); err != nil {
+		t.Errorf("a refused delete removed the API key: %v", err)
+	}
+	if hooks, _ := s.ListWebhooks(ctx, "acme"); len(hooks) != 1 {
+		t.Errorf("a refused delete removed webhooks: %v", hooks)
+	}
+	mustGet(t, s, old.ID)
+
+	// Forced.
+	del, err := s.DeleteAccount(ctx, "acme", true)
+	must(t, "DeleteAccount force", err)
+	wantEvents := 1 + 2500 + 1 + 1 // bounced, delivered..., accepted, complained
+	if del != (store.AccountDeletion{Domains: 1, Users: 1, Messages: 1, Events: wantEvents}) {
+		t.Errorf("AccountDeletion = %+v, want 1 domain, 1 user, 1 message, %d events", del, wantEvents)
+	}
+	_, err = s.GetAccount(ctx, "acme")
+	expectNotFound(t, "GetAccount deleted", err)
+	// Domains and users stay on the server, back with the default account.
+	if a, err := s.DomainAccount(ctx, "acme.example"); err != nil || a != store.DefaultAccount {
+		t.Errorf("domain of the deleted account: %q, %v; want default", a, err)
+	}
+	if a, err := s.UserAccount(ctx, "u@acme.example"); err != nil || a != store.DefaultAccount {
+		t.Errorf("user of the deleted account: %q, %v; want default", a, err)
+	}
+	// The queued message is gone, body included.
+	_, err = s.Get(ctx, old.ID)
+	expectNotFound(t, "Get queued message of the deleted account", err)
+	if rc, err := s.OpenBody(ctx, old.ID); err == nil {
+		rc.Close()
+		t.Error("the body of a deleted account's message is still there")
+	}
+	if l := mustLease(t, s, base.Add(time.Hour), time.Minute, 100); len(l) != 1 || l[0].Message.ID != other.ID {
+		t.Errorf("leasable after the delete: %d messages, want only other's", len(l))
+	}
+	// Its events, in every view.
+	if evs := listEvents(t, s, store.EventFilter{Account: "acme", Limit: 1000}); len(evs) != 0 {
+		t.Errorf("%d events of the deleted account remain", len(evs))
+	}
+	for _, e := range listEvents(t, s, store.EventFilter{Limit: 1000}) {
+		if e.Account == "acme" || e.MessageID == old.ID {
+			t.Errorf("event of the deleted account remains in the admin view: %+v", e)
+		}
+	}
+	if evs := listEvents(t, s, store.EventFilter{MessageID: old.ID}); len(evs) != 0 {
+		t.Errorf("events of the deleted account's message remain: %v", eventSummary(evs))
+	}
+	// No webhook delivery of it is due any more.
+	for _, d := range pendingByWebhook(t, s, base.Add(48*time.Hour)) {
+		if !strings.HasPrefix(d, "hook-other:") {
+			t.Errorf("delivery of the deleted account still pending: %s", d)
+		}
+	}
+
+	// A new account with the same ID starts empty.
+	addAccount(t, s, "acme")
+	if keys, _ := s.ListAPIKeys(ctx, "acme"); len(keys) != 0 {
+		t.Errorf("new account sees keys %+v", keys)
+	}
+	_, err = s.GetAPIKey(ctx, "key-acme")
+	expectNotFound(t, "GetAPIKey of the deleted account", err)
+	if hooks, _ := s.ListWebhooks(ctx, "acme"); len(hooks) != 0 {
+		t.Errorf("new account sees webhooks %+v", hooks)
+	}
+	if ds, _ := s.ListWebhookDeliveries(ctx, "acme", "", 100); len(ds) != 0 {
+		t.Errorf("new account sees %d webhook deliveries", len(ds))
+	}
+	if sp, _ := s.ListSuppressions(ctx, "acme", "", 100); len(sp) != 0 {
+		t.Errorf("new account sees suppressions %+v", sp)
+	}
+	if ok, _ := s.IsSuppressed(ctx, "acme", "gone@example.org"); ok {
+		t.Error("new account inherits a suppression")
+	}
+	if v, err := s.PutIdempotency(ctx, "acme", "order-1", "ok:NEW", time.Now()); err != nil || v != "" {
+		t.Errorf("new account's idempotency key: stored %q, %v; want a fresh key", v, err)
+	}
+	if rs, _ := s.ListRoutes(ctx, "acme"); len(rs) != 0 {
+		t.Errorf("new account sees routes %+v", rs)
+	}
+	if _, err := s.GetRoute(ctx, "in@acme.example"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("route of the deleted account still routes: %v", err)
+	}
+	if ds, _ := s.ListAccountDomains(ctx, "acme"); len(ds) != 0 {
+		t.Errorf("new account owns domains %v", ds)
+	}
+	if evs := listEvents(t, s, store.EventFilter{Account: "acme"}); len(evs) != 0 {
+		t.Errorf("new account sees %d events", len(evs))
+	}
+	// Event IDs keep increasing.
+	next := []store.Event{{Type: store.EventRejected, Account: "acme"}}
+	must(t, "AddEvents", s.AddEvents(ctx, next))
+	if next[0].ID <= tail[0].ID {
+		t.Errorf("event ID %d after the delete reuses an ID (last was %d)", next[0].ID, tail[0].ID)
+	}
+
+	// Everything of the other account is untouched.
+	if _, err := s.GetAPIKey(ctx, "key-other"); err != nil {
+		t.Errorf("other's key: %v", err)
+	}
+	if hooks, _ := s.ListWebhooks(ctx, "other"); len(hooks) != 1 {
+		t.Errorf("other's webhooks: %+v", hooks)
+	}
+	if ds, _ := s.ListWebhookDeliveries(ctx, "other", "", 100); len(ds) != 1+3+1 {
+		t.Errorf("other has %d webhook deliveries, want 5", len(ds))
+	}
+	if ok, _ := s.IsSuppressed(ctx, "other", "gone@example.org"); !ok {
+		t.Error("other's suppression gone")
+	}
+	if v, err := s.PutIdempotency(ctx, "other", "order-1", "ok:X", time.Now()); !errors.Is(err, store.ErrExists) || v != "ok:M-other" {
+		t.Errorf("other's idempotency key: %q, %v", v, err)
+	}
+	if r, err := s.GetRoute(ctx, "in@other.example"); err != nil || r.Account != "other" {
+		t.Errorf("other's route: %+v, %v", r, err)
+	}
+	if a, _ := s.DomainAccount(ctx, "other.example"); a != "other" {
+		t.Errorf("other's domain now belongs to %q", a)
+	}
+	mustGet(t, s, other.ID)
+	if evs := listEvents(t, s, store.EventFilter{Account: "other"}); len(evs) != 1+3+1 {
+		t.Errorf("other has %d events, want 5", len(evs))
+	}
+
+	// Without force, an account with nothing in the way is deleted too.
+	addAccount(t, s, "idle")
+	must(t, "AddEvents", s.AddEvents(ctx, []store.Event{{Type: store.EventRejected, Account: "idle"}}))
+	del, err = s.DeleteAccount(ctx, "idle", false)
+	must(t, "DeleteAccount idle", err)
+	if del.Events != 1 || del.Messages != 0 || del.Domains != 0 {
+		t.Errorf("AccountDeletion of idle = %+v", del)
 	}
 }
