@@ -14,10 +14,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/delivery"
@@ -172,6 +172,14 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	bnc.spool = a.spool
 	a.platform.spool = a.spool
 
+	authn, err := auth.NewAuthenticator(auth.Config{
+		Users: a.store, MaxFailures: cfg.Auth.MaxFailures, FailureWindow: cfg.Auth.FailureWindow,
+		Lockout: cfg.Auth.Lockout, FailureDelay: cfg.Auth.FailureDelay,
+		AccountDelay: cfg.Auth.AccountDelay, AccountMaxDelay: cfg.Auth.AccountMaxDelay, Clock: clk, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	be := &backend{
 		store: a.store,
 		policy: &policy.Policy{
@@ -185,9 +193,7 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 			RelayAllow: cfg.Relay.Allow,
 		},
 		spool:     a.spool,
-		authCache: newAuthCache(5*time.Minute, 10000),
-		hashSlots: make(chan struct{}, runtime.NumCPU()),
-		authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk),
+		auth:      authn,
 		checks:    &checker{resolver: res, cfg: cfg.Checks, policies: a.store, authserv: authservID(cfg), log: a.log},
 		platform:  a.platform,
 		disk:      a.disk,

@@ -7,12 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/local"
 	"github.com/heraldmail/herald/internal/policy"
-	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/spool"
@@ -21,14 +19,10 @@ import (
 
 // backend implements smtpserver.Backend: policy decisions, then the spool.
 type backend struct {
-	store    store.Store
-	policy   *policy.Policy
-	spool    *spool.Spool
-	authFail *ratelimit.AuthFailures
-	// authCache skips argon2id for a recent identical login; hashSlots
-	// bounds concurrent hash checks (each needs 19 MiB).
-	authCache *authCache
-	hashSlots chan struct{}
+	store     store.Store
+	policy    *policy.Policy
+	spool     *spool.Spool
+	auth      *auth.Authenticator // AUTH with lockout, slow-down, cache and bounded hashing
 	checks    *checker
 	platform  *platform
 	disk      *diskGuard // refuses new mail when the spool's disk is nearly full
@@ -49,57 +43,17 @@ func (b *backend) Connect(ctx context.Context, c *smtpserver.Conn) error {
 }
 
 // Authenticate checks a password, slowing and then locking out an address
-// that keeps failing.
+// that keeps failing (see auth.Authenticator).
 func (b *backend) Authenticate(ctx context.Context, c *smtpserver.Conn, username, password string) error {
-	ip := c.RemoteAddr.Addr()
-	wait, locked := b.authFail.Check(ip)
-	if locked {
-		b.log.Warn("auth refused: client locked out", "session", c.ID, "client", ip.String(), "user", username)
+	outcome, err := b.auth.Check(ctx, c.RemoteAddr.Addr(), username, password)
+	switch outcome {
+	case auth.LockedOut:
+		b.log.Warn("auth refused: client locked out", "session", c.ID, "client", c.RemoteAddr.Addr().String(), "user", username)
 		b.metrics.rejected.Inc("auth_lockout")
-		return smtp.Errorf(454, smtp.EnhancedCode{4, 7, 0}, "Too many authentication failures, try again later")
-	}
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-	}
-	user := strings.ToLower(username)
-	u, err := b.store.GetUser(ctx, user)
-	ok := false
-	switch {
-	case err == nil && b.authCache.ok(user, password, u.PasswordHash, time.Now()):
-		ok = true
-	case err == nil:
-		b.hashSlots <- struct{}{} // bound concurrent argon2id checks (memory)
-		ok, err = auth.CheckPassword(u.PasswordHash, password)
-		<-b.hashSlots
-		if err != nil {
-			b.log.Error("auth: bad stored hash", "user", user, "err", err)
-		}
-		if ok {
-			b.authCache.add(user, password, u.PasswordHash, time.Now())
-		}
-	case errors.Is(err, store.ErrNotFound):
-		b.hashSlots <- struct{}{}
-		auth.DummyCheck() // same cost as a real check: no user enumeration by timing
-		<-b.hashSlots
-	default:
-		b.log.Error("auth: user lookup failed", "user", user, "err", err)
-		e := smtp.ErrLocalError
-		return &e
-	}
-	if !ok {
-		b.authFail.Fail(ip)
+	case auth.Rejected:
 		b.metrics.authFailures.Inc()
-		e := smtp.ErrAuthFailed
-		return &e
 	}
-	b.authFail.Succeed(ip)
-	return nil
+	return err
 }
 
 // Mail checks the envelope sender: ownership for our users, SPF for mail
