@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/throttle"
 )
@@ -30,8 +30,7 @@ func (r *remoteThrottle) Acquire(domain string) (func(), time.Duration, bool) {
 	return r.t.Acquire(domain)
 }
 
-func (r *remoteThrottle) Observe(domain string, code int, enhanced smtp.EnhancedCode, text string) {
-	if code != 0 {
-		r.t.Observe(domain, code, enhanced, text)
-	}
+func (r *remoteThrottle) Observe(domain string, a queue.Attempt) {
+	remote := a.RemoteMTA != "" && a.RemoteMTA != "local" && a.RemoteMTA != "http"
+	r.t.Observe(domain, throttle.Reply{Code: a.Code, Enhanced: a.Enhanced, Text: a.Text, Remote: remote})
 }
