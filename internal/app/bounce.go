@@ -39,6 +39,7 @@ func (b *bouncer) Bounce(ctx context.Context, msg *store.Message, kind queue.Bou
 		Ret:          msg.Ret,
 		Arrival:      msg.Received,
 		Action:       action,
+		SMTPUTF8:     msg.SMTPUTF8,
 	}
 	for _, br := range rcpts {
 		if !dsn.ShouldNotify(br.Recipient.Notify, action) {
@@ -92,7 +93,7 @@ func (b *bouncer) Bounce(ctx context.Context, msg *store.Message, kind queue.Bou
 	bounce := &store.Message{
 		Sender:     "",
 		Source:     "dsn",
-		SMTPUTF8:   !smtp.IsASCII(string(data)),
+		SMTPUTF8:   rep.Global() && !smtp.IsASCII(string(data)), // else 7-bit, or 8BITMIME for an 8-bit original
 		Recipients: []store.Recipient{{Address: msg.Sender, Notify: "NEVER"}},
 	}
 	id, err := b.spool.Accept(ctx, bounce, bytes.NewReader(data))
