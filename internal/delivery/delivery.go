@@ -307,10 +307,13 @@ func (d *attempt) finishAll(st Status, code int, enh smtp.EnhancedCode, text, re
 	}
 }
 
+// finish records the outcome of recipient i. Texts may quote the remote
+// (replies, certificate names in TLS errors): they are bounded and
+// stripped of control characters before anything stores or shows them.
 func (d *attempt) finish(i int, st Status, code int, enh smtp.EnhancedCode, text, remote, tlsDesc string) {
-	d.res[i].Status, d.res[i].Code, d.res[i].Enhanced, d.res[i].Text = st, code, enh, text
-	d.res[i].RemoteMTA, d.res[i].TLS = remote, tlsDesc
-	d.res[i].TLSPolicy, d.res[i].TLSFailure = d.tlsPolicy, d.tlsFailure
+	d.res[i].Status, d.res[i].Code, d.res[i].Enhanced, d.res[i].Text = st, code, enh, smtpout.SafeText(text)
+	d.res[i].RemoteMTA, d.res[i].TLS = remote, smtpout.SafeText(tlsDesc)
+	d.res[i].TLSPolicy, d.res[i].TLSFailure = d.tlsPolicy, smtpout.SafeText(d.tlsFailure)
 	d.done[i] = true
 }
 
