@@ -225,6 +225,9 @@ func TestAuthenticatorParallelCorrectLogins(t *testing.T) {
 	if f.checks.Load() > 5 {
 		t.Errorf("%d real checks for one set of credentials, want at most 5", f.checks.Load())
 	}
+	if len(f.delays.d) != 0 {
+		t.Errorf("right password in parallel delayed %v", f.delays.d)
+	}
 	if o, _ := f.a.Check(context.Background(), ip, "app@example.test", "s3cret"); o != AcceptedCached {
 		t.Errorf("repeat login: %v, want accepted_cached", o)
 	}

@@ -193,8 +193,9 @@ type AuthAttempt struct {
 // success frees its place) or for ctx to end. It returns ErrLockedOut,
 // without a reservation, when the client is locked out or its failures
 // alone reach the limit. wait is the delay to apply before checking the
-// credentials: delay times the client's failures and other attempts in
-// flight.
+// credentials: delay times the client's failures (not its attempts in
+// flight, so that a client opening several sessions at once with the right
+// password is not slowed down).
 func (a *AuthFailures) Reserve(ctx context.Context, ip netip.Addr) (att *AuthAttempt, wait time.Duration, err error) {
 	k := Key(ip)
 	for {
@@ -206,7 +207,7 @@ func (a *AuthFailures) Reserve(ctx context.Context, ip netip.Addr) (att *AuthAtt
 			return nil, 0, ErrLockedOut
 		}
 		if a.max < 1 || e.count+e.pending < a.max {
-			wait = a.delay * time.Duration(e.count+e.pending)
+			wait = a.delay * time.Duration(e.count)
 			e.pending++
 			a.mu.Unlock()
 			return &AuthAttempt{a: a, key: k, e: e}, wait, nil

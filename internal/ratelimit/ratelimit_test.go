@@ -293,8 +293,8 @@ func TestAuthFailuresReserve(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reservation %d: %v", i, err)
 		}
-		if wait != time.Duration(i)*time.Second {
-			t.Errorf("reservation %d: wait %v, want %ds (one per attempt in flight)", i, wait, i)
+		if wait != 0 {
+			t.Errorf("reservation %d: wait %v, want 0 (attempts in flight are not failures yet)", i, wait)
 		}
 		atts = append(atts, att)
 	}
@@ -318,8 +318,11 @@ func TestAuthFailuresReserve(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("waiting reservation after a success: %v", err)
 	}
-	// 1 failure (the waiter's) + 2 in flight. Failing both locks the client
-	// and wakes a waiter with ErrLockedOut.
+	// 1 failure (the waiter's) + 2 in flight: the next wait is 1s.
+	if w, _ := a.Check(ip); w != time.Second {
+		t.Errorf("after one failure: wait %v, want 1s", w)
+	}
+	// Failing both locks the client and wakes a waiter with ErrLockedOut.
 	go func() {
 		_, _, err := a.Reserve(ctx, ip)
 		got <- err
