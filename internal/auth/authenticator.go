@@ -255,6 +255,7 @@ func (a *Authenticator) Check(ctx context.Context, ip netip.Addr, username, pass
 		ok, herr = a.check(u.PasswordHash, password)
 		if herr != nil {
 			a.log.Error("auth: bad stored hash", "user", user, "err", herr)
+			a.dummy() // an unusable hash must not answer faster than a wrong password
 		}
 	} else {
 		a.dummy() // same cost as a real check: no user enumeration by timing

@@ -317,6 +317,21 @@ func TestAuthenticatorUnknownUserCounts(t *testing.T) {
 	}
 }
 
+// A corrupt stored hash is a failure at the cost of a real check, logged.
+func TestAuthenticatorBadStoredHash(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	f.users.m["broken@example.test"] = "$argon2id$v=19$m=1,t=1,p=1$bad$bad"
+	o, err := f.a.Check(context.Background(), netip.MustParseAddr("192.0.2.60"), "broken@example.test", "pw")
+	if o != Rejected {
+		t.Fatalf("outcome %v", o)
+	}
+	wantReply(t, err, 535, enh578)
+	if f.dummys.Load() != 1 {
+		t.Errorf("%d dummy checks, want 1 (same cost as a wrong password)", f.dummys.Load())
+	}
+}
+
 // A success does not erase the address's failures: knowing one password
 // must not reset the count between guesses at other accounts.
 func TestAuthenticatorSuccessKeepsFailures(t *testing.T) {
