@@ -15,10 +15,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/delivery"
@@ -179,13 +179,18 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 		}})
 	notifier.Submit = a.pipeline
 
+	authn, err := auth.NewAuthenticator(auth.Config{
+		Users: a.store, MaxFailures: cfg.Auth.MaxFailures, FailureWindow: cfg.Auth.FailureWindow,
+		Lockout: cfg.Auth.Lockout, FailureDelay: cfg.Auth.FailureDelay,
+		AccountDelay: cfg.Auth.AccountDelay, AccountMaxDelay: cfg.Auth.AccountMaxDelay, Clock: clk, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	be := &gateway.SMTP{
 		Pipeline: a.pipeline,
-		Auth: &authenticator{users: a.store, log: a.log,
-			authCache: newAuthCache(5*time.Minute, 10000),
-			hashSlots: make(chan struct{}, runtime.NumCPU()),
-			authFail:  ratelimit.NewAuthFailures(cfg.Auth.MaxFailures, cfg.Auth.FailureWindow, cfg.Auth.Lockout, cfg.Auth.FailureDelay, clk)},
-		Log: a.log,
+		Auth:     authn,
+		Log:      a.log,
 		Metrics: gateway.Metrics{Sessions: a.metrics.sessions, Accepted: a.metrics.accepted,
 			Rejected: a.metrics.rejected, AuthFailures: a.metrics.authFailures},
 	}

@@ -38,9 +38,10 @@ var stages = map[string]int{
 	"internal/delivery/dane":   5,
 }
 
-// Services are used by stages but know none: webhook delivery from the
-// event log, TLS reporting, the DNS doctor, destination throttling.
-var services = set("internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle")
+// Services are used by stages but know none: logins (password hashes,
+// SASL, brute-force limits), webhook delivery from the event log, TLS
+// reporting, the DNS doctor, destination throttling.
+var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
@@ -51,8 +52,7 @@ var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "in
 // state, so they import neither the store nor any stage.
 var protocols = set("internal/smtp", "internal/message", "internal/smtpserver", "internal/delivery/smtpout",
 	"internal/dsn", "internal/bounce", "internal/verp", "internal/msgauth/spf", "internal/msgauth/dkim",
-	"internal/msgauth/dmarc", "internal/msgauth/arc", "internal/msgauth/authres", "internal/msgauth/dmarcreport",
-	"internal/auth")
+	"internal/msgauth/dmarc", "internal/msgauth/arc", "internal/msgauth/authres", "internal/msgauth/dmarcreport")
 
 // State: the store's interfaces and types, its backends, its conformance
 // suite, and directory logic over it.

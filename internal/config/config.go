@@ -154,8 +154,14 @@ type LimitsConfig struct {
 type AuthConfig struct {
 	MaxFailures   int           `toml:"max_failures"`   // failures within FailureWindow before lockout
 	FailureWindow time.Duration `toml:"failure_window"` // window in which failures are counted
-	Lockout       time.Duration `toml:"lockout"`        // how long a locked-out client/account is refused
+	Lockout       time.Duration `toml:"lockout"`        // how long a locked-out client address is refused
 	FailureDelay  time.Duration `toml:"failure_delay"`  // added per failure before replying; 0 disables
+	// AccountDelay slows AUTH for an account that had MaxFailures failures
+	// (from any addresses) within FailureWindow: waited before each check,
+	// doubling per further failure up to AccountMaxDelay. Never a refusal.
+	// 0 disables.
+	AccountDelay    time.Duration `toml:"account_delay"`
+	AccountMaxDelay time.Duration `toml:"account_max_delay"`
 }
 
 // RelayConfig is the [relay] section.
@@ -248,10 +254,12 @@ func Default() *Config {
 			QueueMinFree:         100 << 20,
 		},
 		Auth: AuthConfig{
-			MaxFailures:   5,
-			FailureWindow: 10 * time.Minute,
-			Lockout:       15 * time.Minute,
-			FailureDelay:  time.Second,
+			MaxFailures:     5,
+			FailureWindow:   10 * time.Minute,
+			Lockout:         15 * time.Minute,
+			FailureDelay:    time.Second,
+			AccountDelay:    time.Second,
+			AccountMaxDelay: 15 * time.Second,
 		},
 		Relay: RelayConfig{Allow: []netip.Prefix{}},
 		DNS:   DNSConfig{Timeout: 5 * time.Second},

@@ -105,6 +105,8 @@ max_failures = 3
 failure_window = "20m"
 lockout = "1h"
 failure_delay = "0"
+account_delay = "2s"
+account_max_delay = "1m"
 
 [relay]
 allow = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
@@ -187,7 +189,8 @@ func TestFullFile(t *testing.T) {
 			IdleTimeout: 6 * time.Minute, DataTimeout: 11 * time.Minute, SessionTimeout: time.Hour,
 			MaxReceivedHeaders: 50, QueueMinFree: 100 << 20,
 		},
-		Auth: AuthConfig{MaxFailures: 3, FailureWindow: 20 * time.Minute, Lockout: time.Hour, FailureDelay: 0},
+		Auth: AuthConfig{MaxFailures: 3, FailureWindow: 20 * time.Minute, Lockout: time.Hour, FailureDelay: 0,
+			AccountDelay: 2 * time.Second, AccountMaxDelay: time.Minute},
 		Relay: RelayConfig{Allow: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
 		}},

@@ -87,6 +87,8 @@ func (c *Config) fields() []field {
 		durField("auth.failure_window", &c.Auth.FailureWindow, false),
 		durField("auth.lockout", &c.Auth.Lockout, false),
 		durField("auth.failure_delay", &c.Auth.FailureDelay, true),
+		durField("auth.account_delay", &c.Auth.AccountDelay, true),
+		durField("auth.account_max_delay", &c.Auth.AccountMaxDelay, true),
 
 		prefixField("relay.allow", &c.Relay.Allow),
 

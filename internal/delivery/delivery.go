@@ -307,10 +307,13 @@ func (d *attempt) finishAll(st Status, code int, enh smtp.EnhancedCode, text, re
 	}
 }
 
+// finish records the outcome of recipient i. Texts may quote the remote
+// (replies, certificate names in TLS errors): they are bounded and
+// stripped of control characters before anything stores or shows them.
 func (d *attempt) finish(i int, st Status, code int, enh smtp.EnhancedCode, text, remote, tlsDesc string) {
-	d.res[i].Status, d.res[i].Code, d.res[i].Enhanced, d.res[i].Text = st, code, enh, text
-	d.res[i].RemoteMTA, d.res[i].TLS = remote, tlsDesc
-	d.res[i].TLSPolicy, d.res[i].TLSFailure = d.tlsPolicy, d.tlsFailure
+	d.res[i].Status, d.res[i].Code, d.res[i].Enhanced, d.res[i].Text = st, code, enh, smtpout.SafeText(text)
+	d.res[i].RemoteMTA, d.res[i].TLS = remote, smtpout.SafeText(tlsDesc)
+	d.res[i].TLSPolicy, d.res[i].TLSFailure = d.tlsPolicy, smtpout.SafeText(d.tlsFailure)
 	d.done[i] = true
 }
 
@@ -347,6 +350,7 @@ func (d *attempt) run(ctx context.Context) {
 	}
 	var last *smtp.Error
 	lastTLS := "none" // the latest TLS policy failure, if any
+	lastRemote := ""  // the host that gave last, if it was a remote reply
 	for _, t := range targets {
 		if ctx.Err() != nil {
 			break
@@ -356,7 +360,7 @@ func (d *attempt) run(ctx context.Context) {
 			var oe *openError
 			pol, oe = d.policyFor(ctx, t, sts)
 			if oe != nil {
-				last, lastTLS = oe.reply, oe.tlsFail
+				last, lastTLS, lastRemote = oe.reply, oe.tlsFail, ""
 				d.tlsPolicy, d.tlsFailure = pol.kind, oe.tlsFail
 				d.report(pol, t.host, "", false, oe.rptType, oe.tlsFail)
 				d.c.log.Info("delivery: host refused by TLS policy", slog.String("host", t.host), slog.String("reason", oe.tlsFail))
@@ -378,7 +382,7 @@ func (d *attempt) run(ctx context.Context) {
 			var err error
 			ips, err = d.c.r.LookupIP(ctx, t.host)
 			if err != nil {
-				last = &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 4}, Message: "cannot resolve " + t.host + ": " + err.Error()}
+				last, lastRemote = &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 4}, Message: "cannot resolve " + t.host + ": " + err.Error()}, ""
 				continue
 			}
 		}
@@ -392,7 +396,7 @@ func (d *attempt) run(ctx context.Context) {
 			if err != nil {
 				var oe *openError
 				if errors.As(err, &oe) {
-					last = oe.reply
+					last, lastRemote = oe.reply, oe.remote
 					if oe.tlsFail != "" {
 						lastTLS = oe.tlsFail
 						d.tlsPolicy, d.tlsFailure = pol.kind, oe.tlsFail
@@ -411,7 +415,7 @@ func (d *attempt) run(ctx context.Context) {
 		}
 	}
 	if ctx.Err() != nil {
-		last = &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 7}, Message: "delivery interrupted: " + ctx.Err().Error()}
+		last, lastRemote = &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 7}, Message: "delivery interrupted: " + ctx.Err().Error()}, ""
 	}
 	if last == nil {
 		last = &smtp.Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 4}, Message: "no host to deliver to"}
@@ -420,7 +424,7 @@ func (d *attempt) run(ctx context.Context) {
 	if code >= 500 { // a 5xx greeting: skipped like Postfix, the domain is tried later
 		code, enh = 451, smtp.EnhancedCode{4, enh[1], enh[2]}
 	}
-	d.finishAll(Temporary, code, enh, last.Message, "", lastTLS)
+	d.finishAll(Temporary, code, enh, last.Message, lastRemote, lastTLS)
 }
 
 // route returns the hosts to try in order, or a final error for everyone.
@@ -527,6 +531,10 @@ type openError struct {
 	// For TLS policy failures: the reason (Result.TLS) and the TLS-RPT
 	// result type.
 	tlsFail, rptType string
+	// remote is the host[ip] whose reply this is; "" when the failure is
+	// ours (connection, TLS handshake or policy), so the throttle and DSNs
+	// can tell a remote refusal (421 at the greeting) from our own.
+	remote string
 }
 
 func (e *openError) Error() string { return e.reply.Error() }
@@ -579,12 +587,14 @@ func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool,
 	}
 	if _, err := conn.Greet(ctx); err != nil {
 		if e, isReply := smtp.AsError(err); isReply {
-			return nil, fail(e.Code, e.Enhanced, "greeting: %s", e.Message)
+			oe := fail(e.Code, e.Enhanced, "greeting: %s", e.Message)
+			oe.remote = remote
+			return nil, oe
 		}
 		return nil, fail(451, smtp.EnhancedCode{4, 4, 2}, "reading greeting: %v", err)
 	}
 	if err := conn.Hello(ctx, c.cfg.HELO); err != nil {
-		return nil, replyFail(fail, "EHLO", err)
+		return nil, replyFail(fail, remote, "EHLO", err)
 	}
 	if conn.TLS() == nil {
 		if _, offered := conn.Ext("STARTTLS"); offered && !noTLS {
@@ -601,7 +611,7 @@ func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool,
 				oe.cause = verr
 				return nil, policyFailure(verr, oe)
 			case conn.TLS() == nil && !isReply:
-				oe := replyFail(fail, "STARTTLS", err)
+				oe := replyFail(fail, remote, "STARTTLS", err)
 				oe.cause = errTLSHandshake
 				if pol.kind != PolicyOpportunistic && pol.kind != PolicyRequired {
 					oe.tlsFail = pol.label() + ": TLS handshake with " + t.host + " failed"
@@ -609,7 +619,7 @@ func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool,
 				}
 				return nil, oe
 			default:
-				oe := replyFail(fail, "STARTTLS", err)
+				oe := replyFail(fail, remote, "STARTTLS", err)
 				if pol.requireTLS() {
 					oe.tlsFail = pol.label() + ": STARTTLS refused by " + t.host
 					oe.rptType = tlsrpt.ResultSTARTTLSNotSupported
@@ -646,16 +656,20 @@ func (c *Client) open1(ctx context.Context, t target, ip netip.Addr, noTLS bool,
 	}
 	if t.smarthost && c.cfg.SmarthostUsername != "" {
 		if err := conn.AuthPlain(ctx, c.cfg.SmarthostUsername, c.cfg.SmarthostPassword); err != nil {
-			return nil, replyFail(fail, "AUTH", err)
+			return nil, replyFail(fail, remote, "AUTH", err)
 		}
 	}
 	ok = true
 	return s, nil
 }
 
-func replyFail(fail func(int, smtp.EnhancedCode, string, ...any) *openError, stage string, err error) *openError {
+// replyFail builds the openError of a failed stage; a reply from the
+// server is marked as coming from remote.
+func replyFail(fail func(int, smtp.EnhancedCode, string, ...any) *openError, remote, stage string, err error) *openError {
 	if e, ok := smtp.AsError(err); ok {
-		return fail(e.Code, e.Enhanced, "%s: %s", stage, e.Message)
+		oe := fail(e.Code, e.Enhanced, "%s: %s", stage, e.Message)
+		oe.remote = remote
+		return oe
 	}
 	return fail(451, smtp.EnhancedCode{4, 4, 2}, "%s: %v", stage, err)
 }

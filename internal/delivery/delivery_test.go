@@ -275,6 +275,9 @@ func TestRequireTLSWithoutSTARTTLS(t *testing.T) {
 	if len(mx.Messages()) != 0 {
 		t.Fatal("message sent in clear despite RequireTLS")
 	}
+	if res[0].RemoteMTA != "" {
+		t.Errorf("our own TLS refusal attributed to %q", res[0].RemoteMTA)
+	}
 }
 
 func TestFaults(t *testing.T) {
@@ -338,6 +341,10 @@ func Test421GreetingNextMX(t *testing.T) {
 	mx2.SetFault(testmx.StageGreeting, testmx.Fault421)
 	res = deliver(t, e.client(nil), request("busy.test", "a@busy.test"))
 	expect(t, res[0], delivery.Temporary, 421, smtp.EnhancedCode{4, 3, 2})
+	// The refusal is the remote's (the throttle counts it), not ours.
+	if res[0].RemoteMTA != "mx2.busy.test[127.0.0.3]" {
+		t.Errorf("greeting refusal RemoteMTA %q, want mx2.busy.test[127.0.0.3]", res[0].RemoteMTA)
+	}
 }
 
 func TestConnectionReuse(t *testing.T) {

@@ -155,6 +155,9 @@ func TestMTASTSEnforce(t *testing.T) {
 	for _, tc := range cases {
 		res := deliver(t, c, request(tc.domain, "x@"+tc.domain))
 		expect(t, res[0], delivery.Temporary, 451, tc.enh)
+		if res[0].RemoteMTA != "" {
+			t.Errorf("%s: our own policy refusal attributed to %q", tc.domain, res[0].RemoteMTA)
+		}
 		if res[0].TLS != tc.tls || res[0].TLSFailure != tc.tls || res[0].TLSPolicy != delivery.PolicyMTASTS {
 			t.Errorf("%s: TLS %q failure %q policy %q, want %q", tc.domain, res[0].TLS, res[0].TLSFailure, res[0].TLSPolicy, tc.tls)
 		}

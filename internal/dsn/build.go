@@ -35,9 +35,18 @@ const dateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
 // explanation, the message/delivery-status report and the returned original
 // (text/rfc822-headers or message/rfc822, per Ret and MaxReturnedSize).
 //
-// When an address, diagnostic or the returned headers are not ASCII, the
-// RFC 6533 types are used instead (global-delivery-status, message/global,
-// message/global-headers) and the message needs SMTPUTF8 to be sent.
+// The report is 7-bit unless the original message needed SMTPUTF8
+// (Report.SMTPUTF8, or a UTF-8 Sender): a bounce must reach a sender whose
+// MX lacks SMTPUTF8, so a remote's reply text with UTF-8 or raw 8-bit bytes
+// must not make it need that extension. In a 7-bit report, non-ASCII
+// characters and invalid bytes of diagnostics and other fields become '?',
+// internationalised addresses use the RFC 6533 "utf-8" address type in its
+// 7-bit utf-8-addr-xtext form (\x{HEX}), and the human-readable text is
+// valid UTF-8 in quoted-printable. Only for an SMTPUTF8 original are the
+// RFC 6533 types used (global-delivery-status, message/global,
+// message/global-headers), with UTF-8 in the fields; the DSN then needs
+// SMTPUTF8 when it is not ASCII (see Report.Global). The returned original
+// is returned as it is (8bit when it is 8-bit).
 //
 // Build refuses an empty Sender with ErrNullSender.
 func Build(r *Report) ([]byte, error) {
@@ -62,12 +71,7 @@ func Build(r *Report) ([]byte, error) {
 		return nil, err
 	}
 
-	global := !smtp.IsASCII(r.Sender) || !smtp.IsASCII(r.EnvID) || orig.headers8bit
-	for _, rc := range r.Recipients {
-		if !smtp.IsASCII(rc.Address) || !smtp.IsASCII(rc.ORCPT) || !smtp.IsASCII(rc.Diagnostic) || !smtp.IsASCII(rc.RemoteMTA) {
-			global = true
-		}
-	}
+	global := r.Global()
 
 	date := r.Date
 	if date.IsZero() {
@@ -93,7 +97,7 @@ func Build(r *Report) ([]byte, error) {
 	buf.WriteString("\r\nThis is a MIME-encapsulated message.\r\n\r\n")
 
 	// 1. Human-readable part.
-	text := humanText(r, orig)
+	text := humanText(r, orig) // valid UTF-8, quoted-printable unless ASCII
 	th := textproto.MIMEHeader{}
 	th.Set("Content-Description", "Notification")
 	th.Set("Content-Type", "text/plain; charset=utf-8")
@@ -245,14 +249,25 @@ func headerSection(msg []byte) []byte {
 }
 
 // clean makes s safe as a one-line field value: control characters become
-// spaces, runs of spaces collapse, and it is cut to maxFieldLen bytes on a
-// character boundary.
-func clean(s string) string {
+// spaces, runs of spaces collapse, invalid UTF-8 bytes become U+FFFD (or
+// '?' when ascii is set, as do all non-ASCII characters), and it is cut to
+// maxFieldLen bytes on a character boundary.
+func clean(s string, ascii bool) string {
 	var b strings.Builder
 	space := false
-	for _, c := range s {
-		if isControl(c) {
+	for i, c := range s {
+		switch {
+		case isControl(c):
 			c = ' '
+		case c == utf8.RuneError:
+			if _, size := utf8.DecodeRuneInString(s[i:]); size <= 1 {
+				c = utf8.RuneError // an invalid byte
+			}
+			if ascii {
+				c = '?'
+			}
+		case ascii && c >= utf8.RuneSelf:
+			c = '?'
 		}
 		if c == ' ' {
 			if space {
@@ -262,7 +277,7 @@ func clean(s string) string {
 		} else {
 			space = false
 		}
-		if b.Len()+len(string(c)) > maxFieldLen {
+		if b.Len()+utf8.RuneLen(c) > maxFieldLen {
 			break
 		}
 		b.WriteRune(c)
@@ -270,11 +285,33 @@ func clean(s string) string {
 	return strings.TrimSpace(b.String())
 }
 
+// addrType renders an address field value: "rfc822; addr" for an ASCII
+// address, "utf-8; addr" for an internationalised one in a global report,
+// and "utf-8; " with the 7-bit utf-8-addr-xtext form of RFC 6533 §3
+// otherwise.
 func addrType(addr string, global bool) string {
-	if global && !smtp.IsASCII(addr) {
-		return "utf-8; " + addr
+	switch {
+	case smtp.IsASCII(addr):
+		return "rfc822; " + clean(addr, true)
+	case global:
+		return "utf-8; " + clean(addr, false)
+	default:
+		return "utf-8; " + utf8AddrXtext(clean(addr, false))
 	}
-	return "rfc822; " + addr
+}
+
+// utf8AddrXtext encodes addr as RFC 6533 utf-8-addr-xtext: printable ASCII
+// except backslash, '+' and '=' as is, everything else as \x{HEX}.
+func utf8AddrXtext(addr string) string {
+	var b strings.Builder
+	for _, c := range addr {
+		if c > ' ' && c < 0x7f && c != '\\' && c != '+' && c != '=' {
+			b.WriteRune(c)
+			continue
+		}
+		fmt.Fprintf(&b, "\\x{%X}", c)
+	}
+	return b.String()
 }
 
 func defaultStatus(a Action) smtp.EnhancedCode {
@@ -294,7 +331,7 @@ func statusFields(r *Report, global bool) []byte {
 	f := func(k, v string) { b.WriteString(k + ": " + v + "\r\n") }
 	f("Reporting-MTA", "dns; "+r.ReportingMTA)
 	if r.EnvID != "" {
-		f("Original-Envelope-Id", clean(r.EnvID))
+		f("Original-Envelope-Id", clean(r.EnvID, !global))
 	}
 	if !r.Arrival.IsZero() {
 		f("Arrival-Date", r.Arrival.Format(dateLayout))
@@ -303,11 +340,13 @@ func statusFields(r *Report, global bool) []byte {
 		b.WriteString("\r\n")
 		if rc.ORCPT != "" {
 			typ, addr, ok := strings.Cut(rc.ORCPT, ";")
-			if ok {
-				f("Original-Recipient", clean(strings.TrimSpace(typ)+"; "+strings.TrimSpace(addr)))
+			if addr = strings.TrimSpace(addr); ok && smtp.IsASCII(addr) {
+				f("Original-Recipient", clean(strings.TrimSpace(typ), true)+"; "+clean(addr, true))
+			} else if ok {
+				f("Original-Recipient", addrType(addr, global))
 			}
 		}
-		f("Final-Recipient", addrType(clean(rc.Address), global))
+		f("Final-Recipient", addrType(rc.Address, global))
 		f("Action", r.Action.String())
 		st := rc.Status
 		if st == (smtp.EnhancedCode{}) {
@@ -315,9 +354,9 @@ func statusFields(r *Report, global bool) []byte {
 		}
 		f("Status", st.String())
 		if rc.RemoteMTA != "" {
-			f("Remote-MTA", "dns; "+clean(rc.RemoteMTA))
+			f("Remote-MTA", "dns; "+clean(rc.RemoteMTA, !global))
 		}
-		if d := clean(rc.Diagnostic); d != "" {
+		if d := clean(rc.Diagnostic, !global); d != "" {
 			f("Diagnostic-Code", diagnosticType(d)+"; "+d)
 		}
 		if !rc.LastAttempt.IsZero() {
@@ -356,10 +395,10 @@ func humanText(r *Report, o original) string {
 	}
 	b.WriteString("\r\n")
 	for _, rc := range r.Recipients {
-		line := "<" + clean(rc.Address) + ">"
-		if d := clean(rc.Diagnostic); d != "" {
+		line := "<" + clean(rc.Address, false) + ">"
+		if d := clean(rc.Diagnostic, false); d != "" {
 			if rc.RemoteMTA != "" {
-				line += ": host " + clean(rc.RemoteMTA) + " said: " + d
+				line += ": host " + clean(rc.RemoteMTA, false) + " said: " + d
 			} else {
 				line += ": " + d
 			}

@@ -107,6 +107,18 @@ type Report struct {
 	Original io.Reader
 	// Date is the DSN's Date; zero means now.
 	Date time.Time
+	// SMTPUTF8 tells that the original message was sent with SMTPUTF8.
+	// Only then may the DSN carry UTF-8 (see Build).
+	SMTPUTF8 bool
+}
+
+// Global reports whether Build renders r with the RFC 6533 types, which
+// carry UTF-8: only when the original message needed SMTPUTF8 (or the
+// sender, the DSN's recipient, is an internationalised address). A global
+// DSN needs SMTPUTF8 to be sent when it is not ASCII; any other DSN never
+// does (it may need 8BITMIME for an 8-bit original returned in full).
+func (r *Report) Global() bool {
+	return r.SMTPUTF8 || !smtp.IsASCII(r.Sender)
 }
 
 // RecipientStatus is the outcome for one recipient.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
@@ -564,4 +565,171 @@ func (r *oneByteReader) Read(p []byte) (int, error) {
 	p[0] = r.b[0]
 	r.b = r.b[1:]
 	return 1, nil
+}
+
+// firstNonASCII returns the index of the first byte of b above 0x7F, or -1.
+func firstNonASCII(b []byte) int {
+	for i, c := range b {
+		if c >= 0x80 {
+			return i
+		}
+	}
+	return -1
+}
+
+// The review's finding: one non-ASCII byte in a remote reply made the DSN
+// need SMTPUTF8; the sender's MX lacked it and the bounce was dropped. A
+// DSN for a message that did not use SMTPUTF8 is pure ASCII whatever the
+// remote said, and still parses.
+func TestRemoteReplyWithUTF8AndRawBytesStays7Bit(t *testing.T) {
+	t.Parallel()
+	r := failedReport()
+	r.Recipients[0].Diagnostic = "550 5.1.1 Empfänger unbekannt \xff\xfe größe ✓"
+	r.Recipients[0].RemoteMTA = "mx.remote.test[192.0.2.1]"
+	r.Recipients[1].Diagnostic = "452 4.2.2 Postfach voll\x00\r\nBcc: injected@evil.test \xc3"
+	for _, action := range []Action{Failed, Delayed} {
+		r.Action = action
+		r.Original = strings.NewReader(origMsg)
+		b, err := Build(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := firstNonASCII(b); i >= 0 {
+			t.Fatalf("%v: byte %#x at %d in a DSN for a non-SMTPUTF8 message:\n%s", action, b[i], i, b)
+		}
+		if r.Global() {
+			t.Fatal("Global() for a non-SMTPUTF8 report")
+		}
+		h, parts := structure(t, b)
+		if _, params, _ := h.ContentType(); params["report-type"] != "delivery-status" {
+			t.Errorf("report-type %q", params["report-type"])
+		}
+		if mt, _, _ := parts[1].header.ContentType(); mt != "message/delivery-status" {
+			t.Errorf("status part %q", mt)
+		}
+		status := string(parts[1].body)
+		for _, want := range []string{
+			"Diagnostic-Code: smtp; 550 5.1.1 Empf?nger unbekannt ?? gr??e ?\r\n",
+			"Diagnostic-Code: smtp; 452 4.2.2 Postfach voll Bcc: injected@evil.test ?\r\n",
+			"Remote-MTA: dns; mx.remote.test[192.0.2.1]\r\n",
+		} {
+			if !strings.Contains(status, want) {
+				t.Errorf("status part lacks %q:\n%s", want, status)
+			}
+		}
+		if strings.Contains(string(b), "\r\nBcc:") {
+			t.Error("a reply's CR LF started a new field")
+		}
+		// The human-readable part keeps the text, as valid UTF-8 in QP.
+		if te := parts[0].header.Get("Content-Transfer-Encoding"); te != "quoted-printable" {
+			t.Errorf("text part CTE %q", te)
+		}
+		text := string(parts[0].body)
+		if !utf8.ValidString(text) || !strings.Contains(text, "Empfänger unbekannt \ufffd\ufffd größe ✓") {
+			t.Errorf("text part (decoded):\n%q", text)
+		}
+		p, err := Parse(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Recipients) != 2 || p.Recipients[0].Action != action ||
+			p.Recipients[0].Diagnostic != "550 5.1.1 Empf?nger unbekannt ?? gr??e ?" ||
+			p.Recipients[0].FinalRecipient != "rcpt@remote.test" || p.Recipients[0].Status != (smtp.EnhancedCode{5, 1, 1}) {
+			t.Fatalf("parsed %+v", p.Recipients)
+		}
+	}
+}
+
+// An internationalised address in a report that may not use UTF-8 is
+// given in the 7-bit utf-8-addr-xtext form of RFC 6533, which Parse
+// decodes.
+func TestInternationalAddressWithoutSMTPUTF8(t *testing.T) {
+	t.Parallel()
+	r := failedReport()
+	r.Recipients = []RecipientStatus{{
+		Address: "用户+x@例子.测试", ORCPT: "utf-8;Jörg=1@bücher.example", Status: smtp.EnhancedCode{5, 1, 1},
+		Diagnostic: "550 5.1.1 unknown", LastAttempt: attempt,
+	}}
+	b, err := Build(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := firstNonASCII(b); i >= 0 {
+		t.Fatalf("byte %#x at %d:\n%s", b[i], i, b)
+	}
+	_, parts := structure(t, b)
+	status := string(parts[1].body)
+	for _, want := range []string{
+		`Final-Recipient: utf-8; \x{7528}\x{6237}\x{2B}x@\x{4F8B}\x{5B50}.\x{6D4B}\x{8BD5}` + "\r\n",
+		`Original-Recipient: utf-8; J\x{F6}rg\x{3D}1@b\x{FC}cher.example` + "\r\n",
+	} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status part lacks %q:\n%s", want, status)
+		}
+	}
+	p, err := Parse(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := p.Recipients[0]; rc.FinalRecipient != "用户+x@例子.测试" || rc.OriginalRecipient != "Jörg=1@bücher.example" {
+		t.Errorf("parsed final %q original %q", rc.FinalRecipient, rc.OriginalRecipient)
+	}
+}
+
+// For an SMTPUTF8 original the report is global and keeps UTF-8, but raw
+// invalid bytes still become U+FFFD: the fields stay valid UTF-8.
+func TestSMTPUTF8OriginalKeepsUTF8(t *testing.T) {
+	t.Parallel()
+	r := failedReport()
+	r.SMTPUTF8 = true
+	r.Recipients = []RecipientStatus{{
+		Address: "用户@例子.测试", Status: smtp.EnhancedCode{5, 1, 1}, RemoteMTA: "mx.remote.test",
+		Diagnostic: "550 5.1.1 Benutzer unbekannt \xff", LastAttempt: attempt,
+	}}
+	b, err := Build(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Global() {
+		t.Fatal("not Global() for an SMTPUTF8 original")
+	}
+	_, parts := structure(t, b)
+	if mt, _, _ := parts[1].header.ContentType(); mt != "message/global-delivery-status" {
+		t.Errorf("status part %q", mt)
+	}
+	status := string(parts[1].body)
+	if !utf8.ValidString(status) || !strings.Contains(status, "Final-Recipient: utf-8; 用户@例子.测试\r\n") ||
+		!strings.Contains(status, "Diagnostic-Code: smtp; 550 5.1.1 Benutzer unbekannt \ufffd\r\n") {
+		t.Errorf("status part:\n%s", status)
+	}
+	p, err := Parse(bytes.NewReader(b))
+	if err != nil || p.Recipients[0].FinalRecipient != "用户@例子.测试" {
+		t.Fatalf("parsed %+v %v", p, err)
+	}
+}
+
+// A non-SMTPUTF8 original with an 8-bit body (8BITMIME) is returned as it
+// is; the report itself stays 7-bit.
+func TestEightBitOriginalWithoutSMTPUTF8(t *testing.T) {
+	t.Parallel()
+	r := failedReport()
+	orig := "From: a@example.com\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n"
+	r.Original = strings.NewReader(orig)
+	b, err := Build(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, parts := structure(t, b)
+	if _, params, _ := h.ContentType(); params["report-type"] != "delivery-status" {
+		t.Errorf("report-type %q", params["report-type"])
+	}
+	if mt, _, _ := parts[2].header.ContentType(); mt != "message/rfc822" || parts[2].header.Get("Content-Transfer-Encoding") != "8bit" {
+		t.Errorf("original part %q CTE %q", mt, parts[2].header.Get("Content-Transfer-Encoding"))
+	}
+	if string(parts[2].body) != orig {
+		t.Error("original not returned byte-exact")
+	}
+	if i := firstNonASCII(b[:bytes.Index(b, []byte("From: a@example.com"))]); i >= 0 {
+		t.Errorf("non-ASCII byte at %d before the returned original", i)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
@@ -104,8 +105,8 @@ func Parse(r io.Reader) (*Parsed, error) {
 			break
 		}
 		rc := ParsedRecipient{
-			FinalRecipient:    stripType(g.get("final-recipient")),
-			OriginalRecipient: stripType(g.get("original-recipient")),
+			FinalRecipient:    addrValue(g.get("final-recipient")),
+			OriginalRecipient: addrValue(g.get("original-recipient")),
 			Action:            ParseAction(g.get("action")),
 			Status:            parseStatus(g.get("status")),
 			RemoteMTA:         stripType(g.get("remote-mta")),
@@ -209,6 +210,38 @@ func stripType(v string) string {
 		return strings.TrimSpace(rest)
 	}
 	return strings.TrimSpace(v)
+}
+
+// addrValue returns the address of an address field without its type; a
+// "utf-8" address has its RFC 6533 \x{HEX} escapes decoded.
+func addrValue(v string) string {
+	typ, _, _ := strings.Cut(v, ";")
+	a := stripType(v)
+	if !strings.EqualFold(strings.TrimSpace(typ), "utf-8") || !strings.Contains(a, `\x{`) {
+		return a
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(a, `\x{`)
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(a[i:], '}')
+		if j < 0 {
+			break
+		}
+		n, err := strconv.ParseUint(a[i+3:i+j], 16, 32)
+		if err != nil || j > 9 || n > unicode.MaxRune || n < 0x20 || n == 0x7f { // no control characters
+			b.WriteString(a[:i+3]) // not an escape: keep it as it is
+			a = a[i+3:]
+			continue
+		}
+		b.WriteString(a[:i])
+		b.WriteRune(rune(n))
+		a = a[i+j+1:]
+	}
+	b.WriteString(a)
+	return b.String()
 }
 
 // parseStatus parses "5.1.1" (comments after it are ignored); malformed

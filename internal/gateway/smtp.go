@@ -12,17 +12,17 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/metrics"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/submit"
 )
 
-// Authenticator checks a login from a client address. Its errors are
-// *smtp.Error replies (535 5.7.8 for bad credentials, 454 4.7.0 for a
-// locked-out client).
+// Authenticator checks a login from a client address (auth.Authenticator).
+// Its errors are *smtp.Error replies.
 type Authenticator interface {
-	Authenticate(ctx context.Context, ip netip.Addr, username, password string) error
+	Check(ctx context.Context, ip netip.Addr, username, password string) (auth.Outcome, error)
 }
 
 // Metrics are the counters the SMTP gateway keeps (any may be nil).
@@ -56,13 +56,13 @@ func (g *SMTP) Connect(ctx context.Context, c *smtpserver.Conn) error {
 
 // Authenticate checks a login (the listener calls it only over TLS).
 func (g *SMTP) Authenticate(ctx context.Context, c *smtpserver.Conn, username, password string) error {
-	err := g.Auth.Authenticate(ctx, c.RemoteAddr.Addr(), username, password)
-	if err != nil {
-		if e, ok := smtp.AsError(err); ok && e.Code == 454 {
-			inc(g.Metrics.Rejected, "auth_lockout")
-		} else if ok && e.Code == 535 {
-			inc(g.Metrics.AuthFailures)
-		}
+	outcome, err := g.Auth.Check(ctx, c.RemoteAddr.Addr(), username, password)
+	switch outcome {
+	case auth.LockedOut:
+		g.Log.Warn("auth refused: client locked out", "session", c.ID, "client", c.RemoteAddr.Addr().String(), "user", username)
+		inc(g.Metrics.Rejected, "auth_lockout")
+	case auth.Rejected:
+		inc(g.Metrics.AuthFailures)
 	}
 	return err
 }

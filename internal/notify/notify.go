@@ -80,6 +80,7 @@ func (n *Notifier) Bounce(ctx context.Context, msg *store.Message, kind queue.Bo
 		Ret:          msg.Ret,
 		Arrival:      msg.Received,
 		Action:       action,
+		SMTPUTF8:     msg.SMTPUTF8,
 	}
 	for _, br := range rcpts {
 		if source == SourceDSN && !dsn.ShouldNotify(br.Recipient.Notify, action) {
@@ -101,7 +102,10 @@ func (n *Notifier) Bounce(ctx context.Context, msg *store.Message, kind queue.Bo
 		return fmt.Errorf("notify: build DSN for %s: %w", msg.ID, err)
 	}
 	req := &submit.Request{
-		Identity:   submit.Identity{Kind: submit.System, Source: source},
+		Identity: submit.Identity{Kind: submit.System, Source: source},
+		// 7-bit, or 8BITMIME for an 8-bit original; SMTPUTF8 only when the
+		// original needed it.
+		SMTPUTF8:   rep.Global() && !smtp.IsASCII(string(data)),
 		Recipients: []submit.Recipient{{Address: to, Notify: "NEVER"}},
 		Body:       bytes.NewReader(data),
 	}

@@ -67,8 +67,9 @@ type Attempt struct {
 type Throttle interface {
 	// Acquire asks to start a delivery to domain; ok=false means wait.
 	Acquire(domain string) (release func(), wait time.Duration, ok bool)
-	// Observe reports a reply from domain, so throttling replies back off.
-	Observe(domain string, code int, enhanced smtp.EnhancedCode, text string)
+	// Observe reports the outcome of one recipient at domain, so that
+	// throttling replies from the remote (a.RemoteMTA set) back off.
+	Observe(domain string, a Attempt)
 }
 
 // throttled is the outcome of recipients held back by the throttle.
@@ -277,7 +278,7 @@ func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
 		results[i] = s.transport.Deliver(ctx, msg, d, groups[d], body)
 		if s.throttle != nil {
 			for _, a := range results[i] {
-				s.throttle.Observe(d, a.Code, a.Enhanced, a.Text)
+				s.throttle.Observe(d, a)
 			}
 		}
 	}

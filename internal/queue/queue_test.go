@@ -323,9 +323,9 @@ func (d *denyOnce) Acquire(domain string) (func(), time.Duration, bool) {
 	return func() {}, 0, true
 }
 
-func (d *denyOnce) Observe(domain string, code int, _ smtp.EnhancedCode, _ string) {
+func (d *denyOnce) Observe(domain string, a queue.Attempt) {
 	d.mu.Lock()
-	d.observed = append(d.observed, code)
+	d.observed = append(d.observed, a.Code)
 	d.mu.Unlock()
 }
 

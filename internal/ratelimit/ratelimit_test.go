@@ -1,9 +1,11 @@
 package ratelimit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -274,5 +276,178 @@ func TestBucketBoundedMemory(t *testing.T) {
 	b.AllowN("new", 1, t0.Add(time.Second))
 	if b.Len() != 1 {
 		t.Fatalf("Len after sweep = %d, want 1", b.Len())
+	}
+}
+
+// Reserved attempts count as failures until resolved: with max 3, three
+// reservations leave no room; a success frees its place, failures lock.
+func TestAuthFailuresReserve(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(t0)
+	a := NewAuthFailures(3, 10*time.Minute, 15*time.Minute, time.Second, clk)
+	ip := netip.MustParseAddr("192.0.2.9")
+	ctx := context.Background()
+	var atts []*AuthAttempt
+	for i := range 3 {
+		att, wait, err := a.Reserve(ctx, ip)
+		if err != nil {
+			t.Fatalf("reservation %d: %v", i, err)
+		}
+		if wait != 0 {
+			t.Errorf("reservation %d: wait %v, want 0 (attempts in flight are not failures yet)", i, wait)
+		}
+		atts = append(atts, att)
+	}
+	// Full: a further Reserve waits, here until its context ends.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := a.Reserve(done, ip); !errors.Is(err, context.Canceled) {
+		t.Fatalf("fourth reservation with room for none: %v, want to wait (context.Canceled)", err)
+	}
+	// A waiting Reserve gets the place a success frees.
+	got := make(chan error, 1)
+	go func() {
+		att, _, err := a.Reserve(ctx, ip)
+		if err == nil {
+			att.Fail()
+		}
+		got <- err
+	}()
+	atts[0].Succeed()
+	atts[0].Fail() // resolved already: no effect
+	if err := <-got; err != nil {
+		t.Fatalf("waiting reservation after a success: %v", err)
+	}
+	// 1 failure (the waiter's) + 2 in flight: the next wait is 1s.
+	if w, _ := a.Check(ip); w != time.Second {
+		t.Errorf("after one failure: wait %v, want 1s", w)
+	}
+	// Failing both locks the client and wakes a waiter with ErrLockedOut.
+	go func() {
+		_, _, err := a.Reserve(ctx, ip)
+		got <- err
+	}()
+	atts[1].Fail()
+	atts[2].Fail()
+	if err := <-got; !errors.Is(err, ErrLockedOut) {
+		t.Fatalf("waiter after the lockout: %v, want ErrLockedOut", err)
+	}
+	if w, l := a.Check(ip); !l || w != 3*time.Second {
+		t.Fatalf("after 3 failures: wait %v locked %v", w, l)
+	}
+	clk.Advance(15 * time.Minute)
+	att, wait, err := a.Reserve(ctx, ip)
+	if err != nil || wait != 0 {
+		t.Fatalf("after the lockout: wait %v err %v", wait, err)
+	}
+	att.Succeed()
+	if a.Len() != 0 {
+		t.Errorf("Len %d after everything was resolved, want 0", a.Len())
+	}
+}
+
+// Many goroutines reserving at once never have more than max failures
+// plus attempts in flight.
+func TestAuthFailuresReserveConcurrent(t *testing.T) {
+	t.Parallel()
+	a := NewAuthFailures(4, time.Hour, time.Hour, 0, clock.NewFake(t0))
+	ip := netip.MustParseAddr("2001:db8::7")
+	var inFlight, maxSeen, failed, locked atomic.Int64
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			att, _, err := a.Reserve(context.Background(), ip)
+			if errors.Is(err, ErrLockedOut) {
+				locked.Add(1)
+				return
+			}
+			n := inFlight.Add(1)
+			for m := maxSeen.Load(); n > m && !maxSeen.CompareAndSwap(m, n); m = maxSeen.Load() {
+			}
+			inFlight.Add(-1)
+			failed.Add(1)
+			att.Fail()
+		}()
+	}
+	wg.Wait()
+	if failed.Load() != 4 || locked.Load() != 46 || maxSeen.Load() > 4 {
+		t.Errorf("failed %d locked %d max in flight %d; want 4, 46, <=4", failed.Load(), locked.Load(), maxSeen.Load())
+	}
+}
+
+// An attempt whose entry was evicted still counts its failure.
+func TestAuthFailuresReserveEvicted(t *testing.T) {
+	t.Parallel()
+	a := NewAuthFailures(2, time.Hour, time.Hour, 0, clock.NewFake(t0))
+	a.maxEntries = 10
+	ip := netip.MustParseAddr("192.0.2.1")
+	att, _, err := a.Reserve(context.Background(), ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		a.Fail(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+	}
+	att.Fail()
+	a.Fail(ip)
+	if _, l := a.Check(ip); !l {
+		t.Error("failure of an evicted reservation lost")
+	}
+}
+
+func TestAccountFailures(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(t0)
+	a := NewAccountFailures(3, 10*time.Minute, time.Second, 10*time.Second, clk)
+	var got []time.Duration
+	for range 8 {
+		got = append(got, a.Delay("victim@example.test"))
+		a.Fail("victim@example.test")
+	}
+	got = append(got, a.Delay("victim@example.test"))
+	s := time.Second
+	want := []time.Duration{0, 0, 0, s, 2 * s, 4 * s, 8 * s, 10 * s, 10 * s}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("delays %v, want %v", got, want)
+	}
+	if d := a.Delay("other@example.test"); d != 0 {
+		t.Errorf("other account delayed %v", d)
+	}
+	clk.Advance(10 * time.Minute)
+	if d := a.Delay("victim@example.test"); d != 0 || a.Len() != 0 {
+		t.Errorf("after the window: delay %v, Len %d", d, a.Len())
+	}
+	// Disabled.
+	off := NewAccountFailures(0, time.Hour, 0, 0, clk)
+	off.Fail("x")
+	if off.Delay("x") != 0 || off.Len() != 0 {
+		t.Error("disabled tracker counted")
+	}
+}
+
+// Spraying account names evicts the least-failed ones, not the account
+// under attack.
+func TestAccountFailuresBoundedMemory(t *testing.T) {
+	t.Parallel()
+	a := NewAccountFailures(0, time.Hour, time.Second, time.Minute, clock.NewFake(t0))
+	a.maxEntries = 100
+	for range 20 {
+		a.Fail("victim@example.test")
+	}
+	for i := range 1000 {
+		a.Fail(fmt.Sprintf("spray%d@example.test", i))
+		if a.Len() > a.maxEntries {
+			t.Fatalf("Len %d > cap %d", a.Len(), a.maxEntries)
+		}
+	}
+	if d := a.Delay("victim@example.test"); d != time.Minute {
+		t.Errorf("victim's delay %v after a spray, want 1m (count kept)", d)
+	}
+	long := strings.Repeat("a", 10_000)
+	a.Fail(long)
+	if a.Delay(long+"b") == 0 {
+		t.Error("overlong names not keyed by their prefix")
 	}
 }

@@ -178,6 +178,7 @@ type Request struct {
 	ID         string
 	From       string // envelope sender; "" is the null sender
 	Ret, EnvID string
+	SMTPUTF8   bool // the message needs SMTPUTF8 (UTF-8 in its header)
 	Recipients []Recipient
 	Body       io.Reader
 	Tags       []string
@@ -220,7 +221,7 @@ func (p *Pipeline) Submit(ctx context.Context, req *Request) (Result, error) {
 		tx.id = req.ID
 	}
 	tx.tags, tx.metadata = req.Tags, req.Metadata
-	if err := tx.Mail(ctx, Mail{From: req.From, Ret: req.Ret, EnvID: req.EnvID}); err != nil {
+	if err := tx.Mail(ctx, Mail{From: req.From, Ret: req.Ret, EnvID: req.EnvID, SMTPUTF8: req.SMTPUTF8}); err != nil {
 		return Result{}, err
 	}
 	var suppressed []string

@@ -6,19 +6,56 @@
 //
 // The queue calls Acquire before a delivery attempt; when it says "not now"
 // the recipients are deferred, without an attempt, for the returned wait.
-// After the attempt the queue calls the release function and reports the
-// remote replies with Observe.
+// After the attempt the queue calls the release function and reports each
+// recipient's outcome with Observe.
+//
+// # What counts as throttling
+//
+// Only a reply that the destination's server sent (Reply.Remote) can back
+// the destination off. Outcomes Herald makes up itself never do: TLS policy
+// refusals (MTA-STS, DANE, "TLS required": 451 4.7.4 / 4.7.5), DNS and
+// connection failures (4.4.x), local errors (451 4.3.0), and recipients
+// the throttle itself held back. Of the remote replies (IsThrottling):
+//
+//   - 421 (service not available, closing the channel), at any stage
+//     including the greeting, e.g. "421 4.7.0 Try again later, closing
+//     connection", Yahoo "421 4.7.0 [TSS04] Messages from ... temporarily
+//     deferred due to unexpected volume or user complaints", Gmail
+//     "421 4.7.28 ... unusual rate of unsolicited mail", Comcast
+//     "421 4.1.0 ... Throttled - try again later", web.de/GMX "421 ...
+//     Too many messages have been received in a short period of time";
+//   - 4xx with a provider's rate-limit status code: 4.7.28 (Gmail),
+//     4.7.500 "Server busy" and 4.7.650 / 4.7.651 / 4.7.652 "temporarily
+//     rate limited due to IP reputation" (Microsoft: Outlook, Hotmail,
+//     Microsoft 365);
+//   - 450, 451, 452 (and other 4xx) whose text names a rate or volume
+//     limit: provider markers Yahoo "[TSS0x]" / "[TS0x]", Comcast
+//     "RL00000x", Microsoft "RP-00x", and the phrases "rate limit",
+//     "rate limited", "ratelimit", "too many connections", "too many
+//     concurrent", "too many sessions", "too many messages", "throttl",
+//     "unusual rate", "unexpected volume", "sending rate", "slow down",
+//     "too fast", "server busy", "exceeded the rate", "connection limit".
+//
+// Never throttling, even from the remote: 5xx (permanent); anything
+// mentioning greylisting ("greylist", "graylist", Postgrey's and rspamd's
+// "451 4.7.1 ... try again later" without a rate phrase); 4.2.x mailbox
+// states, which concern one recipient (452 4.2.2 mailbox full, Gmail's
+// 450 4.2.1 "The user you are trying to contact is receiving mail at a
+// rate that prevents additional messages from being delivered"); 4.5.3
+// "too many recipients" (a per-transaction limit); 4.7.4 / 4.7.5 and
+// "TLS required" replies; and a generic "451 4.3.0 try again later",
+// 4.7.0 or 4.7.1 without a rate phrase.
 //
 // # Back-off
 //
-// A throttling reply (421, any 4.7.x, or 450/451/452 whose text asks to slow
-// down) pauses the destination for 1 minute, then 2, 4, 8, 16 and at most 30
-// minutes for each further episode, and halves its effective message rate
-// and connection cap (down to 1/16 of the configured limits). Replies that
-// arrive while the destination is already paused come from sessions started
-// before the pause and do not escalate it. Successful deliveries recover the
-// destination gradually: at most once a minute, a success doubles the
-// effective rate (up to the configured limit) and forgets one episode.
+// A throttling reply pauses the destination for 1 minute, then 2, 4, 8, 16
+// and at most 30 minutes for each further episode, and halves its
+// effective message rate and connection cap (down to 1/16 of the
+// configured limits). Replies that arrive while the destination is already
+// paused come from sessions started before the pause and do not escalate
+// it. Successful deliveries recover the destination gradually: at most
+// once a minute, a success doubles the effective rate (up to the
+// configured limit) and forgets one episode.
 package throttle
 
 import (
@@ -28,7 +65,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/heraldmail/herald/internal/bounce"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/smtp"
 )
@@ -301,13 +337,28 @@ func (t *Throttle) Acquire(domain string) (release func(), wait time.Duration, o
 	}, 0, true
 }
 
-// Observe reports a reply from domain (mapped with Key): code is the basic
-// reply code, enhanced and text as received. Throttling replies back the
-// destination off; 2xx replies let it recover (see the package
-// documentation). Other replies are ignored.
-func (t *Throttle) Observe(domain string, code int, enhanced smtp.EnhancedCode, text string) {
+// Reply is one delivery outcome, as the throttle needs to know it.
+type Reply struct {
+	Code     int               // basic reply code
+	Enhanced smtp.EnhancedCode // zero if none
+	Text     string            // reply text
+	// Remote is set when the destination's server sent the reply. Outcomes
+	// Herald made up itself (TLS policy refusals, DNS and connection
+	// failures, local errors) have it unset and never back off.
+	Remote bool
+}
+
+// Observe reports an outcome of a delivery to domain (mapped with Key).
+// Throttling replies from the remote back the destination off; remote 2xx
+// replies let it recover (see the package documentation). Other outcomes
+// are ignored.
+func (t *Throttle) Observe(domain string, r Reply) {
+	if !r.Remote {
+		return
+	}
+	code := r.Code
 	success := code >= 200 && code < 300
-	throttling := !success && IsThrottling(code, enhanced, text)
+	throttling := !success && IsThrottling(code, r.Enhanced, r.Text)
 	if !success && !throttling {
 		return
 	}
@@ -336,7 +387,7 @@ func (t *Throttle) Observe(domain string, code int, enhanced smtp.EnhancedCode, 
 		}
 		d.lastChange = now
 		t.log.Info("throttle: destination backing off", "destination", key, "pause", pause,
-			"rate_factor", d.factor, "reply", code, "enhanced", enhanced.String())
+			"rate_factor", d.factor, "reply", code, "enhanced", r.Enhanced.String())
 		return
 	}
 	if (d.factor < 1 || d.strikes > 0) && now.Sub(d.lastChange) >= recoveryStep && !now.Before(d.pausedUntil) {
@@ -347,17 +398,84 @@ func (t *Throttle) Observe(domain string, code int, enhanced smtp.EnhancedCode, 
 	}
 }
 
-// IsThrottling reports whether a reply asks the sender to slow down: 421,
-// any 4.7.x status, or a temporary failure classified as rate-limited by
-// package bounce (450 "too many connections, try again later" ...).
+// Provider status codes that mean "you are sending too much" (see the
+// package documentation).
+var rateCodes = map[smtp.EnhancedCode]bool{
+	{4, 7, 28}:  true, // Gmail: unusual rate of (unsolicited) mail
+	{4, 7, 500}: true, // Microsoft: server busy
+	{4, 7, 650}: true, // Microsoft: temporarily rate limited due to IP reputation
+	{4, 7, 651}: true,
+	{4, 7, 652}: true, // Microsoft: exceeded the maximum number of connections
+}
+
+// rateText are phrases (lower case) and provider markers that name a rate
+// or volume limit on the sender; each must start a word.
+var rateText = []string{
+	"[tss0", "[ts0", // Yahoo / AOL: [TSS04] temporarily deferred, [TS01] ...
+	"rl00000",    // Comcast: RL000001, RL000003 rate limits
+	"rp-00",      // Microsoft: RP-001 rate limit, RP-002/003 connection limits
+	"rate limit", // also "rate limited", "rate limiting", "rate limit exceeded"
+	"rate-limit", "ratelimit",
+	"too many connections", "too many concurrent", "too many sessions", "too many messages",
+	"connection limit", "throttl", "unusual rate", "unexpected volume", "sending rate",
+	"exceeded the rate", "slow down", "too fast", "server busy",
+}
+
+// notRateText are phrases that make a reply something else whatever it
+// also says.
+var notRateText = []string{"greylist", "graylist", "grey-list", "gray-list", "tls required", "requires tls"}
+
+// IsThrottling reports whether a remote reply asks the sender to slow
+// down: 421, a provider's rate-limit status code, or a temporary failure
+// whose text names a rate or volume limit; never greylisting, mailbox
+// states (4.2.x), too many recipients (4.5.3), TLS requirements (4.7.4,
+// 4.7.5) or permanent failures. The package documentation lists the
+// signals.
 func IsThrottling(code int, enhanced smtp.EnhancedCode, text string) bool {
-	if code == 421 || (enhanced[0] == 4 && enhanced[1] == 7) {
+	if code < 400 || code >= 500 {
+		return false
+	}
+	lt := strings.ToLower(text)
+	for _, s := range notRateText {
+		if strings.Contains(lt, s) {
+			return false
+		}
+	}
+	switch {
+	case enhanced[0] == 4 && enhanced[1] == 2, // one mailbox: full, receiving too fast
+		enhanced == smtp.EnhancedCode{4, 5, 3},                                           // too many recipients
+		enhanced == smtp.EnhancedCode{4, 7, 4} || enhanced == smtp.EnhancedCode{4, 7, 5}: // TLS
+		return false
+	case code == 421, rateCodes[enhanced]:
 		return true
 	}
-	if code >= 400 && code < 500 {
-		return bounce.Classify(code, enhanced, text).Category == bounce.CategoryRateLimited
+	for _, s := range rateText {
+		if containsWord(lt, s) {
+			return true
+		}
 	}
 	return false
+}
+
+// containsWord reports whether s occurs in text at the start of a word, so
+// that "rp-00" does not match "corp-001" nor "rate limit" "corporate
+// limit".
+func containsWord(text, s string) bool {
+	for i := 0; ; {
+		j := strings.Index(text[i:], s)
+		if j < 0 {
+			return false
+		}
+		j += i
+		if j == 0 || !isAlnum(text[j-1]) {
+			return true
+		}
+		i = j + 1
+	}
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // Status is a snapshot of a destination's state.

@@ -138,13 +138,13 @@ func TestConnectionCapConcurrent(t *testing.T) {
 func TestBackoffAndRecovery(t *testing.T) {
 	t.Parallel()
 	th, clk := newTest(t, map[string]Limits{"example.com": {MaxConnections: 4, MessagesPerMinute: 20}})
-	th.Observe("example.com", 421, smtp.EnhancedCode{4, 7, 0}, "Too many connections, try again later")
+	th.Observe("example.com", Reply{Code: 421, Enhanced: smtp.EnhancedCode{4, 7, 0}, Text: "Too many connections, try again later", Remote: true})
 	_, wait, ok := th.Acquire("example.com")
 	if ok || wait != time.Minute {
 		t.Fatalf("after 421: ok=%v wait=%v, want paused 1m", ok, wait)
 	}
 	// Replies from sessions that were already running do not escalate.
-	th.Observe("example.com", 421, smtp.EnhancedCode{}, "busy")
+	th.Observe("example.com", Reply{Code: 421, Enhanced: smtp.EnhancedCode{}, Text: "busy", Remote: true})
 	if _, wait, _ := th.Acquire("example.com"); wait != time.Minute {
 		t.Fatalf("in-flight 421 escalated: wait %v", wait)
 	}
@@ -179,7 +179,7 @@ func TestBackoffAndRecovery(t *testing.T) {
 	}
 	// Further episodes pause for 2m, 4m ... at most 30m.
 	for _, want := range []time.Duration{2, 4, 8, 16, 30, 30} {
-		th.Observe("example.com", 450, smtp.EnhancedCode{4, 2, 1}, "receiving mail at a rate that prevents additional messages")
+		th.Observe("example.com", Reply{Code: 421, Enhanced: smtp.EnhancedCode{4, 7, 28}, Text: "Gmail has detected an unusual rate of unsolicited mail", Remote: true})
 		if _, wait, _ := th.Acquire("example.com"); wait != want*time.Minute {
 			t.Fatalf("pause %v, want %v", wait, want*time.Minute)
 		}
@@ -189,17 +189,17 @@ func TestBackoffAndRecovery(t *testing.T) {
 		t.Fatalf("RateFactor = %v, want floor %v", s.RateFactor, minFactor)
 	}
 	// Successes recover at most once a minute, doubling the rate.
-	th.Observe("example.com", 250, smtp.EnhancedCode{2, 0, 0}, "ok")
+	th.Observe("example.com", Reply{Code: 250, Enhanced: smtp.EnhancedCode{2, 0, 0}, Text: "ok", Remote: true})
 	if s := th.Status("example.com"); s.RateFactor != 2*minFactor {
 		t.Fatalf("RateFactor after a success = %v", s.RateFactor)
 	}
-	th.Observe("example.com", 250, smtp.EnhancedCode{2, 0, 0}, "ok")
+	th.Observe("example.com", Reply{Code: 250, Enhanced: smtp.EnhancedCode{2, 0, 0}, Text: "ok", Remote: true})
 	if s := th.Status("example.com"); s.RateFactor != 2*minFactor {
 		t.Fatalf("recovered twice in a minute: %v", s.RateFactor)
 	}
 	for range 4 {
 		clk.Advance(time.Minute)
-		th.Observe("example.com", 250, smtp.EnhancedCode{2, 0, 0}, "ok")
+		th.Observe("example.com", Reply{Code: 250, Enhanced: smtp.EnhancedCode{2, 0, 0}, Text: "ok", Remote: true})
 	}
 	if s := th.Status("example.com"); s.RateFactor != 1 {
 		t.Fatalf("RateFactor after recovery = %v, want 1", s.RateFactor)
@@ -217,37 +217,123 @@ func TestBackoffAndRecovery(t *testing.T) {
 	}
 }
 
-func TestObserveIgnores(t *testing.T) {
+// Real reply texts from the providers (as published or seen in logs, the
+// sending IP replaced) and from common MTAs.
+var replyCases = []struct {
+	name     string
+	code     int
+	enh      smtp.EnhancedCode
+	text     string
+	throttle bool
+}{
+	// Throttling.
+	{"gmail 4.7.28", 421, smtp.EnhancedCode{4, 7, 28}, "[192.0.2.1] Our system has detected an unusual rate of unsolicited mail originating from your IP address. To protect our users from spam, mail sent from your IP address has been temporarily rate limited. Please visit https://support.google.com/mail/?p=UnsolicitedRateLimitError to review our Bulk Email Senders Guidelines. - gsmtp", true},
+	{"gmail 4.7.28 as 451", 451, smtp.EnhancedCode{4, 7, 28}, "Gmail has detected an unusual rate of email. - gsmtp", true},
+	{"gmail DoS at HELO", 421, smtp.EnhancedCode{4, 7, 0}, "Try again later, closing connection. - gsmtp", true},
+	{"gmail server busy", 421, smtp.EnhancedCode{4, 4, 5}, "Server busy, try again later. - gsmtp", true},
+	{"yahoo TSS04", 421, smtp.EnhancedCode{4, 7, 0}, "[TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes", true},
+	{"yahoo TSS04 as 451", 451, smtp.EnhancedCode{4, 7, 0}, "[TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints", true},
+	{"yahoo TS02", 451, smtp.EnhancedCode{}, "[TS02] Temporarily deferred", true},
+	{"outlook 4.7.650", 451, smtp.EnhancedCode{4, 7, 650}, "The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation. For e-mail delivery information, see https://aka.ms/postmaster (S775)", true},
+	{"outlook 4.7.651", 451, smtp.EnhancedCode{4, 7, 651}, "The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation. (S3114)", true},
+	{"outlook server busy", 451, smtp.EnhancedCode{4, 7, 500}, "Server busy. Please try again later from [192.0.2.1]. (S77714) [Hostname=AM0EUR02FT001.eop-EUR02.prod.protection.outlook.com]", true},
+	{"outlook RP-001", 450, smtp.EnhancedCode{}, "RP-001 (BAY004-MC1F15) Unfortunately, some messages from 192.0.2.1 weren't sent. The sending IP exceeded a rate limit related to IP or domain reputation.", true},
+	{"comcast throttled", 421, smtp.EnhancedCode{4, 1, 0}, "192.0.2.1 Throttled - try again later. Please see https://www.xfinity.com/support/articles/email-error-codes", true},
+	{"comcast RL000003", 452, smtp.EnhancedCode{}, "RL000003 Too many sessions opened", true},
+	{"icloud rate", 451, smtp.EnhancedCode{4, 7, 1}, "Rate limit exceeded, try again later", true},
+	{"web.de too many messages", 421, smtp.EnhancedCode{}, "web.de (mxweb113) Nemesis ESMTP Service not available Service unavailable Reject due to policy restrictions Please try again later. Too many messages have been received in a short period of time.", true},
+	{"gmx too many connections", 450, smtp.EnhancedCode{4, 7, 0}, "Too many connections from your IP, please reduce the sending rate", true},
+	{"postfix anvil", 421, smtp.EnhancedCode{4, 7, 0}, "mx.example.com Error: too many connections from 192.0.2.1", true},
+	{"generic 421", 421, smtp.EnhancedCode{}, "Service not available", true},
+
+	// Not throttling.
+	{"generic try again later", 451, smtp.EnhancedCode{4, 3, 0}, "try again later", false},
+	{"gmail temporary system problem 451", 451, smtp.EnhancedCode{4, 3, 0}, "Mail server temporarily rejected message. - gsmtp", false},
+	{"postgrey", 450, smtp.EnhancedCode{4, 2, 0}, "<bob@example.com>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.com.html", false},
+	{"greylisting 4.7.1", 451, smtp.EnhancedCode{4, 7, 1}, "Greylisting in action, please come back later", false},
+	{"rspamd greylist", 451, smtp.EnhancedCode{4, 7, 1}, "Try again later", false},
+	{"greylisted 421", 421, smtp.EnhancedCode{4, 7, 0}, "greylisted, try again in 5 minutes", false},
+	{"gmail receiving rate (one mailbox)", 450, smtp.EnhancedCode{4, 2, 1}, "The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered. Please resend your message at a later time. - gsmtp", false},
+	{"mailbox full", 452, smtp.EnhancedCode{4, 2, 2}, "The email account that you tried to reach is over quota. - gsmtp", false},
+	{"too many recipients", 452, smtp.EnhancedCode{4, 5, 3}, "Your message has too many recipients. - gsmtp", false},
+	{"gmail TLS required", 421, smtp.EnhancedCode{4, 7, 0}, "TLS required for RCPT domain, closing connection. - gsmtp", false},
+	{"starttls unavailable", 454, smtp.EnhancedCode{4, 7, 0}, "TLS not available due to temporary reason", false},
+	{"policy 4.7.1", 450, smtp.EnhancedCode{4, 7, 1}, "Client host rejected: cannot find your hostname", false},
+	{"hostname is not a marker", 451, smtp.EnhancedCode{4, 3, 0}, "mx.corp-001.example: temporary failure, corporate limit policy", false},
+	{"permanent with rate words", 554, smtp.EnhancedCode{5, 7, 1}, "too many complaints, rate limit", false},
+	{"user unknown", 550, smtp.EnhancedCode{5, 1, 1}, "User unknown", false},
+	{"success", 250, smtp.EnhancedCode{2, 0, 0}, "ok", false},
+}
+
+func TestIsThrottling(t *testing.T) {
 	t.Parallel()
-	th, _ := newTest(t, nil)
-	for _, r := range []struct {
-		code int
-		enh  smtp.EnhancedCode
-		text string
-	}{
-		{550, smtp.EnhancedCode{5, 1, 1}, "User unknown"},
-		{554, smtp.EnhancedCode{5, 7, 1}, "too many complaints"}, // permanent
-		{452, smtp.EnhancedCode{4, 2, 2}, "Mailbox full"},
-		{451, smtp.EnhancedCode{4, 4, 2}, "connection lost"},
-		{250, smtp.EnhancedCode{2, 0, 0}, "ok"},
-	} {
-		th.Observe("gmail.com", r.code, r.enh, r.text)
-		if _, _, ok := th.Acquire("gmail.com"); !ok {
-			t.Fatalf("reply %d %v %q paused the destination", r.code, r.enh, r.text)
+	for _, tc := range replyCases {
+		if got := IsThrottling(tc.code, tc.enh, tc.text); got != tc.throttle {
+			t.Errorf("%s: IsThrottling(%d %s %q) = %v, want %v", tc.name, tc.code, tc.enh, tc.text, got, tc.throttle)
 		}
 	}
-	for _, r := range []struct {
-		code int
-		enh  smtp.EnhancedCode
-		text string
-	}{
-		{421, smtp.EnhancedCode{}, "Service not available"},
-		{451, smtp.EnhancedCode{4, 7, 500}, "Server busy"},
-		{450, smtp.EnhancedCode{}, "Too many messages, rate limit exceeded"},
-	} {
-		if !IsThrottling(r.code, r.enh, r.text) {
-			t.Errorf("IsThrottling(%d, %v, %q) = false", r.code, r.enh, r.text)
+}
+
+// Each reply, from the remote, pauses a fresh destination exactly when it
+// is a throttling signal.
+func TestObserveReplies(t *testing.T) {
+	t.Parallel()
+	for _, tc := range replyCases {
+		th, _ := newTest(t, nil)
+		th.Observe("gmail.com", Reply{Code: tc.code, Enhanced: tc.enh, Text: tc.text, Remote: true})
+		_, _, ok := th.Acquire("gmail.com")
+		if paused := !ok; paused != tc.throttle {
+			t.Errorf("%s: %d %s %q paused=%v, want %v", tc.name, tc.code, tc.enh, tc.text, paused, tc.throttle)
 		}
+	}
+}
+
+// The review's finding: one "451 4.3.0 try again later" for one recipient
+// paused the whole destination and halved its rate. It must not; a
+// "421 4.7.0" does.
+func TestGenericTempFailDoesNotPause(t *testing.T) {
+	t.Parallel()
+	th, _ := newTest(t, map[string]Limits{"example.com": {MaxConnections: 4, MessagesPerMinute: 20}})
+	th.Observe("example.com", Reply{Code: 451, Enhanced: smtp.EnhancedCode{4, 3, 0}, Text: "try again later", Remote: true})
+	if s := th.Status("example.com"); !s.PausedUntil.IsZero() || s.RateFactor != 1 {
+		t.Fatalf("after 451 4.3.0: paused until %v, rate factor %v; want not paused, 1", s.PausedUntil, s.RateFactor)
+	}
+	if r, _, ok := th.Acquire("example.com"); !ok {
+		t.Fatal("451 4.3.0 paused the destination")
+	} else {
+		r()
+	}
+	th.Observe("example.com", Reply{Code: 421, Enhanced: smtp.EnhancedCode{4, 7, 0}, Text: "Try again later, closing connection", Remote: true})
+	if s := th.Status("example.com"); s.PausedUntil.IsZero() || s.RateFactor != 0.5 {
+		t.Fatalf("after 421 4.7.0: paused until %v, rate factor %v; want paused, 0.5", s.PausedUntil, s.RateFactor)
+	}
+	if _, wait, ok := th.Acquire("example.com"); ok || wait != time.Minute {
+		t.Fatalf("after 421 4.7.0: ok=%v wait=%v, want paused 1m", ok, wait)
+	}
+}
+
+// Herald's own deferrals (TLS policy, DNS, connection failures, the
+// throttle's own hold-back) never pause a destination, whatever their
+// code; nor do successes of local deliveries restore one.
+func TestOwnDeferralsDoNotPause(t *testing.T) {
+	t.Parallel()
+	th, _ := newTest(t, nil)
+	for _, r := range []Reply{
+		{Code: 451, Enhanced: smtp.EnhancedCode{4, 7, 5}, Text: "mx.example.com: mta-sts: mx.example.com is not an MX host allowed by the policy of example.com"},
+		{Code: 451, Enhanced: smtp.EnhancedCode{4, 7, 4}, Text: "mx.example.com[192.0.2.1]: STARTTLS not offered and TLS is required"},
+		{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 3}, Text: "mx.example.com: dane: TLSA lookup for mx.example.com failed"},
+		{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 1}, Text: "mx.example.com[192.0.2.1]: connect failed: connection refused"},
+		{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 5}, Text: "delivery not started: waiting for a connection slot for example.com: context deadline exceeded"},
+		{Code: 451, Enhanced: smtp.EnhancedCode{4, 3, 0}, Text: "held back: destination rate limit"},
+		{Code: 421, Enhanced: smtp.EnhancedCode{4, 7, 0}, Text: "too many connections"}, // not Remote
+	} {
+		th.Observe("example.com", r)
+		if _, _, ok := th.Acquire("example.com"); !ok {
+			t.Fatalf("our own %d %s %q paused the destination", r.Code, r.Enhanced, r.Text)
+		}
+	}
+	if th.Len() != 1 {
+		t.Errorf("%d destinations remembered", th.Len())
 	}
 }
 

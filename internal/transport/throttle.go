@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/throttle"
 )
 
@@ -33,9 +33,10 @@ func (r *RemoteThrottle) Acquire(domain string) (func(), time.Duration, bool) {
 	return r.T.Acquire(domain)
 }
 
-// Observe reports a remote reply to the throttle.
-func (r *RemoteThrottle) Observe(domain string, code int, enhanced smtp.EnhancedCode, text string) {
-	if code != 0 {
-		r.T.Observe(domain, code, enhanced, text)
-	}
+// Observe reports an attempt's outcome to the throttle. Only replies from
+// the destination's own server count: Herald's own deferrals (MTA-STS,
+// DANE, DNS or connection failures) carry no remote MTA.
+func (r *RemoteThrottle) Observe(domain string, a queue.Attempt) {
+	remote := a.RemoteMTA != "" && a.RemoteMTA != "local" && a.RemoteMTA != "http"
+	r.T.Observe(domain, throttle.Reply{Code: a.Code, Enhanced: a.Enhanced, Text: a.Text, Remote: remote})
 }

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldmail/herald/internal/smtp"
 )
@@ -43,8 +44,37 @@ type Reply struct {
 	Lines    []string          // text lines without code and enhanced code
 }
 
-// Text returns the reply text lines joined by spaces.
-func (r *Reply) Text() string { return strings.Join(r.Lines, " ") }
+// MaxTextLen bounds the bytes of Reply.Text and SafeText (before their
+// "..." mark).
+const MaxTextLen = 1000
+
+// Text returns the reply text lines joined by spaces, made safe by
+// SafeText. A reply may otherwise hold up to 100 lines of 2,000 bytes.
+func (r *Reply) Text() string { return SafeText(strings.Join(r.Lines, " ")) }
+
+// SafeText makes text that a remote controls (a reply, an error quoting a
+// certificate's names) safe to store, log, show in a terminal and put into
+// a DSN or a header: control characters (C0 including a bare CR or LF, DEL
+// and C1) become spaces, invalid UTF-8 bytes '?', and it is cut to
+// MaxTextLen bytes on a character boundary, marked with "...".
+func SafeText(s string) string {
+	var b strings.Builder
+	for i, c := range s {
+		switch {
+		case c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0):
+			c = ' '
+		case c == utf8.RuneError:
+			if _, size := utf8.DecodeRuneInString(s[i:]); size <= 1 {
+				c = '?'
+			}
+		}
+		if b.Len()+utf8.RuneLen(c) > MaxTextLen {
+			return b.String() + "..."
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
 
 // Error returns the reply as an *smtp.Error; a missing enhanced code is
 // filled in as class.0.0.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldmail/herald/internal/smtp"
 )
@@ -60,6 +61,38 @@ func TestReplies(t *testing.T) {
 	err = c.Rcpt(ctx, "z@y")
 	if e, ok = smtp.AsError(err); !ok || e.Code != 451 || e.Enhanced != (smtp.EnhancedCode{4, 0, 0}) || e.Message != "try later" {
 		t.Fatalf("err = %#v", err)
+	}
+}
+
+// A remote controls its reply text, which Herald stores as the last reply
+// and puts into logs, DSNs, the API and the CLI's output: it comes out
+// bounded, without control characters (no CR to inject a line, no ESC for
+// a terminal) and as valid UTF-8.
+func TestReplyTextSanitised(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("550-5.7.1 "+strings.Repeat("x", 1900)+"\r\n", 99) + "550 5.7.1 end\r\n"
+	c, _ := pipe(t, "220 mx ESMTP\r\n"+
+		"550 5.1.1 no such\ruser\x00 \x1b[2J\x1b]0;owned\x07 \xc2\x9b31m gr\xc3\xb6\xdfe \xff\r\n"+long)
+	ctx := context.Background()
+	if _, err := c.Greet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, ok := smtp.AsError(c.Rcpt(ctx, "x@y"))
+	if !ok || e.Code != 550 {
+		t.Fatalf("err = %v", e)
+	}
+	if want := "no such user   [2J ]0;owned   31m grö?e ?"; e.Message != want {
+		t.Errorf("text %q, want %q", e.Message, want)
+	}
+	e, ok = smtp.AsError(c.Rcpt(ctx, "z@y"))
+	if !ok || e.Code != 550 {
+		t.Fatalf("err = %v", e)
+	}
+	if len(e.Message) > MaxTextLen+3 || !strings.HasSuffix(e.Message, "...") {
+		t.Errorf("100-line reply gives %d bytes of text, want at most %d", len(e.Message), MaxTextLen+3)
+	}
+	if m := e.Message; strings.ContainsFunc(m, func(r rune) bool { return r < 0x20 || r == 0x7f }) || !utf8.ValidString(m) {
+		t.Errorf("unsafe text %q", m)
 	}
 }
 

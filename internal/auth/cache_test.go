@@ -1,12 +1,13 @@
-package app
+package auth
 
 import (
 	"testing"
 	"time"
 )
 
-func TestAuthCache(t *testing.T) {
-	c := newAuthCache(time.Minute, 4)
+func TestCache(t *testing.T) {
+	t.Parallel()
+	c := newCache(time.Minute, 4)
 	now := time.Now()
 	if c.ok("a@x.test", "pw", "$hash1", now) {
 		t.Fatal("empty cache said ok")

@@ -1,4 +1,4 @@
-package app
+package auth
 
 import (
 	"crypto/hmac"
@@ -8,34 +8,35 @@ import (
 	"time"
 )
 
-// authCache remembers recent successful logins so that a client opening a
+// cache remembers recent successful logins so that a client opening a
 // session per message does not pay an argon2id check (tens of milliseconds
 // and 19 MiB) each time, as Dovecot's auth cache does. It keeps, per user,
 // a keyed MAC of the password (never the password) and the stored hash it
 // was verified against: a password change or user deletion invalidates
 // the entry, and entries expire after ttl.
-type authCache struct {
+type cache struct {
 	key [32]byte
 	ttl time.Duration
 	max int
 
 	mu      sync.Mutex
-	entries map[string]authEntry
+	entries map[string]cacheEntry
 }
 
-type authEntry struct {
+type cacheEntry struct {
 	mac     [32]byte
 	hash    string // the stored password hash at verification time
 	expires time.Time
 }
 
-func newAuthCache(ttl time.Duration, max int) *authCache {
-	c := &authCache{ttl: ttl, max: max, entries: make(map[string]authEntry)}
-	rand.Read(c.key[:])
+// newCache returns a cache keeping entries for ttl, at most max of them.
+func newCache(ttl time.Duration, max int) *cache {
+	c := &cache{ttl: ttl, max: max, entries: make(map[string]cacheEntry)}
+	_, _ = rand.Read(c.key[:]) // crypto/rand does not fail on supported platforms
 	return c
 }
 
-func (c *authCache) mac(user, password string) [32]byte {
+func (c *cache) mac(user, password string) [32]byte {
 	m := hmac.New(sha256.New, c.key[:])
 	m.Write([]byte(user))
 	m.Write([]byte{0})
@@ -47,7 +48,7 @@ func (c *authCache) mac(user, password string) [32]byte {
 
 // ok reports whether user logged in with password recently against the
 // same stored hash.
-func (c *authCache) ok(user, password, storedHash string, now time.Time) bool {
+func (c *cache) ok(user, password, storedHash string, now time.Time) bool {
 	mac := c.mac(user, password)
 	c.mu.Lock()
 	e, found := c.entries[user]
@@ -56,7 +57,7 @@ func (c *authCache) ok(user, password, storedHash string, now time.Time) bool {
 }
 
 // add records a successful login.
-func (c *authCache) add(user, password, storedHash string, now time.Time) {
+func (c *cache) add(user, password, storedHash string, now time.Time) {
 	mac := c.mac(user, password)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -70,5 +71,5 @@ func (c *authCache) add(user, password, storedHash string, now time.Time) {
 			}
 		}
 	}
-	c.entries[user] = authEntry{mac: mac, hash: storedHash, expires: now.Add(c.ttl)}
+	c.entries[user] = cacheEntry{mac: mac, hash: storedHash, expires: now.Add(c.ttl)}
 }
