@@ -31,7 +31,7 @@ type ServerConfig struct {
 	// requests. Default 120s.
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and header fields; larger
-	// requests get 431. Default 16 KiB.
+	// requests get 431 (net/http allows 4 KiB of slack). Default 16 KiB.
 	MaxHeaderBytes int
 	// Logger receives net/http's own errors (TLS handshakes, Accept
 	// problems) at warn level. Default slog.Default().
