@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -84,4 +85,30 @@ func TestValidateURL(t *testing.T) {
 			t.Errorf("ValidateURL(%q, false) = %v, want accepted", raw, err)
 		}
 	}
+}
+
+// FuzzValidateURL: an accepted URL is http(s) without userinfo, its IP
+// literal (if any) is public, and the stored form (String) is accepted
+// again with the same host.
+func FuzzValidateURL(f *testing.F) {
+	for _, s := range []string{"https://hooks.example.com/x", "http://127.0.0.1/", "http://[::ffff:7f00:1]:80/",
+		"http://2130706433/", "http://u@h.example.com/", "http://[fe80::1%25eth0]/", "https://8.8.8.8:443/a?b#c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := ValidateURL(raw, false)
+		if err != nil {
+			return
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || u.Host == "" {
+			t.Fatalf("accepted %q: %#v", raw, u)
+		}
+		if ip, err := netip.ParseAddr(u.Hostname()); err == nil && CheckAddr(ip) != nil {
+			t.Fatalf("accepted %q with a non-public address", raw)
+		}
+		u2, err := ValidateURL(u.String(), false)
+		if err != nil || u2.Hostname() != u.Hostname() {
+			t.Fatalf("stored form %q of %q: %v", u.String(), raw, err)
+		}
+	})
 }
