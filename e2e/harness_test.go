@@ -71,7 +71,7 @@ func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*deliv
 	cfg.Delivery.HeloName = "mx.herald.test"
 	cfg.Server.DataDir = t.TempDir()
 	cfg.Server.ShutdownTimeout = 2 * time.Second
-	for _, l := range []*config.ListenConfig{&cfg.SMTP, &cfg.Submission, &cfg.Submissions, &cfg.HTTP} {
+	for _, l := range []*config.ListenConfig{&cfg.SMTP, &cfg.Submission, &cfg.Submissions, &cfg.HTTP.ListenConfig} {
 		l.Listen = []string{"127.0.0.1:0"}
 	}
 	cfg.DNS.Resolver = dns.Addr()

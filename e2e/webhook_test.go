@@ -141,15 +141,30 @@ func TestInboundHTTPRoute(t *testing.T) {
 }
 
 // By default a webhook cannot make Herald call a loopback or private
-// address (SSRF): the attempt is refused and recorded, nothing arrives.
+// address (SSRF): the API refuses such a URL at creation, and a webhook
+// that reaches one anyway (a public name resolving to it, or a row written
+// before the check existed) is refused by the dialer: the attempt is
+// recorded with a fixed text, nothing arrives.
 func TestWebhookToPrivateAddressRefused(t *testing.T) {
 	t.Parallel()
 	h := startHerald(t, func(c *config.Config) { c.Platform.WebhookAllowPrivate = false })
 	tok, _ := h.tenant("acme", "acme.test", "send", "read", "admin")
 	h.remoteMX("remote.test", testmx.Config{})
 	rcv, url := newReceiver(t, 0)
-	var wh struct{ ID string }
-	h.api(tok, "POST", "/v1/webhooks", map[string]any{"url": url, "event_types": []string{"accepted"}}, &wh)
+
+	for _, u := range []string{url, "http://localhost:8025/v1/keys", "http://2130706433/", "http://100.100.100.200/"} {
+		var e struct {
+			Error struct{ Code, Field string }
+		}
+		if code := h.api(tok, "POST", "/v1/webhooks", map[string]any{"url": u}, &e); code != 400 || e.Error.Field != "url" {
+			t.Errorf("creating a webhook to %s: %d %+v, want 400 naming url", u, code, e)
+		}
+	}
+
+	if err := h.app.Store().AddWebhook(context.Background(), store.Webhook{ID: "wh_legacy", Account: "acme", URL: url,
+		EventTypes: []string{store.EventAccepted}, Secret: "s"}); err != nil {
+		t.Fatal(err)
+	}
 	h.api(tok, "POST", "/v1/messages", sendReq("app@acme.test", "bob@remote.test", "ssrf"), nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -159,10 +174,10 @@ func TestWebhookToPrivateAddressRefused(t *testing.T) {
 				Attempts  int    `json:"attempts"`
 			} `json:"deliveries"`
 		}
-		h.api(tok, "GET", "/v1/webhooks/"+wh.ID+"/deliveries", nil, &dels)
+		h.api(tok, "GET", "/v1/webhooks/wh_legacy/deliveries", nil, &dels)
 		if len(dels.Deliveries) > 0 && dels.Deliveries[0].Attempts > 0 {
-			if !strings.Contains(dels.Deliveries[0].LastError, "private") {
-				t.Errorf("attempt error %q, want a refusal of the private address", dels.Deliveries[0].LastError)
+			if got := dels.Deliveries[0].LastError; got != "refused: the destination is not a public address (private, loopback or special-purpose)" {
+				t.Errorf("attempt error %q, want the fixed refusal text", got)
 			}
 			break
 		}

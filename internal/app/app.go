@@ -224,13 +224,19 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	mux := http.NewServeMux()
 	api := &gateway.API{Pipeline: a.pipeline}
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Hostname: cfg.Server.Hostname, MaxRecipients: cfg.Limits.MaxRecipients,
-		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize)}, httpapi.Deps{
+		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize), UploadTimeout: cfg.HTTP.UploadTimeout,
+		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg},
 	}))
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.http = httpapi.NewServer(mux, httpapi.ServerConfig{ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
+		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes, Logger: a.log})
+	httpConns := ratelimit.NewConnLimiter(cfg.HTTP.MaxConnections, cfg.HTTP.MaxConnectionsPerIP)
+	for i, ln := range a.httpLns {
+		a.httpLns[i] = httpapi.LimitListener(ln, httpConns)
+	}
 	return a, nil
 }
 

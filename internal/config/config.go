@@ -35,7 +35,7 @@ type Config struct {
 	SMTP        ListenConfig   `toml:"smtp"`        // MX listener (port 25 in production)
 	Submission  ListenConfig   `toml:"submission"`  // submission with STARTTLS (587)
 	Submissions ListenConfig   `toml:"submissions"` // submission with implicit TLS (465)
-	HTTP        ListenConfig   `toml:"http"`        // API, metrics, dashboard
+	HTTP        HTTPConfig     `toml:"http"`        // API, metrics, dashboard
 	TLS         TLSConfig      `toml:"tls"`
 	Limits      LimitsConfig   `toml:"limits"`
 	Auth        AuthConfig     `toml:"auth"`
@@ -65,10 +65,13 @@ type PlatformConfig struct {
 	// failing webhook is retried.
 	WebhookTimeout time.Duration `toml:"webhook_timeout"`
 	WebhookMaxAge  time.Duration `toml:"webhook_max_age"`
-	// WebhookAllowPrivate lets webhooks reach loopback and private
-	// addresses. Off by default: tenants create webhooks, and must not be
-	// able to make Herald call internal services (SSRF).
+	// WebhookAllowPrivate lets webhooks reach loopback, private and other
+	// special-purpose addresses and internal host names. Off by default:
+	// tenants create webhooks, and must not be able to make Herald call
+	// internal services (SSRF).
 	WebhookAllowPrivate bool `toml:"webhook_allow_private"`
+	// MaxWebhooksPerAccount caps the webhooks one account may create.
+	MaxWebhooksPerAccount int `toml:"max_webhooks_per_account"`
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of
@@ -119,6 +122,34 @@ type LogConfig struct {
 // [http]). An empty Listen list disables the listener.
 type ListenConfig struct {
 	Listen []string `toml:"listen"` // "host:port" addresses, validated
+}
+
+// HTTPConfig is the [http] section: the listener of the API, metrics and
+// health check, and what one client may hold of it.
+type HTTPConfig struct {
+	ListenConfig
+	// ReadHeaderTimeout bounds reading a request's header (slowloris).
+	ReadHeaderTimeout time.Duration `toml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, header and body, for
+	// every request including unauthenticated ones.
+	ReadTimeout time.Duration `toml:"read_timeout"`
+	// UploadTimeout replaces ReadTimeout for the body of an authenticated
+	// message upload (POST /v1/messages, up to 35 MiB): the default 10m
+	// admits 35 MiB at 60 KB/s.
+	UploadTimeout time.Duration `toml:"upload_timeout"`
+	// WriteTimeout bounds the time from the end of the request header to
+	// the end of the response (for an upload: after UploadTimeout).
+	WriteTimeout time.Duration `toml:"write_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// MaxHeaderBytes bounds the request line and header fields (431 beyond).
+	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// MaxConnections caps concurrent HTTP connections in total.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP caps concurrent HTTP connections per client
+	// address (IPv6: per /64); 0 means no per-address cap (behind a
+	// reverse proxy every client has the proxy's address).
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
 }
 
 // TLSConfig is the [tls] section.
@@ -235,8 +266,18 @@ func Default() *Config {
 		SMTP:        ListenConfig{Listen: []string{"127.0.0.1:2525"}},
 		Submission:  ListenConfig{Listen: []string{"127.0.0.1:2587"}},
 		Submissions: ListenConfig{Listen: []string{"127.0.0.1:2465"}},
-		HTTP:        ListenConfig{Listen: []string{"127.0.0.1:8025"}},
-		TLS:         TLSConfig{MinVersion: tlsVersion12},
+		HTTP: HTTPConfig{
+			ListenConfig:        ListenConfig{Listen: []string{"127.0.0.1:8025"}},
+			ReadHeaderTimeout:   10 * time.Second,
+			ReadTimeout:         30 * time.Second,
+			UploadTimeout:       10 * time.Minute,
+			WriteTimeout:        60 * time.Second,
+			IdleTimeout:         2 * time.Minute,
+			MaxHeaderBytes:      16 << 10,
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 64,
+		},
+		TLS: TLSConfig{MinVersion: tlsVersion12},
 		Limits: LimitsConfig{
 			MaxMessageSize:       25 << 20,
 			MaxRecipients:        100,
@@ -297,6 +338,8 @@ func Default() *Config {
 			VERP:           "api",
 			WebhookTimeout: 10 * time.Second,
 			WebhookMaxAge:  24 * time.Hour,
+
+			MaxWebhooksPerAccount: 20,
 		},
 	}
 }
@@ -439,6 +482,15 @@ func (c *Config) crossCheck(idx *index) errList {
 	}
 	if c.Limits.MaxConnectionsPerIP > c.Limits.MaxConnections {
 		errs = append(errs, at("limits.max_connections_per_ip", "limits.max_connections").err("limits.max_connections_per_ip (%d) is more than limits.max_connections (%d)", c.Limits.MaxConnectionsPerIP, c.Limits.MaxConnections))
+	}
+	if c.HTTP.MaxConnectionsPerIP > c.HTTP.MaxConnections {
+		errs = append(errs, at("http.max_connections_per_ip", "http.max_connections").err("http.max_connections_per_ip (%d) is more than http.max_connections (%d)", c.HTTP.MaxConnectionsPerIP, c.HTTP.MaxConnections))
+	}
+	if c.HTTP.ReadHeaderTimeout > c.HTTP.ReadTimeout {
+		errs = append(errs, at("http.read_header_timeout", "http.read_timeout").err("http.read_header_timeout (%s) is more than http.read_timeout (%s), which bounds the header too", c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout))
+	}
+	if c.HTTP.UploadTimeout < c.HTTP.ReadTimeout {
+		errs = append(errs, at("http.upload_timeout", "http.read_timeout").err("http.upload_timeout (%s) is less than http.read_timeout (%s): uploads would get less time than other requests", c.HTTP.UploadTimeout, c.HTTP.ReadTimeout))
 	}
 	if c.Queue.MaxPerDestination > c.Queue.Workers {
 		errs = append(errs, at("queue.max_per_destination", "queue.workers").err("queue.max_per_destination (%d) is more than queue.workers (%d)", c.Queue.MaxPerDestination, c.Queue.Workers))

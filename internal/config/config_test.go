@@ -79,6 +79,14 @@ listen = ["[::1]:587"]
 listen = []
 [http]
 listen = ["localhost:8080"]
+read_header_timeout = "5s"
+read_timeout = "20s"
+upload_timeout = "15m"
+write_timeout = "40s"
+idle_timeout = "90s"
+max_header_bytes = 8192
+max_connections = 200
+max_connections_per_ip = 0
 
 [tls]
 cert_file = "/etc/herald/cert.pem"
@@ -150,6 +158,7 @@ user_per_day = 1000
 webhook_timeout = "5s"
 webhook_max_age = "12h"
 webhook_allow_private = true
+max_webhooks_per_account = 5
 
 [tlsrpt]
 enabled = false
@@ -181,8 +190,11 @@ func TestFullFile(t *testing.T) {
 		SMTP:        ListenConfig{Listen: []string{"0.0.0.0:25", "[::]:25"}},
 		Submission:  ListenConfig{Listen: []string{"[::1]:587"}},
 		Submissions: ListenConfig{Listen: []string{}},
-		HTTP:        ListenConfig{Listen: []string{"localhost:8080"}},
-		TLS:         TLSConfig{CertFile: "/etc/herald/cert.pem", KeyFile: "/etc/herald/key.pem", MinVersion: tlsVersion13},
+		HTTP: HTTPConfig{ListenConfig: ListenConfig{Listen: []string{"localhost:8080"}},
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 20 * time.Second, UploadTimeout: 15 * time.Minute,
+			WriteTimeout: 40 * time.Second, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 8192,
+			MaxConnections: 200, MaxConnectionsPerIP: 0},
+		TLS: TLSConfig{CertFile: "/etc/herald/cert.pem", KeyFile: "/etc/herald/key.pem", MinVersion: tlsVersion13},
 		Limits: LimitsConfig{
 			MaxMessageSize: 10_000_000, MaxRecipients: 50, MaxLineLength: 2000, MaxCommandLineLength: 1024,
 			MaxConnections: 500, MaxConnectionsPerIP: 10, MaxJunkCommands: 200, MaxErrors: 3, PregreetWait: 2500 * time.Millisecond,
@@ -209,7 +221,8 @@ func TestFullFile(t *testing.T) {
 		},
 		TLSRPT: TLSRPTConfig{Enabled: false, Organization: "Example Net", Contact: "tls@example.net", From: "reports@example.net"},
 		Platform: PlatformConfig{EventRetention: 48 * time.Hour, VERP: "all", UserPerMinute: 10, UserPerHour: 100, UserPerDay: 1000,
-			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour, WebhookAllowPrivate: true},
+			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour, WebhookAllowPrivate: true,
+			MaxWebhooksPerAccount: 5},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
 	}
@@ -285,6 +298,11 @@ func TestErrors(t *testing.T) {
 		{"listen bad host", "[http]\nlisten = [\"bad_host:80\"]\n", `herald.toml:2: http.listen: "bad_host:80": "bad_host" is not an IP address or host name`},
 		{"listen short IP", "[smtp]\nlisten = [\"127.0.0:25\"]\n", `herald.toml:2: smtp.listen: "127.0.0:25": "127.0.0" is not an IP address or host name`},
 		{"cross check names the key set", "[limits]\n\nmax_connections = 5\n", `herald.toml:3: limits.max_connections_per_ip (20) is more than limits.max_connections (5)`},
+		{"http per-IP over total", "[http]\nmax_connections = 10\n", `herald.toml:2: http.max_connections_per_ip (64) is more than http.max_connections (10)`},
+		{"http header timeout over read timeout", "[http]\nread_timeout = \"5s\"\n", `herald.toml:2: http.read_header_timeout (10s) is more than http.read_timeout (5s), which bounds the header too`},
+		{"http upload shorter than read", "[http]\nupload_timeout = \"20s\"\n", `herald.toml:2: http.upload_timeout (20s) is less than http.read_timeout (30s): uploads would get less time than other requests`},
+		{"http header bytes too small", "[http]\nmax_header_bytes = 100\n", `herald.toml:2: http.max_header_bytes: 100 is out of range [1024, 1048576]`},
+		{"webhook cap zero", "[platform]\nmax_webhooks_per_account = 0\n", `herald.toml:2: platform.max_webhooks_per_account: 0 is not positive`},
 		{"listen twice", "[smtp]\nlisten = [\":25\", \":25\"]\n", `herald.toml:2: smtp.listen: ":25" is listed twice`},
 		{"syntax error", "[server]\nhostname = \"x\n", `herald.toml:2: syntax error: basic strings cannot have new lines`},
 		{"duplicate key", "[server]\nhostname = \"a\"\nhostname = \"b\"\n", `herald.toml:3: syntax error: key hostname is already defined`},
@@ -503,8 +521,10 @@ func TestKeysCoverStruct(t *testing.T) {
 		if sec == "" {
 			t.Errorf("Config.%s has no toml tag", sf.Name)
 		}
-		for j := range sf.Type.NumField() {
-			kf := sf.Type.Field(j)
+		for _, kf := range reflect.VisibleFields(sf.Type) {
+			if kf.Anonymous { // an embedded struct (HTTPConfig's ListenConfig): its fields are visited
+				continue
+			}
 			key := kf.Tag.Get("toml")
 			if key == "" {
 				t.Errorf("Config.%s.%s has no toml tag", sf.Name, kf.Name)

@@ -63,6 +63,14 @@ func (c *Config) fields() []field {
 		listField("submission.listen", &c.Submission.Listen, checkListen),
 		listField("submissions.listen", &c.Submissions.Listen, checkListen),
 		listField("http.listen", &c.HTTP.Listen, checkListen),
+		durField("http.read_header_timeout", &c.HTTP.ReadHeaderTimeout, false),
+		durField("http.read_timeout", &c.HTTP.ReadTimeout, false),
+		durField("http.upload_timeout", &c.HTTP.UploadTimeout, false),
+		durField("http.write_timeout", &c.HTTP.WriteTimeout, false),
+		durField("http.idle_timeout", &c.HTTP.IdleTimeout, false),
+		intField("http.max_header_bytes", &c.HTTP.MaxHeaderBytes, 1024, 1<<20),
+		intField("http.max_connections", &c.HTTP.MaxConnections, 1, 1<<24),
+		intField("http.max_connections_per_ip", &c.HTTP.MaxConnectionsPerIP, 0, 1<<24),
 
 		strField("tls.cert_file", &c.TLS.CertFile, nil),
 		strField("tls.key_file", &c.TLS.KeyFile, nil),
@@ -141,6 +149,7 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_timeout", &c.Platform.WebhookTimeout, false),
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
+		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
 	}
 }
 

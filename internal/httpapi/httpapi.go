@@ -44,7 +44,7 @@ type Platform interface {
 	DeleteSuppression(ctx context.Context, account, address string) error
 	ListSuppressions(ctx context.Context, account string, after string, limit int) ([]store.Suppression, error)
 
-	AddWebhook(ctx context.Context, w store.Webhook) error
+	AddWebhookLimited(ctx context.Context, w store.Webhook, max int) error // store.ErrLimit
 	ListWebhooks(ctx context.Context, account string) ([]store.Webhook, error)
 	DeleteWebhook(ctx context.Context, account, id string) error
 	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]store.WebhookDelivery, error)
@@ -134,6 +134,17 @@ type Config struct {
 	// IdempotencyTTL is how long an Idempotency-Key is remembered.
 	// Default 24 hours.
 	IdempotencyTTL time.Duration
+	// UploadTimeout replaces the server's ReadTimeout for the body of an
+	// authenticated POST /v1/messages (up to MaxMessageBytes), and pushes
+	// the write deadline as far plus the server's WriteTimeout. Default 10
+	// minutes: 35 MiB at 60 KB/s. Unauthenticated requests never get it.
+	UploadTimeout time.Duration
+	// WebhookAllowPrivate accepts webhook URLs naming loopback, private
+	// and other special-purpose addresses and internal host names (see
+	// webhook.ValidateURL). Off by default: accounts create webhooks.
+	WebhookAllowPrivate bool
+	// MaxWebhooks caps the webhooks of one account. Default 20.
+	MaxWebhooks int
 }
 
 func (c *Config) defaults() {
@@ -151,6 +162,12 @@ func (c *Config) defaults() {
 	}
 	if c.IdempotencyTTL <= 0 {
 		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.UploadTimeout <= 0 {
+		c.UploadTimeout = 10 * time.Minute
+	}
+	if c.MaxWebhooks <= 0 {
+		c.MaxWebhooks = 20
 	}
 }
 
@@ -287,12 +304,14 @@ func (a *api) wrap(rt route) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		var c *caller
 		if rt.access != public {
+			// The key comes from the headers; nothing of the body has been
+			// read yet.
 			var err error
-			if c, err = a.authenticate(r); err != nil {
-				a.fail(w, r, err)
-				return
+			if c, err = a.authenticate(r); err == nil {
+				err = c.allow(rt.access)
 			}
-			if err := c.allow(rt.access); err != nil {
+			if err != nil {
+				closeUnreadBody(w, r)
 				a.fail(w, r, err)
 				return
 			}
@@ -305,6 +324,34 @@ func (a *api) wrap(rt route) http.Handler {
 			a.fail(w, r, err)
 		}
 	})
+}
+
+// closeUnreadBody ends the connection of a request refused before its
+// body was read (see stopReading): neither the answer nor the connection
+// waits for a body the client is not authorised to send.
+func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		stopReading(w)
+	}
+}
+
+// allowUpload gives an authenticated upload the time its size needs: the
+// server's ReadTimeout, short because it bounds every request including
+// unauthenticated ones, is replaced by UploadTimeout for reading the body,
+// and the write deadline (which net/http counts from the end of the
+// request header) moves to UploadTimeout plus the server's WriteTimeout.
+func (a *api) allowUpload(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 {
+		return
+	}
+	now := time.Now() // connection deadlines are wall-clock
+	rc := http.NewResponseController(w)
+	// Writers without deadlines (httptest.ResponseRecorder) return
+	// ErrNotSupported: nothing to extend then.
+	_ = rc.SetReadDeadline(now.Add(a.cfg.UploadTimeout))
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 {
+		_ = rc.SetWriteDeadline(now.Add(a.cfg.UploadTimeout + srv.WriteTimeout))
+	}
 }
 
 func (a *api) openapi(w http.ResponseWriter, _ *http.Request, _ *caller) error {

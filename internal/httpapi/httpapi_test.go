@@ -855,13 +855,60 @@ func TestWebhookValidation(t *testing.T) {
 			t.Errorf("%s: %d %s", body, r.status, r.body)
 		}
 	}
-	r := e.post("/v1/webhooks", tok, `{"url":"http://127.0.0.1:9/hook"}`)
+	// Internal destinations are refused at creation (SSRF), in any notation.
+	for _, u := range []string{
+		"http://127.0.0.1:9/hook", "http://localhost:8025/v1/keys", "http://2130706433/", "http://0x7f.1/",
+		"http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://[fe80::1%25eth0]/", "http://169.254.169.254/latest/meta-data/",
+		"http://100.100.100.200/", "http://metadata.google.internal/", "http://metadata/", "http://10.0.0.1/",
+		"https://user:pw@hooks.example.com/",
+	} {
+		r := e.post("/v1/webhooks", tok, map[string]any{"url": u})
+		if code, f := r.apiErr(t); r.status != 400 || code != "validation_failed" || f != "url" {
+			t.Errorf("%s: %d %s, want 400 naming url", u, r.status, r.body)
+		}
+	}
+	var whs struct{ Webhooks []webhookView }
+	e.get("/v1/webhooks", tok).json(t, &whs)
+	if len(whs.Webhooks) != 0 {
+		t.Fatalf("refused webhooks were stored: %+v", whs)
+	}
+
+	// A trusted single operator may allow private receivers.
+	p := newEnv(t, Config{WebhookAllowPrivate: true})
+	ptok := p.key("acme", store.ScopeAdmin)
+	r := p.post("/v1/webhooks", ptok, `{"url":"http://127.0.0.1:9/hook"}`)
 	want(t, r, http.StatusCreated)
 	var wh webhookView
 	r.json(t, &wh)
-	if len(wh.EventTypes) != 0 || wh.Secret == "" {
+	if len(wh.EventTypes) != 0 || wh.Secret == "" || wh.URL != "http://127.0.0.1:9/hook" {
 		t.Fatalf("%s", r.body)
 	}
+	r = p.post("/v1/webhooks", ptok, `{"url":"http://u:p@127.0.0.1:9/hook"}`)
+	if _, f := r.apiErr(t); r.status != 400 || f != "url" {
+		t.Errorf("userinfo with allow-private: %d %s", r.status, r.body)
+	}
+}
+
+// TestWebhookLimit: an account cannot create more than MaxWebhooks.
+func TestWebhookLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{MaxWebhooks: 2})
+	a, b := e.key("acme", store.ScopeAdmin), e.key("beta", store.ScopeAdmin)
+	var ids []string
+	for i := range 2 {
+		r := e.post("/v1/webhooks", a, map[string]any{"url": fmt.Sprintf("https://hooks.example.com/%d", i)})
+		want(t, r, http.StatusCreated)
+		var wh webhookView
+		r.json(t, &wh)
+		ids = append(ids, wh.ID)
+	}
+	r := e.post("/v1/webhooks", a, map[string]any{"url": "https://hooks.example.com/3"})
+	if code, _ := r.apiErr(t); r.status != http.StatusConflict || code != "limit_reached" || !strings.Contains(string(r.body), "maximum of 2 webhooks") {
+		t.Fatalf("third webhook: %d %s", r.status, r.body)
+	}
+	want(t, e.post("/v1/webhooks", b, map[string]any{"url": "https://hooks.example.com/b"}), http.StatusCreated)
+	want(t, e.del("/v1/webhooks/"+ids[0], a), http.StatusNoContent)
+	want(t, e.post("/v1/webhooks", a, map[string]any{"url": "https://hooks.example.com/4"}), http.StatusCreated)
 }
 
 func TestAccountsAndKeys(t *testing.T) {

@@ -33,6 +33,7 @@ type sendResponse struct {
 // sendMessage handles POST /v1/messages: a JSON MessageRequest, or a raw
 // RFC 5322 message with Content-Type message/rfc822.
 func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) error {
+	a.allowUpload(w, r) // authenticated (send scope): the body may be large
 	idemKey := r.Header.Get("Idempotency-Key")
 	if idemKey != "" && !validIdemKey(idemKey) {
 		return &Error{Status: http.StatusBadRequest, Code: "validation_failed", Field: "Idempotency-Key", Message: "an Idempotency-Key is 1 to 128 characters of letters, digits and -_.:"}

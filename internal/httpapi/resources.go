@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/webhook"
 )
 
 // Page sizes of list endpoints.
@@ -243,9 +244,9 @@ func (a *api) addWebhook(w http.ResponseWriter, r *http.Request, c *caller) erro
 	if err := decodeJSON(w, r, a.cfg.MaxRequestBytes, &req); err != nil {
 		return err
 	}
-	u, err := url.Parse(req.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || len(req.URL) > 2048 || u.Fragment != "" {
-		return errInvalid("url", "url must be an absolute http or https URL without a fragment")
+	u, err := webhook.ValidateURL(req.URL, a.cfg.WebhookAllowPrivate)
+	if err != nil {
+		return errInvalid("url", "%s", err.Error())
 	}
 	for i, t := range req.EventTypes {
 		if !slices.Contains(EventTypes, t) {
@@ -258,7 +259,11 @@ func (a *api) addWebhook(w http.ResponseWriter, r *http.Request, c *caller) erro
 		ID: "wh_" + randomID(16), Account: c.account(), URL: u.String(), EventTypes: req.EventTypes,
 		Secret: "whsec_" + base64.RawURLEncoding.EncodeToString(sb[:]), Created: a.clock.Now(),
 	}
-	if err := a.p.AddWebhook(r.Context(), wh); err != nil {
+	if err := a.p.AddWebhookLimited(r.Context(), wh, a.cfg.MaxWebhooks); err != nil {
+		if errors.Is(err, store.ErrLimit) {
+			return &Error{Status: http.StatusConflict, Code: "limit_reached",
+				Message: fmt.Sprintf("this account already has the maximum of %d webhooks; delete one first", a.cfg.MaxWebhooks)}
+		}
 		return err
 	}
 	v := toWebhookView(wh)

@@ -219,7 +219,12 @@ type Platform interface {
 	IsSuppressed(ctx context.Context, account, address string) (bool, error)
 	ListSuppressions(ctx context.Context, account string, after string, limit int) ([]Suppression, error)
 
-	AddWebhook(ctx context.Context, w Webhook) error
+	AddWebhook(ctx context.Context, w Webhook) error // ErrExists
+	// AddWebhookLimited is AddWebhook that refuses (ErrLimit, adding
+	// nothing) when w's account already has max webhooks or more; max < 1
+	// means no limit. Count and insert are one atomic step, so concurrent
+	// calls cannot exceed max together.
+	AddWebhookLimited(ctx context.Context, w Webhook, max int) error
 	ListWebhooks(ctx context.Context, account string) ([]Webhook, error)
 	DeleteWebhook(ctx context.Context, account, id string) error
 	// LeaseWebhookDeliveries returns due pending deliveries, leased for d.

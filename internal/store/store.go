@@ -21,6 +21,10 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned when creating something that already exists.
 var ErrExists = errors.New("already exists")
 
+// ErrLimit is returned when creating something would exceed a configured
+// per-account limit (e.g. the number of webhooks). Nothing was created.
+var ErrLimit = errors.New("limit reached")
+
 // ErrStorageFull is returned when the spool cannot take more data because the
 // disk is full. Nothing already committed is affected.
 var ErrStorageFull = errors.New("storage full")

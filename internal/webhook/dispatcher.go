@@ -6,15 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/store"
@@ -54,7 +51,10 @@ var DefaultBackoff = []time.Duration{10 * time.Second, 30 * time.Second, time.Mi
 
 // Options configure a Dispatcher. Zero fields take the documented defaults.
 type Options struct {
-	Client       *http.Client    // default NewClient(Timeout); its redirect policy is replaced by CheckRedirect
+	// Client sends the requests; default NewClient(Timeout), which may
+	// reach any address: give NewPublicClient when tenants create webhooks.
+	// Its redirect policy is replaced by NoRedirects.
+	Client       *http.Client
 	Clock        clock.Clock     // default clock.Real
 	Logger       *slog.Logger    // default slog.Default()
 	Workers      int             // concurrent requests, default 4
@@ -116,11 +116,13 @@ func New(s Store, opt Options) *Dispatcher {
 		opt.MaxResponseBytes = 64 << 10
 	}
 	d := &Dispatcher{store: s, opt: opt, clock: opt.Clock, log: opt.Logger}
-	if opt.Client == nil {
-		d.client = NewClient(opt.Timeout)
-	} else {
-		d.client = SafeClient(opt.Client)
+	c := opt.Client
+	if c == nil {
+		c = NewClient(opt.Timeout)
 	}
+	cc := *c
+	cc.CheckRedirect = NoRedirects
+	d.client = &cc
 	if d.clock == nil {
 		d.clock = clock.Real{}
 	}
@@ -171,7 +173,7 @@ func (d *Dispatcher) deliver(ctx context.Context, wd store.WebhookDelivery) {
 		d.record(ctx, log, wd, StatusFailed, time.Time{}, "encoding event: "+err.Error(), 0)
 		return
 	}
-	code, errText := d.post(ctx, hook, wd.Event, body)
+	code, errText, detail := d.post(ctx, hook, wd.Event, body)
 	if errText == "" {
 		d.record(ctx, log, wd, StatusDelivered, time.Time{}, "", code)
 		return
@@ -184,7 +186,7 @@ func (d *Dispatcher) deliver(ctx context.Context, wd store.WebhookDelivery) {
 	now := d.clock.Now()
 	deadline := wd.Event.Time.Add(d.opt.MaxAge)
 	if !now.Before(deadline) {
-		log.Warn("webhook delivery failed, giving up", "attempts", wd.Attempts+1, "err", errText)
+		log.Warn("webhook delivery failed, giving up", "attempts", wd.Attempts+1, "err", errText, "detail", detail)
 		d.record(ctx, log, wd, StatusFailed, time.Time{}, errText, code)
 		return
 	}
@@ -192,7 +194,7 @@ func (d *Dispatcher) deliver(ctx context.Context, wd store.WebhookDelivery) {
 	if next.After(deadline) {
 		next = deadline // one last attempt at the deadline
 	}
-	log.Info("webhook delivery failed, will retry", "attempts", wd.Attempts+1, "next", next, "err", errText)
+	log.Info("webhook delivery failed, will retry", "attempts", wd.Attempts+1, "next", next, "err", errText, "detail", detail)
 	d.record(ctx, log, wd, StatusPending, next, errText, code)
 }
 
@@ -239,13 +241,14 @@ func (d *Dispatcher) backoff(attempts int) time.Duration {
 }
 
 // post sends one request. It returns the HTTP status (0 if none) and "" on
-// success, or an error text.
-func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, ev store.Event, body []byte) (int, string) {
+// success, or a fixed error text (see Do) and the underlying error for the
+// operator's log.
+func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, ev store.Event, body []byte) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opt.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, "building request: " + err.Error()
+		return 0, "invalid webhook URL", err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
@@ -254,61 +257,9 @@ func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, ev store.Even
 	if hook.Secret != "" {
 		req.Header.Set(HeaderSignature, Sign(hook.Secret, d.clock.Now(), body))
 	}
-	code, text := Do(d.client, req, d.opt.MaxResponseBytes)
+	code, text, detail := do(d.client, req, d.opt.MaxResponseBytes)
 	if text != "" && ctx.Err() == context.DeadlineExceeded {
 		text = "timeout after " + d.opt.Timeout.String()
 	}
-	return code, text
-}
-
-// Do sends req with c and reads at most limit bytes of the response. It
-// returns the final HTTP status (0 if there was no response) and "" for a
-// 2xx answer, else a one-line error text: "HTTP 500: <start of body>", or
-// the transport error without the URL.
-func Do(c *http.Client, req *http.Request, limit int64) (int, string) {
-	resp, err := c.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			if ue.Timeout() {
-				return 0, "timeout: " + ue.Err.Error()
-			}
-			err = ue.Err
-		}
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	snippet := make([]byte, 256)
-	n, _ := io.ReadFull(resp.Body, snippet)
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, limit-int64(n)))
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return resp.StatusCode, ""
-	}
-	text := "HTTP " + strconv.Itoa(resp.StatusCode)
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		text += " redirect not followed"
-		if loc := resp.Header.Get("Location"); loc != "" {
-			text += " (to " + oneLine(loc, 200) + ")"
-		}
-	}
-	if s := oneLine(string(snippet[:n]), 200); s != "" {
-		text += ": " + s
-	}
-	return resp.StatusCode, text
-}
-
-// oneLine makes s printable on one line and at most limit bytes.
-func oneLine(s string, limit int) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > limit {
-		s = strings.ToValidUTF8(s[:limit], "")
-	}
-	return s
+	return code, text, detail
 }

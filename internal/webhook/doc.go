@@ -9,11 +9,28 @@
 // A 2xx answer marks the delivery delivered; any other status, a timeout or
 // a connection error schedules a retry with exponential backoff (10s, 30s,
 // 1m, 5m, 15m, then hourly, with ±10% jitter) until MaxAge (24h) after the
-// event, when the delivery is marked failed. Redirects are followed only
-// for 307/308 to the same scheme and host. Delivery is at least once: a
+// event, when the delivery is marked failed. No redirect is followed: a
+// 3xx answer is a failed attempt. Delivery is at least once: a
 // receiver must use the event id to discard duplicates. A restart loses
 // nothing: pending deliveries stay in the store and the lease of one that
 // was in flight expires.
+//
+// What an account can read back about an attempt (the delivery's
+// last_error) is the HTTP status and a fixed text ("HTTP 500", "connection
+// refused", "timeout"), never anything the destination sent; the full
+// transport error goes to the operator's log only.
+//
+// # Destinations
+//
+// Accounts choose webhook URLs, so Herald must not become their proxy into
+// the operator's network (SSRF). ValidateURL refuses, when a webhook is
+// created, URLs that are not absolute http(s) URLs, that carry user
+// information, and (unless platform.webhook_allow_private) hosts that are
+// private, loopback or special-purpose IP literals, localhost and other
+// internal names, or numbers in notations some resolvers read as IPv4.
+// NewPublicClient then checks every address it connects to, after DNS
+// resolution, against the IANA special-purpose registries (CheckAddr), so
+// a public name resolving to an internal address is refused too.
 //
 // # Request
 //

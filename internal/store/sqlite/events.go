@@ -386,6 +386,13 @@ func decodeTypes(s string) []string {
 // then on, every new event of the account whose type it subscribes to is
 // queued for it.
 func (s *Store) AddWebhook(ctx context.Context, wh store.Webhook) error {
+	return s.AddWebhookLimited(ctx, wh, 0)
+}
+
+// AddWebhookLimited adds a webhook unless its account already has max
+// (store.ErrLimit); max < 1 means no limit. The count and the insert run in
+// the writer's transaction, so concurrent calls cannot exceed max.
+func (s *Store) AddWebhookLimited(ctx context.Context, wh store.Webhook, max int) error {
 	if wh.ID == "" || wh.URL == "" {
 		return errors.New("sqlite store: add webhook: empty ID or URL")
 	}
@@ -401,6 +408,16 @@ func (s *Store) AddWebhook(ctx context.Context, wh store.Webhook) error {
 		created = time.Now()
 	}
 	err = s.w.do(ctx, false, func(w *writer) error {
+		if max > 0 {
+			var n int
+			if err := w.conn.QueryRowContext(context.Background(),
+				`SELECT COUNT(*) FROM webhooks WHERE account = ?`, wh.Account).Scan(&n); err != nil {
+				return clean(err)
+			}
+			if n >= max {
+				return clean(fmt.Errorf("account %q has %d webhooks (limit %d): %w", wh.Account, n, max, store.ErrLimit))
+			}
+		}
 		res, err := w.conn.ExecContext(context.Background(),
 			`INSERT INTO webhooks (id, account, url, secret, event_types, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			wh.ID, wh.Account, wh.URL, wh.Secret, types, nanos(created))

@@ -40,6 +40,7 @@ func RunPlatform(t *testing.T, open func(t *testing.T) PlatformStore) {
 		{"WebhookLeaseExclusive", testWebhookLeaseExclusive},
 		{"WebhookAttempts", testWebhookAttempts},
 		{"DeleteWebhookDropsPending", testDeleteWebhookDropsPending},
+		{"WebhookLimit", testWebhookLimit},
 		{"PruneEvents", testPruneEvents},
 		{"Suppressions", testSuppressions},
 		{"APIKeys", testAPIKeys},
@@ -592,6 +593,54 @@ func testWebhookAttempts(t *testing.T, s PlatformStore) {
 	}
 	if other, _ := s.ListWebhookDeliveries(ctx, "b", "h1", 10); len(other) != 0 {
 		t.Errorf("account b sees deliveries of a's webhook: %+v", other)
+	}
+}
+
+// testWebhookLimit: AddWebhookLimited counts per account, refuses with
+// ErrLimit at the limit, frees a slot on delete, and holds under concurrent
+// creation.
+func testWebhookLimit(t *testing.T, s PlatformStore) {
+	ctx := context.Background()
+	hook := func(id, account string) store.Webhook {
+		return store.Webhook{ID: id, Account: account, URL: "https://hooks.example/" + id, Created: base}
+	}
+	must(t, "AddWebhookLimited a1", s.AddWebhookLimited(ctx, hook("a1", "a"), 2))
+	must(t, "AddWebhookLimited a2", s.AddWebhookLimited(ctx, hook("a2", "a"), 2))
+	if err := s.AddWebhookLimited(ctx, hook("a3", "a"), 2); !errors.Is(err, store.ErrLimit) {
+		t.Fatalf("third webhook with limit 2: err = %v, want ErrLimit", err)
+	}
+	must(t, "AddWebhookLimited b1", s.AddWebhookLimited(ctx, hook("b1", "b"), 2)) // other accounts unaffected
+	must(t, "AddWebhookLimited a4 unlimited", s.AddWebhookLimited(ctx, hook("a4", "a"), 0))
+	hooks, err := s.ListWebhooks(ctx, "a")
+	must(t, "ListWebhooks", err)
+	if len(hooks) != 3 {
+		t.Fatalf("account a has %d webhooks, want 3 (a3 refused)", len(hooks))
+	}
+	must(t, "DeleteWebhook a1", s.DeleteWebhook(ctx, "a", "a1"))
+	must(t, "DeleteWebhook a2", s.DeleteWebhook(ctx, "a", "a2"))
+	must(t, "AddWebhookLimited a5 after deletes", s.AddWebhookLimited(ctx, hook("a5", "a"), 2))
+
+	const tries, limit = 12, 3
+	var wg sync.WaitGroup
+	errs := make(chan error, tries)
+	for i := range tries {
+		wg.Go(func() { errs <- s.AddWebhookLimited(ctx, hook(fmt.Sprintf("c%d", i), "c"), limit) })
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, store.ErrLimit):
+			t.Errorf("concurrent AddWebhookLimited: %v", err)
+		}
+	}
+	hooks, err = s.ListWebhooks(ctx, "c")
+	must(t, "ListWebhooks c", err)
+	if ok != limit || len(hooks) != limit {
+		t.Errorf("concurrent creation: %d succeeded, %d stored; want %d", ok, len(hooks), limit)
 	}
 }
 
