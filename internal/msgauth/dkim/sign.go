@@ -11,7 +11,6 @@ import (
 	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
-
 )
 
 // DefaultHeaderKeys are the header fields signed when present (every
