@@ -21,7 +21,6 @@ import (
 	gomessage "github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
-	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -261,8 +260,7 @@ func (f *fingerprint) sum() string {
 // rawSubmission reads a message/rfc822 upload. The envelope comes from the
 // query: from (default: the From header's address) and to, repeatable
 // (default: the To, Cc and Bcc header addresses); tag is repeatable. Bare
-// LF line endings become CRLF; a Bcc field is removed; Date and Message-ID
-// are added when missing.
+// LF line endings become CRLF; a Bcc field is removed.
 func (a *api) rawSubmission(w http.ResponseWriter, r *http.Request) (*Submission, error) {
 	q := r.URL.Query() // only from, to and tag: checked by wrap (route.params)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxMessageBytes))
@@ -335,17 +333,10 @@ func (a *api) rawSubmission(w http.ResponseWriter, r *http.Request) (*Submission
 	if err := checkTags(sub.Tags, nil); err != nil {
 		return nil, err
 	}
-	changed := th.Has("Bcc")
-	th.Del("Bcc")
-	if !th.Has("Message-Id") {
-		th.Add("Message-ID", message.NewID(a.cfg.Hostname))
-		changed = true
-	}
-	if !th.Has("Date") {
-		th.Add("Date", a.clock.Now().Format(time.RFC1123Z))
-		changed = true
-	}
-	if changed {
+	// Date and Message-ID, when missing, are added by the acceptance path
+	// (as for every submission); only Bcc is the API's to remove.
+	if th.Has("Bcc") {
+		th.Del("Bcc")
 		var out bytes.Buffer
 		if err := textproto.WriteHeader(&out, th); err != nil {
 			return nil, &Error{Status: http.StatusBadRequest, Code: "invalid_message", Message: "the message header cannot be rewritten"}
