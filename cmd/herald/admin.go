@@ -109,7 +109,7 @@ func (e *cmdEnv) userCmd(args []string) error {
 	var sendAs string
 	extra := func(fs *flag.FlagSet) {
 		if verb == "add" {
-			fs.StringVar(&sendAs, "send-as", "", "comma-separated domains or addresses this user may send as (default: its own domain)")
+			fs.StringVar(&sendAs, "send-as", "", "comma-separated grants: an address (ceo@example.com) or a whole domain (@example.com); without any, the user sends only as itself and the aliases that deliver to it")
 		}
 	}
 	return e.withStore("user", rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
@@ -120,12 +120,31 @@ func (e *cmdEnv) userCmd(args []string) error {
 			for _, u := range us {
 				as := strings.Join(u.SendAs, ",")
 				if as == "" {
-					as = "(own domain)"
+					as = "(itself and its aliases)"
 				}
 				fmt.Fprintf(tw, "%s\tsend-as %s\n", u.Address, as)
 			}
 			tw.Flush()
 			return err
+		case verb == "send-as" && len(pos) >= 1:
+			addr, err := smtp.ParseAddress(pos[0])
+			if err != nil {
+				return fmt.Errorf("invalid address %q", pos[0])
+			}
+			grants, err := parseSendAs(strings.Join(pos[1:], ","))
+			if err != nil {
+				return err
+			}
+			name := strings.ToLower(addr.String())
+			if err := st.SetSendAs(ctx, name, grants); err != nil {
+				return fmt.Errorf("user %s: %w", name, err)
+			}
+			if len(grants) == 0 {
+				fmt.Fprintf(e.stdout, "user %s: sends only as itself and its aliases\n", name)
+			} else {
+				fmt.Fprintf(e.stdout, "user %s: may also send as %s\n", name, strings.Join(grants, ", "))
+			}
+			return nil
 		case (verb == "add" || verb == "passwd" || verb == "del") && len(pos) == 1:
 			addr, err := smtp.ParseAddress(pos[0])
 			if err != nil {
@@ -163,10 +182,8 @@ func (e *cmdEnv) userCmd(args []string) error {
 				fmt.Fprintf(e.stderr, "warning: %s is not a local domain yet (herald domain add %s)\n", addr.Domain, addr.Domain)
 			}
 			u := store.User{Address: name, PasswordHash: hash, Created: time.Now()}
-			for _, s := range strings.Split(sendAs, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					u.SendAs = append(u.SendAs, strings.ToLower(s))
-				}
+			if u.SendAs, err = parseSendAs(sendAs); err != nil {
+				return err
 			}
 			if err := st.AddUser(ctx, u); err != nil {
 				return fmt.Errorf("user %s: %w", name, err)
@@ -174,7 +191,7 @@ func (e *cmdEnv) userCmd(args []string) error {
 			fmt.Fprintf(e.stdout, "user %s: added\n", name)
 			return nil
 		}
-		return fmt.Errorf("%w: herald user add|passwd|del ADDRESS, herald user list", errUsage)
+		return fmt.Errorf("%w: herald user add|passwd|del ADDRESS, herald user send-as ADDRESS [GRANT...], herald user list", errUsage)
 	})
 }
 
@@ -334,4 +351,31 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n-3] + "..."
+}
+
+// parseSendAs checks a comma-separated list of SendAs grants: full
+// addresses, or "@domain" for a whole domain (a bare "domain" is taken as
+// "@domain"). It returns them normalised.
+func parseSendAs(list string) ([]string, error) {
+	var out []string
+	for _, g := range strings.Split(list, ",") {
+		g = strings.TrimSpace(g)
+		if g == "" {
+			continue
+		}
+		if i := strings.LastIndexByte(g, '@'); i > 0 {
+			a, err := smtp.ParseAddress(g)
+			if err != nil {
+				return nil, fmt.Errorf("send-as: %q is not a valid address", g)
+			}
+			out = append(out, strings.ToLower(a.String()))
+			continue
+		}
+		d, err := smtp.NormalizeDomain(strings.TrimPrefix(g, "@"))
+		if err != nil || strings.HasPrefix(d, "[") {
+			return nil, fmt.Errorf("send-as: %q is neither an address nor @domain", g)
+		}
+		out = append(out, "@"+d)
+	}
+	return out, nil
 }

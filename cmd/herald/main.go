@@ -35,6 +35,7 @@ Usage:
   herald apikey del ACCOUNT ID
   herald user add ADDRESS [--send-as LIST] create a user; password read from stdin
   herald user passwd ADDRESS               change a password (read from stdin)
+  herald user send-as ADDRESS [GRANT...]   what else it may send as: addresses or @domain
   herald user del ADDRESS
   herald user list
   herald alias add ADDRESS TARGET...       ADDRESS may be @domain (catch-all)

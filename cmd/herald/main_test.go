@@ -97,8 +97,18 @@ func TestDirectoryCommands(t *testing.T) {
 	c.fails(1, "empty password", "user", "add", "bob@example.com")
 	c.fails(1, "invalid address", "user", "add", "not-an-address")
 	out := c.ok("", "user", "list")
-	if !strings.Contains(out, "alice@example.com") || !strings.Contains(out, "alias@other.test") {
-		t.Errorf("user list = %q", out)
+	if !strings.Contains(out, "alice@example.com") || !strings.Contains(out, "@example.com,alias@other.test") {
+		t.Errorf("user list = %q (a bare domain grant is stored as @domain)", out)
+	}
+	c.ok("", "user", "send-as", "alice@example.com", "@news.example.com", "CEO@Example.com")
+	c.fails(1, "neither an address nor @domain", "user", "send-as", "alice@example.com", "bad..domain")
+	c.fails(1, "not found", "user", "send-as", "nobody@example.com", "@example.com")
+	if out := c.ok("", "user", "list"); !strings.Contains(out, "@news.example.com,ceo@example.com") {
+		t.Errorf("user list after send-as = %q", out)
+	}
+	c.ok("", "user", "send-as", "alice@example.com")
+	if out := c.ok("", "user", "list"); !strings.Contains(out, "(itself and its aliases)") {
+		t.Errorf("user list after clearing send-as = %q", out)
 	}
 	c.ok("new-password\n", "user", "passwd", "alice@example.com")
 	c.fails(1, "not found", "user", "passwd", "nobody@example.com")

@@ -22,10 +22,13 @@ func (f Field) Is(name string) bool { return strings.EqualFold(f.Name, name) }
 // including the blank line that ends it) into its fields. It is as lenient
 // as the most lenient reader a recipient might use, so that a policy check
 // on its result cannot be bypassed by odd syntax: white space before the
-// colon still names the field, bare LF ends a line like CRLF, and a line
-// without a colon is skipped. Continuation lines before the first field are
-// ignored.
+// colon still names the field, a bare LF or a bare CR ends a line like
+// CRLF, and a line without a colon is skipped. Continuation lines before
+// the first field are ignored.
 func Fields(header []byte) []Field {
+	if bytes.IndexByte(header, '\r') >= 0 {
+		header = bytes.ReplaceAll(bytes.ReplaceAll(header, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n"))
+	}
 	var out []Field
 	var cur *Field
 	var val []byte
@@ -43,7 +46,6 @@ func Fields(header []byte) []Field {
 		} else {
 			header = nil
 		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
 		if len(line) == 0 {
 			break // the blank line ending the header section
 		}

@@ -178,10 +178,13 @@ type Queue interface {
 
 // User is an account allowed to authenticate and submit mail.
 type User struct {
-	Address      string   // login name, a full address (lower-cased)
-	PasswordHash string   // argon2id or bcrypt hash in PHC/modular form
-	SendAs       []string // domains (or full addresses) this user may use as MAIL FROM; empty means its own domain
-	Created      time.Time
+	Address      string // login name, a full address (lower-cased)
+	PasswordHash string // argon2id or bcrypt hash in PHC/modular form
+	// SendAs grants the sender addresses the user may use besides its own
+	// address and the aliases that deliver to it: full addresses, or
+	// "@domain" (a bare "domain" reads the same) for a whole domain.
+	SendAs  []string
+	Created time.Time
 }
 
 // Alias maps a local address (or "@domain" catch-all) to one or more
@@ -218,6 +221,7 @@ type Directory interface {
 	AddUser(ctx context.Context, u User) error
 	DeleteUser(ctx context.Context, address string) error
 	SetPassword(ctx context.Context, address, hash string) error
+	SetSendAs(ctx context.Context, address string, sendAs []string) error
 	GetUser(ctx context.Context, address string) (User, error)
 	ListUsers(ctx context.Context) ([]User, error)
 

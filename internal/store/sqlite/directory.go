@@ -183,6 +183,18 @@ func (s *Store) SetPassword(ctx context.Context, address, hash string) error {
 		`UPDATE users SET password_hash = ? WHERE address = ?`, hash, a)
 }
 
+// SetSendAs replaces a user's SendAs grants; an unknown user returns
+// store.ErrNotFound.
+func (s *Store) SetSendAs(ctx context.Context, address string, sendAs []string) error {
+	a := normAddr(address)
+	list, err := marshalList(sendAs)
+	if err != nil {
+		return fmt.Errorf("sqlite store: send-as of %s: %w", a, err)
+	}
+	return s.execOne(ctx, "set send-as of "+a, store.ErrNotFound,
+		`UPDATE users SET send_as = ? WHERE address = ?`, list, a)
+}
+
 const userCols = `address, password_hash, send_as, created`
 
 func scanUser(sc scanner) (store.User, error) {

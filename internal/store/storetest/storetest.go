@@ -826,6 +826,16 @@ func testUsers(t *testing.T, s store.Store) {
 		t.Errorf("SetPassword not applied: %+v", g)
 	}
 	expectNotFound(t, "SetPassword unknown", s.SetPassword(ctx, "nobody@example.com", "x"))
+	if err := s.SetSendAs(ctx, "Alice@example.com", []string{"@news.example.com", "ceo@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.GetUser(ctx, "alice@example.com"); fmt.Sprint(g.SendAs) != "[@news.example.com ceo@example.com]" || g.PasswordHash != "new" {
+		t.Errorf("SetSendAs not applied (or touched the password): %+v", g)
+	}
+	if err := s.SetSendAs(ctx, "alice@example.com", u.SendAs); err != nil {
+		t.Fatal(err)
+	}
+	expectNotFound(t, "SetSendAs unknown", s.SetSendAs(ctx, "nobody@example.com", nil))
 	l, err := s.ListUsers(ctx)
 	if err != nil || len(l) != 2 || l[0].Address != "alice@example.com" || l[1].Address != "bob@example.com" || len(l[1].SendAs) != 0 {
 		t.Errorf("ListUsers = %+v, %v", l, err)
