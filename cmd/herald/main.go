@@ -207,12 +207,14 @@ func (e *cmdEnv) banner(cfg *config.Config, a *app.App) {
 	show("smtp", "MX: mail for local domains")
 	show("submission", "submission, STARTTLS then AUTH")
 	show("submissions", "submission, implicit TLS, AUTH")
-	show("http", "HTTP: /metrics, /healthz")
+	show("http", "HTTP: API under /v1 (/v1/openapi.json), /metrics, /healthz")
 	fmt.Fprintf(e.stderr, "  data         %s\n", cfg.Server.DataDir)
 	if cfg.TLS.CertFile == "" {
 		fmt.Fprintf(e.stderr, "  tls          self-signed certificate in %s/tls (set tls.cert_file/key_file for production)\n", cfg.Server.DataDir)
 	}
-	fmt.Fprintf(e.stderr, "Add a domain and a user:\n  herald domain add example.com\n  echo 'a-long-password' | herald user add you@example.com\n")
+	fmt.Fprintf(e.stderr, "Add a domain, a user, a DKIM key and an API key:\n  herald domain add example.com\n"+
+		"  echo 'a-long-password' | herald user add you@example.com\n  herald dkim keygen example.com\n"+
+		"  herald apikey add default --scope send,read\n")
 }
 
 func (e *cmdEnv) configCmd(args []string) error {
