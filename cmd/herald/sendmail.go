@@ -277,6 +277,9 @@ func prepareSendmailMessage(raw []byte, sa *sendmailArgs, sender, hostname strin
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "Received: by %s (Herald sendmail, uid %d);\r\n\t%s\r\n", hostname, os.Getuid(), now.Format(time.RFC1123Z))
 	if !has("From") {
+		if sender == "" {
+			sender = "MAILER-DAEMON@" + hostname // -f '<>': a From is still needed
+		}
 		if sa.fullName != "" {
 			fmt.Fprintf(&out, "From: %s\r\n", (&mail.Address{Name: sa.fullName, Address: sender}).String())
 		} else {

@@ -102,7 +102,8 @@ func (n *Notifier) Bounce(ctx context.Context, msg *store.Message, kind queue.Bo
 		return fmt.Errorf("notify: build DSN for %s: %w", msg.ID, err)
 	}
 	req := &submit.Request{
-		Identity: submit.Identity{Kind: submit.System, Source: source},
+		// The notification belongs to the account of the message it is about.
+		Identity: submit.Identity{Kind: submit.System, Source: source, Account: msg.Account},
 		// 7-bit, or 8BITMIME for an 8-bit original; SMTPUTF8 only when the
 		// original needed it.
 		SMTPUTF8:   rep.Global() && !smtp.IsASCII(string(data)),
@@ -110,7 +111,23 @@ func (n *Notifier) Bounce(ctx context.Context, msg *store.Message, kind queue.Bo
 		Body:       bytes.NewReader(data),
 	}
 	res, err := n.Submit.Submit(ctx, req)
-	if err != nil {
+	if refusedForGood(err) && source == SourceDSN && n.Postmaster != "" {
+		// The sender's address cannot take mail at all (an unknown local
+		// user): the postmaster gets the notification instead.
+		n.Log.Warn("notification refused; sending it to the postmaster", "id", msg.ID, "to", to, "err", err)
+		to, source = n.Postmaster, SourceDoubleBounce
+		req.Identity.Source = source
+		req.Recipients = []submit.Recipient{{Address: to, Notify: "NEVER"}}
+		req.Body = bytes.NewReader(data)
+		res, err = n.Submit.Submit(ctx, req)
+	}
+	switch {
+	case refusedForGood(err):
+		// Retrying cannot help and must not keep the message in the queue.
+		n.Log.Error("notification refused for good; dropped", "id", msg.ID, "to", to, "err", err)
+		n.count("dropped")
+		return nil
+	case err != nil:
 		return fmt.Errorf("notify: queue DSN for %s: %w", msg.ID, err)
 	}
 	label := rep.Action.String()
@@ -121,6 +138,12 @@ func (n *Notifier) Bounce(ctx context.Context, msg *store.Message, kind queue.Bo
 	n.count(label)
 	n.Log.Info("dsn queued", "id", msg.ID, "dsn_id", res.ID, "action", rep.Action.String(), "to", to, "rcpts", len(rep.Recipients))
 	return nil
+}
+
+// refusedForGood reports a permanent refusal by the acceptance path.
+func refusedForGood(err error) bool {
+	e, ok := smtp.AsError(err)
+	return ok && e.Permanent()
 }
 
 func (n *Notifier) count(label string) {

@@ -23,10 +23,19 @@ func (b bodies) OpenBody(_ context.Context, id string) (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader(b[id])), nil
 }
 
-// recorder stands in for the acceptance path and keeps what it was given.
-type recorder struct{ reqs []*submit.Request }
+// recorder stands in for the acceptance path and keeps what it accepted;
+// refuse, if set, may refuse a request instead.
+type recorder struct {
+	reqs   []*submit.Request
+	refuse func(to string) error
+}
 
 func (r *recorder) Submit(_ context.Context, req *submit.Request) (submit.Result, error) {
+	if r.refuse != nil {
+		if err := r.refuse(req.Recipients[0].Address); err != nil {
+			return submit.Result{}, err
+		}
+	}
 	r.reqs = append(r.reqs, req)
 	return submit.Result{ID: "DSN1", Queued: 1}, nil
 }
@@ -81,5 +90,41 @@ func TestNotificationsAndDoubleBounces(t *testing.T) {
 	}
 	if v := n.Counter.Value("dropped"); v != 1 {
 		t.Errorf("dropped counted %d times, want 1", v)
+	}
+}
+
+// A notification the acceptance path refuses for good (an unknown local
+// sender) goes to the postmaster; refused there too it is dropped rather
+// than retried forever; a temporary refusal is the queue's to retry.
+func TestRefusedNotifications(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	n := &notify.Notifier{Hostname: "mx.herald.test", Postmaster: "postmaster@herald.test", Bodies: bodies{"M": "Subject: x\r\n\r\nx\r\n"},
+		Submit: rec, Log: slog.New(slog.DiscardHandler), Counter: metrics.NewRegistry().NewCounterVec("dsn", "", "action")}
+	msg := &store.Message{ID: "M", Sender: "nobody@herald.test", Account: "acme"}
+	ctx := context.Background()
+	unknown := smtp.Errorf(550, smtp.EnhancedCode{5, 1, 1}, "No such user here")
+	rec.refuse = func(to string) error {
+		if to == "nobody@herald.test" {
+			return unknown
+		}
+		return nil
+	}
+	if err := n.Bounce(ctx, msg, queue.BounceFailed, failed("x@remote.test")); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.reqs) != 1 || rec.reqs[0].Recipients[0].Address != "postmaster@herald.test" || rec.reqs[0].Identity.Account != "acme" {
+		t.Fatalf("refused DSN: %+v, want a copy to the postmaster in the message's account", rec.reqs)
+	}
+	rec.refuse = func(string) error { return unknown }
+	if err := n.Bounce(ctx, msg, queue.BounceFailed, failed("x@remote.test")); err != nil {
+		t.Fatalf("refused everywhere: %v, want nil (dropped, not retried)", err)
+	}
+	if n.Counter.Value("dropped") != 1 {
+		t.Error("the dropped notification was not counted")
+	}
+	rec.refuse = func(string) error { return smtp.Errorf(452, smtp.EnhancedCode{4, 3, 1}, "disk full") }
+	if err := n.Bounce(ctx, msg, queue.BounceFailed, failed("x@remote.test")); err == nil {
+		t.Fatal("a temporary refusal was swallowed; the queue must retry the notification")
 	}
 }
