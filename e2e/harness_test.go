@@ -326,19 +326,26 @@ func (c *client) send(from string, to []string, body string) (int, string) {
 // message; it returns the queue ID from the 250 reply.
 func (h *herald) submit(user, pass, from string, to []string, body string) string {
 	h.t.Helper()
-	c := dial(h.t, h.addr("submission"))
-	c.ok(250, "EHLO client.test")
-	c.startTLS()
-	c.ok(250, "EHLO client.test")
-	if code, msg := c.authPlain(user, pass); code != 235 {
-		h.t.Fatalf("AUTH: %d %s", code, msg)
-	}
+	c := h.login(user, pass)
 	code, msg := c.send(from, to, body)
 	if code != 250 {
 		h.t.Fatalf("DATA: %d %s", code, msg)
 	}
 	c.cmd("QUIT")
 	return queueID(msg)
+}
+
+// login opens an authenticated submission session.
+func (h *herald) login(user, pass string) *client {
+	h.t.Helper()
+	c := dial(h.t, h.addr("submission"))
+	c.ok(250, "EHLO client.test")
+	c.startTLS()
+	c.ok(250, "EHLO client.test")
+	if code, msg := c.authPlain(user, pass); code != 235 {
+		h.t.Fatalf("AUTH %s: %d %s", user, code, msg)
+	}
+	return c
 }
 
 // queueID extracts the last word of "2.0.0 Ok: queued as ID".

@@ -249,11 +249,7 @@ func TestPlatformLateBounceAfterAccountDelete(t *testing.T) {
 	if code := h.api(op, "DELETE", "/v1/accounts/acme?force=true", nil, nil); code != 204 {
 		t.Fatalf("delete with force: %d", code)
 	}
-	dsn := "From: MAILER-DAEMON@remote.test\r\nTo: " + verpAddr + "\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n" +
-		"Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n" +
-		"--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.remote.test\r\n\r\n" +
-		"Final-Recipient: rfc822; late@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n" +
-		"Diagnostic-Code: smtp; 550 5.1.1 <late@remote.test>: mailbox unavailable\r\n\r\n--b1--\r\n"
+	dsn := dsnFor(verpAddr, "late@remote.test")
 	c := dial(t, h.addr("smtp"))
 	c.ok(250, "EHLO mx.remote.test")
 	if code, m := c.send("", []string{verpAddr}, dsn); code != 250 {

@@ -37,19 +37,6 @@ func (h *herald) apiRaw(token, query, msg string) (int, http.Header, string) {
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-// login opens an authenticated submission session.
-func (h *herald) login(user, pass string) *client {
-	h.t.Helper()
-	c := dial(h.t, h.addr("submission"))
-	c.ok(250, "EHLO client.test")
-	c.startTLS()
-	c.ok(250, "EHLO client.test")
-	if code, msg := c.authPlain(user, pass); code != 235 {
-		h.t.Fatalf("AUTH %s: %d %s", user, code, msg)
-	}
-	return c
-}
-
 // dataReply runs MAIL, RCPT and DATA and returns the final reply.
 func dataReply(c *client, from, to, msg string) (int, string) {
 	c.t.Helper()
