@@ -23,6 +23,9 @@ type headerPolicy struct {
 
 var errContent = smtp.EnhancedCode{5, 6, 0}
 
+// maxFromAddresses bounds the authors of one message.
+const maxFromAddresses = 50
+
 func (h *headerPolicy) Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error) {
 	t := h.tx
 	fields := message.Fields(header)
@@ -38,6 +41,10 @@ func (h *headerPolicy) Header(ctx context.Context, msg *store.Message, header []
 		addrs, err := parseMailboxes(froms[0])
 		if err != nil || len(addrs) == 0 {
 			return nil, refuse(ReasonHeaderFrom, 550, errContent, "The From: header field cannot be parsed")
+		}
+		if len(addrs) > maxFromAddresses {
+			// Each address may cost directory lookups; no real author list is this long.
+			return nil, refuse(ReasonHeaderFrom, 550, errContent, "The From: header field has more than %d addresses", maxFromAddresses)
 		}
 		for _, a := range addrs {
 			if err := t.mayUse(ctx, a, "From: address"); err != nil {

@@ -221,6 +221,7 @@ func TestHeaderAddressesChecked(t *testing.T) {
 		{"two senders", "From: alice@example.test\r\nSender: alice@example.test\r\nSender: alice@example.test\r\n", "5.6.0"},
 		{"unparsable", "From: <alice@example.test\r\n", "5.6.0"},
 		{"empty group", "From: undisclosed:;\r\n", "5.6.0"},
+		{"too many authors", "From: " + strings.Repeat("alice@example.test, ", 50) + "alice@example.test\r\n", "5.6.0"},
 		{"missing: taken from the envelope", "", "ok"},
 	} {
 		res, err := e.send(alice, "alice@example.test", []string{"x@remote.test"}, c.header+"Subject: t\r\n\r\nbody\r\n")

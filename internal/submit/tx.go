@@ -1,7 +1,6 @@
 package submit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -216,22 +215,24 @@ func (t *Tx) Data(ctx context.Context, body io.Reader) (Result, error) {
 	lr := &limitReader{r: body, left: t.p.cfg.MaxMessageSize + traceAllowance}
 	body = lr
 	var res Result
+	// A report for feedback addresses is kept (its first maxReport bytes:
+	// the report parts come before any returned original) while the
+	// message streams; it is acted on once the message is read whole.
+	var report *capped
 	if len(t.verps) > 0 {
-		data, err := io.ReadAll(body)
-		if err != nil {
-			return Result{}, readError(err)
-		}
-		for _, v := range t.verps {
-			if err := t.p.feedback.Consume(ctx, v, data); err != nil {
-				return Result{}, internal(fmt.Errorf("submit: processing the report to %s: %w", v, err))
-			}
-			res.Consumed++
-		}
-		body = bytes.NewReader(data)
+		report = &capped{max: maxReport}
+		body = io.TeeReader(body, report)
 	}
 	if len(t.rcpts) == 0 {
 		if _, err := io.Copy(io.Discard, body); err != nil {
 			return Result{}, readError(err)
+		}
+		if report != nil {
+			n, err := t.consume(ctx, report.b)
+			res.Consumed = n
+			if err != nil {
+				return res, internal(err) // the sender retries; nothing was queued
+			}
 		}
 		return res, nil
 	}
@@ -260,7 +261,44 @@ func (t *Tx) Data(ctx context.Context, body io.Reader) (Result, error) {
 		return Result{}, classify(err)
 	}
 	res.ID, res.Queued = id, len(msg.Recipients)
+	if report != nil {
+		// The message is queued for its other recipients: a failure here
+		// can only be logged.
+		n, err := t.consume(ctx, report.b)
+		res.Consumed = n
+		if err != nil {
+			t.p.log.Error("processing a report to a feedback address", "id", id, "err", err)
+		}
+	}
 	return res, nil
+}
+
+// maxReport bounds the part of a message kept for feedback processing.
+const maxReport = 1 << 20
+
+// consume hands the report to feedback processing once per VERP address.
+func (t *Tx) consume(ctx context.Context, report []byte) (int, error) {
+	n := 0
+	for _, v := range t.verps {
+		if err := t.p.feedback.Consume(ctx, v, report); err != nil {
+			return n, fmt.Errorf("submit: processing the report to %s: %w", v, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// capped keeps the first max bytes written to it and ignores the rest.
+type capped struct {
+	b   []byte
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - len(c.b); room > 0 {
+		c.b = append(c.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
 }
 
 // message builds the queue entry.
