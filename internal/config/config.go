@@ -149,13 +149,25 @@ type LimitsConfig struct {
 	QueueMinFree         int64         `toml:"queue_min_free"`          // refuse new mail (452 4.3.1) below this much free disk
 }
 
-// AuthConfig is the [auth] section: brute-force protection for AUTH.
+// AuthConfig is the [auth] section: brute-force protection for AUTH and
+// the password policy.
 type AuthConfig struct {
 	MaxFailures   int           `toml:"max_failures"`   // failures within FailureWindow before lockout
 	FailureWindow time.Duration `toml:"failure_window"` // window in which failures are counted
 	Lockout       time.Duration `toml:"lockout"`        // how long a locked-out client/account is refused
 	FailureDelay  time.Duration `toml:"failure_delay"`  // added per failure before replying; 0 disables
+	// MinPasswordLength is the fewest characters (Unicode code points, not
+	// bytes) a password set with `herald user add|passwd` may have.
+	MinPasswordLength int `toml:"min_password_length"`
 }
+
+// MinPasswordFloor is the lowest auth.min_password_length accepted: NIST SP
+// 800-63B never allows fewer than 8 characters.
+const MinPasswordFloor = 8
+
+// maxPasswordLength mirrors auth.MaxPasswordLen (bytes), the longest
+// password Herald hashes.
+const maxPasswordLength = 1024
 
 // RelayConfig is the [relay] section.
 type RelayConfig struct {
@@ -250,6 +262,9 @@ func Default() *Config {
 			FailureWindow: 10 * time.Minute,
 			Lockout:       15 * time.Minute,
 			FailureDelay:  time.Second,
+			// NIST SP 800-63B: 8 at the very least, 15 advised for a
+			// password alone; SMTP AUTH is open to guessing from anywhere.
+			MinPasswordLength: 12,
 		},
 		Relay: RelayConfig{Allow: []netip.Prefix{}},
 		DNS:   DNSConfig{Timeout: 5 * time.Second},

@@ -86,6 +86,7 @@ func (c *Config) fields() []field {
 		durField("auth.failure_window", &c.Auth.FailureWindow, false),
 		durField("auth.lockout", &c.Auth.Lockout, false),
 		durField("auth.failure_delay", &c.Auth.FailureDelay, true),
+		intField("auth.min_password_length", &c.Auth.MinPasswordLength, MinPasswordFloor, maxPasswordLength),
 
 		prefixField("relay.allow", &c.Relay.Allow),
 
