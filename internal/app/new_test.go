@@ -181,8 +181,8 @@ func TestNewFailsCleanly(t *testing.T) {
 			setup: func(t *testing.T, e *env) { e.cfg.SMTP.Listen = []string{takenAddr(t)} },
 			want:  "smtp listener {smtp}: address already in use (is another MTA running? stop it, or change smtp.listen)"},
 		{name: "second smtp address taken", code: exitcode.Unavailable, dirOK: true,
-			setup: func(t *testing.T, e *env) { e.cfg.SMTP.Listen = []string{freeAddr(t), takenAddr(t)} },
-			want:  "smtp listener {smtp1}: address already in use",
+			setup:   func(t *testing.T, e *env) { e.cfg.SMTP.Listen = []string{freeAddr(t), takenAddr(t)} },
+			want:    "smtp listener {smtp1}: address already in use",
 			rebinds: func(e *env) []string { return e.cfg.SMTP.Listen[:1] }},
 		{name: "submission port taken after smtp bound", code: exitcode.Unavailable, dirOK: true,
 			setup: func(t *testing.T, e *env) {
