@@ -161,7 +161,7 @@ func (e *cmdEnv) apikeyCmd(args []string) error {
 
 // domainAssign gives a domain to an account: herald domain assign DOMAIN ACCOUNT.
 func (e *cmdEnv) domainAssign(args []string) error {
-	return e.withStore("domain", writeStore, args, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("domain", existingStore, args, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: herald domain assign DOMAIN ACCOUNT", errUsage)
 		}

@@ -28,22 +28,23 @@ import (
 type storeMode int
 
 const (
-	// readStore: the command only reads; a data directory without a store
-	// is an error (a wrong --config or server.data_dir, most likely), and
+	// existingStore: the command reads, or changes what must already be
+	// there (del, passwd, retry...); a data directory without a store is
+	// an error (a wrong --config or server.data_dir, most likely), and
 	// nothing is created.
-	readStore storeMode = iota
-	// writeStore: the command changes the store and creates it if needed,
-	// so that domains and users can be set up before the first start.
-	writeStore
+	existingStore storeMode = iota
+	// createStore: the command adds something and creates the store if
+	// needed, so that a node can be set up before its first start.
+	createStore
 )
 
-// modeFor is the store mode of a command verb.
+// modeFor is the store mode of a command verb: only adding creates.
 func modeFor(verb string) storeMode {
 	switch verb {
-	case "list", "show", "record":
-		return readStore
+	case "add", "keygen":
+		return createStore
 	}
-	return writeStore
+	return existingStore
 }
 
 // openStore opens the data directory's store. It works while the server
@@ -56,7 +57,7 @@ func openStore(cfg *config.Config, mode storeMode) (st *sqlite.Store, created bo
 	dir := cfg.Server.DataDir
 	_, statErr := os.Stat(filepath.Join(dir, "herald.db"))
 	missing := errors.Is(statErr, fs.ErrNotExist)
-	if missing && mode == readStore {
+	if missing && mode == existingStore {
 		if _, err := os.Stat(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, false, startup.DataDir(dir, err)
 		}
@@ -89,12 +90,17 @@ func (e *cmdEnv) withStore(name string, mode storeMode, args []string, extra fun
 	if err != nil {
 		return err
 	}
+	return e.useStore(cfg, mode, pos, f)
+}
+
+// useStore opens the store and runs f.
+func (e *cmdEnv) useStore(cfg *config.Config, mode storeMode, pos []string, f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
+	e.cfg = cfg
 	st, err := e.openStore(cfg, mode)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	e.cfg = cfg
 	return f(context.Background(), st, pos)
 }
 
@@ -179,7 +185,23 @@ func (e *cmdEnv) userCmd(args []string) error {
 			fs.StringVar(&sendAs, "send-as", "", "comma-separated domains or addresses this user may send as (default: its own domain)")
 		}
 	}
-	return e.withStore("user", modeFor(verb), rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	cfg, pos, err := e.flags("user", rest, extra)
+	if err != nil {
+		return err
+	}
+	e.cfg = cfg
+	// A new user's address and password are checked before the store is
+	// opened (and perhaps created).
+	var newPW string
+	if verb == "add" && len(pos) == 1 {
+		if _, err := smtp.ParseAddress(pos[0]); err != nil {
+			return fmt.Errorf("invalid address %q", pos[0])
+		}
+		if newPW, err = e.newPassword(); err != nil {
+			return err
+		}
+	}
+	return e.useStore(cfg, modeFor(verb), pos, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			us, err := st.ListUsers(ctx)
@@ -206,14 +228,14 @@ func (e *cmdEnv) userCmd(args []string) error {
 				fmt.Fprintf(e.stdout, "user %s: deleted\n", name)
 				return nil
 			}
+			pw := newPW
 			if verb == "passwd" {
 				if _, err := st.GetUser(ctx, name); err != nil {
 					return fmt.Errorf("user %s: %w", name, err)
 				}
-			}
-			pw, err := e.newPassword()
-			if err != nil {
-				return err
+				if pw, err = e.newPassword(); err != nil {
+					return err
+				}
 			}
 			hash, err := auth.HashPassword(pw)
 			if err != nil {

@@ -136,7 +136,7 @@ func (c *cli) store() interface {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	st, _, err := openStore(cfg, writeStore)
+	st, _, err := openStore(cfg, createStore)
 	if err != nil {
 		c.t.Fatal(err)
 	}

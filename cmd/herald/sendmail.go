@@ -155,7 +155,7 @@ func (e *cmdEnv) sendmail(args []string) error {
 	}
 	// Like Postfix's maildrop: works before the first start too, and says
 	// nothing on success.
-	st, _, err := openStore(cfg, writeStore)
+	st, _, err := openStore(cfg, createStore)
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,9 @@ func oneLine(t *testing.T, what, stderr, want string) {
 	}
 }
 
-// Commands that only read refuse a data directory without a store, say so,
-// and create nothing; commands that change it create it and say so.
+// Commands that read, or change what must already exist, refuse a data
+// directory without a store, say so, and create nothing; commands that add
+// create it and say so.
 func TestReadCommandsNeedAStore(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t, "[dns]\nresolver = \"127.0.0.1:53\"\n")
@@ -31,6 +32,11 @@ func TestReadCommandsNeedAStore(t *testing.T) {
 		{"domain", "list"}, {"user", "list"}, {"alias", "list"}, {"queue", "list"}, {"queue", "show", "X"},
 		{"account", "list"}, {"apikey", "list", "default"}, {"dkim", "list"}, {"dkim", "record", "example.com", "s1"},
 		{"route", "list"}, {"dns", "check", "example.com"},
+		// Changing what must exist needs an existing store too.
+		{"user", "passwd", "a@example.com"}, {"user", "del", "a@example.com"}, {"alias", "del", "a@example.com"},
+		{"domain", "del", "example.com"}, {"domain", "policy", "example.com", "--dmarc", "monitor"},
+		{"domain", "assign", "example.com", "default"}, {"account", "limits", "default", "--per-day", "5"},
+		{"queue", "retry", "X"}, {"queue", "delete", "X"}, {"dkim", "activate", "example.com", "s1"},
 	} {
 		code, _, errs := c.run("", args...)
 		if code != 66 {
