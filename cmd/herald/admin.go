@@ -73,9 +73,8 @@ func openStore(cfg *config.Config, mode storeMode) (st *sqlite.Store, created bo
 	return st, missing, nil
 }
 
-// openStore is the package function for a command, noting on stderr when
-// it created a new store (in case the data directory was not the one
-// meant).
+// openStore opens the store for a command and notes on stderr when it
+// created a new one (in case the data directory was not the one meant).
 func (e *cmdEnv) openStore(cfg *config.Config, mode storeMode) (*sqlite.Store, error) {
 	st, created, err := openStore(cfg, mode)
 	if created {

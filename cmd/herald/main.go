@@ -155,7 +155,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 type cmdEnv struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	cfg            *config.Config // set by withStore for the command it runs
+	cfg            *config.Config // the command's configuration, once loaded (useStore, userCmd)
 }
 
 // flags parses --config FILE among a command's arguments and returns the

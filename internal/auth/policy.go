@@ -11,6 +11,7 @@ type PasswordPolicyError struct {
 	Min          int // the configured minimum, in characters
 }
 
+// Error says what the policy requires.
 func (e *PasswordPolicyError) Error() string {
 	if e.Bytes > MaxPasswordLen {
 		return fmt.Sprintf("password too long: %d bytes, at most %d", e.Bytes, MaxPasswordLen)

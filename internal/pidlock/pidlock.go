@@ -28,6 +28,7 @@ type HeldError struct {
 	PID  int    // the holder's process ID; 0 if it had not written it yet
 }
 
+// Error names the lock file and the holder.
 func (e *HeldError) Error() string {
 	if e.PID == 0 {
 		return fmt.Sprintf("pidlock: %s is locked by another process", e.Path)

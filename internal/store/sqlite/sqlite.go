@@ -84,6 +84,7 @@ type SchemaTooNewError struct {
 	Supported int    // newest schema version this program knows
 }
 
+// Error says what to do: upgrade herald.
 func (e *SchemaTooNewError) Error() string {
 	return fmt.Sprintf("store %s: schema version %d is newer than this herald (%d); upgrade herald", e.Path, e.Version, e.Supported)
 }
