@@ -119,3 +119,23 @@ func TestAcquireReportsFilesystemErrors(t *testing.T) {
 		t.Fatalf("Acquire under a file: %v, want a PathError with ENOTDIR", err)
 	}
 }
+
+// A symbolic link planted as the lock file is not followed: the target is
+// never truncated.
+func TestAcquireRefusesSymlink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "precious")
+	if err := os.WriteFile(target, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "herald.pid")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Acquire(filepath.Join(dir, "herald.pid")); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("Acquire through a symlink: %v, want ELOOP", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me" {
+		t.Errorf("symlink target now holds %q", b)
+	}
+}

@@ -13,8 +13,11 @@ import (
 // exclusively without waiting. If another process holds it, the error is a
 // *HeldError naming that process. Filesystem errors are *fs.PathError
 // values carrying the errno (permission denied, read-only file system...).
+// A symbolic link at path is refused (ELOOP): the file is truncated, and a
+// link planted in the directory must not make a root process truncate
+// another file.
 func Acquire(path string) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, err
 	}
