@@ -8,23 +8,26 @@
 //	 0  OK           success
 //	 1  Failure      a command failed for an ordinary reason (not found, already exists)
 //	 2  Usage        command-line mistake (as Go's flag package; not EX_USAGE)
-//	65  DataErr      input refused: a password shorter than auth.min_password_length,
-//	                 a store file that is not a herald database
-//	66  NoInput      an input file (tls.cert_file, tls.key_file) is missing or unreadable,
-//	                 or a command that only reads finds no store
-//	69  Unavailable  a resource is in use or absent: a listen port taken, a listen
-//	                 address not on this host, the data directory used by a running herald serve
-//	70  Software     an unexpected internal error
-//	71  OSErr        an operating-system error while serving (a listener failed)
-//	72  OSFile       a system file is missing (/etc/resolv.conf with no dns.resolver)
-//	73  CantCreat    the data directory or log file cannot be created or written
-//	                 (not a directory, read-only file system, disk full)
-//	74  IOErr        an I/O error (EIO) on the data directory
-//	75  TempFail     the store is locked by another process beyond the busy timeout: try again
+//	65  DataErr      input refused: an empty password or one shorter than
+//	                 auth.min_password_length; herald.db or verp.key that is not what
+//	                 herald wrote (damaged, another file)
+//	66  NoInput      tls.cert_file or tls.key_file missing or not a file; a command
+//	                 that needs an existing store finds none
+//	69  Unavailable  a listen port taken, a listen address not on this host, the data
+//	                 directory in use by a running herald serve
+//	70  Software     an unexpected error (a store failure nothing else explains)
+//	71  OSErr        a listener failed while serving, or binding failed otherwise
+//	72  OSFile       /etc/resolv.conf missing or empty while dns.resolver is unset
+//	73  CantCreat    the data directory, a file in it or the log file cannot be created
+//	                 or written: not a directory, read-only file system, disk full
+//	74  IOErr        the disk reported an I/O error (EIO)
+//	75  TempFail     the store stayed locked by another process: try again
 //	77  NoPerm       permission denied: the data directory, a TLS file or the log file
-//	                 belongs to another user, or a port below 1024 without the capability
-//	78  Config       the configuration is wrong: a bad value, a TLS pair that does not
-//	                 match, a store written by a newer herald
+//	                 for the user herald runs as, or a port below 1024 without
+//	                 CAP_NET_BIND_SERVICE
+//	78  Config       a configuration error (file, value, TLS pair that does not parse
+//	                 or match, dns.resolver, a listen host that does not resolve), or a
+//	                 store written by a newer herald
 package exitcode
 
 import (
