@@ -7,36 +7,95 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/startup"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 	"golang.org/x/term"
 )
 
+// storeMode says whether a command may create the store.
+type storeMode int
+
+const (
+	// existingStore: the command reads, or changes what must already be
+	// there (del, passwd, retry...); a data directory without a store is
+	// an error (a wrong --config or server.data_dir, most likely), and
+	// nothing is created.
+	existingStore storeMode = iota
+	// createStore: the command adds something and creates the store if
+	// needed, so that a node can be set up before its first start.
+	createStore
+)
+
+// modeFor is the store mode of a command verb: only adding creates.
+func modeFor(verb string) storeMode {
+	switch verb {
+	case "add", "keygen":
+		return createStore
+	}
+	return existingStore
+}
+
 // openStore opens the data directory's store. It works while the server
 // runs: SQLite in WAL mode lets both processes in, and the server reads the
-// directory afresh on every lookup, so changes apply without a restart.
-func openStore(cfg *config.Config) (*sqlite.Store, error) {
-	if err := os.MkdirAll(cfg.Server.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+// directory afresh on every lookup, so changes apply without a restart
+// (only a second `herald serve` is refused, by the server's own lock). It
+// reports whether it created a new store. Its errors are one line saying
+// what to do, with an exit status (internal/startup).
+func openStore(cfg *config.Config, mode storeMode) (st *sqlite.Store, created bool, err error) {
+	dir := cfg.Server.DataDir
+	_, statErr := os.Stat(filepath.Join(dir, "herald.db"))
+	missing := errors.Is(statErr, fs.ErrNotExist)
+	if missing && mode == existingStore {
+		if _, err := os.Stat(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, startup.DataDir(dir, err)
+		}
+		return nil, false, startup.NoStore(dir)
 	}
-	return sqlite.Open(cfg.Server.DataDir, sqlite.Options{})
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, false, startup.DataDir(dir, err)
+	}
+	st, err = sqlite.Open(dir, sqlite.Options{})
+	if err != nil {
+		return nil, false, startup.Store(dir, err)
+	}
+	return st, missing, nil
+}
+
+// openStore opens the store for a command and notes on stderr when it
+// created a new one (in case the data directory was not the one meant).
+func (e *cmdEnv) openStore(cfg *config.Config, mode storeMode) (*sqlite.Store, error) {
+	st, created, err := openStore(cfg, mode)
+	if created {
+		fmt.Fprintf(e.stderr, "herald: created a new store in %s (server.data_dir)\n", cfg.Server.DataDir)
+	}
+	return st, err
 }
 
 // withStore parses flags, opens the store and runs f.
-func (e *cmdEnv) withStore(name string, args []string, extra func(*flag.FlagSet), f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
+func (e *cmdEnv) withStore(name string, mode storeMode, args []string, extra func(*flag.FlagSet), f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
 	cfg, pos, err := e.flags(name, args, extra)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(cfg)
+	return e.useStore(cfg, mode, pos, f)
+}
+
+// useStore opens the store and runs f.
+func (e *cmdEnv) useStore(cfg *config.Config, mode storeMode, pos []string, f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
+	e.cfg = cfg
+	st, err := e.openStore(cfg, mode)
 	if err != nil {
 		return err
 	}
@@ -53,7 +112,7 @@ func sub(args []string) (string, []string) {
 
 func (e *cmdEnv) domainCmd(args []string) error {
 	verb, rest := sub(args)
-	return e.withStore("domain", rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("domain", modeFor(verb), rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			ds, err := st.ListDomains(ctx)
@@ -99,7 +158,20 @@ func (e *cmdEnv) readPassword() (string, error) {
 	}
 	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		return "", errors.New("empty password: give it on stdin (echo 'password' | herald user add ...)")
+		return "", exitcode.New(exitcode.DataErr, "empty password: give it on stdin (echo 'a-long-password' | herald user add ...)", nil)
+	}
+	return pw, nil
+}
+
+// newPassword reads a password and checks it against the policy
+// (auth.min_password_length).
+func (e *cmdEnv) newPassword() (string, error) {
+	pw, err := e.readPassword()
+	if err != nil {
+		return "", err
+	}
+	if err := auth.CheckNewPassword(pw, e.cfg.Auth.MinPasswordLength); err != nil {
+		return "", exitcode.With(exitcode.DataErr, err)
 	}
 	return pw, nil
 }
@@ -112,7 +184,23 @@ func (e *cmdEnv) userCmd(args []string) error {
 			fs.StringVar(&sendAs, "send-as", "", "comma-separated grants: an address (ceo@example.com) or a whole domain (@example.com); without any, the user sends only as itself and the aliases that deliver to it")
 		}
 	}
-	return e.withStore("user", rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	cfg, pos, err := e.flags("user", rest, extra)
+	if err != nil {
+		return err
+	}
+	e.cfg = cfg
+	// A new user's address and password are checked before the store is
+	// opened (and perhaps created).
+	var newPW string
+	if verb == "add" && len(pos) == 1 {
+		if _, err := smtp.ParseAddress(pos[0]); err != nil {
+			return fmt.Errorf("invalid address %q", pos[0])
+		}
+		if newPW, err = e.newPassword(); err != nil {
+			return err
+		}
+	}
+	return e.useStore(cfg, modeFor(verb), pos, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			us, err := st.ListUsers(ctx)
@@ -158,14 +246,14 @@ func (e *cmdEnv) userCmd(args []string) error {
 				fmt.Fprintf(e.stdout, "user %s: deleted\n", name)
 				return nil
 			}
+			pw := newPW
 			if verb == "passwd" {
 				if _, err := st.GetUser(ctx, name); err != nil {
 					return fmt.Errorf("user %s: %w", name, err)
 				}
-			}
-			pw, err := e.readPassword()
-			if err != nil {
-				return err
+				if pw, err = e.newPassword(); err != nil {
+					return err
+				}
 			}
 			hash, err := auth.HashPassword(pw)
 			if err != nil {
@@ -197,7 +285,7 @@ func (e *cmdEnv) userCmd(args []string) error {
 
 func (e *cmdEnv) aliasCmd(args []string) error {
 	verb, rest := sub(args)
-	return e.withStore("alias", rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("alias", modeFor(verb), rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			as, err := st.ListAliases(ctx)
@@ -256,7 +344,7 @@ func aliasSource(s string) (string, error) {
 
 func (e *cmdEnv) queueCmd(args []string) error {
 	verb, rest := sub(args)
-	return e.withStore("queue", rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("queue", modeFor(verb), rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)

@@ -34,7 +34,7 @@ func (e *cmdEnv) dkimCmd(args []string) error {
 			fs.StringVar(&algorithm, "algorithm", store.DKIMAlgorithmRSA, "key algorithm: rsa (2048 bits) or ed25519")
 		}
 	}
-	return e.withStore("dkim", rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("dkim", modeFor(verb), rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
 		var domain, sel string
 		if len(pos) > 0 {
 			d, err := smtp.NormalizeDomain(pos[0])

@@ -47,7 +47,7 @@ func (e *cmdEnv) dnsCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(cfg)
+	st, err := e.openStore(cfg, existingStore)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/app"
 	"github.com/heraldmail/herald/internal/config"
+	"github.com/heraldmail/herald/internal/exitcode"
 )
 
 const usage = `herald: a secure, self-hosted mail server
@@ -53,6 +54,13 @@ Usage:
 
 Every command but "config check" accepts --config FILE (or HERALD_CONFIG) to
 find the data directory; settings may also come from HERALD_<SECTION>_<KEY>.
+
+Exit status: 0 success, 1 failure, 2 usage; sysexits(3) codes for what an
+operator must fix: 65 bad input (a short password), 66 missing input file or
+store, 69 port or data directory in use, 70 internal error, 71 OS error,
+72 system file missing, 73 cannot create or write the data directory,
+74 I/O error, 75 store locked (try again), 77 permission denied,
+78 configuration error.
 `
 
 // version is set by the build (-ldflags "-X main.version=...").
@@ -68,6 +76,22 @@ func main() {
 
 // errUsage marks a command-line mistake (exit status 2).
 var errUsage = errors.New("usage")
+
+// exitStatus is the status err calls for (see internal/exitcode).
+func exitStatus(err error) int {
+	if errors.Is(err, errUsage) {
+		return exitcode.Usage
+	}
+	return exitcode.Of(err, exitcode.Failure)
+}
+
+// printErr writes err as "herald: ..." lines: one line for one problem (a
+// configuration file with several mistakes gives one line each).
+func printErr(w io.Writer, err error) {
+	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		fmt.Fprintf(w, "herald: %s\n", line)
+	}
+}
 
 // run executes one command and returns the exit status.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -122,12 +146,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
-		if errors.Is(err, errUsage) {
-			fmt.Fprintf(stderr, "herald: %v\n", err)
-			return 2
-		}
-		fmt.Fprintf(stderr, "herald: %v\n", err)
-		return 1
+		printErr(stderr, err)
+		return exitStatus(err)
 	}
 	return 0
 }
@@ -136,6 +156,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 type cmdEnv struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	cfg            *config.Config // the command's configuration, once loaded (useStore, userCmd)
 }
 
 // flags parses --config FILE among a command's arguments and returns the
@@ -161,7 +182,7 @@ func (e *cmdEnv) flags(name string, args []string, extra func(*flag.FlagSet)) (*
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, exitcode.With(exitcode.Config, err)
 	}
 	return cfg, pos, nil
 }
@@ -176,7 +197,8 @@ func (e *cmdEnv) serve(args []string) error {
 	}
 	a, err := app.New(cfg, app.Options{})
 	if err != nil {
-		return err
+		// app.New describes every failure it expects; anything else is a bug.
+		return exitcode.With(exitcode.Software, err)
 	}
 	e.banner(cfg, a)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -222,7 +244,7 @@ func (e *cmdEnv) configCmd(args []string) error {
 		return fmt.Errorf("%w: herald config check FILE", errUsage)
 	}
 	if _, err := config.Load(args[1]); err != nil {
-		return err
+		return exitcode.With(exitcode.Config, err)
 	}
 	fmt.Fprintf(e.stdout, "%s: OK\n", args[1])
 	return nil

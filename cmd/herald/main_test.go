@@ -71,8 +71,8 @@ func TestConfigCheck(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(bad, []byte("[server]\nhostname = \"x.example\"\n\n[limits]\nmax_message_size = \"12XB\"\n[smtp]\nlisen = []\n"), 0o644)
-	c.fails(1, "bad.toml:5: limits.max_message_size", "config", "check", bad)
-	c.fails(1, "bad.toml:7:", "config", "check", bad)
+	c.fails(78, "bad.toml:5: limits.max_message_size", "config", "check", bad)
+	c.fails(78, "\nherald: "+bad+":7:", "config", "check", bad) // one "herald:" line per problem
 	c.fails(2, "herald config check FILE", "config", "check")
 	// The shipped example is valid.
 	c.ok("", "config", "check", "../../herald.example.toml")
@@ -94,7 +94,7 @@ func TestDirectoryCommands(t *testing.T) {
 		t.Errorf("domain list = %q", out)
 	}
 	c.ok("s3cret-password\n", "user", "add", "Alice@example.com", "--send-as", "example.com,alias@other.test")
-	c.fails(1, "empty password", "user", "add", "bob@example.com")
+	c.fails(65, "empty password", "user", "add", "bob@example.com")
 	c.fails(1, "invalid address", "user", "add", "not-an-address")
 	out := c.ok("", "user", "list")
 	if !strings.Contains(out, "alice@example.com") || !strings.Contains(out, "@example.com,alias@other.test") {
@@ -146,7 +146,7 @@ func (c *cli) store() interface {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	st, err := openStore(cfg)
+	st, _, err := openStore(cfg, createStore)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -153,7 +153,9 @@ func (e *cmdEnv) sendmail(args []string) error {
 	if len(rcpts) == 0 {
 		return fmt.Errorf("%w: no recipients (give them as arguments or use -t)", errUsage)
 	}
-	st, err := openStore(cfg)
+	// Like Postfix's maildrop: works before the first start too, and says
+	// nothing on success.
+	st, _, err := openStore(cfg, createStore)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/heraldmail/herald/internal/delivery"
 	"github.com/heraldmail/herald/internal/delivery/mtasts"
 	"github.com/heraldmail/herald/internal/diskguard"
+	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/feedback"
 	"github.com/heraldmail/herald/internal/gateway"
 	"github.com/heraldmail/herald/internal/httpapi"
@@ -31,11 +32,13 @@ import (
 	"github.com/heraldmail/herald/internal/local/httproute"
 	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/notify"
+	"github.com/heraldmail/herald/internal/pidlock"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/startup"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 	"github.com/heraldmail/herald/internal/submit"
 	"github.com/heraldmail/herald/internal/throttle"
@@ -53,7 +56,7 @@ type Options struct {
 	Clock     clock.Clock  // nil: the wall clock
 	Delivery  func(*delivery.Config)
 	Webhook   func(*webhook.Options)    // adjusts the webhook dispatcher (tests: fast retries)
-	Listeners map[string][]net.Listener // pre-bound listeners by section ("smtp", ...), for tests
+	Listeners map[string][]net.Listener // pre-bound listeners by section ("smtp", ...), for tests; New closes them if it fails
 }
 
 // App is a running Herald node.
@@ -62,6 +65,7 @@ type App struct {
 	log     *slog.Logger
 	logFile io.Closer
 	store   *sqlite.Store
+	lock    *pidlock.Lock // DATA_DIR/herald.pid: one serving node per data directory
 	tls     *tlsconf.Manager
 	remote  *delivery.Client
 	sched   *queue.Scheduler
@@ -90,13 +94,24 @@ type listener struct {
 
 // New builds a node from cfg. Listeners are bound here (so errors such as
 // "address in use" surface before Run), but nothing is served until Run.
-func New(cfg *config.Config, opts Options) (a *App, err error) {
-	a = &App{cfg: cfg}
+//
+// A second node on the same data directory is refused (DATA_DIR/herald.pid
+// is locked while a node exists). Every error is one line saying what
+// failed, where and what to do, with its exit status (internal/exitcode);
+// whatever New opened before it failed is closed again.
+func New(cfg *config.Config, opts Options) (_ *App, err error) {
+	a := &App{cfg: cfg}
 	defer func() {
 		if err != nil {
 			a.closeAll()
+			for _, lns := range opts.Listeners {
+				for _, ln := range lns {
+					ln.Close()
+				}
+			}
 		}
 	}()
+	dir := cfg.Server.DataDir
 	a.log = opts.Logger
 	if a.log == nil {
 		if a.log, a.logFile, err = NewLogger(cfg.Log); err != nil {
@@ -107,21 +122,26 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	if err := os.MkdirAll(cfg.Server.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, startup.DataDir(dir, err)
 	}
-	if a.store, err = sqlite.Open(cfg.Server.DataDir, sqlite.Options{Logger: a.log}); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+	// Before the store: a second node must not release the first one's
+	// leases (double deliveries).
+	if a.lock, err = pidlock.Acquire(filepath.Join(dir, "herald.pid")); err != nil {
+		return nil, startup.Lock(dir, err)
+	}
+	if a.store, err = sqlite.Open(dir, sqlite.Options{Logger: a.log}); err != nil {
+		return nil, startup.Store(dir, err)
 	}
 	if err := a.store.ReleaseLeases(context.Background()); err != nil {
-		return nil, fmt.Errorf("release leases: %w", err)
+		return nil, startup.Store(dir, err)
 	}
-	if a.tls, err = tlsconf.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.Server.DataDir, cfg.Server.Hostname, cfg.TLS.MinVersion, a.log); err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+	if a.tls, err = tlsconf.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, dir, cfg.Server.Hostname, cfg.TLS.MinVersion, a.log); err != nil {
+		return nil, startup.TLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, dir, err)
 	}
 	res, err := resolve.New(cfg.DNS.Resolver, cfg.DNS.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("dns resolver: %w", err)
+		return nil, startup.Resolver(cfg.DNS.Resolver, err)
 	}
 	a.metrics = newMetrics(a.store)
 
@@ -141,9 +161,10 @@ func New(cfg *config.Config, opts Options) (a *App, err error) {
 	a.resolver = res
 	a.clock = clk
 
-	verpKey, err := verp.LoadOrCreateKey(filepath.Join(cfg.Server.DataDir, "verp.key"))
+	verpPath := filepath.Join(dir, "verp.key")
+	verpKey, err := verp.LoadOrCreateKey(verpPath)
 	if err != nil {
-		return nil, fmt.Errorf("VERP key: %w", err)
+		return nil, startup.KeyFile("VERP key", verpPath, dir, err)
 	}
 	fb := feedback.New(a.store, verpKey, clk, a.log)
 	a.disk = diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, a.log)
@@ -252,7 +273,7 @@ func bind(name string, addrs []string, pre map[string][]net.Listener) ([]net.Lis
 			for _, l := range out {
 				l.Close()
 			}
-			return nil, fmt.Errorf("%s listener: %w", name, err)
+			return nil, startup.Listener(name, addr, err)
 		}
 		out = append(out, ln)
 	}
@@ -324,6 +345,7 @@ func (a *App) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 		a.log.Error("listener failed; shutting down", "err", runErr)
+		runErr = exitcode.With(exitcode.OSErr, runErr)
 	}
 	a.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout)
@@ -398,7 +420,16 @@ func (a *App) tlsReportSender() *tlsrpt.Sender {
 	}
 }
 
+// closeAll closes what New opened, in reverse dependency order; it is
+// safe on a partly built App. The data directory's lock goes last, after
+// the store, so that the next node finds it closed.
 func (a *App) closeAll() {
+	for _, l := range a.listeners {
+		l.ln.Close() // already closed after Run: harmless
+	}
+	for _, ln := range a.httpLns {
+		ln.Close()
+	}
 	if a.mtasts != nil {
 		a.mtasts.Close()
 	}
@@ -409,6 +440,9 @@ func (a *App) closeAll() {
 		if err := a.store.Close(); err != nil && a.log != nil {
 			a.log.Error("closing store", "err", err)
 		}
+	}
+	if err := a.lock.Release(); err != nil && a.log != nil {
+		a.log.Error("releasing the data directory lock", "err", err)
 	}
 	if a.logFile != nil {
 		a.logFile.Close()
@@ -426,7 +460,7 @@ func NewLogger(lc config.LogConfig) (*slog.Logger, io.Closer, error) {
 	if lc.File != "" {
 		f, err := os.OpenFile(lc.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
-			return nil, nil, fmt.Errorf("log file: %w", err)
+			return nil, nil, startup.LogFile(lc.File, err)
 		}
 		w, c = f, f
 	}

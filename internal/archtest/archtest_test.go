@@ -46,7 +46,7 @@ var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "inte
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
-	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx")
+	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/exitcode", "internal/pidlock")
 
 // Protocol and format packages speak or parse a standard; they hold no
 // state, so they import neither the store nor any stage.
@@ -61,7 +61,7 @@ var state = set("internal/store", "internal/store/sqlite", "internal/store/store
 // The composition root and the entry adapters that translate protocols
 // into pipeline transactions; they may import anything, and only commands
 // import them.
-var composition = set("internal/app", "internal/gateway")
+var composition = set("internal/app", "internal/gateway", "internal/startup")
 
 func set(xs ...string) map[string]bool {
 	m := make(map[string]bool, len(xs))

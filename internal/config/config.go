@@ -181,7 +181,8 @@ type LimitsConfig struct {
 	QueueMinFree         int64         `toml:"queue_min_free"`          // refuse new mail (452 4.3.1) below this much free disk
 }
 
-// AuthConfig is the [auth] section: brute-force protection for AUTH.
+// AuthConfig is the [auth] section: brute-force protection for AUTH and
+// the password policy.
 type AuthConfig struct {
 	MaxFailures   int           `toml:"max_failures"`   // failures within FailureWindow before lockout
 	FailureWindow time.Duration `toml:"failure_window"` // window in which failures are counted
@@ -193,7 +194,18 @@ type AuthConfig struct {
 	// 0 disables.
 	AccountDelay    time.Duration `toml:"account_delay"`
 	AccountMaxDelay time.Duration `toml:"account_max_delay"`
+	// MinPasswordLength is the fewest characters (Unicode code points, not
+	// bytes) a password set with `herald user add|passwd` may have.
+	MinPasswordLength int `toml:"min_password_length"`
 }
+
+// MinPasswordFloor is the lowest auth.min_password_length accepted: NIST SP
+// 800-63B never allows fewer than 8 characters.
+const MinPasswordFloor = 8
+
+// maxPasswordLength mirrors auth.MaxPasswordLen (bytes), the longest
+// password Herald hashes.
+const maxPasswordLength = 1024
 
 // RelayConfig is the [relay] section.
 type RelayConfig struct {
@@ -301,6 +313,9 @@ func Default() *Config {
 			FailureDelay:    time.Second,
 			AccountDelay:    time.Second,
 			AccountMaxDelay: 15 * time.Second,
+			// NIST SP 800-63B: 8 at the very least, 15 advised for a
+			// password alone; SMTP AUTH is open to guessing from anywhere.
+			MinPasswordLength: 12,
 		},
 		Relay: RelayConfig{Allow: []netip.Prefix{}},
 		DNS:   DNSConfig{Timeout: 5 * time.Second},

@@ -115,6 +115,7 @@ lockout = "1h"
 failure_delay = "0"
 account_delay = "2s"
 account_max_delay = "1m"
+min_password_length = 16
 
 [relay]
 allow = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
@@ -202,7 +203,7 @@ func TestFullFile(t *testing.T) {
 			MaxReceivedHeaders: 50, QueueMinFree: 100 << 20,
 		},
 		Auth: AuthConfig{MaxFailures: 3, FailureWindow: 20 * time.Minute, Lockout: time.Hour, FailureDelay: 0,
-			AccountDelay: 2 * time.Second, AccountMaxDelay: time.Minute},
+			AccountDelay: 2 * time.Second, AccountMaxDelay: time.Minute, MinPasswordLength: 16},
 		Relay: RelayConfig{Allow: []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32"),
 		}},
@@ -313,6 +314,7 @@ func TestErrors(t *testing.T) {
 		{"resolver hostname", "[dns]\nresolver = \"dns.example:53\"\n", `herald.toml:2: dns.resolver: "dns.example:53" is not an ip:port address (e.g. "127.0.0.1:53", "[::1]:53")`},
 		{"line length below RFC", "[limits]\nmax_line_length = 80\n", `herald.toml:2: limits.max_line_length: 80 is out of range [1000, 1048576]`},
 		{"jitter", "[queue]\nretry_jitter = 1.5\n", `herald.toml:2: queue.retry_jitter: 1.5 is out of range [0, 1]`},
+		{"password length below NIST", "[auth]\nmin_password_length = 6\n", `herald.toml:2: auth.min_password_length: 6 is out of range [8, 1024]`},
 		{"ipv4 source", "[delivery]\nsource_ipv4 = \"::1\"\n", `herald.toml:2: delivery.source_ipv4: "::1" is not an IPv4 address`},
 		{"route", "[delivery.routes]\n\"a.example\" = \"mx:25\"\n\"b.example\" = \"mx\"\n", `herald.toml:3: delivery.routes: route for "b.example": "mx" is not a host:port address`},
 		{"route domain", "[delivery]\nroutes = { \"bad domain\" = \"mx:25\" }\n", `herald.toml:2: delivery.routes: "bad domain" is not a domain`},

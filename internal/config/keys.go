@@ -97,6 +97,7 @@ func (c *Config) fields() []field {
 		durField("auth.failure_delay", &c.Auth.FailureDelay, true),
 		durField("auth.account_delay", &c.Auth.AccountDelay, true),
 		durField("auth.account_max_delay", &c.Auth.AccountMaxDelay, true),
+		intField("auth.min_password_length", &c.Auth.MinPasswordLength, MinPasswordFloor, maxPasswordLength),
 
 		prefixField("relay.allow", &c.Relay.Allow),
 

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -34,9 +35,9 @@ const DefaultInlineMax = 64 << 10
 // transaction by the writer.
 const DefaultMaxBatch = 256
 
-// busyTimeoutMS is how long a connection waits for a lock held by another
-// connection or process before failing with SQLITE_BUSY.
-const busyTimeoutMS = 10000
+// DefaultBusyTimeout is how long a connection waits by default for a lock
+// held by another connection or process before failing with SQLITE_BUSY.
+const DefaultBusyTimeout = 10 * time.Second
 
 // ErrClosed is returned by operations on a closed Store.
 var ErrClosed = errors.New("sqlite store: closed")
@@ -56,7 +57,40 @@ type Options struct {
 	// Logger receives warnings (failed blob removals, orphans collected).
 	// Nil means slog.Default().
 	Logger *slog.Logger
+	// BusyTimeout is how long an operation waits for a lock another process
+	// holds (another process migrating or writing) before failing with an
+	// error that wraps ErrBusy. Zero means DefaultBusyTimeout.
+	BusyTimeout time.Duration
 }
+
+// Errors Open wraps its failures with (errors.Is), so that a command can say
+// what to do. Filesystem failures carry their errno in a *fs.PathError
+// instead, and a database from a newer Herald is a *SchemaTooNewError.
+var (
+	// ErrBusy: another process held a lock for longer than BusyTimeout.
+	ErrBusy = errors.New("sqlite store: database is locked by another process")
+	// ErrReadOnly: SQLite could not open the database for writing
+	// (read-only file, directory or file system, or no permission).
+	ErrReadOnly = errors.New("sqlite store: cannot open the database for writing")
+	// ErrNotDatabase: herald.db is not an SQLite database, or is damaged.
+	ErrNotDatabase = errors.New("sqlite store: not a database or damaged")
+)
+
+// SchemaTooNewError is returned by Open for a database whose schema was
+// written by a newer Herald: this one must not touch it.
+type SchemaTooNewError struct {
+	Path      string // the database file
+	Version   int    // schema version of the database
+	Supported int    // newest schema version this program knows
+}
+
+// Error says what to do: upgrade herald.
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("store %s: schema version %d is newer than this herald (%d); upgrade herald", e.Path, e.Version, e.Supported)
+}
+
+// SchemaVersion is the newest schema version this program writes.
+func SchemaVersion() int { return len(schema) }
 
 // Store is the SQLite implementation of store.Store. It is safe for
 // concurrent use.
@@ -93,7 +127,24 @@ var (
 // is created or migrated. If no other process has the directory open, blob
 // files without a committed message row and stale temporary files are
 // removed.
+//
+// Open's errors can be told apart: a *fs.PathError (with its errno) for the
+// directories and the lock file, a *SchemaTooNewError, and otherwise errors
+// wrapping ErrBusy, ErrReadOnly, ErrNotDatabase or store.ErrStorageFull
+// where SQLite says so.
 func Open(dir string, opts Options) (*Store, error) {
+	s, err := open(dir, opts)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return s, nil
+}
+
+func open(dir string, opts Options) (*Store, error) {
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = DefaultBusyTimeout
+	}
+	busyMS := max(opts.BusyTimeout.Milliseconds(), 1)
 	if opts.InlineMax == 0 {
 		opts.InlineMax = DefaultInlineMax
 	}
@@ -132,7 +183,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}()
 
 	dbPath := filepath.Join(dir, "herald.db")
-	wdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)", dbPath, busyTimeoutMS)
+	wdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)", dbPath, busyMS)
 	s.wdb, err = sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: open %s: %w", dbPath, err)
@@ -146,7 +197,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("sqlite store: open %s: %w", dbPath, err))
 	}
-	if err := migrate(ctx, conn); err != nil {
+	if err := migrate(ctx, conn, dbPath); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -166,7 +217,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 
-	rdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=query_only(1)", dbPath, busyTimeoutMS)
+	rdsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=query_only(1)", dbPath, busyMS)
 	rdb, err := sql.Open("sqlite", rdsn)
 	if err != nil {
 		conn.Close()
@@ -450,7 +501,7 @@ var schema = []string{
 // slower for a single writer (more bytes per commit).
 const pageSize = 4096
 
-func migrate(ctx context.Context, conn *sql.Conn) error {
+func migrate(ctx context.Context, conn *sql.Conn, dbPath string) error {
 	// The page size only takes effect before the database has content, so
 	// it must come before the switch to WAL (which writes the header).
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d", pageSize)); err != nil {
@@ -481,7 +532,7 @@ func migrate(ctx context.Context, conn *sql.Conn) error {
 			return err
 		}
 		if v > len(schema) {
-			return fmt.Errorf("database schema version %d is newer than this program's %d", v, len(schema))
+			return &SchemaTooNewError{Path: dbPath, Version: v, Supported: len(schema)}
 		}
 		for ; v < len(schema); v++ {
 			if _, err := conn.ExecContext(ctx, schema[v]); err != nil {
@@ -493,6 +544,10 @@ func migrate(ctx context.Context, conn *sql.Conn) error {
 	}()
 	if err != nil {
 		conn.ExecContext(ctx, "ROLLBACK")
+		var tooNew *SchemaTooNewError
+		if errors.As(err, &tooNew) {
+			return err
+		}
 		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
@@ -514,6 +569,30 @@ func sqliteCode(err error) int {
 // isFull reports whether err means the disk (or quota) is full.
 func isFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || sqliteCode(err) == sqlite3.SQLITE_FULL
+}
+
+// kindError adds a kind (ErrBusy...) to an error without changing its text.
+type kindError struct {
+	kind, err error
+}
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// classify marks an Open failure with the kind SQLite reported.
+func classify(err error) error {
+	var kind error
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		kind = ErrBusy
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM:
+		kind = ErrReadOnly
+	case sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
+		kind = ErrNotDatabase
+	default:
+		return err
+	}
+	return &kindError{kind: kind, err: err}
 }
 
 // mapErr wraps a full-disk error with store.ErrStorageFull.
