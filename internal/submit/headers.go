@@ -28,6 +28,12 @@ const maxFromAddresses = 50
 
 func (h *headerPolicy) Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error) {
 	t := h.tx
+	if len(header) > 0 && (header[0] == ' ' || header[0] == '\t') {
+		// A continuation line with no field before it: readers disagree on
+		// what it means (a field, garbage, the body), so no reading of it
+		// may carry an unchecked From.
+		return nil, refuse(ReasonHeaderFrom, 550, errContent, "The message header starts with a continuation line")
+	}
 	fields := message.Fields(header)
 	froms := message.FieldValues(fields, "From")
 	var add []string

@@ -221,6 +221,7 @@ func TestHeaderAddressesChecked(t *testing.T) {
 		{"two senders", "From: alice@example.test\r\nSender: alice@example.test\r\nSender: alice@example.test\r\n", "5.6.0"},
 		{"unparsable", "From: <alice@example.test\r\n", "5.6.0"},
 		{"empty group", "From: undisclosed:;\r\n", "5.6.0"},
+		{"leading continuation line", " From: ceo@bank.test\r\nFrom: alice@example.test\r\n", "5.6.0"},
 		{"too many authors", "From: " + strings.Repeat("alice@example.test, ", 50) + "alice@example.test\r\n", "5.6.0"},
 		{"missing: taken from the envelope", "", "ok"},
 	} {
