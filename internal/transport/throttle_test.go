@@ -1,12 +1,14 @@
 package transport_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store/sqlite"
 	"github.com/heraldmail/herald/internal/throttle"
 	"github.com/heraldmail/herald/internal/transport"
 )
@@ -16,14 +18,21 @@ import (
 // store (example.test).
 func newThrottle(t *testing.T) *transport.RemoteThrottle {
 	t.Helper()
-	e := newEnv(t)
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.AddDomain(context.Background(), "example.test"); err != nil {
+		t.Fatal(err)
+	}
 	return &transport.RemoteThrottle{
 		T: throttle.New(throttle.Config{
 			Default: throttle.Limits{MaxConnections: 1}, Domains: map[string]throttle.Limits{},
 			Clock: clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), Logger: discard(),
 			FirstPause: time.Minute, BusyWait: 3 * time.Second,
 		}),
-		Dir: e.st,
+		Dir: st,
 	}
 }
 
