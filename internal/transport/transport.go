@@ -110,8 +110,15 @@ func (t *Transport) deliverLocal(ctx context.Context, msg *store.Message, rcpts 
 			err = t.maildir.Deliver(ctx, r.Address, local.Envelope{ReturnPath: msg.Sender, Folder: folder}, rc)
 			rc.Close()
 		}
-		if e, ok := smtp.AsError(err); ok && e.Enhanced == local.ErrLoop.Enhanced {
-			t.log.Warn("forwarding loop: message refused", "id", msg.ID, "rcpt", r.Address)
+		if e, ok := smtp.AsError(err); ok && e.Permanent() {
+			// Maildir classifies its refusals: a loop (5.4.6) or a
+			// mailbox it cannot hold (5.1.3) fails now instead of
+			// being retried until the message expires.
+			if e.Enhanced == local.ErrLoop.Enhanced {
+				t.log.Warn("forwarding loop: message refused", "id", msg.ID, "rcpt", r.Address)
+			} else {
+				t.log.Error("local delivery refused", "id", msg.ID, "rcpt", r.Address, "err", err)
+			}
 			a.Result, a.Code, a.Enhanced, a.Text = queue.Permanent, e.Code, e.Enhanced, e.Message
 		} else if err != nil {
 			t.log.Error("local delivery failed", "rcpt", r.Address, "err", err)
