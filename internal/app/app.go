@@ -193,7 +193,11 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	a.spool.SetGuard(a.disk.Check)
 
 	checker := &inbound.Checker{Resolver: res, Config: cfg.Checks, Policies: a.store, AuthservID: authservID(cfg), Log: a.log,
-		Catcher: &inbound.Catcher{Dir: DMARCReportDir(cfg), Log: a.log, Complaint: fb.Complaint}}
+		Catcher: &inbound.Catcher{Dir: DMARCReportDir(cfg), Log: a.log, Complaint: fb.Complaint,
+			Ours: func(ctx context.Context, domain string) bool {
+				ok, err := a.store.IsLocalDomain(ctx, domain)
+				return err == nil && ok
+			}}}
 	a.pipeline = NewPipeline(cfg, PipelineDeps{Store: a.store, Spool: a.spool, Feedback: fb, Clock: clk, Logger: a.log,
 		Guard: a.disk.Check, Inbound: func(ctx context.Context, ip netip.Addr, helo, from string) submit.InboundChecks {
 			return checker.Begin(ctx, ip, helo, from)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"regexp"
+	"strings"
 
 	"github.com/heraldmail/herald/internal/dsn"
+	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -23,6 +25,9 @@ type Catcher struct {
 	Dir       string
 	Log       *slog.Logger
 	Complaint func(context.Context, *dsn.Feedback) // nil: ARF reports are not looked at
+	// Ours reports whether a domain is one of ours; reports about other
+	// domains are not kept (anyone can mail a report). Nil keeps none.
+	Ours func(ctx context.Context, domain string) bool
 }
 
 // Processor returns the spool processor for one message.
@@ -51,20 +56,14 @@ func (p *reportCatcher) Header(_ context.Context, _ *store.Message, header []byt
 // arfHeader reports whether a header section's Content-Type declares a
 // feedback report (multipart/report; report-type=feedback-report).
 func arfHeader(header []byte) bool {
-	unfolded := bytes.ReplaceAll(bytes.ReplaceAll(header, []byte("\r\n "), []byte(" ")), []byte("\r\n\t"), []byte(" "))
-	for _, line := range bytes.Split(unfolded, []byte("\r\n")) {
-		l := bytes.ToLower(line)
-		if bytes.HasPrefix(l, []byte("content-type:")) {
-			return bytes.Contains(l, []byte("feedback-report"))
-		}
-	}
-	return false
+	ct := message.FieldValues(message.Fields(header), "Content-Type")
+	return len(ct) > 0 && strings.Contains(strings.ToLower(ct[0]), "feedback-report")
 }
 
 func (p *reportCatcher) Write(b []byte) (int, error) {
 	if p.buf != nil && !p.tooBig {
 		if p.buf.Len()+len(b) > maxReportMessage {
-			p.tooBig = true
+			p.tooBig, p.buf = true, nil // not a report we keep: free it now
 		} else {
 			p.buf.Write(b)
 		}
@@ -88,6 +87,10 @@ func (p *reportCatcher) Finish(ctx context.Context, msg *store.Message) ([]byte,
 	p.buf = nil
 	if err != nil {
 		p.c.Log.Info("DMARC report not parsed", "from", msg.Sender, "err", err)
+		return nil, nil
+	}
+	if p.c.Ours == nil || !p.c.Ours(ctx, strings.ToLower(rep.Policy.Domain)) {
+		p.c.Log.Info("DMARC report about a domain that is not ours; not kept", "domain", rep.Policy.Domain, "org", rep.OrgName)
 		return nil, nil
 	}
 	if err := dmarcreport.Save(p.c.Dir, rep); err != nil {

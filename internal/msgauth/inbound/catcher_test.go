@@ -128,6 +128,22 @@ func TestCatcherKeepsDMARCReport(t *testing.T) {
 	}
 }
 
+// Anyone can mail a report: one about a domain that is not ours is not
+// kept (no files for made-up domains), though the message is delivered.
+func TestCatcherKeepsOnlyOurDomains(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config.ChecksConfig{})
+	if err := w.st.DeleteDomain(w.ctx, "herald.example"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.accept("noreply-dmarc-support@good.test", "example.test", reportMail(t, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 0 {
+		t.Fatalf("a report about a foreign domain was kept: %+v", reps)
+	}
+}
+
 // A feedback-loop report is parsed and handed to Complaint; the message
 // is delivered as usual.
 func TestCatcherHandsOverComplaint(t *testing.T) {

@@ -89,8 +89,13 @@ func newWorld(t *testing.T, cfg config.ChecksConfig) *world {
 	w := &world{t: t, ctx: context.Background(), dns: d, st: st, sp: spool.New(st, nil, clock.Real{}),
 		reports: filepath.Join(dir, "dmarc-reports")}
 	w.ck = &inbound.Checker{Resolver: res, Config: cfg, Policies: st, AuthservID: authserv, Log: discard(),
-		Catcher: &inbound.Catcher{Dir: w.reports, Log: discard(), Complaint: w.complaint}}
+		Catcher: &inbound.Catcher{Dir: w.reports, Log: discard(), Complaint: w.complaint,
+			Ours: func(ctx context.Context, domain string) bool {
+				ok, err := st.IsLocalDomain(ctx, domain)
+				return err == nil && ok
+			}}}
 	w.addDomain("example.test", store.DomainPolicy{})
+	w.addDomain("herald.example", store.DomainPolicy{}) // the domain of the sample DMARC report
 	return w
 }
 
