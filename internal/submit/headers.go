@@ -43,6 +43,9 @@ func (h *headerPolicy) Header(ctx context.Context, msg *store.Message, header []
 			return nil, refuse(ReasonHeaderFrom, 550, errContent, "The message has no From: header field")
 		}
 		add = append(add, "From: <"+t.mail.From+">")
+		if a, err := smtp.ParseAddress(t.mail.From); err == nil {
+			t.author = &a
+		}
 	case 1:
 		addrs, err := parseMailboxes(froms[0])
 		if err != nil || len(addrs) == 0 {
@@ -56,6 +59,9 @@ func (h *headerPolicy) Header(ctx context.Context, msg *store.Message, header []
 			if err := t.mayUse(ctx, a, "From: address"); err != nil {
 				return nil, err
 			}
+		}
+		if len(addrs) == 1 {
+			t.author = &addrs[0]
 		}
 	default:
 		return nil, refuse(ReasonHeaderFrom, 550, errContent, "The message has %d From: header fields; exactly one is allowed", len(froms))

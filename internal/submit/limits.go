@@ -25,6 +25,17 @@ type rateKey struct {
 // its account's; an API key's or a trusted client's account. Mail from
 // anonymous peers and Herald's own mail are not rate limited here.
 func (t *Tx) rateKeys(ctx context.Context) ([]rateKey, error) {
+	if t.ratesSet {
+		return t.rates, nil
+	}
+	keys, err := t.lookupRateKeys(ctx)
+	if err == nil {
+		t.rates, t.ratesSet = keys, true
+	}
+	return keys, err
+}
+
+func (t *Tx) lookupRateKeys(ctx context.Context) ([]rateKey, error) {
 	var keys []rateKey
 	switch t.ident.Kind {
 	case Anonymous, System:

@@ -25,11 +25,21 @@ import (
 //   - Trusted and Local: any address except in a domain owned by another
 //     account than the default one (they act for the default account).
 func (t *Tx) mayUse(ctx context.Context, addr smtp.Address, what string) error {
+	if t.ident.Kind == Anonymous || t.ident.Kind == System {
+		return nil
+	}
+	// The same address is usually judged several times (MAIL FROM, From:,
+	// the signer): decide once per transaction.
+	key := strings.ToLower(addr.String())
+	if ok, seen := t.allowed[key]; seen {
+		if ok {
+			return nil
+		}
+		return refuse(ReasonSenderNotAllowed, 550, smtp.EnhancedCode{5, 7, 1}, "%s <%s> not allowed for %s", what, addr, t.who())
+	}
 	var ok bool
 	var err error
 	switch t.ident.Kind {
-	case Anonymous, System:
-		return nil
 	case User:
 		ok, err = t.userMayUse(ctx, addr)
 	case APIKey:
@@ -40,6 +50,10 @@ func (t *Tx) mayUse(ctx context.Context, addr smtp.Address, what string) error {
 	if err != nil {
 		return internal(fmt.Errorf("submit: sender check of %s: %w", addr, err))
 	}
+	if t.allowed == nil {
+		t.allowed = make(map[string]bool)
+	}
+	t.allowed[key] = ok
 	if ok {
 		return nil
 	}

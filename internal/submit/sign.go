@@ -23,20 +23,20 @@ type signer struct {
 func (p *signer) Header(ctx context.Context, msg *store.Message, header []byte) ([]byte, error) {
 	t := p.tx
 	log := t.p.log
-	domain, err := dkim.FromDomain(header)
-	if err != nil {
-		log.Debug("not signing: no usable From", "id", msg.ID, "err", err)
-		return header, nil
+	from := t.author // found by the header policy, for submissions
+	if from == nil {
+		a, ok := singleFrom(header)
+		if !ok {
+			log.Debug("not signing: the From field does not hold one address", "id", msg.ID)
+			return header, nil
+		}
+		from = &a
 	}
-	from, ok := singleFrom(header)
-	if !ok || from.Domain != domain {
-		log.Warn("not signing: the From field is ambiguous", "id", msg.ID)
-		return header, nil
-	}
-	if err := t.mayUse(ctx, from, "From: address"); err != nil {
+	if err := t.mayUse(ctx, *from, "From: address"); err != nil {
 		log.Warn("not signing: the sender may not use the From address", "id", msg.ID, "from", from.String(), "identity", t.ident.Kind.String())
 		return header, nil
 	}
+	domain := from.Domain
 	keys, err := t.p.st.ActiveDKIMKeys(ctx, domain)
 	if err != nil {
 		log.Error("not signing: DKIM key lookup failed", "domain", domain, "err", err)

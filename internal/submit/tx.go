@@ -29,6 +29,10 @@ type Tx struct {
 	dropped  int               // Herald's own mail to feedback addresses
 	domain   string            // the local domain whose inbound policy applies
 	inbound  InboundChecks
+	allowed  map[string]bool // sender addresses judged so far (mayUse)
+	author   *smtp.Address   // the single From: address, once the header policy found it
+	rates    []rateKey       // the identity's limiters, once looked up
+	ratesSet bool
 	tags     []string
 	metadata map[string]string
 }
