@@ -43,6 +43,7 @@ func (s *Store) DeleteAccount(ctx context.Context, id string, force bool) (store
 	if id == store.DefaultAccount {
 		return del, fmt.Errorf("sqlite store: delete account %s: the default account cannot be deleted: %w", id, store.ErrExists)
 	}
+	defer s.forgetDomains() // its domains may go back to the default account
 	err := s.w.do(ctx, false, func(w *writer) error {
 		bg := context.Background()
 		del = store.AccountDeletion{}

@@ -81,51 +81,69 @@ func (s *Store) ListDomains(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// domainCacheTTL is how long the set of local domains is reused before it
-// is read again. IsLocalDomain runs several times per message (policy,
-// expansion, throttle, transport); the set changes rarely, and a change
-// made by another process (the CLI) is seen within this time.
+// domainCacheTTL is how long the local domains and their owners are reused
+// before they are read again. IsLocalDomain runs several times per message
+// (acceptance, throttle, transport) and DomainAccount for every sender
+// check; both change rarely, and a change made by another process (the
+// CLI) is seen within this time. This process's own changes are seen at
+// once.
 const domainCacheTTL = time.Second
 
-// domainCache holds the local domains read at loaded.
+// domainCache holds the local domains and their accounts read at loaded.
 type domainCache struct {
 	mu      sync.Mutex
-	set     map[string]bool
+	owner   map[string]string // domain -> account
 	loaded  time.Time
 	version uint64 // bumped by this process's own changes
 }
 
-// IsLocalDomain reports whether domain is a local domain (case-insensitive).
-func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
+// domainOwners returns the domain -> account map, from the cache when it is
+// fresh.
+func (s *Store) domainOwners(ctx context.Context) (map[string]string, error) {
 	c := &s.domains
 	c.mu.Lock()
-	if c.set != nil && time.Since(c.loaded) < domainCacheTTL {
-		ok := c.set[normDomain(domain)]
+	if c.owner != nil && time.Since(c.loaded) < domainCacheTTL {
+		m := c.owner
 		c.mu.Unlock()
-		return ok, nil
+		return m, nil
 	}
 	version := c.version
 	c.mu.Unlock()
-	ds, err := s.ListDomains(ctx)
+	type row struct{ name, account string }
+	rows, err := queryList(ctx, s, "list domain owners", func(sc scanner) (row, error) {
+		var r row
+		err := sc.Scan(&r.name, &r.account)
+		return r, err
+	}, `SELECT name, account FROM domains`)
 	if err != nil {
-		return false, fmt.Errorf("sqlite store: is local domain: %w", err)
+		return nil, err
 	}
-	set := make(map[string]bool, len(ds))
-	for _, d := range ds {
-		set[d] = true
+	m := make(map[string]string, len(rows))
+	for _, r := range rows {
+		m[r.name] = r.account
 	}
 	c.mu.Lock()
 	if c.version == version { // no change of ours raced the read
-		c.set, c.loaded = set, time.Now()
+		c.owner, c.loaded = m, time.Now()
 	}
 	c.mu.Unlock()
-	return set[normDomain(domain)], nil
+	return m, nil
+}
+
+// IsLocalDomain reports whether domain is a local domain (case-insensitive).
+func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
+	m, err := s.domainOwners(ctx)
+	if err != nil {
+		return false, fmt.Errorf("sqlite store: is local domain: %w", err)
+	}
+	_, ok := m[normDomain(domain)]
+	return ok, nil
 }
 
 // forgetDomains drops the cached domain set after a change.
 func (s *Store) forgetDomains() {
 	s.domains.mu.Lock()
-	s.domains.set = nil
+	s.domains.owner = nil
 	s.domains.version++
 	s.domains.mu.Unlock()
 }

@@ -171,6 +171,7 @@ func (s *Store) setOwner(ctx context.Context, what, table, keyCol, key, account 
 // account returns store.ErrNotFound.
 func (s *Store) SetDomainAccount(ctx context.Context, domain, account string) error {
 	d := normDomain(domain)
+	defer s.forgetDomains()
 	return s.setOwner(ctx, "set account of domain "+d, "domains", "name", d, account)
 }
 
@@ -183,7 +184,15 @@ func scanString(sc scanner) (string, error) {
 // DomainAccount returns the account owning domain, or store.ErrNotFound.
 func (s *Store) DomainAccount(ctx context.Context, domain string) (string, error) {
 	d := normDomain(domain)
-	return getOne(ctx, s, "account of domain "+d, scanString, `SELECT account FROM domains WHERE name = ?`, d)
+	m, err := s.domainOwners(ctx)
+	if err != nil {
+		return "", fmt.Errorf("sqlite store: account of domain %s: %w", d, err)
+	}
+	a, ok := m[d]
+	if !ok {
+		return "", fmt.Errorf("sqlite store: account of domain %s: %w", d, store.ErrNotFound)
+	}
+	return a, nil
 }
 
 // ListAccountDomains returns the domains of account in order.
