@@ -19,7 +19,7 @@ const (
 	ReasonTooManyRcpts     = "too_many_rcpts"
 	ReasonTooBig           = "size"
 	ReasonStorageFull      = "storage_full"
-	ReasonLoop             = "loop"
+	ReasonSequence         = "sequence"
 	ReasonSPF              = "spf_fail"
 	ReasonDMARC            = "dmarc_reject"
 	ReasonTemporary        = "temporary"

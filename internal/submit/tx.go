@@ -46,15 +46,12 @@ type Mail struct {
 	Size     int64 // declared size (SIZE=), 0 if unknown
 }
 
-// Identity returns the transaction's identity (with its account resolved).
-func (t *Tx) Identity() Identity { return t.ident }
-
 // Mail checks the envelope sender: the identity must be allowed to use it,
 // the declared size must fit, and a sending identity must not already be
 // over its rate limits.
 func (t *Tx) Mail(ctx context.Context, m Mail) error {
 	if t.mailDone {
-		return refuse(ReasonTemporary, 503, smtp.EnhancedCode{5, 5, 1}, "Sender already specified")
+		return refuse(ReasonSequence, 503, smtp.EnhancedCode{5, 5, 1}, "Sender already specified")
 	}
 	if m.Size > t.p.cfg.MaxMessageSize {
 		return refuseWith(ReasonTooBig, smtp.ErrMessageTooBig)
@@ -91,7 +88,7 @@ func (t *Tx) Mail(ctx context.Context, m Mail) error {
 // the account's suppression list are refused with ErrSuppressed.
 func (t *Tx) Rcpt(ctx context.Context, r Recipient) error {
 	if !t.mailDone {
-		return refuse(ReasonTemporary, 503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command first")
+		return refuse(ReasonSequence, 503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command first")
 	}
 	if t.accepted+len(t.verps)+t.dropped >= t.p.cfg.MaxRecipients {
 		return refuseWith(ReasonTooManyRcpts, smtp.ErrTooManyRcpts)
@@ -214,7 +211,7 @@ func (t *Tx) checkSuppressed(ctx context.Context, addr string) error {
 // durable. body must yield the message with CRLF line endings.
 func (t *Tx) Data(ctx context.Context, body io.Reader) (Result, error) {
 	if !t.mailDone {
-		return Result{}, refuse(ReasonTemporary, 503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command first")
+		return Result{}, refuse(ReasonSequence, 503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command first")
 	}
 	lr := &limitReader{r: body, left: t.p.cfg.MaxMessageSize + traceAllowance}
 	body = lr
