@@ -1,0 +1,469 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// validAccountID reports whether id is a usable account ID: 1 to 64 of
+// [a-z0-9-].
+func validAccountID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// execOne runs a single-statement write. noRows (if not nil) is the error
+// wrapped when no row was affected.
+func (s *Store) execOne(ctx context.Context, what string, noRows error, q string, args ...any) error {
+	tag, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return mapErr(fmt.Errorf("postgres store: %s: %w", what, err))
+	}
+	if tag.RowsAffected() == 0 && noRows != nil {
+		return fmt.Errorf("postgres store: %s: %w", what, noRows)
+	}
+	return nil
+}
+
+// AddAccount creates an account; an existing ID, or the ID of a deleted
+// account whose rows are still being purged, returns store.ErrExists. A
+// zero Created is set to now.
+func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
+	if !validAccountID(a.ID) {
+		return fmt.Errorf("postgres store: add account: invalid ID %q (want 1-64 of [a-z0-9-])", a.ID)
+	}
+	created := a.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	var inserted, purging bool
+	err := s.pool.QueryRow(ctx, `WITH p AS (SELECT 1 FROM account_purges WHERE id = $1), i AS (
+			INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created)
+			SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM p)
+			ON CONFLICT DO NOTHING RETURNING id
+		)
+		SELECT EXISTS (SELECT 1 FROM i), EXISTS (SELECT 1 FROM p)`,
+		a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created)).Scan(&inserted, &purging)
+	switch {
+	case err != nil:
+		return mapErr(fmt.Errorf("postgres store: add account %s: %w", a.ID, err))
+	case purging:
+		return fmt.Errorf("postgres store: add account %s: a deleted account of that ID is still being purged: %w", a.ID, store.ErrExists)
+	case !inserted:
+		return fmt.Errorf("postgres store: add account %s: %w", a.ID, store.ErrExists)
+	}
+	return nil
+}
+
+const accountCols = `id, name, per_minute, per_hour, per_day, created`
+
+func scanAccount(sc pgx.Row) (store.Account, error) {
+	var a store.Account
+	var created int64
+	if err := sc.Scan(&a.ID, &a.Name, &a.Limits.PerMinute, &a.Limits.PerHour, &a.Limits.PerDay, &created); err != nil {
+		return store.Account{}, err
+	}
+	a.Created = fromNanos(created)
+	return a, nil
+}
+
+// GetAccount returns an account or store.ErrNotFound.
+func (s *Store) GetAccount(ctx context.Context, id string) (store.Account, error) {
+	return getOne(ctx, s, "get account "+id, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE id = $1`, id)
+}
+
+// ListAccounts returns every account ordered by ID.
+func (s *Store) ListAccounts(ctx context.Context) ([]store.Account, error) {
+	return queryList(ctx, s, "list accounts", scanAccount, `SELECT `+accountCols+` FROM accounts ORDER BY id`)
+}
+
+// UpdateAccountLimits replaces an account's limits; store.ErrNotFound if
+// unknown.
+func (s *Store) UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error {
+	return s.execOne(ctx, "update limits of account "+id, store.ErrNotFound,
+		`UPDATE accounts SET per_minute = $1, per_hour = $2, per_day = $3 WHERE id = $4`, l.PerMinute, l.PerHour, l.PerDay, id)
+}
+
+// setOwner assigns the row key of table to account: store.ErrNotFound if
+// either is unknown.
+func (s *Store) setOwner(ctx context.Context, what, table, keyCol, key, account string) error {
+	var updated, accountOK bool
+	err := s.pool.QueryRow(ctx, `WITH a AS (SELECT 1 FROM accounts WHERE id = $1), u AS (
+			UPDATE `+table+` SET account = $1 WHERE `+keyCol+` = $2 AND EXISTS (SELECT 1 FROM a) RETURNING 1
+		)
+		SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM a)`, account, key).Scan(&updated, &accountOK)
+	switch {
+	case err != nil:
+		return mapErr(fmt.Errorf("postgres store: %s: %w", what, err))
+	case !accountOK:
+		return fmt.Errorf("postgres store: %s: account %s: %w", what, account, store.ErrNotFound)
+	case !updated:
+		return fmt.Errorf("postgres store: %s: %s: %w", what, key, store.ErrNotFound)
+	}
+	return nil
+}
+
+// SetDomainAccount assigns a domain to an account; an unknown domain or
+// account returns store.ErrNotFound.
+func (s *Store) SetDomainAccount(ctx context.Context, domain, account string) error {
+	d := normDomain(domain)
+	defer s.forgetDomains()
+	return s.setOwner(ctx, "set account of domain "+d, "domains", "name", d, account)
+}
+
+func scanString(sc pgx.Row) (string, error) {
+	var v string
+	err := sc.Scan(&v)
+	return v, err
+}
+
+// DomainAccount returns the account owning domain, or store.ErrNotFound.
+func (s *Store) DomainAccount(ctx context.Context, domain string) (string, error) {
+	d := normDomain(domain)
+	m, err := s.domainOwners(ctx)
+	if err != nil {
+		return "", fmt.Errorf("postgres store: account of domain %s: %w", d, err)
+	}
+	a, ok := m[d]
+	if !ok {
+		return "", fmt.Errorf("postgres store: account of domain %s: %w", d, store.ErrNotFound)
+	}
+	return a, nil
+}
+
+// ListAccountDomains returns the domains of account in order.
+func (s *Store) ListAccountDomains(ctx context.Context, account string) ([]string, error) {
+	return queryList(ctx, s, "list domains of account "+account, scanString,
+		`SELECT name FROM domains WHERE account = $1 ORDER BY name`, account)
+}
+
+// SetUserAccount assigns a user to an account; an unknown user or account
+// returns store.ErrNotFound.
+func (s *Store) SetUserAccount(ctx context.Context, address, account string) error {
+	a := normAddr(address)
+	return s.setOwner(ctx, "set account of user "+a, "users", "address", a, account)
+}
+
+// UserAccount returns the account of a user, or store.ErrNotFound.
+func (s *Store) UserAccount(ctx context.Context, address string) (string, error) {
+	a := normAddr(address)
+	return getOne(ctx, s, "account of user "+a, scanString, `SELECT account FROM users WHERE address = $1`, a)
+}
+
+func marshalList(l []string) (string, error) {
+	if l == nil {
+		l = []string{}
+	}
+	b, err := json.Marshal(l)
+	return string(b), err
+}
+
+func unmarshalList(s string) ([]string, error) {
+	var l []string
+	if err := json.Unmarshal([]byte(s), &l); err != nil {
+		return nil, err
+	}
+	if len(l) == 0 {
+		return nil, nil
+	}
+	return l, nil
+}
+
+// AddAPIKey stores an API key; an existing ID returns store.ErrExists. An
+// empty Account is store.DefaultAccount and a zero Created is now.
+func (s *Store) AddAPIKey(ctx context.Context, k store.APIKey) error {
+	if k.ID == "" || len(k.SecretHash) == 0 {
+		return errors.New("postgres store: add API key: empty ID or secret hash")
+	}
+	if k.Account == "" {
+		k.Account = store.DefaultAccount
+	}
+	scopes, err := marshalList(k.Scopes)
+	if err != nil {
+		return fmt.Errorf("postgres store: add API key %s: %w", k.ID, err)
+	}
+	created := k.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return s.execOne(ctx, "add API key "+k.ID, store.ErrExists,
+		`INSERT INTO api_keys (id, account, name, scopes, secret_hash, created, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT DO NOTHING`,
+		k.ID, k.Account, k.Name, scopes, k.SecretHash, nanos(created), nanos(k.LastUsed))
+}
+
+const apiKeyCols = `id, account, name, scopes, secret_hash, created, last_used`
+
+func scanAPIKey(sc pgx.Row) (store.APIKey, error) {
+	var k store.APIKey
+	var scopes string
+	var created, used int64
+	if err := sc.Scan(&k.ID, &k.Account, &k.Name, &scopes, &k.SecretHash, &created, &used); err != nil {
+		return store.APIKey{}, err
+	}
+	var err error
+	if k.Scopes, err = unmarshalList(scopes); err != nil {
+		return store.APIKey{}, fmt.Errorf("API key %s: scopes: %w", k.ID, err)
+	}
+	k.Created, k.LastUsed = fromNanos(created), fromNanos(used)
+	return k, nil
+}
+
+// GetAPIKey returns an API key by ID (whatever its account), or
+// store.ErrNotFound.
+func (s *Store) GetAPIKey(ctx context.Context, id string) (store.APIKey, error) {
+	return getOne(ctx, s, "get API key "+id, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys WHERE id = $1`, id)
+}
+
+// ListAPIKeys returns the keys of account ordered by creation, then ID.
+func (s *Store) ListAPIKeys(ctx context.Context, account string) ([]store.APIKey, error) {
+	return queryList(ctx, s, "list API keys", scanAPIKey,
+		`SELECT `+apiKeyCols+` FROM api_keys WHERE account = $1 ORDER BY created, id`, account)
+}
+
+// DeleteAPIKey removes a key of account; a key that does not exist or
+// belongs to another account returns store.ErrNotFound.
+func (s *Store) DeleteAPIKey(ctx context.Context, account, id string) error {
+	err := s.execOne(ctx, "delete API key "+id, store.ErrNotFound,
+		`DELETE FROM api_keys WHERE id = $1 AND account = $2`, id, account)
+	if err == nil {
+		s.touches.forget(id)
+	}
+	return err
+}
+
+// touchGranularity is the precision of APIKey.LastUsed: a touch less than
+// this after the last one written by this handle is not written, so a
+// busy key costs one write a minute per node, not one per request.
+const touchGranularity = time.Minute
+
+// touchCache remembers the LastUsed values this handle wrote.
+type touchCache struct {
+	mu      sync.Mutex
+	written map[string]time.Time // key ID -> LastUsed last written
+}
+
+func (c *touchCache) due(id string, t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	last, ok := c.written[id]
+	return !ok || t.Sub(last) >= touchGranularity
+}
+
+func (c *touchCache) set(id string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.written == nil {
+		c.written = make(map[string]time.Time)
+	}
+	c.written[id] = t
+}
+
+func (c *touchCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.written, id)
+}
+
+// reset forgets every touch (after an account's keys were deleted).
+func (c *touchCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.written)
+}
+
+// TouchAPIKey records that key id was used at t. LastUsed only moves
+// forward and has a granularity of a minute: touches closer than that to
+// the last one this handle wrote are dropped without a write. An unknown
+// key returns store.ErrNotFound when a write is made.
+func (s *Store) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
+	if !s.touches.due(id, t) {
+		return nil
+	}
+	err := s.execOne(ctx, "touch API key "+id, store.ErrNotFound,
+		`UPDATE api_keys SET last_used = GREATEST(last_used, $1) WHERE id = $2`, nanos(t), id)
+	if err == nil {
+		s.touches.set(id, t)
+	}
+	return err
+}
+
+// AddSuppression adds or replaces the suppression of s.Address (lower-
+// cased) for s.Account (DefaultAccount if empty). A zero Created is now.
+func (s *Store) AddSuppression(ctx context.Context, sp store.Suppression) error {
+	addr := normAddr(sp.Address)
+	if addr == "" {
+		return errors.New("postgres store: add suppression: empty address")
+	}
+	if sp.Account == "" {
+		sp.Account = store.DefaultAccount
+	}
+	created := sp.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return s.execOne(ctx, "add suppression "+addr, nil,
+		`INSERT INTO suppressions (account, address, reason, detail, created) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason, detail = excluded.detail, created = excluded.created`,
+		sp.Account, addr, sp.Reason, sp.Detail, nanos(created))
+}
+
+// DeleteSuppression removes an address from account's list;
+// store.ErrNotFound if it is not on it.
+func (s *Store) DeleteSuppression(ctx context.Context, account, address string) error {
+	addr := normAddr(address)
+	return s.execOne(ctx, "delete suppression "+addr, store.ErrNotFound,
+		`DELETE FROM suppressions WHERE account = $1 AND address = $2`, account, addr)
+}
+
+// IsSuppressed reports whether address (case-insensitive) is on account's
+// suppression list.
+func (s *Store) IsSuppressed(ctx context.Context, account, address string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM suppressions WHERE account = $1 AND address = $2)`,
+		account, normAddr(address)).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("postgres store: is suppressed: %w", err)
+	}
+	return ok, nil
+}
+
+func scanSuppression(sc pgx.Row) (store.Suppression, error) {
+	var sp store.Suppression
+	var created int64
+	if err := sc.Scan(&sp.Account, &sp.Address, &sp.Reason, &sp.Detail, &created); err != nil {
+		return store.Suppression{}, err
+	}
+	sp.Created = fromNanos(created)
+	return sp, nil
+}
+
+// ListSuppressions returns up to limit (default 100, at most 1000)
+// suppressions of account ordered by address, after the address after.
+func (s *Store) ListSuppressions(ctx context.Context, account string, after string, limit int) ([]store.Suppression, error) {
+	return queryList(ctx, s, "list suppressions", scanSuppression,
+		`SELECT account, address, reason, detail, created FROM suppressions WHERE account = $1 AND address > $2
+			ORDER BY address LIMIT $3`, account, normAddr(after), listLimit(limit))
+}
+
+// PutIdempotency stores key -> messageID for account at t. If the key
+// exists (and is less than a day older than t) it returns the stored
+// value and an error wrapping store.ErrExists; an expired key is
+// replaced. Concurrent calls with one key, on any nodes, store once (the
+// insert's conflict arbitration).
+func (s *Store) PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error) {
+	if key == "" {
+		return "", errors.New("postgres store: put idempotency key: empty key")
+	}
+	if account == "" {
+		account = store.DefaultAccount
+	}
+	tn := nanos(t)
+	if tn == 0 {
+		tn = time.Now().UnixNano()
+	}
+	expired := tn - int64(idempotencyTTL)
+	var existing string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO idempotency (account, key, message_id, created) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (account, key) DO UPDATE SET message_id = excluded.message_id, created = excluded.created
+			WHERE idempotency.created < $5`, account, key, messageID, tn, expired)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 1 {
+			return nil
+		}
+		// The key exists and is fresh; the failed upsert locked its row.
+		if err := tx.QueryRow(ctx, `SELECT message_id FROM idempotency WHERE account = $1 AND key = $2`,
+			account, key).Scan(&existing); err != nil {
+			return err
+		}
+		return store.ErrExists
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return existing, fmt.Errorf("postgres store: idempotency key %q: %w", key, err)
+		}
+		return "", mapErr(fmt.Errorf("postgres store: put idempotency key: %w", err))
+	}
+	return "", nil
+}
+
+// Route actions.
+const (
+	routeHTTP    = "http"
+	routeMaildir = "maildir"
+)
+
+// AddRoute adds or replaces the route of r.Address (lower-cased) for
+// r.Account (DefaultAccount if empty). An address routed by another
+// account returns store.ErrExists.
+func (s *Store) AddRoute(ctx context.Context, r store.Route) error {
+	addr := normAddr(r.Address)
+	if addr == "" || !strings.Contains(addr, "@") || strings.HasSuffix(addr, "@") {
+		return fmt.Errorf("postgres store: add route: invalid address %q", r.Address)
+	}
+	if r.Action != routeHTTP && r.Action != routeMaildir {
+		return fmt.Errorf("postgres store: add route %s: invalid action %q", addr, r.Action)
+	}
+	if r.Account == "" {
+		r.Account = store.DefaultAccount
+	}
+	return s.execOne(ctx, "add route "+addr, store.ErrExists,
+		`INSERT INTO routes (address, account, action, url, secret) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (address) DO UPDATE SET action = excluded.action, url = excluded.url, secret = excluded.secret
+			WHERE routes.account = excluded.account`,
+		addr, r.Account, r.Action, r.URL, r.Secret)
+}
+
+const routeCols = `address, account, action, url, secret`
+
+func scanRoute(sc pgx.Row) (store.Route, error) {
+	var r store.Route
+	err := sc.Scan(&r.Address, &r.Account, &r.Action, &r.URL, &r.Secret)
+	return r, err
+}
+
+// GetRoute returns the route of address: its own, else its domain's
+// ("@domain"), else store.ErrNotFound.
+func (s *Store) GetRoute(ctx context.Context, address string) (store.Route, error) {
+	addr := normAddr(address)
+	dom := addr
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		dom = addr[i:]
+	}
+	return getOne(ctx, s, "get route "+addr, scanRoute,
+		`SELECT `+routeCols+` FROM routes WHERE address IN ($1, $2) ORDER BY length(address) DESC LIMIT 1`, addr, dom)
+}
+
+// ListRoutes returns the routes of account ordered by address.
+func (s *Store) ListRoutes(ctx context.Context, account string) ([]store.Route, error) {
+	return queryList(ctx, s, "list routes", scanRoute,
+		`SELECT `+routeCols+` FROM routes WHERE account = $1 ORDER BY address`, account)
+}
+
+// DeleteRoute removes a route of account; one that does not exist or
+// belongs to another account returns store.ErrNotFound.
+func (s *Store) DeleteRoute(ctx context.Context, account, address string) error {
+	addr := normAddr(address)
+	return s.execOne(ctx, "delete route "+addr, store.ErrNotFound,
+		`DELETE FROM routes WHERE address = $1 AND account = $2`, addr, account)
+}

@@ -1,0 +1,754 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// ErrLeaseLost is returned (wrapped) by Update and Renew when the lease was
+// taken over by another node, or its outcome was already recorded.
+var ErrLeaseLost = errors.New("lease lost")
+
+const msgCols = `m.id, m.sender, m.received, m.size, m.ret, m.envid, m.client_ip, m.helo, m.auth_user, m.source, m.smtputf8,
+	m.account, m.tags, m.metadata, m.headers`
+
+const rcptCols = `r.id, r.address, r.notify, r.orcpt, r.status, r.attempts, r.next_attempt, r.last_reply, r.remote_mta,
+	r.delay_warned, r.updated_at`
+
+// pendingSQL is the condition of a recipient still to be delivered;
+// readySQL is when it can next be leased (due, and its lease, if any,
+// expired). recipients_ready indexes readySQL under pendingSQL.
+const (
+	pendingSQL = `r.status IN ('queued', 'deferred')`
+	readySQL   = `GREATEST(r.next_attempt, r.lease_until + 1)`
+)
+
+// validID reports whether id is usable as a queue ID (the SQLite store's
+// rule, so that queues copy between the backends).
+func validID(id string) bool {
+	if id == "" || len(id) > 200 || id[0] == '.' || id == "tmp" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// enqueueSQL stores a message, its recipients (IDs in input order: nextval
+// runs after the sort), one accepted event per recipient with its webhook
+// deliveries, and the last chunk of a chunked body, in one statement. A
+// duplicate ID inserts nothing and returns no rows.
+const enqueueSQL = `WITH m AS (
+	INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8,
+		account, tags, metadata, headers, body_id, body)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+	ON CONFLICT DO NOTHING
+	RETURNING id
+), r AS (
+	INSERT INTO recipients (id, message_id, address, notify, orcpt, status, attempts, next_attempt,
+		lease_until, lease_owner, lease_token, updated_at)
+	SELECT nextval('recipients_id_seq'), m.id, u.address, u.notify, u.orcpt, 'queued', 0, $3, $21, $22, $23, $24
+	FROM m, unnest($18::text[], $19::text[], $20::text[]) WITH ORDINALITY AS u(address, notify, orcpt, ord)
+	ORDER BY u.ord
+	RETURNING id, address
+), e AS (
+	INSERT INTO events (time, type, account, message_id, recipient, sender, tags, metadata)
+	SELECT $24, 'accepted', $12, $1, r.address, $2, $13, $14 FROM r ORDER BY r.id
+	RETURNING id
+), f AS (
+	INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
+	SELECT w.id, e.id, $24 FROM e JOIN webhooks w
+		ON w.account = $12 AND (w.event_types = '' OR strpos(w.event_types, ',accepted,') > 0)
+), c AS (
+	INSERT INTO body_chunks (body_id, seq, data) SELECT $16, $25, $26 FROM m WHERE $26::bytea IS NOT NULL
+), p AS (
+	DELETE FROM pending_bodies WHERE id = $16 AND EXISTS (SELECT 1 FROM m) RETURNING id
+)
+SELECT r.id, (SELECT count(*) FROM p) FROM r ORDER BY r.id`
+
+// Enqueue stores msg and body durably; see store.Queue. The batch's
+// synchronous commit also makes the chunks written before it durable. An
+// empty msg.Account is set to store.DefaultAccount. One accepted event per
+// recipient is written in the same transaction. A message not leased at
+// once wakes the other nodes.
+func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) error {
+	_, err := s.enqueue(ctx, msg, b, leaseUntil)
+	return err
+}
+
+// enqueue is Enqueue returning the token of the lease the recipients were
+// created with ("" when leaseUntil is zero).
+func (s *Store) enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) (string, error) {
+	bd, ok := b.(*body)
+	if !ok || bd.s != s {
+		return "", errors.New("postgres store: enqueue: body not from this store")
+	}
+	if bd.done {
+		return "", errBodyDone
+	}
+	if bd.err != nil {
+		bd.Abort()
+		return "", bd.err
+	}
+	if !validID(msg.ID) {
+		bd.Abort()
+		return "", fmt.Errorf("postgres store: enqueue: invalid queue ID %q", msg.ID)
+	}
+	if len(msg.Recipients) == 0 {
+		bd.Abort()
+		return "", fmt.Errorf("postgres store: enqueue %s: no recipients", msg.ID)
+	}
+	if err := ctx.Err(); err != nil {
+		bd.Abort()
+		return "", err
+	}
+	bd.done = true
+	defer bd.release()
+	if msg.Account == "" {
+		msg.Account = store.DefaultAccount
+	}
+	tags, meta, err := encodeTagsMeta(msg.Tags, msg.Metadata)
+	if err != nil {
+		bd.discard()
+		return "", fmt.Errorf("postgres store: enqueue %s: %w", msg.ID, err)
+	}
+	msg.Size = bd.size + int64(len(msg.Headers))
+	headers := msg.Headers
+	if headers == nil {
+		headers = []byte{}
+	}
+	var inline, tail []byte
+	var bodyID *int64
+	if bd.chunked {
+		bodyID, tail = &bd.id, bd.buf
+	} else {
+		inline = bd.buf
+		if inline == nil {
+			inline = []byte{}
+		}
+	}
+	pendingBody := bd.seq > 0
+	var token, owner string
+	if !leaseUntil.IsZero() {
+		token, owner = randomToken(), s.node
+	}
+	n := len(msg.Recipients)
+	addrs, notifies, orcpts := make([]string, n), make([]string, n), make([]string, n)
+	for i, r := range msg.Recipients {
+		addrs[i], notifies[i], orcpts[i] = r.Address, r.Notify, r.ORCPT
+	}
+	now := time.Now()
+	received := nanos(msg.Received)
+	ids := make([]int64, 0, n)
+	err = s.w.do(context.Background(), func(ctx context.Context, b *batch) error {
+		ids = ids[:0]
+		rows, err := b.tx.Query(ctx, enqueueSQL, msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
+			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, msg.SMTPUTF8, msg.Account, tags, meta, headers,
+			bodyID, inline, addrs, notifies, orcpts, nanos(leaseUntil), owner, token, now.UnixNano(), bd.seq, tail)
+		if err != nil {
+			return err
+		}
+		var deleted int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id, &deleted); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return clean(fmt.Errorf("message %s: %w", msg.ID, store.ErrExists))
+		}
+		if len(ids) != n {
+			return fmt.Errorf("stored %d of %d recipients", len(ids), n)
+		}
+		if pendingBody && deleted != 1 {
+			// Collected as abandoned: cannot happen within a day.
+			return fmt.Errorf("body %d was collected before its message was enqueued", bd.id)
+		}
+		if leaseUntil.IsZero() {
+			b.wake = true
+		}
+		return nil
+	})
+	if err != nil {
+		if pendingBody && !errors.Is(err, errCommitUnknown) {
+			s.deleteBody(bd.id)
+		}
+		return "", fmt.Errorf("postgres store: enqueue %s: %w", msg.ID, err)
+	}
+	for i := range msg.Recipients {
+		r := &msg.Recipients[i]
+		r.ID = ids[i]
+		r.Status = store.StatusQueued
+		r.Attempts = 0
+		r.NextAttempt = msg.Received
+		r.LastReply, r.RemoteMTA, r.DelayWarned = "", "", false
+		r.UpdatedAt = now
+	}
+	return token, nil
+}
+
+// leased is a lease with its token.
+type leased struct {
+	store.Lease
+	Token string
+}
+
+// Lease leases due recipients to this node, grouped by message; see
+// store.Queue.
+func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]store.Lease, error) {
+	ls, err := s.lease(ctx, now, d, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.Lease, len(ls))
+	for i, l := range ls {
+		out[i] = l.Lease
+	}
+	return out, nil
+}
+
+// leaseScan is how many due recipients a lease round considers per
+// message still wanted (they are read, not locked: a message with several
+// due recipients takes several).
+const leaseScan = 4
+
+// leaseRounds bounds the rounds of one Lease call.
+const leaseRounds = 4
+
+// leaseCandidatesSQL locks, with SKIP LOCKED, up to $3 messages with due
+// recipients among the first $2 due recipients (earliest first) whose
+// messages are not in $4, and returns their IDs in due order. Only the
+// messages returned are locked: a message another transaction holds is
+// skipped, never waited for, and none is locked without being leased.
+const leaseCandidatesSQL = `SELECT c.message_id FROM (
+	SELECT r.message_id, min(` + readySQL + `) AS ready FROM (
+		SELECT r.message_id, r.next_attempt, r.lease_until FROM recipients r
+		WHERE ` + pendingSQL + ` AND ` + readySQL + ` <= $1 AND r.message_id <> ALL($4)
+		ORDER BY ` + readySQL + `
+		LIMIT $2
+	) r GROUP BY r.message_id
+) c JOIN messages m ON m.id = c.message_id
+ORDER BY c.ready
+LIMIT $3
+FOR NO KEY UPDATE OF m SKIP LOCKED`
+
+// leaseSQL leases the due recipients of the locked messages $1 to node $4
+// until $3, each message under its token in $2 (the condition is checked
+// again: a recipient leased since the candidates were read is left alone).
+const leaseSQL = `WITH t AS (SELECT * FROM unnest($1::text[], $2::text[]) AS t(mid, tok))
+UPDATE recipients r SET lease_until = $3, lease_owner = $4, lease_token = t.tok
+FROM t WHERE r.message_id = t.mid AND ` + pendingSQL + ` AND ` + readySQL + ` <= $5
+RETURNING r.message_id, ` + rcptCols
+
+// lease returns up to limit messages with due recipients, earliest due
+// first, each with all its due recipients leased to this node until now+d
+// under a new token. Messages are claimed with FOR NO KEY UPDATE SKIP
+// LOCKED on their rows, in the order of the recipients_ready index, so
+// concurrent calls on any nodes never wait for each other and never lease
+// a recipient twice. A round that finds candidates leased meanwhile is
+// followed by another, so a call returns nothing only when nothing due is
+// unclaimed. The lease is committed asynchronously: losing it in a
+// database crash makes the recipients due again (at-least-once).
+func (s *Store) lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]leased, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	n, u := nanos(now), nanos(now.Add(d))
+	until := now.Add(d)
+	var out []leased
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out = out[:0]
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		seen := []string{}
+		for round := 0; round < leaseRounds && len(out) < limit; round++ {
+			want := limit - len(out)
+			rows, err := tx.Query(ctx, leaseCandidatesSQL, n, min(want*leaseScan, 10000), want, seen)
+			if err != nil {
+				return err
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if len(ids) == 0 {
+				break
+			}
+			seen = append(seen, ids...)
+			got, err := s.leaseMessages(ctx, tx, ids, n, u, until)
+			if err != nil {
+				return err
+			}
+			out = append(out, got...)
+			if len(ids) < want {
+				break // no more candidates (or all claimed by others)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("postgres store: lease: %w", err))
+	}
+	return out, nil
+}
+
+// leaseMessages leases the due recipients of the locked messages ids and
+// reads the messages, in one round trip.
+func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u int64, until time.Time) ([]leased, error) {
+	tokens := make([]string, len(ids))
+	for i := range tokens {
+		tokens[i] = randomToken()
+	}
+	bt := &pgx.Batch{}
+	bt.Queue(leaseSQL, ids, tokens, u, s.node, n)
+	bt.Queue(`SELECT `+msgCols+` FROM messages m WHERE m.id = ANY($1)`, ids)
+	res := tx.SendBatch(ctx, bt)
+	defer res.Close()
+	rcpts := make(map[string][]store.Recipient, len(ids))
+	rows, err := res.Query()
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var mid string
+		var r store.Recipient
+		if err := scanRecipient(rows, &r, &mid); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		rcpts[mid] = append(rcpts[mid], r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	msgs := make(map[string]*store.Message, len(ids))
+	rows, err = res.Query()
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		msgs[m.ID] = m
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []leased
+	for i, id := range ids {
+		m, rs := msgs[id], rcpts[id]
+		if m == nil || len(rs) == 0 {
+			continue // leased by another node since the candidates were read
+		}
+		slices.SortFunc(rs, func(a, b store.Recipient) int { return cmp.Compare(a.ID, b.ID) })
+		m.Recipients = rs
+		out = append(out, leased{Lease: store.Lease{Message: m, Until: until}, Token: tokens[i]})
+	}
+	return out, res.Close()
+}
+
+// Renew extends the lease token of message id until the given time. It
+// returns an error wrapping ErrLeaseLost when no pending recipient of id
+// holds token any more (another node took the lease over after it
+// expired, or the outcome was recorded). A renewal is committed
+// asynchronously, as a lease is.
+func (s *Store) Renew(ctx context.Context, id, token string, until time.Time) error {
+	if token == "" {
+		return fmt.Errorf("postgres store: renew %s: no token: %w", id, ErrLeaseLost)
+	}
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE recipients r SET lease_until = $3
+			WHERE r.message_id = $1 AND r.lease_token = $2 AND `+pendingSQL, id, token, nanos(until))
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return mapErr(fmt.Errorf("postgres store: renew %s: %w", id, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("postgres store: renew %s: %w", id, ErrLeaseLost)
+	}
+	return nil
+}
+
+// anyToken, passed as the token of update, skips the lease check (the
+// store.Queue interface before tokens).
+const anyToken = "\x00any"
+
+// Update records outcomes for recipients of message id; see store.Queue.
+func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome) error {
+	return s.update(ctx, id, anyToken, outcomes)
+}
+
+// updateSQL records outcomes, writes their events with webhook deliveries
+// and returns how many recipients of the message are still pending (the
+// snapshot is the one before the update: the message row is locked, so
+// nobody else changes its recipients meanwhile).
+const updateSQL = `WITH o AS (
+	SELECT * FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $7::text[], $8::boolean[],
+		$9::text[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY
+		AS o(rid, status, inc, next, reply, mta, dw, tls, enh, bounce, typ, ord)
+), u AS (
+	UPDATE recipients r SET status = o.status, attempts = r.attempts + o.inc, next_attempt = o.next,
+		lease_until = 0, lease_owner = '', lease_token = '', last_reply = o.reply, remote_mta = o.mta,
+		delay_warned = r.delay_warned OR o.dw, updated_at = $13
+	FROM o WHERE r.id = o.rid AND r.message_id = $1
+	RETURNING r.address, r.attempts, o.typ, o.mta, o.reply, o.enh, o.tls, o.bounce, o.ord
+), e AS (
+	INSERT INTO events (time, type, account, message_id, recipient, sender, remote_mta, reply, enhanced, tls, bounce,
+		attempt, tags, metadata)
+	SELECT $13, u.typ, $14, $1, u.address, $15, u.mta, u.reply, u.enh, u.tls, u.bounce, u.attempts, $16, $17
+	FROM u WHERE u.typ <> '' ORDER BY u.ord
+	RETURNING id, type
+), f AS (
+	INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
+	SELECT w.id, e.id, $13 FROM e JOIN webhooks w
+		ON w.account = $14 AND (w.event_types = '' OR strpos(w.event_types, ',' || e.type || ',') > 0)
+)
+SELECT (SELECT count(*) FROM recipients r WHERE r.message_id = $1 AND ` + pendingSQL + ` AND r.id <> ALL($2))
+	+ (SELECT count(*) FROM o WHERE o.status IN ('queued', 'deferred'))`
+
+// deleteMessageSQL deletes a message with its recipients and body chunks
+// and returns how many messages it deleted.
+const deleteMessageSQL = `WITH m AS (
+	DELETE FROM messages WHERE id = $1 RETURNING body_id
+), r AS (
+	DELETE FROM recipients WHERE message_id = $1
+), c AS (
+	DELETE FROM body_chunks WHERE body_id = (SELECT body_id FROM m)
+)
+SELECT count(*) FROM m`
+
+// update records outcomes of recipients of message id leased under token
+// (see the lease contract: "" for recipients not leased, anyToken for no
+// check), releasing their leases, in the writer's batch. Each outcome
+// counts as an attempt unless its status is queued; a pending outcome
+// with a zero NextAttempt is due at once. Every outcome but queued writes
+// its event. When no recipient is pending any more the message and its
+// body are deleted.
+func (s *Store) update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
+	k := len(outcomes)
+	rids, nexts := make([]int64, k), make([]int64, k)
+	statuses, replies, mtas := make([]string, k), make([]string, k), make([]string, k)
+	tlss, enhs, bounces, types := make([]string, k), make([]string, k), make([]string, k), make([]string, k)
+	incs, dws := make([]int32, k), make([]bool, k)
+	now := time.Now()
+	for i, o := range outcomes {
+		switch o.Status {
+		case store.StatusQueued, store.StatusDeferred, store.StatusDelivered, store.StatusFailed, store.StatusExpired:
+		default:
+			return fmt.Errorf("postgres store: update %s: invalid status %q", id, o.Status)
+		}
+		next := nanos(o.NextAttempt)
+		if !o.Status.Final() && next == 0 {
+			next = now.UnixNano()
+		}
+		if o.Status != store.StatusQueued {
+			incs[i] = 1
+		}
+		rids[i], nexts[i], statuses[i] = o.RecipientID, next, string(o.Status)
+		replies[i], mtas[i], dws[i] = o.Reply, o.RemoteMTA, o.DelayWarned
+		tlss[i], enhs[i], bounces[i], types[i] = o.TLS, o.Enhanced, o.Bounce, outcomeEvent(o.Status)
+	}
+	type lease struct {
+		until int64
+		token string
+	}
+	err := s.w.do(ctx, func(ctx context.Context, b *batch) error {
+		rows, err := b.tx.Query(ctx, `SELECT m.account, m.sender, m.tags, m.metadata, r.id, r.lease_until, r.lease_token
+			FROM messages m LEFT JOIN recipients r ON r.message_id = m.id AND r.id = ANY($2)
+			WHERE m.id = $1
+			FOR NO KEY UPDATE OF m`, id, rids)
+		if err != nil {
+			return err
+		}
+		found := false
+		var account, sender, tags, meta string
+		leases := make(map[int64]lease, k)
+		for rows.Next() {
+			var rid *int64
+			var l lease
+			var until *int64
+			var tok *string
+			if err := rows.Scan(&account, &sender, &tags, &meta, &rid, &until, &tok); err != nil {
+				rows.Close()
+				return err
+			}
+			found = true
+			if rid != nil {
+				l.until, l.token = *until, *tok
+				leases[*rid] = l
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !found {
+			return clean(fmt.Errorf("message %s: %w", id, store.ErrNotFound))
+		}
+		for _, rid := range rids {
+			l, ok := leases[rid]
+			if !ok {
+				return clean(fmt.Errorf("recipient %d of message %s: %w", rid, id, store.ErrNotFound))
+			}
+			switch {
+			case token == anyToken:
+			case token == "" && l.until != 0 && l.until >= now.UnixNano():
+				return clean(fmt.Errorf("recipient %d of message %s is leased: %w", rid, id, ErrLeaseLost))
+			case token != "" && l.token != token:
+				return clean(fmt.Errorf("recipient %d of message %s: %w", rid, id, ErrLeaseLost))
+			}
+		}
+		var pending int64
+		if err := b.tx.QueryRow(ctx, updateSQL, id, rids, statuses, incs, nexts, replies, mtas, dws, tlss, enhs,
+			bounces, types, now.UnixNano(), account, sender, tags, meta).Scan(&pending); err != nil {
+			return err
+		}
+		if pending == 0 {
+			var n int64
+			return b.tx.QueryRow(ctx, deleteMessageSQL, id).Scan(&n)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres store: update %s: %w", id, err)
+	}
+	return nil
+}
+
+// NextDue returns the earliest time at which a pending recipient can be
+// leased: its NextAttempt, or the end of its lease if it is leased (so that
+// a scheduler wakes up to take over work whose lease expired, whichever
+// node held it). It returns the zero time if nothing is pending.
+func (s *Store) NextDue(ctx context.Context) (time.Time, error) {
+	var n *int64
+	err := s.pool.QueryRow(ctx, `SELECT min(`+readySQL+`) FROM recipients r WHERE `+pendingSQL).Scan(&n)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("postgres store: next due: %w", err)
+	}
+	if n == nil {
+		return time.Time{}, nil
+	}
+	return fromNanos(*n), nil
+}
+
+// Get returns message id with all its recipients.
+func (s *Store) Get(ctx context.Context, id string) (*store.Message, error) {
+	msgs, err := s.queryMessages(ctx, `SELECT `+msgCols+`, `+rcptCols+`
+		FROM messages m JOIN recipients r ON r.message_id = m.id
+		WHERE m.id = $1 ORDER BY r.id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: get %s: %w", id, err)
+	}
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("postgres store: get %s: %w", id, store.ErrNotFound)
+	}
+	return msgs[0], nil
+}
+
+// List returns up to limit messages after queue ID after, in queue ID order
+// (queue IDs are time-ordered).
+func (s *Store) List(ctx context.Context, after string, limit int) ([]*store.Message, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	msgs, err := s.queryMessages(ctx, `WITH p AS (SELECT id FROM messages WHERE id > $1 ORDER BY id LIMIT $2)
+		SELECT `+msgCols+`, `+rcptCols+`
+		FROM p JOIN messages m ON m.id = p.id JOIN recipients r ON r.message_id = m.id
+		ORDER BY m.id, r.id`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: list: %w", err)
+	}
+	return msgs, nil
+}
+
+// queryMessages reads rows of msgCols and rcptCols ordered by message: one
+// statement, so one consistent snapshot.
+func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]*store.Message, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var msgs []*store.Message
+	for rows.Next() {
+		m := &store.Message{}
+		var r store.Recipient
+		if err := scanMessageRecipient(rows, m, &r); err != nil {
+			return nil, err
+		}
+		if len(msgs) > 0 && msgs[len(msgs)-1].ID == m.ID {
+			last := msgs[len(msgs)-1]
+			last.Recipients = append(last.Recipients, r)
+			continue
+		}
+		m.Recipients = []store.Recipient{r}
+		msgs = append(msgs, m)
+	}
+	return msgs, rows.Err()
+}
+
+// scanMessage reads msgCols. Headers (the prepended fields) come back too:
+// delivery decisions such as quarantine filing depend on them.
+func scanMessage(sc pgx.Row) (*store.Message, error) {
+	m := &store.Message{}
+	var received int64
+	var tags, meta string
+	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers)
+	if err != nil {
+		return nil, err
+	}
+	return m, finishMessage(m, received, tags, meta)
+}
+
+func finishMessage(m *store.Message, received int64, tags, meta string) error {
+	m.Received = fromNanos(received)
+	var err error
+	if m.Tags, m.Metadata, err = decodeTagsMeta(tags, meta); err != nil {
+		return fmt.Errorf("message %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// scanMessageRecipient reads msgCols followed by rcptCols.
+func scanMessageRecipient(sc pgx.Row, m *store.Message, r *store.Recipient) error {
+	var received, next, updated int64
+	var tags, meta, status string
+	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers,
+		&r.ID, &r.Address, &r.Notify, &r.ORCPT, &status, &r.Attempts, &next, &r.LastReply, &r.RemoteMTA,
+		&r.DelayWarned, &updated)
+	if err != nil {
+		return err
+	}
+	r.Status, r.NextAttempt, r.UpdatedAt = store.Status(status), fromNanos(next), fromNanos(updated)
+	return finishMessage(m, received, tags, meta)
+}
+
+// scanRecipient reads the message ID and rcptCols.
+func scanRecipient(sc pgx.Row, r *store.Recipient, mid *string) error {
+	var status string
+	var next, updated int64
+	if err := sc.Scan(mid, &r.ID, &r.Address, &r.Notify, &r.ORCPT, &status, &r.Attempts, &next,
+		&r.LastReply, &r.RemoteMTA, &r.DelayWarned, &updated); err != nil {
+		return err
+	}
+	r.Status, r.NextAttempt, r.UpdatedAt = store.Status(status), fromNanos(next), fromNanos(updated)
+	return nil
+}
+
+// Retry makes every pending recipient of message id due at now and wakes
+// the nodes. Leases are kept, so a delivery in progress is not duplicated.
+func (s *Store) Retry(ctx context.Context, id string, now time.Time) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `WITH m AS (SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE)
+			UPDATE recipients r SET next_attempt = $2, updated_at = $3
+			WHERE r.message_id = (SELECT id FROM m) AND `+pendingSQL, id, nanos(now), time.Now().UnixNano())
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("message %s: %w", id, store.ErrNotFound)
+		}
+		return s.notify(ctx, tx)
+	})
+	if err != nil {
+		return mapErr(fmt.Errorf("postgres store: retry %s: %w", id, err))
+	}
+	return nil
+}
+
+// notify wakes the other handles when tx commits.
+func (s *Store) notify(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, s.instance)
+	return err
+}
+
+// Delete removes message id and its body whatever its state. A delivery in
+// progress on any node finds the body gone (store.ErrNotFound) and its
+// outcome refused.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	var n int64
+	err := s.pool.QueryRow(ctx, deleteMessageSQL, id).Scan(&n)
+	if err != nil {
+		return mapErr(fmt.Errorf("postgres store: delete %s: %w", id, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("postgres store: delete %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// ReleaseLeases clears the leases held by this node (at start-up: what was
+// in flight when it stopped is due again, on any node) and wakes the
+// nodes. Other nodes' leases are never touched.
+func (s *Store) ReleaseLeases(ctx context.Context) error {
+	var err error
+	for range maxBatchRetries {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `UPDATE recipients SET lease_until = 0, lease_owner = '', lease_token = ''
+				WHERE lease_owner = $1 AND lease_until <> 0`, s.node)
+			if err != nil || tag.RowsAffected() == 0 {
+				return err
+			}
+			return s.notify(ctx, tx)
+		})
+		if !retryable(err) {
+			break
+		}
+	}
+	if err != nil {
+		return mapErr(fmt.Errorf("postgres store: release leases of %s: %w", s.node, err))
+	}
+	return nil
+}
+
+// Stats summarises the pending queue.
+func (s *Store) Stats(ctx context.Context) (store.QueueStats, error) {
+	var st store.QueueStats
+	var oldest *int64
+	var msgs, rcpts int64
+	err := s.pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM messages),
+		(SELECT count(*) FROM recipients r WHERE `+pendingSQL+`),
+		(SELECT min(received) FROM messages)`).Scan(&msgs, &rcpts, &oldest)
+	if err != nil {
+		return st, fmt.Errorf("postgres store: stats: %w", err)
+	}
+	st.Messages, st.Recipients = int(msgs), int(rcpts)
+	if oldest != nil {
+		st.Oldest = fromNanos(*oldest)
+	}
+	return st, nil
+}

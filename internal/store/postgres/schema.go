@@ -1,0 +1,256 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// schema is the list of migrations; schema_version holds how many were
+// applied. Each runs in the transaction that records it (PostgreSQL's DDL
+// is transactional), under an advisory lock, so that nodes starting
+// together migrate once.
+//
+// Times are Unix nanoseconds (bigint, 0 for none) as in the SQLite store,
+// so that a store copies into the other unchanged and the lease expression
+// GREATEST(next_attempt, lease_until + 1) is immutable and indexable. Keys
+// and ordered text use the "C" collation: byte order whatever the
+// database's locale, as in SQLite.
+var schema = []string{
+	// 1: everything the SQLite store has at its version 8, plus chunked
+	// bodies and lease owners and tokens.
+	`CREATE TABLE messages (
+		id        text COLLATE "C" PRIMARY KEY,
+		sender    text NOT NULL,
+		received  bigint NOT NULL,
+		size      bigint NOT NULL,
+		ret       text NOT NULL,
+		envid     text NOT NULL,
+		client_ip text NOT NULL,
+		helo      text NOT NULL,
+		auth_user text NOT NULL,
+		source    text NOT NULL,
+		smtputf8  boolean NOT NULL,
+		account   text COLLATE "C" NOT NULL DEFAULT 'default',
+		tags      text NOT NULL DEFAULT '',  -- JSON array, '' when none
+		metadata  text NOT NULL DEFAULT '',  -- JSON object, '' when none
+		headers   bytea NOT NULL DEFAULT '', -- prepended when the body is read
+		body_id   bigint,                    -- body in body_chunks; NULL: inline
+		body      bytea                      -- inline body
+	);
+	ALTER TABLE messages ALTER COLUMN body SET STORAGE EXTERNAL;
+	CREATE INDEX messages_account ON messages (account) WHERE account <> 'default';
+	-- Bodies larger than the inline maximum, in order.
+	CREATE TABLE body_chunks (
+		body_id bigint NOT NULL,
+		seq     integer NOT NULL,
+		data    bytea NOT NULL,
+		PRIMARY KEY (body_id, seq)
+	);
+	ALTER TABLE body_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+	-- Bodies whose first chunks were written before their message was
+	-- enqueued; the enqueue deletes the row. Rows left by a node that died
+	-- mid-message are collected with their chunks after a day.
+	CREATE TABLE pending_bodies (
+		id      bigint PRIMARY KEY,
+		created bigint NOT NULL
+	);
+	CREATE TABLE recipients (
+		id           bigserial PRIMARY KEY,
+		message_id   text COLLATE "C" NOT NULL,
+		address      text NOT NULL,
+		notify       text NOT NULL,
+		orcpt        text NOT NULL,
+		status       text NOT NULL,
+		attempts     integer NOT NULL,
+		next_attempt bigint NOT NULL,
+		lease_until  bigint NOT NULL DEFAULT 0,  -- 0 when not leased
+		lease_owner  text NOT NULL DEFAULT '',   -- node holding the lease
+		lease_token  text NOT NULL DEFAULT '',   -- the lease's token
+		last_reply   text NOT NULL DEFAULT '',
+		remote_mta   text NOT NULL DEFAULT '',
+		delay_warned boolean NOT NULL DEFAULT false,
+		updated_at   bigint NOT NULL
+	);
+	CREATE INDEX recipients_message ON recipients (message_id);
+	-- When a pending recipient can next be leased: due and not leased.
+	CREATE INDEX recipients_ready ON recipients ((GREATEST(next_attempt, lease_until + 1)))
+		WHERE status IN ('queued', 'deferred');
+	CREATE TABLE domains (
+		name    text COLLATE "C" PRIMARY KEY,
+		account text COLLATE "C" NOT NULL DEFAULT 'default',
+		policy  text NOT NULL DEFAULT '{}'
+	);
+	CREATE INDEX domains_account ON domains (account);
+	CREATE TABLE users (
+		address       text COLLATE "C" PRIMARY KEY,
+		password_hash text NOT NULL,
+		send_as       text NOT NULL, -- JSON array
+		created       bigint NOT NULL,
+		account       text COLLATE "C" NOT NULL DEFAULT 'default'
+	);
+	CREATE INDEX users_account ON users (account);
+	CREATE TABLE aliases (
+		address text COLLATE "C" PRIMARY KEY,
+		targets text NOT NULL -- JSON array
+	);
+	CREATE TABLE dkim_keys (
+		domain      text COLLATE "C" NOT NULL,
+		selector    text COLLATE "C" NOT NULL,
+		algorithm   text COLLATE "C" NOT NULL,
+		private_key bytea NOT NULL, -- PKCS#8 PEM
+		active      boolean NOT NULL,
+		created     bigint NOT NULL,
+		PRIMARY KEY (domain, selector)
+	);
+	CREATE UNIQUE INDEX dkim_keys_active ON dkim_keys (domain, algorithm) WHERE active;
+	CREATE TABLE accounts (
+		id         text COLLATE "C" PRIMARY KEY,
+		name       text NOT NULL,
+		per_minute integer NOT NULL,
+		per_hour   integer NOT NULL,
+		per_day    integer NOT NULL,
+		created    bigint NOT NULL
+	);
+	INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created)
+		VALUES ('default', 'Default', 0, 0, 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint * 1000000);
+	CREATE TABLE account_purges (
+		id      text COLLATE "C" PRIMARY KEY,
+		started bigint NOT NULL
+	);
+	-- The event log, which is also the webhook outbox: every event insert
+	-- fans out, in its statement, to the matching webhooks of its account.
+	CREATE TABLE events (
+		id         bigserial PRIMARY KEY,
+		time       bigint NOT NULL,
+		type       text NOT NULL,
+		account    text COLLATE "C" NOT NULL,
+		message_id text COLLATE "C" NOT NULL DEFAULT '',
+		recipient  text NOT NULL DEFAULT '',
+		sender     text NOT NULL DEFAULT '',
+		remote_mta text NOT NULL DEFAULT '',
+		reply      text NOT NULL DEFAULT '',
+		enhanced   text NOT NULL DEFAULT '',
+		tls        text NOT NULL DEFAULT '',
+		bounce     text NOT NULL DEFAULT '',
+		attempt    integer NOT NULL DEFAULT 0,
+		tags       text NOT NULL DEFAULT '',
+		metadata   text NOT NULL DEFAULT ''
+	);
+	CREATE INDEX events_account ON events (account, id);
+	CREATE INDEX events_message ON events (message_id) WHERE message_id <> '';
+	CREATE INDEX events_recipient ON events (lower(recipient)) WHERE recipient <> '';
+	CREATE TABLE webhooks (
+		id          text COLLATE "C" PRIMARY KEY,
+		account     text COLLATE "C" NOT NULL,
+		url         text NOT NULL,
+		secret      text NOT NULL,
+		event_types text NOT NULL, -- ',type,type,' or '' for all
+		created     bigint NOT NULL
+	);
+	CREATE INDEX webhooks_account ON webhooks (account);
+	CREATE TABLE webhook_deliveries (
+		id           bigserial PRIMARY KEY,
+		webhook_id   text COLLATE "C" NOT NULL,
+		event_id     bigint NOT NULL,
+		status       text NOT NULL DEFAULT 'pending', -- pending, delivered, failed
+		attempts     integer NOT NULL DEFAULT 0,
+		next_attempt bigint NOT NULL,
+		lease_until  bigint NOT NULL DEFAULT 0,
+		last_error   text NOT NULL DEFAULT ''
+	);
+	CREATE INDEX webhook_deliveries_ready ON webhook_deliveries ((GREATEST(next_attempt, lease_until + 1)))
+		WHERE status = 'pending';
+	CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, id);
+	CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+	CREATE TABLE webhook_attempts (
+		delivery_id bigint NOT NULL,
+		time        bigint NOT NULL,
+		http_status integer NOT NULL, -- 0 when no response
+		error       text NOT NULL
+	);
+	CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id);
+	CREATE TABLE api_keys (
+		id          text COLLATE "C" PRIMARY KEY,
+		account     text COLLATE "C" NOT NULL,
+		name        text NOT NULL,
+		scopes      text NOT NULL, -- JSON array
+		secret_hash bytea NOT NULL,
+		created     bigint NOT NULL,
+		last_used   bigint NOT NULL
+	);
+	CREATE INDEX api_keys_account ON api_keys (account);
+	CREATE TABLE suppressions (
+		account text COLLATE "C" NOT NULL,
+		address text COLLATE "C" NOT NULL, -- lower-cased
+		reason  text NOT NULL,
+		detail  text NOT NULL,
+		created bigint NOT NULL,
+		PRIMARY KEY (account, address)
+	);
+	CREATE TABLE idempotency (
+		account    text COLLATE "C" NOT NULL,
+		key        text COLLATE "C" NOT NULL,
+		message_id text NOT NULL,
+		created    bigint NOT NULL,
+		PRIMARY KEY (account, key)
+	);
+	CREATE INDEX idempotency_created ON idempotency (created);
+	CREATE TABLE routes (
+		address text COLLATE "C" PRIMARY KEY, -- lower-cased "user@domain" or "@domain"
+		account text COLLATE "C" NOT NULL,
+		action  text NOT NULL,
+		url     text NOT NULL,
+		secret  text NOT NULL
+	);
+	CREATE INDEX routes_account ON routes (account);`,
+}
+
+// SchemaVersion is the newest schema version this program writes.
+func SchemaVersion() int { return len(schema) }
+
+// migrate creates or upgrades the schema in the current schema of conn,
+// under a transaction-scoped advisory lock keyed by the schema's name.
+func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('herald.migrate'), hashtext($1))`, schemaName); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)`); err != nil {
+			return err
+		}
+		var v int
+		err := tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&v)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		}
+		if v > len(schema) {
+			return &SchemaTooNewError{Path: where, Version: v, Supported: len(schema)}
+		}
+		if v == len(schema) {
+			return nil
+		}
+		for ; v < len(schema); v++ {
+			if _, err := tx.Exec(ctx, schema[v]); err != nil {
+				return fmt.Errorf("migration %d: %w", v+1, err)
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE schema_version SET version = $1`, v)
+		return err
+	})
+	if err != nil {
+		var tooNew *SchemaTooNewError
+		if errors.As(err, &tooNew) {
+			return err
+		}
+		return mapErr(fmt.Errorf("postgres store %s: migrate: %w", where, err))
+	}
+	return nil
+}
