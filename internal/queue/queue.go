@@ -201,7 +201,7 @@ func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log
 		PollInterval: cfg.PollInterval,
 		DrainTimeout: cfg.DrainTimeout,
 		Lease:        s.lease,
-		Work:         func(ctx context.Context, l store.Lease) { s.deliver(ctx, l.Message) },
+		Work:         func(ctx context.Context, l store.Lease) { s.deliver(ctx, l) },
 		LeaseError:   s.leaseError,
 	})
 	return s
@@ -253,7 +253,8 @@ func (s *Scheduler) leaseError(err error) {
 
 // deliver attempts every leased recipient of msg, grouped by domain, and
 // records the outcomes.
-func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
+func (s *Scheduler) deliver(ctx context.Context, l store.Lease) {
+	msg := l.Message
 	groups := make(map[string][]store.Recipient)
 	var order []string
 	for _, r := range msg.Recipients {
@@ -299,7 +300,7 @@ func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
 	for i, d := range order {
 		all = append(all, s.complete(groups[d], results[i])...)
 	}
-	s.record(ctx, msg, all, start)
+	s.record(ctx, l, all, start)
 }
 
 // complete makes sure there is exactly one attempt per recipient.
@@ -323,7 +324,8 @@ func (s *Scheduler) complete(rcpts []store.Recipient, got []Attempt) []Attempt {
 
 // record turns attempts into store outcomes, sends bounces first (so a crash
 // repeats a bounce rather than losing it) and then updates the store.
-func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []Attempt, start time.Time) {
+func (s *Scheduler) record(ctx context.Context, l store.Lease, attempts []Attempt, start time.Time) {
+	msg := l.Message
 	now := s.clock.Now()
 	byID := make(map[int64]store.Recipient, len(msg.Recipients))
 	for _, r := range msg.Recipients {
@@ -392,18 +394,18 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 			}
 		}
 	}
-	s.update(ctx, msg.ID, outcomes)
+	s.update(ctx, msg.ID, l.Token, outcomes)
 }
 
 // update records outcomes, retrying while the store refuses (a full disk
 // frees up, a busy database unlocks) for up to UpdateRetry. Giving up leaves
 // the recipients leased: they are attempted again when the lease expires or
 // the node restarts, so the cost of failure is a duplicate, never a loss.
-func (s *Scheduler) update(ctx context.Context, id string, outcomes []store.Outcome) {
+func (s *Scheduler) update(ctx context.Context, id, token string, outcomes []store.Outcome) {
 	delay := 50 * time.Millisecond
 	deadline := time.Now().Add(s.cfg.UpdateRetry)
 	for {
-		err := s.store.Update(ctx, id, outcomes)
+		err := s.store.Update(ctx, id, token, outcomes)
 		if err == nil {
 			return
 		}

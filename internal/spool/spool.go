@@ -159,7 +159,8 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 	if reserved {
 		until = msg.Received.Add(s.disp.LeaseDuration())
 	}
-	if err := s.q.Enqueue(ctx, msg, body, until); err != nil {
+	token, err := s.q.Enqueue(ctx, msg, body, until)
+	if err != nil {
 		body.Abort()
 		if reserved {
 			s.disp.Unreserve()
@@ -167,7 +168,9 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 		return "", storeError(err)
 	}
 	if reserved {
-		s.disp.Submit(store.Lease{Message: msg, Until: until})
+		// The worker records the outcome (and renews) under the token of
+		// the lease Enqueue took.
+		s.disp.Submit(store.Lease{Message: msg, Until: until, Token: token})
 	} else if s.disp != nil {
 		s.disp.Notify()
 	}
