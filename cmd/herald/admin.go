@@ -66,7 +66,7 @@ func openStore(cfg *config.Config, mode storeMode) (st *sqlite.Store, created bo
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, false, startup.DataDir(dir, err)
 	}
-	st, err = sqlite.Open(dir, sqlite.Options{})
+	st, err = sqlite.Open(dir, sqlite.Options{Node: cfg.Server.NodeID})
 	if err != nil {
 		return nil, false, startup.Store(dir, err)
 	}

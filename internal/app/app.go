@@ -130,9 +130,11 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	if a.lock, err = pidlock.Acquire(filepath.Join(dir, "herald.pid")); err != nil {
 		return nil, startup.Lock(dir, err)
 	}
-	if a.store, err = sqlite.Open(dir, sqlite.Options{Logger: a.log}); err != nil {
+	if a.store, err = sqlite.Open(dir, sqlite.Options{Logger: a.log, Node: cfg.Server.NodeID}); err != nil {
 		return nil, startup.Store(dir, err)
 	}
+	// What this node had in flight when it stopped is due again; other
+	// nodes' leases are theirs.
 	if err := a.store.ReleaseLeases(context.Background()); err != nil {
 		return nil, startup.Store(dir, err)
 	}
@@ -520,6 +522,7 @@ func queueConfig(cfg *config.Config) queue.Config {
 		MaxLifetime:  q.MaxLifetime,
 		DelayWarning: q.DelayWarning,
 		PollInterval: q.PollInterval,
+		LeaseTimeout: q.LeaseTimeout,
 		Workers:      q.Workers,
 		DrainTimeout: cfg.Server.ShutdownTimeout,
 	}

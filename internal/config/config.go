@@ -100,6 +100,12 @@ type ServerConfig struct {
 	// Hostname is the node's public name: HELO/EHLO name, banner and
 	// Received headers. It should be the FQDN the MX record points to.
 	Hostname string `toml:"hostname"`
+	// NodeID names this node among the nodes sharing one store: the
+	// queue leases it takes are recorded under it, and at start-up it
+	// releases only its own. Letters, digits, '.', '-' and '_', at most
+	// 253 characters; unset or "" means Hostname. Two nodes sharing a
+	// store must not have the same NodeID.
+	NodeID string `toml:"node_id"`
 	// DataDir holds the embedded store, message bodies and generated keys.
 	DataDir string `toml:"data_dir"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM: sessions and
@@ -231,6 +237,7 @@ type QueueConfig struct {
 	MaxLifetime              time.Duration `toml:"max_lifetime"`                // bounce (expire) after this long in the queue
 	DelayWarning             time.Duration `toml:"delay_warning"`               // send a "delayed" DSN after this long; 0 disables
 	PollInterval             time.Duration `toml:"poll_interval"`               // how often the scheduler looks for due work
+	LeaseTimeout             time.Duration `toml:"lease_timeout"`               // a delivery's lease without renewal (renewed every third of it); a dead node's mail waits this long
 	Workers                  int           `toml:"workers"`                     // concurrent deliveries in total
 	MaxPerDestination        int           `toml:"max_per_destination"`         // concurrent connections per destination domain
 	MaxMessagesPerConnection int           `toml:"max_messages_per_connection"` // messages sent over one reused connection
@@ -271,6 +278,7 @@ func Default() *Config {
 	return &Config{
 		Server: ServerConfig{
 			Hostname:        "localhost",
+			NodeID:          "localhost",
 			DataDir:         "./herald-data",
 			ShutdownTimeout: 30 * time.Second,
 		},
@@ -327,6 +335,7 @@ func Default() *Config {
 			MaxLifetime:              120 * time.Hour,
 			DelayWarning:             4 * time.Hour,
 			PollInterval:             time.Second,
+			LeaseTimeout:             time.Minute,
 			Workers:                  100,
 			MaxPerDestination:        20,
 			MaxMessagesPerConnection: 100,
@@ -406,6 +415,9 @@ func Parse(name string, data []byte, environ []string) (*Config, error) {
 	if !helo || c.Delivery.HeloName == "" {
 		c.Delivery.HeloName = c.Server.Hostname
 	}
+	if _, set := idx.src["server.node_id"]; !set || c.Server.NodeID == "" {
+		c.Server.NodeID = c.Server.Hostname
+	}
 	return c, nil
 }
 
@@ -463,6 +475,10 @@ func (s source) err(format string, args ...any) *Error {
 	return &Error{File: s.file, Line: s.line, Var: s.env, Msg: fmt.Sprintf(format, args...)}
 }
 
+// minLeaseTimeout bounds queue.lease_timeout from below: every running
+// delivery writes a renewal every third of it.
+const minLeaseTimeout = time.Second
+
 // maxPregreetWait bounds limits.pregreet_wait: each new client waits that
 // long, holding a connection slot (Postfix's postscreen_greet_wait is 6s).
 const maxPregreetWait = 30 * time.Second
@@ -491,6 +507,9 @@ func (c *Config) crossCheck(idx *index) errList {
 	}
 	if c.Queue.DelayWarning >= c.Queue.MaxLifetime {
 		errs = append(errs, at("queue.delay_warning", "queue.max_lifetime").err("queue.delay_warning (%s) must be less than queue.max_lifetime (%s); use \"0\" to disable it", c.Queue.DelayWarning, c.Queue.MaxLifetime))
+	}
+	if c.Queue.LeaseTimeout < minLeaseTimeout {
+		errs = append(errs, at("queue.lease_timeout").err("queue.lease_timeout (%s) is less than %s: running deliveries renew their leases every third of it", c.Queue.LeaseTimeout, minLeaseTimeout))
 	}
 	if c.Limits.PregreetWait > maxPregreetWait {
 		errs = append(errs, at("limits.pregreet_wait").err("limits.pregreet_wait (%s) is more than %s: every new client would wait that long for the greeting", c.Limits.PregreetWait, maxPregreetWait))

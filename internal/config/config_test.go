@@ -132,6 +132,7 @@ retry_jitter = 0
 max_lifetime = "72h"
 delay_warning = "0"
 poll_interval = "500ms"
+lease_timeout = "30s"
 workers = 10
 max_per_destination = 5
 max_messages_per_connection = 7
@@ -186,7 +187,7 @@ func TestFullFile(t *testing.T) {
 		t.Fatalf("Parse: %v", err)
 	}
 	want := &Config{
-		Server:      ServerConfig{Hostname: "mx1.example.net", DataDir: "/var/lib/herald", ShutdownTimeout: 45 * time.Second},
+		Server:      ServerConfig{Hostname: "mx1.example.net", NodeID: "mx1.example.net", DataDir: "/var/lib/herald", ShutdownTimeout: 45 * time.Second},
 		Log:         LogConfig{Level: slog.LevelDebug, Format: "json", File: "/var/log/herald.log"},
 		SMTP:        ListenConfig{Listen: []string{"0.0.0.0:25", "[::]:25"}},
 		Submission:  ListenConfig{Listen: []string{"[::1]:587"}},
@@ -210,7 +211,7 @@ func TestFullFile(t *testing.T) {
 		DNS: DNSConfig{Resolver: "[::1]:5353", Timeout: 2 * time.Second},
 		Queue: QueueConfig{
 			RetryInitial: time.Minute, RetryMax: 2 * time.Hour, RetryFactor: 1.5, RetryJitter: 0,
-			MaxLifetime: 72 * time.Hour, DelayWarning: 0, PollInterval: 500 * time.Millisecond,
+			MaxLifetime: 72 * time.Hour, DelayWarning: 0, PollInterval: 500 * time.Millisecond, LeaseTimeout: 30 * time.Second,
 			Workers: 10, MaxPerDestination: 5, MaxMessagesPerConnection: 7, ThrottleBackoff: time.Minute,
 		},
 		Delivery: DeliveryConfig{
@@ -268,6 +269,57 @@ func TestHeloDefaultsToHostname(t *testing.T) {
 	}
 	if c.Delivery.HeloName != "env.example.com" {
 		t.Errorf("helo = %q, want env hostname", c.Delivery.HeloName)
+	}
+}
+
+// server.node_id defaults to server.hostname (from the file or the
+// environment), "" included; an explicit name wins; anything but letters,
+// digits, '.', '-' and '_' is refused with its line.
+func TestNodeID(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, file string
+		env        []string
+		want       string
+	}{
+		{"default", "[server]\nhostname = \"mx.example.com\"\n", nil, "mx.example.com"},
+		{"empty", "[server]\nhostname = \"mx.example.com\"\nnode_id = \"\"\n", nil, "mx.example.com"},
+		{"env hostname", "[server]\nhostname = \"mx.example.com\"\n", []string{"HERALD_SERVER_HOSTNAME=env.example.com"}, "env.example.com"},
+		{"explicit", "[server]\nhostname = \"mx.example.com\"\nnode_id = \"node-2_b.eu\"\n", nil, "node-2_b.eu"},
+		{"env", "[server]\nhostname = \"mx.example.com\"\n", []string{"HERALD_SERVER_NODE_ID=n3"}, "n3"},
+	} {
+		c, err := Parse("n.toml", []byte(tc.file), tc.env)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.Server.NodeID != tc.want {
+			t.Errorf("%s: node_id = %q, want %q", tc.name, c.Server.NodeID, tc.want)
+		}
+	}
+	for _, bad := range []string{"a b", "node/1", "n\\u00e9", "a;DROP", strings.Repeat("n", 254)} {
+		_, err := Parse("n.toml", []byte("[server]\nnode_id = \""+bad+"\"\n"), nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "n.toml:2: server.node_id: ") {
+			t.Errorf("node_id %q: err = %v, want n.toml:2: server.node_id: ...", bad, err)
+		}
+	}
+	if _, err := Parse("n.toml", []byte("[server]\nnode_id = \""+strings.Repeat("n", 253)+"\"\n"), nil); err != nil {
+		t.Errorf("node_id of 253 characters: %v", err)
+	}
+}
+
+func TestLeaseTimeout(t *testing.T) {
+	t.Parallel()
+	c, err := Parse("q.toml", []byte("[queue]\nlease_timeout = \"90s\"\n"), nil)
+	if err != nil || c.Queue.LeaseTimeout != 90*time.Second {
+		t.Fatalf("lease_timeout = %v, %v; want 90s", c.Queue.LeaseTimeout, err)
+	}
+	if d := Default().Queue.LeaseTimeout; d != time.Minute {
+		t.Errorf("default lease_timeout = %v, want 1m", d)
+	}
+	_, err = Parse("q.toml", []byte("[queue]\nlease_timeout = \"500ms\"\n"), nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "q.toml:2: queue.lease_timeout (500ms) is less than 1s") {
+		t.Errorf("lease_timeout 500ms: err = %v", err)
 	}
 }
 

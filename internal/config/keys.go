@@ -51,6 +51,7 @@ type field struct {
 func (c *Config) fields() []field {
 	return []field{
 		strField("server.hostname", &c.Server.Hostname, checkHostname),
+		strField("server.node_id", &c.Server.NodeID, checkOptional(checkNodeID)),
 		strField("server.data_dir", &c.Server.DataDir, checkNotEmpty),
 		durField("server.shutdown_timeout", &c.Server.ShutdownTimeout, false),
 		strField("server.postmaster", &c.Server.Postmaster, checkOptional(checkMailbox)),
@@ -111,6 +112,7 @@ func (c *Config) fields() []field {
 		durField("queue.max_lifetime", &c.Queue.MaxLifetime, false),
 		durField("queue.delay_warning", &c.Queue.DelayWarning, true),
 		durField("queue.poll_interval", &c.Queue.PollInterval, false),
+		durField("queue.lease_timeout", &c.Queue.LeaseTimeout, false),
 		intField("queue.workers", &c.Queue.Workers, 1, 1<<20),
 		intField("queue.max_per_destination", &c.Queue.MaxPerDestination, 1, 1<<20),
 		intField("queue.max_messages_per_connection", &c.Queue.MaxMessagesPerConnection, 1, 1<<20),
@@ -629,6 +631,25 @@ func checkMailbox(s string) error {
 	local, domain, ok := strings.Cut(s, "@")
 	if !ok || local == "" || strings.ContainsAny(local, " \t<>\r\n\"") || !isHostname(domain) {
 		return fmt.Errorf("want an address like postmaster@example.com")
+	}
+	return nil
+}
+
+// maxNodeID is the longest server.node_id: a host name's length, so that
+// any valid server.hostname is a valid node ID.
+const maxNodeID = 253
+
+// checkNodeID accepts a node name: letters, digits, '.', '-' and '_'. It is
+// stored with every lease and shown in logs, so nothing else is allowed.
+func checkNodeID(s string) error {
+	if len(s) > maxNodeID {
+		return fmt.Errorf("%q is longer than %d characters", s, maxNodeID)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("%q is not a node name (letters, digits, '.', '-' and '_' only)", s)
+		}
 	}
 	return nil
 }

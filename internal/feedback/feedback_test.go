@@ -53,7 +53,7 @@ func (e *env) enqueue(rcpts ...string) (id, sender string) {
 		e.t.Fatal(err)
 	}
 	b.Write([]byte("Subject: x\r\n\r\nbody\r\n"))
-	if err := e.st.Enqueue(e.ctx, m, b, time.Time{}); err != nil {
+	if _, err := e.st.Enqueue(e.ctx, m, b, time.Time{}); err != nil {
 		e.t.Fatal(err)
 	}
 	return m.ID, m.Sender

@@ -480,7 +480,7 @@ func TestGetMessage(t *testing.T) {
 	io.WriteString(body, "Subject: x\r\n\r\nhi\r\n")
 	m := &store.Message{ID: "live1", Sender: "s@acme.example", Received: e.clock.Now(), Account: "acme", Tags: []string{"t1"},
 		Recipients: []store.Recipient{{Address: "r1@example.org", Status: store.StatusQueued, NextAttempt: e.clock.Now()}, {Address: "r2@example.org", Status: store.StatusQueued, NextAttempt: e.clock.Now()}}}
-	if err := e.st.Enqueue(ctx, m, body, time.Time{}); err != nil {
+	if _, err := e.st.Enqueue(ctx, m, body, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	var v messageView
@@ -1029,7 +1029,7 @@ func TestDeleteAccountCascade(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.WriteString(body, "Subject: x\r\n\r\nhi\r\n")
-	if err := e.st.Enqueue(ctx, queued, body, time.Time{}); err != nil {
+	if _, err := e.st.Enqueue(ctx, queued, body, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.st.AddEvents(ctx, []store.Event{{Type: store.EventDelivered, Account: "shop", MessageID: "gone1", Recipient: "b@example.org"}}); err != nil {

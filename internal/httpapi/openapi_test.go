@@ -187,10 +187,10 @@ func TestOpenAPIResponses(t *testing.T) {
 	io.WriteString(body, "Subject: x\r\n\r\nhi\r\n")
 	live := &store.Message{ID: "live1", Sender: "s@acme.example", Received: now, Account: "acme", Tags: []string{"t"}, Metadata: map[string]string{"k": "v"},
 		Recipients: []store.Recipient{{Address: "r1@example.org"}}}
-	if err := e.st.Enqueue(ctx, live, body, time.Time{}); err != nil {
+	if _, err := e.st.Enqueue(ctx, live, body, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.Update(ctx, "live1", []store.Outcome{{RecipientID: live.Recipients[0].ID, Status: store.StatusDeferred,
+	if err := e.st.Update(ctx, "live1", "", []store.Outcome{{RecipientID: live.Recipients[0].ID, Status: store.StatusDeferred,
 		NextAttempt: now.Add(time.Hour), Reply: "451 4.7.1 later", RemoteMTA: "mx.example.org", Enhanced: "4.7.1", TLS: "TLSv1.3"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,22 @@
 // store, hands them to a Transport grouped by destination domain, applies
 // the retry schedule with exponential backoff and jitter, and turns
 // permanent failures and expiry into bounces.
+//
+// Several nodes may share one queue. A node leases the recipients it
+// delivers for Config.LeaseTimeout and renews the lease every third of it
+// while the delivery runs, so a slow delivery keeps its recipients and a
+// dead node's are taken over by the others within LeaseTimeout. Outcomes
+// are recorded with the lease's token; when the lease was lost (taken over
+// after it expired), the outcome of this node's attempt is dropped and
+// the new owner delivers.
+//
+// What can happen twice: a delivery whose lease was taken over while it
+// ran (the new owner attempts again: at-least-once); and a DSN, when the
+// node dies, or its lease is lost, between queueing the DSN and recording
+// the outcome (the DSN is queued first so that a crash repeats it rather
+// than losing it). The lease is renewed just before the DSNs are queued,
+// so the second case needs the node to stall for a whole LeaseTimeout in
+// between, or the store to refuse the outcome for that long.
 package queue
 
 import (
@@ -124,21 +140,27 @@ type BouncedRecipient struct {
 
 // Config is the retry schedule and concurrency.
 type Config struct {
-	RetryInitial  time.Duration // first retry delay (default 5m)
-	RetryMax      time.Duration // cap on the delay (default 1h)
-	RetryFactor   float64       // growth per attempt (default 2)
-	RetryJitter   float64       // +/- fraction (default 0.2)
-	MaxLifetime   time.Duration // then expire and bounce (default 120h)
-	DelayWarning  time.Duration // 0 disables delay notices
-	PollInterval  time.Duration // how often to look for due work (default 1s)
-	Workers       int           // concurrent message deliveries (default 100)
-	LeaseDuration time.Duration // how long a worker holds work (default 30m)
-	DrainTimeout  time.Duration // on shutdown, how long in-flight deliveries may finish (default 10s)
-	UpdateRetry   time.Duration // how long to keep retrying to record outcomes (default 10m)
+	RetryInitial time.Duration // first retry delay (default 5m)
+	RetryMax     time.Duration // cap on the delay (default 1h)
+	RetryFactor  float64       // growth per attempt (default 2)
+	RetryJitter  float64       // +/- fraction (default 0.2)
+	MaxLifetime  time.Duration // then expire and bounce (default 120h)
+	DelayWarning time.Duration // 0 disables delay notices
+	PollInterval time.Duration // how often to look for due work (default 1s)
+	Workers      int           // concurrent message deliveries (default 100)
+	// LeaseTimeout is how long a lease lasts without renewal (default 1m):
+	// a running delivery renews its lease every LeaseTimeout/3, and the
+	// work of a node that died is taken over by another within it.
+	LeaseTimeout time.Duration
+	DrainTimeout time.Duration // on shutdown, how long in-flight deliveries may finish (default 10s)
+	UpdateRetry  time.Duration // how long to keep retrying to record outcomes (default 10m)
 	// OnStorageFull is called when the store refuses a write for lack of
 	// space (the app frees its reserve so outcomes can be recorded).
 	OnStorageFull func()
 }
+
+// DefaultLeaseTimeout is Config.LeaseTimeout when it is not set.
+const DefaultLeaseTimeout = time.Minute
 
 func (c *Config) setDefaults() {
 	if c.RetryInitial <= 0 {
@@ -168,8 +190,8 @@ func (c *Config) setDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
-	if c.LeaseDuration <= 0 {
-		c.LeaseDuration = 30 * time.Minute
+	if c.LeaseTimeout <= 0 {
+		c.LeaseTimeout = DefaultLeaseTimeout
 	}
 }
 
@@ -201,7 +223,7 @@ func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log
 		PollInterval: cfg.PollInterval,
 		DrainTimeout: cfg.DrainTimeout,
 		Lease:        s.lease,
-		Work:         func(ctx context.Context, l store.Lease) { s.deliver(ctx, l.Message) },
+		Work:         func(ctx context.Context, l store.Lease) { s.deliver(ctx, l) },
 		LeaseError:   s.leaseError,
 	})
 	return s
@@ -210,9 +232,9 @@ func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log
 // SetThrottle installs per-destination traffic shaping; call before Run.
 func (s *Scheduler) SetThrottle(t Throttle) { s.throttle = t }
 
-// LeaseDuration is how long the spool should lease a message it hands over
-// with Submit.
-func (s *Scheduler) LeaseDuration() time.Duration { return s.cfg.LeaseDuration }
+// LeaseTimeout is how long the spool should lease a message it hands over
+// with Submit (the worker renews the lease from then on).
+func (s *Scheduler) LeaseTimeout() time.Duration { return s.cfg.LeaseTimeout }
 
 // Reserve takes a worker for a message about to be submitted. If none is
 // free it returns false and the message should be enqueued unleased and
@@ -241,7 +263,7 @@ func (s *Scheduler) Run(ctx context.Context) { s.pool.Run(ctx) }
 
 // lease takes up to n due messages from the store.
 func (s *Scheduler) lease(ctx context.Context, n int) ([]store.Lease, error) {
-	return s.store.Lease(ctx, s.clock.Now(), s.cfg.LeaseDuration, n)
+	return s.store.Lease(ctx, s.clock.Now(), s.cfg.LeaseTimeout, n)
 }
 
 func (s *Scheduler) leaseError(err error) {
@@ -251,9 +273,16 @@ func (s *Scheduler) leaseError(err error) {
 	}
 }
 
-// deliver attempts every leased recipient of msg, grouped by domain, and
-// records the outcomes.
-func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
+// deliver attempts every leased recipient of l, grouped by domain, and
+// records the outcomes under l's token. The lease is renewed while it
+// runs; when it is lost, the attempts in progress are cancelled and their
+// outcome dropped.
+func (s *Scheduler) deliver(ctx context.Context, l store.Lease) {
+	msg := l.Message
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	k := s.keep(ctx, l, cancel)
+	defer k.stop()
 	groups := make(map[string][]store.Recipient)
 	var order []string
 	for _, r := range msg.Recipients {
@@ -299,7 +328,7 @@ func (s *Scheduler) deliver(ctx context.Context, msg *store.Message) {
 	for i, d := range order {
 		all = append(all, s.complete(groups[d], results[i])...)
 	}
-	s.record(ctx, msg, all, start)
+	s.record(ctx, k, msg, all, start)
 }
 
 // complete makes sure there is exactly one attempt per recipient.
@@ -322,8 +351,14 @@ func (s *Scheduler) complete(rcpts []store.Recipient, got []Attempt) []Attempt {
 }
 
 // record turns attempts into store outcomes, sends bounces first (so a crash
-// repeats a bounce rather than losing it) and then updates the store.
-func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []Attempt, start time.Time) {
+// repeats a bounce rather than losing it) and then updates the store under
+// the lease's token. A lost lease drops everything: the node that took
+// the recipients over delivers, bounces and records them.
+func (s *Scheduler) record(ctx context.Context, k *keeper, msg *store.Message, attempts []Attempt, start time.Time) {
+	if k.isLost() {
+		s.log.Warn("delivery lease lost during the attempt; outcome dropped (another node delivers)", "id", msg.ID)
+		return
+	}
 	now := s.clock.Now()
 	byID := make(map[int64]store.Recipient, len(msg.Recipients))
 	for _, r := range msg.Recipients {
@@ -378,7 +413,14 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 			s.observer.AttemptDone(msg, a, now.Sub(start))
 		}
 	}
-	if s.bouncer != nil {
+	if s.bouncer != nil && len(failed)+len(delayed)+len(succeeded) > 0 {
+		// Make sure the lease is still ours, and fresh for the next
+		// LeaseTimeout, before queueing notifications: a DSN for recipients
+		// another node took over would be sent again by that node.
+		if !k.confirm(ctx) {
+			s.log.Warn("delivery lease lost before its DSNs; outcome and DSNs dropped (another node delivers)", "id", msg.ID)
+			return
+		}
 		for _, set := range []struct {
 			kind  BounceKind
 			rcpts []BouncedRecipient
@@ -392,19 +434,25 @@ func (s *Scheduler) record(ctx context.Context, msg *store.Message, attempts []A
 			}
 		}
 	}
-	s.update(ctx, msg.ID, outcomes)
+	s.update(ctx, k, msg.ID, outcomes)
 }
 
-// update records outcomes, retrying while the store refuses (a full disk
-// frees up, a busy database unlocks) for up to UpdateRetry. Giving up leaves
-// the recipients leased: they are attempted again when the lease expires or
+// update records outcomes under k's token, retrying while the store
+// refuses (a full disk frees up, a busy database unlocks) for up to
+// UpdateRetry; the lease is renewed meanwhile. Giving up leaves the
+// recipients leased: they are attempted again when the lease expires or
 // the node restarts, so the cost of failure is a duplicate, never a loss.
-func (s *Scheduler) update(ctx context.Context, id string, outcomes []store.Outcome) {
+// A lost lease drops the outcomes: the new owner records its own.
+func (s *Scheduler) update(ctx context.Context, k *keeper, id string, outcomes []store.Outcome) {
 	delay := 50 * time.Millisecond
 	deadline := time.Now().Add(s.cfg.UpdateRetry)
 	for {
-		err := s.store.Update(ctx, id, outcomes)
+		err := k.update(ctx, outcomes)
 		if err == nil {
+			return
+		}
+		if errors.Is(err, store.ErrLeaseLost) {
+			s.log.Warn("delivery lease lost before its outcome was recorded; outcome dropped (another node delivers)", "id", id, "err", err)
 			return
 		}
 		if errors.Is(err, store.ErrStorageFull) && s.cfg.OnStorageFull != nil {

@@ -20,12 +20,18 @@ import (
 // Dispatcher is the part of the queue scheduler the spool uses to hand over
 // fresh messages without a round trip through polling.
 type Dispatcher interface {
+	// Reserve takes a free worker, if there is one.
 	Reserve() bool
+	// Unreserve returns a worker Reserve took that will not be used.
 	Unreserve()
+	// Submit hands the reserved worker a message enqueued leased to this
+	// node, with the lease's token.
 	Submit(store.Lease)
 	// Notify says a message was stored without a reserved worker.
 	Notify()
-	LeaseDuration() time.Duration
+	// LeaseTimeout is how long a handed-over message is leased for (the
+	// worker renews it).
+	LeaseTimeout() time.Duration
 }
 
 // Spool writes accepted messages to the store.
@@ -157,9 +163,10 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 	reserved := s.disp != nil && s.disp.Reserve()
 	var until time.Time
 	if reserved {
-		until = msg.Received.Add(s.disp.LeaseDuration())
+		until = msg.Received.Add(s.disp.LeaseTimeout())
 	}
-	if err := s.q.Enqueue(ctx, msg, body, until); err != nil {
+	token, err := s.q.Enqueue(ctx, msg, body, until)
+	if err != nil {
 		body.Abort()
 		if reserved {
 			s.disp.Unreserve()
@@ -167,7 +174,9 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 		return "", storeError(err)
 	}
 	if reserved {
-		s.disp.Submit(store.Lease{Message: msg, Until: until})
+		// The worker records the outcome (and renews) under the token of
+		// the lease Enqueue took.
+		s.disp.Submit(store.Lease{Message: msg, Until: until, Token: token})
 	} else if s.disp != nil {
 		s.disp.Notify()
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -125,5 +126,63 @@ func TestHeaderTooLargeAndNoBody(t *testing.T) {
 	}
 	if got := read(t, st, id); got != "Subject: only header\r\n" || string(p.header) != got {
 		t.Errorf("stored %q, header %q", got, p.header)
+	}
+}
+
+// dispatcher records what the spool hands over.
+type dispatcher struct {
+	free      bool
+	submitted []store.Lease
+	notified  int
+}
+
+func (d *dispatcher) Reserve() bool               { return d.free }
+func (d *dispatcher) Unreserve()                  {}
+func (d *dispatcher) Submit(l store.Lease)        { d.submitted = append(d.submitted, l) }
+func (d *dispatcher) Notify()                     { d.notified++ }
+func (d *dispatcher) LeaseTimeout() time.Duration { return time.Minute }
+
+// The direct hand-off passes the worker the token of the lease Enqueue
+// took, so the worker can renew it and record the outcome; without a free
+// worker the message is stored unleased.
+func TestHandOffCarriesLeaseToken(t *testing.T) {
+	ctx := context.Background()
+	st := open(t)
+	clk := clock.NewFake(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	d := &dispatcher{free: true}
+	sp := spool.New(st, d, clk)
+	msg := &store.Message{Sender: "a@x.test", Recipients: []store.Recipient{{Address: "b@y.test"}}}
+	id, err := sp.Accept(ctx, msg, strings.NewReader("Subject: t\r\n\r\nhi\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.submitted) != 1 {
+		t.Fatalf("submitted %d leases, want 1", len(d.submitted))
+	}
+	l := d.submitted[0]
+	if l.Token == "" || l.Message.ID != id || !l.Until.Equal(clk.Now().Add(time.Minute)) {
+		t.Fatalf("hand-off lease = %+v (token %q)", l, l.Token)
+	}
+	if ls, err := st.Lease(ctx, clk.Now(), time.Minute, 10); err != nil || len(ls) != 0 {
+		t.Fatalf("handed-over message leased again: %d, %v", len(ls), err)
+	}
+	if err := st.Renew(ctx, id, l.Token, clk.Now().Add(2*time.Minute)); err != nil {
+		t.Fatalf("Renew with the hand-off token: %v", err)
+	}
+	if err := st.Update(ctx, id, l.Token, []store.Outcome{{RecipientID: l.Message.Recipients[0].ID, Status: store.StatusDelivered}}); err != nil {
+		t.Fatalf("Update with the hand-off token: %v", err)
+	}
+
+	d.free = false
+	msg = &store.Message{Sender: "a@x.test", Recipients: []store.Recipient{{Address: "c@y.test"}}}
+	id, err = sp.Accept(ctx, msg, strings.NewReader("Subject: t\r\n\r\nhi\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.submitted) != 1 || d.notified != 1 {
+		t.Fatalf("busy dispatcher: submitted %d, notified %d; want 1, 1", len(d.submitted), d.notified)
+	}
+	if ls, err := st.Lease(ctx, clk.Now(), time.Minute, 10); err != nil || len(ls) != 1 || ls[0].Message.ID != id {
+		t.Fatalf("message stored without a worker is not leasable: %d, %v", len(ls), err)
 	}
 }

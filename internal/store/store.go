@@ -29,6 +29,13 @@ var ErrLimit = errors.New("limit reached")
 // disk is full. Nothing already committed is affected.
 var ErrStorageFull = errors.New("storage full")
 
+// ErrLeaseLost is returned (wrapped) by Queue.Update and Queue.Renew when the
+// caller no longer holds the lease it names: it expired and another node (or
+// worker) leased the recipients again, or the outcome was already recorded,
+// or the message is gone. Nothing was written; the lease's new owner, if
+// any, delivers the recipients and records their outcome.
+var ErrLeaseLost = errors.New("lease lost")
+
 // Status is the state of one recipient of a queued message.
 type Status string
 
@@ -109,11 +116,16 @@ type Body interface {
 }
 
 // Lease is a set of due recipients of one message handed to a delivery
-// worker. The recipients stay leased (invisible to other Lease calls) until
-// Until, or until Update is called for them.
+// worker. The recipients stay leased (invisible to other Lease calls, on
+// every node) until Until, or until Update records their outcome; Renew
+// moves Until. After Until another Lease call may take them over under a
+// new token, which makes this one lost.
 type Lease struct {
 	Message *Message // Recipients holds only the leased recipients
 	Until   time.Time
+	// Token identifies this lease: Renew and Update must present it. It is
+	// random (unguessable), unique per lease, never "" for a real lease.
+	Token string
 }
 
 // Outcome is the result of a delivery attempt for one recipient.
@@ -139,38 +151,82 @@ type QueueStats struct {
 }
 
 // Queue is the durable message queue.
+//
+// A store handle belongs to one node (sqlite.Options.Node,
+// postgres.Options.Node; "" is a single node). Several nodes may share one
+// queue: leases carry the owner node and a token, and expire, so that the
+// recipients of a node that died are taken over by the others once its
+// leases run out. A lease's holder renews it while its delivery runs and
+// records the outcome with its token; an outcome presented with a token
+// that no longer holds the lease is refused (ErrLeaseLost), so a node whose
+// lease was taken over cannot overwrite the new owner's result.
 type Queue interface {
 	// NewBody starts a body to be passed to Enqueue.
 	NewBody() (Body, error)
 	// Enqueue stores msg (ID, envelope, recipients all pending) and body
 	// durably: when it returns nil, both are on stable storage (fsync done,
-	// shared with concurrent callers by group commit). If leaseUntil is not
-	// zero, the recipients are created leased until then, so the caller may
-	// deliver them at once without another worker taking them. Recipient IDs
-	// are filled in msg. A full disk returns an error wrapping ErrStorageFull.
-	Enqueue(ctx context.Context, msg *Message, body Body, leaseUntil time.Time) error
+	// shared with concurrent callers by group commit). Recipient IDs are
+	// filled in msg. A full disk returns an error wrapping ErrStorageFull.
+	//
+	// If leaseUntil is not zero, the recipients are created leased by this
+	// node until then, so the caller may deliver them at once without
+	// another worker taking them, and the new lease's token is returned;
+	// otherwise the token is "".
+	Enqueue(ctx context.Context, msg *Message, body Body, leaseUntil time.Time) (token string, err error)
 	// OpenBody returns the stored body of message id.
 	OpenBody(ctx context.Context, id string) (io.ReadCloser, error)
-	// Lease returns up to limit messages that have recipients due at or
-	// before now and not leased, leasing those recipients until now+d.
+	// Lease returns up to limit messages with recipients due at or before
+	// now and not leased, or whose lease expired (its Until is before now),
+	// whoever held it. Those recipients are leased to this node until now+d
+	// under a new random token, one token per returned Lease; an expired
+	// lease taken over this way is lost to its previous holder. Concurrent
+	// calls, from this node or others, never lease a recipient twice.
 	Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]Lease, error)
-	// Update records outcomes for recipients of message id, releasing their
-	// leases. When every recipient of the message is final, the message and
-	// its body are removed.
-	Update(ctx context.Context, id string, outcomes []Outcome) error
-	// NextDue returns the earliest NextAttempt of any unleased pending
-	// recipient, or the zero time if there is none.
+	// Renew extends the lease token of message id until the given time
+	// (a lease is never shortened). A lease whose Until has passed but
+	// that nobody took over yet is still held and is renewed. It returns
+	// an error wrapping ErrLeaseLost when no pending recipient of id holds
+	// token any more (another node took the lease over after it expired,
+	// the outcome was already recorded, the message is gone, or token is
+	// "").
+	Renew(ctx context.Context, id, token string, until time.Time) error
+	// Update records outcomes for recipients of message id and releases
+	// their leases, atomically: all outcomes or none.
+	//
+	// With a token, every outcome's recipient must be leased under token
+	// (whether or not its Until has passed). If one is not (it was taken
+	// over, its outcome was already recorded, it is unknown, or the
+	// message is gone), nothing is written and the error wraps
+	// ErrLeaseLost (and also ErrNotFound when the message is gone).
+	//
+	// token "" is for administrative updates (the CLI, tests): it applies
+	// to recipients that are not leased, or whose lease expired (Until
+	// before the store's current time). If a recipient is under a live
+	// lease nothing is written and the error wraps ErrLeaseLost; an
+	// unknown message or recipient returns ErrNotFound.
+	//
+	// When every recipient of the message is final, the message and its
+	// body are removed.
+	Update(ctx context.Context, id, token string, outcomes []Outcome) error
+	// NextDue returns the earliest time at which a pending recipient can be
+	// leased: its NextAttempt, or just after the end of its lease (so that a
+	// scheduler wakes up to take over work whose lease expired); the zero
+	// time if nothing is pending.
 	NextDue(ctx context.Context) (time.Time, error)
 	// Get returns message id with all its recipients.
 	Get(ctx context.Context, id string) (*Message, error)
 	// List returns up to limit messages in the queue, oldest first, after
 	// the queue ID "after" ("" for the start).
 	List(ctx context.Context, after string, limit int) ([]*Message, error)
-	// Retry makes every pending recipient of message id due now.
+	// Retry makes every pending recipient of message id due now. Leases
+	// are kept, so a delivery in progress is not duplicated.
 	Retry(ctx context.Context, id string, now time.Time) error
 	// Delete removes message id and its body whatever its state.
 	Delete(ctx context.Context, id string) error
-	// ReleaseLeases clears every lease (used at start-up by a single node).
+	// ReleaseLeases clears the leases held by this node, so that what was
+	// in flight when it stopped is due again at once (called at start-up,
+	// before this node leases anything). Other nodes' leases are never
+	// touched.
 	ReleaseLeases(ctx context.Context) error
 	// Stats summarises the pending queue.
 	Stats(ctx context.Context) (QueueStats, error)

@@ -49,7 +49,8 @@ func benchEnqueue(b *testing.B, size, writers int) {
 			body.Abort()
 			return err
 		}
-		return s.Enqueue(context.Background(), m, body, time.Time{})
+		_, err = s.Enqueue(context.Background(), m, body, time.Time{})
+		return err
 	}
 	b.SetBytes(int64(size))
 	b.ReportAllocs()

@@ -14,13 +14,6 @@ import (
 	"github.com/heraldmail/herald/internal/store/storetest"
 )
 
-func TestConformancePlatform(t *testing.T) {
-	t.Parallel()
-	storetest.RunPlatform(t, func(t *testing.T) storetest.PlatformStore {
-		return openTest(t, t.TempDir(), Options{})
-	})
-}
-
 // A webhook added through another handle (as by the CLI, another process)
 // must be seen by this handle's writer, which caches the accounts that
 // have webhooks; and one deleted there must no longer get deliveries.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -61,30 +62,31 @@ func validID(id string) bool {
 // InlineMax is fsynced and linked into blobs/ by the caller's goroutine
 // (concurrently with others) before the writer commits its row. An empty
 // msg.Account is set to store.DefaultAccount. One accepted event per
-// recipient is written in the same transaction.
-func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) error {
+// recipient is written in the same transaction. With a leaseUntil, the
+// recipients are leased by this store's node under a new token, returned.
+func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) (string, error) {
 	bd, ok := b.(*body)
 	if !ok || bd.s != s {
-		return errors.New("sqlite store: enqueue: body not from this store")
+		return "", errors.New("sqlite store: enqueue: body not from this store")
 	}
 	if bd.done {
-		return errBodyDone
+		return "", errBodyDone
 	}
 	if bd.err != nil {
 		bd.Abort()
-		return bd.err
+		return "", bd.err
 	}
 	if !validID(msg.ID) {
 		bd.Abort()
-		return fmt.Errorf("sqlite store: enqueue: invalid queue ID %q", msg.ID)
+		return "", fmt.Errorf("sqlite store: enqueue: invalid queue ID %q", msg.ID)
 	}
 	if len(msg.Recipients) == 0 {
 		bd.Abort()
-		return fmt.Errorf("sqlite store: enqueue %s: no recipients", msg.ID)
+		return "", fmt.Errorf("sqlite store: enqueue %s: no recipients", msg.ID)
 	}
 	if err := ctx.Err(); err != nil {
 		bd.Abort()
-		return err
+		return "", err
 	}
 	bd.done = true
 	defer bd.release()
@@ -94,7 +96,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	tags, meta, err := encodeTagsMeta(msg.Tags, msg.Metadata)
 	if err != nil {
 		bd.Abort()
-		return fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
+		return "", fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
 	}
 	msg.Size = bd.size + int64(len(msg.Headers))
 	headers := msg.Headers
@@ -108,7 +110,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		p, err := bd.commitBlob(msg.ID)
 		if err != nil {
 			bd.removeTemp()
-			return mapErr(fmt.Errorf("sqlite store: enqueue %s: write blob: %w", msg.ID, err))
+			return "", mapErr(fmt.Errorf("sqlite store: enqueue %s: write blob: %w", msg.ID, err))
 		}
 		blobPath = p
 	} else {
@@ -121,6 +123,10 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	now := time.Now()
 	received := nanos(msg.Received)
 	lease := nanos(leaseUntil)
+	var owner, token string
+	if lease != 0 {
+		owner, token = s.node, newToken()
+	}
 	err = s.w.do(context.Background(), blobPath != "", func(w *writer) error {
 		res, err := w.st.insMsg.Exec(msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
 			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""),
@@ -139,7 +145,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		}
 		for i := range msg.Recipients {
 			r := &msg.Recipients[i]
-			res, err := w.st.insRcpt.Exec(msg.ID, r.Address, r.Notify, r.ORCPT, received, lease, now.UnixNano())
+			res, err := w.st.insRcpt.Exec(msg.ID, r.Address, r.Notify, r.ORCPT, received, lease, owner, token, now.UnixNano())
 			if err != nil {
 				return err
 			}
@@ -164,7 +170,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 			// already existed made commitBlob fail before linking).
 			os.Remove(blobPath)
 		}
-		return fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
+		return "", fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
 	}
 	for i := range msg.Recipients {
 		r := &msg.Recipients[i]
@@ -174,8 +180,11 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		r.LastReply, r.RemoteMTA, r.DelayWarned = "", "", false
 		r.UpdatedAt = now
 	}
-	return nil
+	return token, nil
 }
+
+// newToken returns a new lease token: 128 random bits, 26 base32 letters.
+func newToken() string { return rand.Text() }
 
 // OpenBody returns the stored body of message id.
 func (s *Store) OpenBody(ctx context.Context, id string) (io.ReadCloser, error) {
@@ -216,8 +225,11 @@ type prefixedFile struct {
 
 func (p prefixedFile) Close() error { return p.f.Close() }
 
-// Lease leases due recipients, grouped by message; see store.Queue. It runs
-// in the writer, so concurrent calls never lease the same recipient.
+// Lease leases due recipients, grouped by message, to this store's node
+// under a new token per message; see store.Queue. It runs in the writer,
+// in a write transaction (BEGIN IMMEDIATE), so concurrent calls of this
+// handle and of other handles (nodes) on the database never lease the same
+// recipient.
 func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]store.Lease, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -236,7 +248,8 @@ func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit
 			if err != nil {
 				return err
 			}
-			rows, err := w.st.leaseRcpts.Query(u, id, n)
+			token := newToken()
+			rows, err := w.st.leaseRcpts.Query(u, s.node, token, id, n)
 			if err != nil {
 				return err
 			}
@@ -248,7 +261,7 @@ func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit
 				continue
 			}
 			slices.SortFunc(m.Recipients, func(a, b store.Recipient) int { return int(a.ID - b.ID) })
-			leases = append(leases, store.Lease{Message: m, Until: until})
+			leases = append(leases, store.Lease{Message: m, Until: until, Token: token})
 		}
 		return nil
 	})
@@ -282,11 +295,14 @@ func (w *writer) dueMessages(now int64, limit int) ([]string, error) {
 	return ids, rows.Err()
 }
 
-// Update records delivery outcomes; see store.Queue. Each outcome counts as
-// an attempt unless its status is queued. A pending outcome with a zero
-// NextAttempt is due at once. Every outcome but queued writes its event
-// (deferred, delivered, bounced or expired) in the same transaction.
-func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome) error {
+// Update records delivery outcomes under a lease token; see store.Queue.
+// Each outcome counts as an attempt unless its status is queued. A pending
+// outcome with a zero NextAttempt is due at once. Every outcome but queued
+// writes its event (deferred, delivered, bounced or expired) in the same
+// transaction. An outcome whose recipient fails the lease check fails the
+// operation after it may have written: the writer rolls its batch back and
+// commits the others, so the update is all or nothing.
+func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
 	for _, o := range outcomes {
 		switch o.Status {
 		case store.StatusQueued, store.StatusDeferred, store.StatusDelivered, store.StatusFailed, store.StatusExpired:
@@ -299,6 +315,9 @@ func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome)
 		var blob bool
 		var account, sender, tags, meta string
 		if err := w.st.msgEvent.QueryRow(id).Scan(&blob, &account, &sender, &tags, &meta); errors.Is(err, sql.ErrNoRows) {
+			if token != "" {
+				return clean(fmt.Errorf("message %s: %w: %w", id, store.ErrLeaseLost, store.ErrNotFound))
+			}
 			return clean(fmt.Errorf("message %s: %w", id, store.ErrNotFound))
 		} else if err != nil {
 			return err
@@ -319,9 +338,9 @@ func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome)
 			var addr string
 			var attempts int64
 			err := w.st.updRcpt.QueryRow(string(o.Status), attempt, next, o.Reply, o.RemoteMTA,
-				b2i(o.DelayWarned), now.UnixNano(), o.RecipientID, id).Scan(&addr, &attempts)
+				b2i(o.DelayWarned), now.UnixNano(), o.RecipientID, id, token, now.UnixNano()).Scan(&addr, &attempts)
 			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("recipient %d of message %s: %w", o.RecipientID, id, store.ErrNotFound)
+				return w.leaseCheckFailed(id, o.RecipientID, token)
 			}
 			if err != nil {
 				return err
@@ -352,6 +371,48 @@ func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite store: update %s: %w", id, err)
+	}
+	return nil
+}
+
+// leaseCheckFailed says why recipient rid of message id was not updated:
+// with a token, the lease is lost whatever the reason; without, the
+// recipient is either unknown or under a live lease.
+func (w *writer) leaseCheckFailed(id string, rid int64, token string) error {
+	if token != "" {
+		return fmt.Errorf("recipient %d of message %s: not leased under this token: %w", rid, id, store.ErrLeaseLost)
+	}
+	var n int
+	if err := w.st.rcptExists.QueryRow(rid, id).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("recipient %d of message %s: %w", rid, id, store.ErrNotFound)
+	}
+	return fmt.Errorf("recipient %d of message %s: leased by a worker: %w", rid, id, store.ErrLeaseLost)
+}
+
+// Renew extends the lease token of message id; see store.Queue. It writes
+// through the writer like every change (group commit).
+func (s *Store) Renew(ctx context.Context, id, token string, until time.Time) error {
+	if token == "" {
+		return fmt.Errorf("sqlite store: renew %s: empty token: %w", id, store.ErrLeaseLost)
+	}
+	u := nanos(until)
+	err := s.w.do(ctx, false, func(w *writer) error {
+		res, err := w.st.renew.Exec(u, id, token)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return clean(store.ErrLeaseLost)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite store: renew %s: %w", id, err)
 	}
 	return nil
 }
@@ -536,10 +597,15 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// ReleaseLeases clears every lease.
+// ReleaseLeases clears the leases of this store's node, and the leases
+// taken before schema version 9, which carry no token and belong to no
+// node (a node of that version held them, on this machine: an SQLite
+// database is not shared between machines). Other nodes' leases are kept.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
 	err := s.w.do(ctx, false, func(w *writer) error {
-		_, err := w.conn.ExecContext(context.Background(), `UPDATE recipients SET lease_until = 0 WHERE lease_until != 0`)
+		_, err := w.conn.ExecContext(context.Background(), `UPDATE recipients
+			SET lease_until = 0, lease_owner = '', lease_token = ''
+			WHERE lease_until != 0 AND (lease_owner = ? OR lease_token = '')`, s.node)
 		return err
 	})
 	if err != nil {

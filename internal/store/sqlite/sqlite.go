@@ -44,6 +44,10 @@ var ErrClosed = errors.New("sqlite store: closed")
 
 // Options tune a Store. The zero value is valid.
 type Options struct {
+	// Node names the node this handle belongs to: the leases it takes are
+	// recorded as this node's, and ReleaseLeases clears only those. ""
+	// is a single node ("local"). The server passes server.node_id.
+	Node string
 	// InlineMax is the largest body, in bytes, stored inline in the queue
 	// row (covered by the group-committed fsync). Larger bodies go to blob
 	// files. Zero means DefaultInlineMax; a negative value stores every body
@@ -99,6 +103,7 @@ type Store struct {
 	blobDir   string
 	tmpDir    string
 	inlineMax int
+	node      string
 	log       *slog.Logger
 
 	wdb *sql.DB // one connection, owned by the writer goroutine
@@ -165,6 +170,7 @@ func open(dir string, opts Options) (*Store, error) {
 		blobDir:   filepath.Join(dir, "blobs"),
 		tmpDir:    filepath.Join(dir, "blobs", "tmp"),
 		inlineMax: opts.InlineMax,
+		node:      opts.Node,
 		log:       opts.Logger.With("component", "store.sqlite"),
 	}
 	if err := s.makeDirs(); err != nil {
@@ -494,6 +500,12 @@ var schema = []string{
 		started INTEGER NOT NULL -- unix ns
 	) WITHOUT ROWID;
 	CREATE INDEX messages_account ON messages(account) WHERE account != 'default';`,
+	// 9: leases for several nodes: the node holding a recipient's lease and
+	// the lease's random token, which Renew and Update must present. A
+	// lease taken before this version has neither (it belongs to no node:
+	// any node's ReleaseLeases clears it).
+	`ALTER TABLE recipients ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+	ALTER TABLE recipients ADD COLUMN lease_token TEXT NOT NULL DEFAULT '';`,
 }
 
 // pageSize is the database page size, set when the database is created.

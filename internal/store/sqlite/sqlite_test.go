@@ -3,6 +3,7 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,19 +33,30 @@ func openTest(t testing.TB, dir string, opts Options) *Store {
 	return s
 }
 
+// backend opens SQLite stores for the conformance suite with opts; a
+// second node is another handle on the same data directory.
+func backend(opts Options) storetest.Backend {
+	return storetest.Backend{
+		Open: func(t *testing.T) store.Store {
+			return openTest(t, t.TempDir(), opts)
+		},
+		OpenNode: func(t *testing.T, first store.Store, node string) store.Store {
+			o := opts
+			o.Node = node
+			return openTest(t, first.(*Store).dir, o)
+		},
+	}
+}
+
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, t.TempDir(), Options{})
-	})
+	storetest.Run(t, backend(Options{}))
 }
 
 // Every body a blob file, so the blob path is covered by the whole suite.
 func TestConformanceAllBlobs(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, t.TempDir(), Options{InlineMax: -1})
-	})
+	storetest.Run(t, backend(Options{InlineMax: -1}))
 }
 
 func TestReopenDurable(t *testing.T) {
@@ -57,7 +69,7 @@ func TestReopenDurable(t *testing.T) {
 	smallBody, bigBody := storetest.Body(1, 4<<10), storetest.Body(2, 200<<10)
 	storetest.Enqueue(t, s, small, smallBody, time.Time{})
 	storetest.Enqueue(t, s, big, bigBody, t0.Add(time.Hour))
-	if err := s.Update(ctx, small.ID, []store.Outcome{{RecipientID: small.Recipients[0].ID, Status: store.StatusDeferred,
+	if err := s.Update(ctx, small.ID, "", []store.Outcome{{RecipientID: small.Recipients[0].ID, Status: store.StatusDeferred,
 		NextAttempt: t0.Add(time.Minute), Reply: "451 later"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +182,7 @@ func TestTwoHandlesConcurrentWrites(t *testing.T) {
 			defer wg.Done()
 			for i := range 20 {
 				m := storetest.NewMessage(t0, fmt.Sprintf("r%d@example.com", i))
-				if err := storetest.EnqueueErr(s, m, []byte("x"), time.Time{}); err != nil {
+				if _, err := storetest.EnqueueErr(s, m, []byte("x"), time.Time{}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -241,7 +253,7 @@ func TestEnqueueCancelledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	m := storetest.NewMessage(t0, "a@example.com")
-	if err := s.Enqueue(ctx, m, b, time.Time{}); !errors.Is(err, context.Canceled) {
+	if _, err := s.Enqueue(ctx, m, b, time.Time{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Enqueue: err = %v, want context.Canceled", err)
 	}
 	assertEmptyDir(t, filepath.Join(dir, "blobs", "tmp"))
@@ -284,7 +296,7 @@ func TestDiskFull(t *testing.T) {
 	enq := func(size int, seed uint64) error {
 		m := storetest.NewMessage(t0, "a@example.com")
 		body := storetest.Body(seed, size)
-		err := storetest.EnqueueErr(s, m, body, time.Time{})
+		_, err := storetest.EnqueueErr(s, m, body, time.Time{})
 		if err == nil {
 			ok = append(ok, stored{m, body})
 		}
@@ -346,7 +358,7 @@ func TestDiskFull(t *testing.T) {
 			for i := range 5 {
 				m := storetest.NewMessage(t0, "a@example.com")
 				body := storetest.Body(uint64(1000+10*g+i), 4<<10)
-				err := storetest.EnqueueErr(s, m, body, time.Time{})
+				_, err := storetest.EnqueueErr(s, m, body, time.Time{})
 				mu.Lock()
 				if err == nil {
 					ok = append(ok, stored{m, body})
@@ -407,7 +419,7 @@ func TestDuplicateLeavesNoBlob(t *testing.T) {
 	storetest.Enqueue(t, s, m, []byte("small"), time.Time{})
 	dup := storetest.NewMessage(t0, "b@example.com")
 	dup.ID = m.ID
-	if err := storetest.EnqueueErr(s, dup, storetest.Body(1, 200<<10), time.Time{}); !errors.Is(err, store.ErrExists) {
+	if _, err := storetest.EnqueueErr(s, dup, storetest.Body(1, 200<<10), time.Time{}); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("duplicate: err = %v, want ErrExists", err)
 	}
 	es, err := os.ReadDir(filepath.Join(dir, "blobs"))
@@ -418,4 +430,66 @@ func TestDuplicateLeavesNoBlob(t *testing.T) {
 		t.Errorf("blobs/ holds %v, want only tmp", es)
 	}
 	assertEmptyDir(t, filepath.Join(dir, "blobs", "tmp"))
+}
+
+// A database of schema 8 gains the lease owner and token columns; its
+// leases (taken by a single node of that version, without a token) belong
+// to no node and are released by the next node's ReleaseLeases, whatever
+// its name, while a lease of another node is kept.
+func TestMigrationLegacyLeases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{Node: "other"})
+	legacy := storetest.NewMessage(t0, "a@example.com")
+	storetest.Enqueue(t, s, legacy, []byte("x"), t0.Add(time.Hour))
+	other := storetest.NewMessage(t0, "b@example.com")
+	otherTok := storetest.Enqueue(t, s, other, []byte("x"), t0.Add(time.Hour))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Back to schema 8: no owner or token columns; other's lease is kept
+	// aside to be restored as a schema-9 lease of node "other".
+	db, err := sql.Open("sqlite", filepath.Join(dir, "herald.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`ALTER TABLE recipients DROP COLUMN lease_owner`,
+		`ALTER TABLE recipients DROP COLUMN lease_token`,
+		`UPDATE schema_version SET version = 8`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s = openTest(t, dir, Options{Node: "mx1"})
+	defer s.Close()
+	db, err = sql.Open("sqlite", filepath.Join(dir, "herald.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != SchemaVersion() {
+		t.Fatalf("schema version after migration = %d, %v; want %d", v, err, SchemaVersion())
+	}
+	if _, err := db.Exec(`UPDATE recipients SET lease_owner = 'other', lease_token = ? WHERE message_id = ?`, otherTok, other.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Lease(ctx, t0.Add(time.Minute), time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].Message.ID != legacy.ID {
+		t.Fatalf("after ReleaseLeases, Lease = %+v; want only the legacy lease's message %s", ls, legacy.ID)
+	}
+	if err := s.Renew(ctx, other.ID, otherTok, t0.Add(2*time.Hour)); err != nil {
+		t.Errorf("node other's lease was released: %v", err)
+	}
 }

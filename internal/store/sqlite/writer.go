@@ -62,6 +62,7 @@ type stmts struct {
 	dueMsgs, leaseRcpts, msgByID   *sql.Stmt
 	msgBlob, updRcpt, countPending *sql.Stmt
 	delRcpts, delMsg, retry        *sql.Stmt
+	renew, rcptExists              *sql.Stmt
 	begin, commit, rollback        *sql.Stmt
 
 	// Event log: the message fields copied onto its events, the accepted
@@ -71,6 +72,36 @@ type stmts struct {
 
 	all []*sql.Stmt // every statement above, for close
 }
+
+// The queue statements of the lease protocol, named so that a test can
+// check their query plans stay index-driven.
+const (
+	// qDueMsgs lists messages with leasable recipients, earliest first,
+	// through recipients_ready (an expression index of the due time).
+	qDueMsgs = `SELECT message_id FROM recipients
+		WHERE status IN ('queued', 'deferred') AND max(next_attempt, lease_until + 1) <= ?
+		ORDER BY max(next_attempt, lease_until + 1)`
+	// qLeaseRcpts leases a message's due recipients to a node under a
+	// token (recipients_message).
+	qLeaseRcpts = `UPDATE recipients SET lease_until = ?, lease_owner = ?, lease_token = ?
+		WHERE message_id = ? AND status IN ('queued', 'deferred') AND max(next_attempt, lease_until + 1) <= ?
+		RETURNING ` + rcptCols
+	// qUpdRcpt records one outcome and releases the lease, if the lease
+	// check passes: with a token (?10) the recipient must hold it; without
+	// (an administrative update) it must not be under a live lease at ?11.
+	qUpdRcpt = `UPDATE recipients SET status = ?1, attempts = attempts + ?2, next_attempt = ?3,
+		lease_until = 0, lease_owner = '', lease_token = '',
+		last_reply = ?4, remote_mta = ?5, delay_warned = (delay_warned OR ?6), updated_at = ?7
+		WHERE id = ?8 AND message_id = ?9 AND iif(?10 = '', lease_until < ?11, lease_token = ?10)
+		RETURNING address, attempts`
+	// qRcptExists tells an unknown recipient from a leased one.
+	qRcptExists = `SELECT count(*) FROM recipients WHERE id = ? AND message_id = ?`
+	// qRenew extends a lease, never shortening it.
+	qRenew = `UPDATE recipients SET lease_until = max(lease_until, ?)
+		WHERE message_id = ? AND lease_token = ? AND status IN ('queued', 'deferred')`
+	// qCountPending counts a message's pending recipients.
+	qCountPending = `SELECT count(*) FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')`
+)
 
 func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 	w := &writer{
@@ -91,20 +122,16 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 		{&w.st.insMsg, `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
 				account, tags, metadata, headers, body)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
-		{&w.st.insRcpt, `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt, lease_until, last_reply, remote_mta, delay_warned, updated_at)
-			VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, '', '', 0, ?)`},
-		{&w.st.dueMsgs, `SELECT message_id FROM recipients
-			WHERE status IN ('queued', 'deferred') AND max(next_attempt, lease_until + 1) <= ?
-			ORDER BY max(next_attempt, lease_until + 1)`},
-		{&w.st.leaseRcpts, `UPDATE recipients SET lease_until = ?
-			WHERE message_id = ? AND status IN ('queued', 'deferred') AND max(next_attempt, lease_until + 1) <= ?
-			RETURNING ` + rcptCols},
+		{&w.st.insRcpt, `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt,
+				lease_until, lease_owner, lease_token, last_reply, remote_mta, delay_warned, updated_at)
+			VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, '', '', 0, ?)`},
+		{&w.st.dueMsgs, qDueMsgs},
+		{&w.st.leaseRcpts, qLeaseRcpts},
 		{&w.st.msgByID, `SELECT ` + msgCols + ` FROM messages WHERE id = ?`},
 		{&w.st.msgBlob, `SELECT blob FROM messages WHERE id = ?`},
-		{&w.st.updRcpt, `UPDATE recipients SET status = ?, attempts = attempts + ?, next_attempt = ?, lease_until = 0,
-			last_reply = ?, remote_mta = ?, delay_warned = (delay_warned OR ?), updated_at = ?
-			WHERE id = ? AND message_id = ?
-			RETURNING address, attempts`},
+		{&w.st.updRcpt, qUpdRcpt},
+		{&w.st.rcptExists, qRcptExists},
+		{&w.st.renew, qRenew},
 		{&w.st.msgEvent, `SELECT blob, account, sender, tags, metadata FROM messages WHERE id = ?`},
 		{&w.st.insAccepted, `INSERT INTO events (time, type, account, message_id, recipient, sender, tags, metadata)
 			VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?)`},
@@ -114,7 +141,7 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 			WHERE account = ? AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0)`},
 		{&w.st.dataVersion, `PRAGMA data_version`},
 		{&w.st.hookAccounts, `SELECT DISTINCT account FROM webhooks`},
-		{&w.st.countPending, `SELECT count(*) FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')`},
+		{&w.st.countPending, qCountPending},
 		{&w.st.delRcpts, `DELETE FROM recipients WHERE message_id = ?`},
 		{&w.st.delMsg, `DELETE FROM messages WHERE id = ?`},
 		{&w.st.retry, `UPDATE recipients SET next_attempt = ?, updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')`},

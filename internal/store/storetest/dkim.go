@@ -11,32 +11,13 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// RunDKIM runs the conformance suite of store.DKIMKeys. open must return a
-// new empty store for each call; the suite closes it. Subtests run in
-// parallel.
-func RunDKIM(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store)
-	}{
-		{"AddGetList", testDKIMAddGetList},
-		{"ActivePerAlgorithm", testDKIMActivePerAlgorithm},
-		{"AddActiveReplaces", testDKIMAddActiveReplaces},
-		{"DeactivateDelete", testDKIMDeactivateDelete},
-		{"ConcurrentActivate", testDKIMConcurrentActivate},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			tc.fn(t, s)
-		})
-	}
+// dkimTests is the part of the suite for store.DKIMKeys.
+var dkimTests = []test{
+	{"AddGetList", testDKIMAddGetList},
+	{"ActivePerAlgorithm", testDKIMActivePerAlgorithm},
+	{"AddActiveReplaces", testDKIMAddActiveReplaces},
+	{"DeactivateDelete", testDKIMDeactivateDelete},
+	{"ConcurrentActivate", testDKIMConcurrentActivate},
 }
 
 func dkimKey(domain, selector, algo string, active bool) store.DKIMKey {

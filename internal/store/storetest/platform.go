@@ -13,53 +13,27 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// PlatformStore is a backend implementing the queue, directory and
-// delivery-platform state.
-type PlatformStore = interface {
-	store.Store
-	store.Platform
-}
-
-// RunPlatform runs the conformance suite of store.Platform. open must
-// return a new empty store for each call; the suite closes it. Subtests run
-// in parallel.
-func RunPlatform(t *testing.T, open func(t *testing.T) PlatformStore) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s PlatformStore)
-	}{
-		{"Accounts", testAccounts},
-		{"DeleteAccountCascade", testDeleteAccountCascade},
-		{"DomainUserAccount", testDomainUserAccount},
-		{"MessageAccountTags", testMessageAccountTags},
-		{"EnqueueEvents", testEnqueueEvents},
-		{"UpdateEvents", testUpdateEvents},
-		{"EventFilters", testEventFilters},
-		{"EventPagination", testEventPagination},
-		{"WebhookFanOut", testWebhookFanOut},
-		{"WebhookLeaseExclusive", testWebhookLeaseExclusive},
-		{"WebhookAttempts", testWebhookAttempts},
-		{"DeleteWebhookDropsPending", testDeleteWebhookDropsPending},
-		{"WebhookLimit", testWebhookLimit},
-		{"PruneEvents", testPruneEvents},
-		{"Suppressions", testSuppressions},
-		{"APIKeys", testAPIKeys},
-		{"Idempotency", testIdempotency},
-		{"Routes", testRoutes},
-		{"TenantIsolation", testTenantIsolation},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			tc.fn(t, s)
-		})
-	}
+// platformTests is the part of the suite for store.Platform.
+var platformTests = []test{
+	{"Accounts", testAccounts},
+	{"DeleteAccountCascade", testDeleteAccountCascade},
+	{"DomainUserAccount", testDomainUserAccount},
+	{"MessageAccountTags", testMessageAccountTags},
+	{"EnqueueEvents", testEnqueueEvents},
+	{"UpdateEvents", testUpdateEvents},
+	{"EventFilters", testEventFilters},
+	{"EventPagination", testEventPagination},
+	{"WebhookFanOut", testWebhookFanOut},
+	{"WebhookLeaseExclusive", testWebhookLeaseExclusive},
+	{"WebhookAttempts", testWebhookAttempts},
+	{"DeleteWebhookDropsPending", testDeleteWebhookDropsPending},
+	{"WebhookLimit", testWebhookLimit},
+	{"PruneEvents", testPruneEvents},
+	{"Suppressions", testSuppressions},
+	{"APIKeys", testAPIKeys},
+	{"Idempotency", testIdempotency},
+	{"Routes", testRoutes},
+	{"TenantIsolation", testTenantIsolation},
 }
 
 func must(t *testing.T, what string, err error) {
@@ -76,18 +50,18 @@ func expectExists(t *testing.T, what string, err error) {
 	}
 }
 
-func addAccount(t *testing.T, s PlatformStore, id string) {
+func addAccount(t *testing.T, s store.Store, id string) {
 	t.Helper()
 	must(t, "AddAccount "+id, s.AddAccount(context.Background(), store.Account{ID: id, Name: "Account " + id}))
 }
 
 // deleteAccount calls DeleteAccount and returns its error only.
-func deleteAccount(s PlatformStore, id string, force bool) error {
+func deleteAccount(s store.Store, id string, force bool) error {
 	_, err := s.DeleteAccount(context.Background(), id, force)
 	return err
 }
 
-func listEvents(t *testing.T, s PlatformStore, f store.EventFilter) []store.Event {
+func listEvents(t *testing.T, s store.Store, f store.EventFilter) []store.Event {
 	t.Helper()
 	evs, err := s.ListEvents(context.Background(), f)
 	if err != nil {
@@ -105,7 +79,7 @@ func eventSummary(evs []store.Event) []string {
 	return out
 }
 
-func testAccounts(t *testing.T, s PlatformStore) {
+func testAccounts(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	def, err := s.GetAccount(ctx, store.DefaultAccount)
 	must(t, "GetAccount default", err)
@@ -172,7 +146,7 @@ func testAccounts(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testDomainUserAccount(t *testing.T, s PlatformStore) {
+func testDomainUserAccount(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addAccount(t, s, "acme")
 	must(t, "AddDomain", s.AddDomain(ctx, "Acme.Example"))
@@ -213,7 +187,7 @@ func testDomainUserAccount(t *testing.T, s PlatformStore) {
 	expectNotFound(t, "UserAccount unknown", err)
 }
 
-func testMessageAccountTags(t *testing.T, s PlatformStore) {
+func testMessageAccountTags(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	m := NewMessage(base, "a@example.com")
 	m.Account = "acme"
@@ -249,7 +223,7 @@ func testMessageAccountTags(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testEnqueueEvents(t *testing.T, s PlatformStore) {
+func testEnqueueEvents(t *testing.T, s store.Store) {
 	before := time.Now().Add(-time.Second)
 	m := NewMessage(base, "a@example.com", "B@Example.net")
 	m.Account = "acme"
@@ -275,7 +249,7 @@ func testEnqueueEvents(t *testing.T, s PlatformStore) {
 	// A rejected enqueue (duplicate ID) writes no event.
 	dup := NewMessage(base, "c@example.com")
 	dup.ID = m.ID
-	if err := EnqueueErr(s, dup, []byte("x\r\n"), time.Time{}); err == nil {
+	if _, err := EnqueueErr(s, dup, []byte("x\r\n"), time.Time{}); err == nil {
 		t.Fatal("duplicate Enqueue succeeded")
 	}
 	if n := len(listEvents(t, s, store.EventFilter{})); n != 2 {
@@ -283,14 +257,14 @@ func testEnqueueEvents(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testUpdateEvents(t *testing.T, s PlatformStore) {
+func testUpdateEvents(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	m := NewMessage(base, "a@example.com", "b@example.com", "c@example.com", "d@example.com")
 	m.Account = "acme"
 	m.Tags = []string{"news"}
 	Enqueue(t, s, m, []byte("x\r\n"), time.Time{})
 	r := m.Recipients
-	must(t, "Update", s.Update(ctx, m.ID, []store.Outcome{
+	must(t, "Update", s.Update(ctx, m.ID, "", []store.Outcome{
 		{RecipientID: r[0].ID, Status: store.StatusDelivered, Reply: "250 2.0.0 ok", RemoteMTA: "mx.example.com",
 			TLS: "TLSv1.3 verified", Enhanced: "2.0.0"},
 		{RecipientID: r[1].ID, Status: store.StatusFailed, Reply: "550 5.1.1 no such user", RemoteMTA: "mx.example.com",
@@ -298,7 +272,7 @@ func testUpdateEvents(t *testing.T, s PlatformStore) {
 		{RecipientID: r[2].ID, Status: store.StatusDeferred, NextAttempt: base.Add(time.Hour), Reply: "451 4.7.1 later"},
 		{RecipientID: r[3].ID, Status: store.StatusQueued},
 	}))
-	must(t, "Update again", s.Update(ctx, m.ID, []store.Outcome{
+	must(t, "Update again", s.Update(ctx, m.ID, "", []store.Outcome{
 		{RecipientID: r[2].ID, Status: store.StatusExpired, Reply: "451 4.7.1 later"},
 	}))
 	evs := listEvents(t, s, store.EventFilter{MessageID: m.ID, Types: []string{
@@ -323,7 +297,7 @@ func testUpdateEvents(t *testing.T, s PlatformStore) {
 		t.Errorf("d@example.com has %d events, want 1 (accepted)", n)
 	}
 	// A failed Update (unknown recipient) rolls back its events with it.
-	err := s.Update(ctx, m.ID, []store.Outcome{
+	err := s.Update(ctx, m.ID, "", []store.Outcome{
 		{RecipientID: r[3].ID, Status: store.StatusDelivered},
 		{RecipientID: 1 << 40, Status: store.StatusDelivered},
 	})
@@ -333,7 +307,7 @@ func testUpdateEvents(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testEventFilters(t *testing.T, s PlatformStore) {
+func testEventFilters(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	evs := []store.Event{
 		{Time: base, Type: store.EventRejected, Account: "a", Recipient: "X@Example.com", Tags: []string{"red", "blue"}},
@@ -385,7 +359,7 @@ func testEventFilters(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testEventPagination(t *testing.T, s PlatformStore) {
+func testEventPagination(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	const n = 1100
 	evs := make([]store.Event, n)
@@ -426,7 +400,7 @@ func testEventPagination(t *testing.T, s PlatformStore) {
 	}
 }
 
-func addWebhook(t *testing.T, s PlatformStore, id, account string, types ...string) {
+func addWebhook(t *testing.T, s store.Store, id, account string, types ...string) {
 	t.Helper()
 	must(t, "AddWebhook "+id, s.AddWebhook(context.Background(), store.Webhook{
 		ID: id, Account: account, URL: "https://hooks.example/" + id, Secret: "s-" + id, EventTypes: types, Created: base}))
@@ -434,7 +408,7 @@ func addWebhook(t *testing.T, s PlatformStore, id, account string, types ...stri
 
 // pendingByWebhook leases every due delivery (releasing nothing) and
 // returns "webhook:type:recipient" entries, sorted.
-func pendingByWebhook(t *testing.T, s PlatformStore, now time.Time) []string {
+func pendingByWebhook(t *testing.T, s store.Store, now time.Time) []string {
 	t.Helper()
 	ds, err := s.LeaseWebhookDeliveries(context.Background(), now, time.Minute, 1000)
 	must(t, "LeaseWebhookDeliveries", err)
@@ -446,7 +420,7 @@ func pendingByWebhook(t *testing.T, s PlatformStore, now time.Time) []string {
 	return out
 }
 
-func testWebhookFanOut(t *testing.T, s PlatformStore) {
+func testWebhookFanOut(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addWebhook(t, s, "all-a", "a")
 	addWebhook(t, s, "bounces-a", "a", store.EventBounced, store.EventComplained)
@@ -464,7 +438,7 @@ func testWebhookFanOut(t *testing.T, s PlatformStore) {
 	m := NewMessage(base, "r1@example.com", "r2@example.com")
 	m.Account = "a"
 	Enqueue(t, s, m, []byte("x\r\n"), time.Time{})
-	must(t, "Update", s.Update(ctx, m.ID, []store.Outcome{
+	must(t, "Update", s.Update(ctx, m.ID, "", []store.Outcome{
 		{RecipientID: m.Recipients[0].ID, Status: store.StatusFailed, Reply: "550 no", Bounce: "hard:mailbox-unknown"},
 		{RecipientID: m.Recipients[1].ID, Status: store.StatusDelivered, Reply: "250 ok"},
 	}))
@@ -484,7 +458,7 @@ func testWebhookFanOut(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testWebhookLeaseExclusive(t *testing.T, s PlatformStore) {
+func testWebhookLeaseExclusive(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addWebhook(t, s, "h", store.DefaultAccount)
 	const n = 60
@@ -538,7 +512,7 @@ func testWebhookLeaseExclusive(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testWebhookAttempts(t *testing.T, s PlatformStore) {
+func testWebhookAttempts(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addWebhook(t, s, "h1", "a")
 	addWebhook(t, s, "h2", "a")
@@ -599,7 +573,7 @@ func testWebhookAttempts(t *testing.T, s PlatformStore) {
 // testWebhookLimit: AddWebhookLimited counts per account, refuses with
 // ErrLimit at the limit, frees a slot on delete, and holds under concurrent
 // creation.
-func testWebhookLimit(t *testing.T, s PlatformStore) {
+func testWebhookLimit(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	hook := func(id, account string) store.Webhook {
 		return store.Webhook{ID: id, Account: account, URL: "https://hooks.example/" + id, Created: base}
@@ -644,7 +618,7 @@ func testWebhookLimit(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testDeleteWebhookDropsPending(t *testing.T, s PlatformStore) {
+func testDeleteWebhookDropsPending(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addWebhook(t, s, "h", "a")
 	addWebhook(t, s, "keep", "a")
@@ -662,7 +636,7 @@ func testDeleteWebhookDropsPending(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testPruneEvents(t *testing.T, s PlatformStore) {
+func testPruneEvents(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addWebhook(t, s, "h", "a")
 	old := base.Add(-48 * time.Hour)
@@ -712,7 +686,7 @@ func testPruneEvents(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testSuppressions(t *testing.T, s PlatformStore) {
+func testSuppressions(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	must(t, "AddSuppression", s.AddSuppression(ctx, store.Suppression{Account: "a", Address: "X@Example.com",
 		Reason: store.SuppressHardBounce, Detail: "550 5.1.1", Created: base}))
@@ -755,7 +729,7 @@ func testSuppressions(t *testing.T, s PlatformStore) {
 	expectNotFound(t, "DeleteSuppression again", s.DeleteSuppression(ctx, "a", "x@example.com"))
 }
 
-func testAPIKeys(t *testing.T, s PlatformStore) {
+func testAPIKeys(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	k := store.APIKey{ID: "hk_1", Account: "a", Name: "ci", Scopes: []string{store.ScopeSend, store.ScopeRead},
 		SecretHash: []byte{0xde, 0xad, 0xbe, 0xef}, Created: base}
@@ -793,7 +767,7 @@ func testAPIKeys(t *testing.T, s PlatformStore) {
 	expectNotFound(t, "GetAPIKey deleted", err)
 }
 
-func testIdempotency(t *testing.T, s PlatformStore) {
+func testIdempotency(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	now := time.Now()
 	id, err := s.PutIdempotency(ctx, "a", "key-1", "M1", now)
@@ -853,7 +827,7 @@ func testIdempotency(t *testing.T, s PlatformStore) {
 	}
 }
 
-func testRoutes(t *testing.T, s PlatformStore) {
+func testRoutes(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	must(t, "AddRoute domain", s.AddRoute(ctx, store.Route{Address: "@Example.com", Account: "a", Action: "http",
 		URL: "https://in.example/all", Secret: "s1"}))
@@ -892,7 +866,7 @@ func testRoutes(t *testing.T, s PlatformStore) {
 
 // testTenantIsolation checks that account b can neither see nor change
 // account a's rows through any account-scoped method.
-func testTenantIsolation(t *testing.T, s PlatformStore) {
+func testTenantIsolation(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	must(t, "AddAPIKey", s.AddAPIKey(ctx, store.APIKey{ID: "ka", Account: "a", SecretHash: []byte{1}}))
 	addWebhook(t, s, "wa", "a")
@@ -948,7 +922,7 @@ func testTenantIsolation(t *testing.T, s PlatformStore) {
 // (with its attempt log) and pending ones, a suppression, an idempotency
 // key, a route, events (n of them besides the queue's) and a queued
 // message. It returns the queued message.
-func tenantRows(t *testing.T, s PlatformStore, acct string, n int) *store.Message {
+func tenantRows(t *testing.T, s store.Store, acct string, n int) *store.Message {
 	t.Helper()
 	ctx := context.Background()
 	addAccount(t, s, acct)
@@ -992,7 +966,7 @@ func tenantRows(t *testing.T, s PlatformStore, acct string, n int) *store.Messag
 // refused without force (nothing changes), then forced. Nothing of the old
 // account is visible to a new account with the same ID, and another
 // account's rows are untouched.
-func testDeleteAccountCascade(t *testing.T, s PlatformStore) {
+func testDeleteAccountCascade(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	other := tenantRows(t, s, "other", 3)
 	old := tenantRows(t, s, "acme", 2500) // more than one purge chunk

@@ -1,6 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend must
-// pass. A backend's tests call Run with a function that opens a fresh, empty
-// store.
+// pass. A backend's tests call Run, the one entry point: it runs every part
+// of the suite (queue, directory, DKIM keys, platform, and the multi-node
+// lease cases), so a backend cannot pass while skipping a part.
 package storetest
 
 import (
@@ -17,49 +18,116 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// Run runs the conformance suite. open must return a new empty store for
-// each call; the suite closes it. Subtests run in parallel.
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store)
-	}{
-		{"Lifecycle", testLifecycle},
-		{"BodyRoundTrip", testBodyRoundTrip},
-		{"HeaderPrefix", testHeaderPrefix},
-		{"AbortBody", testAbortBody},
-		{"EnqueueLeased", testEnqueueLeased},
-		{"EnqueueDuplicateID", testEnqueueDuplicateID},
-		{"ConcurrentEnqueue", testConcurrentEnqueue},
-		{"LeaseExclusive", testLeaseExclusive},
-		{"ConcurrentLease", testConcurrentLease},
-		{"LeaseLimit", testLeaseLimit},
-		{"LeaseExpires", testLeaseExpires},
-		{"PartialFinal", testPartialFinal},
-		{"UpdateUnknown", testUpdateUnknown},
-		{"ReleaseLeases", testReleaseLeases},
-		{"Retry", testRetry},
-		{"Delete", testDelete},
-		{"Stats", testStats},
-		{"NextDue", testNextDue},
-		{"ListPagination", testListPagination},
-		{"Domains", testDomains},
-		{"DomainPolicy", testDomainPolicy},
-		{"Users", testUsers},
-		{"Aliases", testAliases},
+// Backend is how the suite opens stores of the backend under test.
+type Backend struct {
+	// Open returns a new, empty store on a database of its own, as a
+	// single node (any node name the backend likes). The suite closes it.
+	Open func(t *testing.T) store.Store
+	// OpenNode returns another handle on first's database that acts as the
+	// node named node (sqlite.Options.Node, postgres.Options.Node). The
+	// suite closes it, before first.
+	OpenNode func(t *testing.T, first store.Store, node string) store.Store
+}
+
+// test is one conformance case on one store.
+type test struct {
+	name string
+	fn   func(t *testing.T, s store.Store)
+}
+
+// nodeTest is one multi-node case: open returns a new handle on s's
+// database acting as the named node.
+type nodeTest struct {
+	name string
+	fn   func(t *testing.T, s store.Store, open func(node string) store.Store)
+}
+
+// Run runs the whole conformance suite against b: every part, each case on
+// a new empty store, in parallel subtests named Part/Case.
+func Run(t *testing.T, b Backend) {
+	if b.Open == nil || b.OpenNode == nil {
+		t.Fatal("storetest: Backend needs Open and OpenNode")
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+	parts := []struct {
+		name  string
+		tests []test
+	}{
+		{"Queue", queueTests},
+		{"Directory", directoryTests},
+		{"DKIM", dkimTests},
+		{"Platform", platformTests},
+	}
+	for _, part := range parts {
+		t.Run(part.name, func(t *testing.T) {
 			t.Parallel()
-			s := open(t)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			tc.fn(t, s)
+			for _, tc := range part.tests {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					tc.fn(t, openClosed(t, b.Open))
+				})
+			}
 		})
 	}
+	t.Run("Nodes", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range nodeTests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				first := openClosed(t, b.Open)
+				tc.fn(t, first, func(node string) store.Store {
+					return openClosed(t, func(t *testing.T) store.Store { return b.OpenNode(t, first, node) })
+				})
+			})
+		}
+	})
+}
+
+// openClosed opens a store and closes it when the test ends (stores
+// opened later are closed first).
+func openClosed(t *testing.T, open func(t *testing.T) store.Store) store.Store {
+	t.Helper()
+	s := open(t)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// queueTests is the part of the suite for store.Queue on one node.
+var queueTests = []test{
+	{"Lifecycle", testLifecycle},
+	{"BodyRoundTrip", testBodyRoundTrip},
+	{"HeaderPrefix", testHeaderPrefix},
+	{"AbortBody", testAbortBody},
+	{"EnqueueLeased", testEnqueueLeased},
+	{"EnqueueDuplicateID", testEnqueueDuplicateID},
+	{"ConcurrentEnqueue", testConcurrentEnqueue},
+	{"LeaseExclusive", testLeaseExclusive},
+	{"ConcurrentLease", testConcurrentLease},
+	{"LeaseLimit", testLeaseLimit},
+	{"LeaseExpires", testLeaseExpires},
+	{"LeaseTokens", testLeaseTokens},
+	{"UpdateToken", testUpdateToken},
+	{"UpdateAdmin", testUpdateAdmin},
+	{"Renew", testRenew},
+	{"PartialFinal", testPartialFinal},
+	{"UpdateUnknown", testUpdateUnknown},
+	{"ReleaseLeases", testReleaseLeases},
+	{"Retry", testRetry},
+	{"Delete", testDelete},
+	{"Stats", testStats},
+	{"NextDue", testNextDue},
+	{"ListPagination", testListPagination},
+}
+
+// directoryTests is the part of the suite for store.Directory.
+var directoryTests = []test{
+	{"Domains", testDomains},
+	{"DomainPolicy", testDomainPolicy},
+	{"Users", testUsers},
+	{"Aliases", testAliases},
 }
 
 // base is the suite's reference time, whole microseconds so that every
@@ -110,31 +178,34 @@ func NewMessage(received time.Time, rcpts ...string) *store.Message {
 	return m
 }
 
-// Enqueue writes data in chunks to a new body and enqueues m with it.
-func Enqueue(t testing.TB, s store.Store, m *store.Message, data []byte, leaseUntil time.Time) {
+// Enqueue writes data in chunks to a new body and enqueues m with it. It
+// returns the lease token (when leaseUntil is not zero).
+func Enqueue(t testing.TB, s store.Queue, m *store.Message, data []byte, leaseUntil time.Time) string {
 	t.Helper()
-	if err := EnqueueErr(s, m, data, leaseUntil); err != nil {
+	token, err := EnqueueErr(s, m, data, leaseUntil)
+	if err != nil {
 		t.Fatalf("Enqueue %s: %v", m.ID, err)
 	}
+	return token
 }
 
 // EnqueueErr is Enqueue returning the error.
-func EnqueueErr(s store.Store, m *store.Message, data []byte, leaseUntil time.Time) error {
+func EnqueueErr(s store.Queue, m *store.Message, data []byte, leaseUntil time.Time) (string, error) {
 	b, err := s.NewBody()
 	if err != nil {
-		return err
+		return "", err
 	}
 	for rest := data; len(rest) > 0; {
 		n := min(len(rest), 7919)
 		if _, err := b.Write(rest[:n]); err != nil {
 			b.Abort()
-			return err
+			return "", err
 		}
 		rest = rest[n:]
 	}
 	if b.Size() != int64(len(data)) {
 		b.Abort()
-		return fmt.Errorf("body Size = %d, want %d", b.Size(), len(data))
+		return "", fmt.Errorf("body Size = %d, want %d", b.Size(), len(data))
 	}
 	return s.Enqueue(context.Background(), m, b, leaseUntil)
 }
@@ -163,11 +234,23 @@ func mustGet(t *testing.T, s store.Store, id string) *store.Message {
 	return m
 }
 
+// mustLease leases and checks what every lease must be: recipients, the
+// Until asked for, and a token of its own.
 func mustLease(t *testing.T, s store.Store, now time.Time, d time.Duration, limit int) []store.Lease {
 	t.Helper()
 	l, err := s.Lease(context.Background(), now, d, limit)
 	if err != nil {
 		t.Fatalf("Lease: %v", err)
+	}
+	tokens := make(map[string]bool)
+	for _, x := range l {
+		if x.Token == "" || tokens[x.Token] {
+			t.Fatalf("lease of %s has token %q (empty or shared with another lease)", x.Message.ID, x.Token)
+		}
+		tokens[x.Token] = true
+		if !x.Until.Equal(now.Add(d)) || len(x.Message.Recipients) == 0 {
+			t.Fatalf("lease of %s: Until %v (want %v), %d recipients", x.Message.ID, x.Until, now.Add(d), len(x.Message.Recipients))
+		}
 	}
 	return l
 }
@@ -242,7 +325,7 @@ func testLifecycle(t *testing.T, s store.Store) {
 		{RecipientID: m.Recipients[0].ID, Status: store.StatusDeferred, NextAttempt: retryAt, Reply: "451 4.7.1 later", RemoteMTA: "mx.example.com"},
 		{RecipientID: m.Recipients[1].ID, Status: store.StatusDeferred, NextAttempt: retryAt, Reply: "421 busy", DelayWarned: true},
 	}
-	if err := s.Update(ctx, m.ID, outs); err != nil {
+	if err := s.Update(ctx, m.ID, ls[0].Token, outs); err != nil {
 		t.Fatalf("Update defer: %v", err)
 	}
 	got = mustGet(t, s, m.ID)
@@ -270,7 +353,7 @@ func testLifecycle(t *testing.T, s store.Store) {
 		{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered, Reply: "250 ok"},
 		{RecipientID: m.Recipients[1].ID, Status: store.StatusFailed, Reply: "550 no"},
 	}
-	if err := s.Update(ctx, m.ID, outs); err != nil {
+	if err := s.Update(ctx, m.ID, ls[0].Token, outs); err != nil {
 		t.Fatalf("Update final: %v", err)
 	}
 	_, err := s.Get(ctx, m.ID)
@@ -367,7 +450,7 @@ func testAbortBody(t *testing.T, s store.Store) {
 	data := Body(2, 200<<10)
 	b.Write(data)
 	m := NewMessage(base, "x@example.com")
-	if err := s.Enqueue(context.Background(), m, b, time.Time{}); err != nil {
+	if _, err := s.Enqueue(context.Background(), m, b, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	b.Abort()
@@ -378,12 +461,15 @@ func testAbortBody(t *testing.T, s store.Store) {
 
 func testEnqueueLeased(t *testing.T, s store.Store) {
 	m := NewMessage(base, "a@example.com")
-	Enqueue(t, s, m, []byte("x"), base.Add(time.Minute))
+	tok := Enqueue(t, s, m, []byte("x"), base.Add(time.Minute))
+	if tok == "" {
+		t.Fatal("Enqueue with a lease returned no token")
+	}
 	if l := mustLease(t, s, base.Add(30*time.Second), time.Minute, 10); len(l) != 0 {
 		t.Fatalf("Lease took recipients created leased: %+v", l)
 	}
-	if l := mustLease(t, s, base.Add(2*time.Minute), time.Minute, 10); len(l) != 1 {
-		t.Fatalf("Lease after lease expiry = %+v", l)
+	if l := mustLease(t, s, base.Add(2*time.Minute), time.Minute, 10); len(l) != 1 || l[0].Token == tok {
+		t.Fatalf("Lease after lease expiry = %+v (want a new token)", l)
 	}
 }
 
@@ -395,7 +481,7 @@ func testEnqueueDuplicateID(t *testing.T, s store.Store) {
 		m2 := NewMessage(base, "b@example.com")
 		m2.ID = m.ID
 		// The duplicate's body is of the other size class (inline vs blob).
-		err := EnqueueErr(s, m2, Body(99, 200<<10+10-n), time.Time{})
+		_, err := EnqueueErr(s, m2, Body(99, 200<<10+10-n), time.Time{})
 		if !errors.Is(err, store.ErrExists) {
 			t.Errorf("duplicate ID (%d bytes): err = %v, want ErrExists", n, err)
 		}
@@ -424,7 +510,8 @@ func testConcurrentEnqueue(t *testing.T, s store.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- EnqueueErr(s, msgs[i], bodies[i], time.Time{})
+			_, err := EnqueueErr(s, msgs[i], bodies[i], time.Time{})
+			errs <- err
 		}()
 	}
 	wg.Wait()
@@ -467,6 +554,7 @@ func testLeaseExclusive(t *testing.T, s store.Store) {
 	if len(ls) != 1 {
 		t.Fatalf("Lease = %+v", ls)
 	}
+	tokA := ls[0].Token
 	// A new recipient-bearing message becomes due; only it is returned.
 	b := NewMessage(base, "b@example.com")
 	Enqueue(t, s, b, []byte("b"), time.Time{})
@@ -475,7 +563,7 @@ func testLeaseExclusive(t *testing.T, s store.Store) {
 		t.Fatalf("Lease returned leased rows: %+v", leasedIDs(ls))
 	}
 	// Deferring one recipient of a releases only that one's lease.
-	err := s.Update(context.Background(), a.ID, []store.Outcome{
+	err := s.Update(context.Background(), a.ID, tokA, []store.Outcome{
 		{RecipientID: a.Recipients[0].ID, Status: store.StatusDeferred, NextAttempt: now},
 	})
 	if err != nil {
@@ -576,8 +664,11 @@ func testPartialFinal(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	m := NewMessage(base, "a@example.com", "b@example.com")
 	Enqueue(t, s, m, Body(5, 100<<10), time.Time{})
-	mustLease(t, s, base, time.Minute, 10)
-	err := s.Update(ctx, m.ID, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered, Reply: "250 ok"}})
+	ls := mustLease(t, s, base, time.Minute, 10)
+	if len(ls) != 1 {
+		t.Fatalf("Lease = %+v", ls)
+	}
+	err := s.Update(ctx, m.ID, ls[0].Token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered, Reply: "250 ok"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -586,7 +677,7 @@ func testPartialFinal(t *testing.T, s store.Store) {
 		t.Errorf("after partial update: %+v", g.Recipients)
 	}
 	ReadBody(t, s, m.ID)
-	err = s.Update(ctx, m.ID, []store.Outcome{{RecipientID: m.Recipients[1].ID, Status: store.StatusExpired, Reply: "too old"}})
+	err = s.Update(ctx, m.ID, ls[0].Token, []store.Outcome{{RecipientID: m.Recipients[1].ID, Status: store.StatusExpired, Reply: "too old"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,12 +689,12 @@ func testPartialFinal(t *testing.T, s store.Store) {
 
 func testUpdateUnknown(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	err := s.Update(ctx, "nope", []store.Outcome{{RecipientID: 1, Status: store.StatusDelivered}})
+	err := s.Update(ctx, "nope", "", []store.Outcome{{RecipientID: 1, Status: store.StatusDelivered}})
 	expectNotFound(t, "Update unknown message", err)
 	m := NewMessage(base, "a@example.com", "b@example.com")
 	Enqueue(t, s, m, []byte("x"), time.Time{})
 	// An unknown recipient fails the whole update: nothing is applied.
-	err = s.Update(ctx, m.ID, []store.Outcome{
+	err = s.Update(ctx, m.ID, "", []store.Outcome{
 		{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered},
 		{RecipientID: m.Recipients[1].ID + 1000, Status: store.StatusDelivered},
 	})
@@ -633,8 +724,11 @@ func testRetry(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	m := NewMessage(base, "a@example.com")
 	Enqueue(t, s, m, []byte("x"), time.Time{})
-	mustLease(t, s, base, time.Minute, 10)
-	err := s.Update(ctx, m.ID, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDeferred, NextAttempt: base.Add(time.Hour)}})
+	ls := mustLease(t, s, base, time.Minute, 10)
+	if len(ls) != 1 {
+		t.Fatalf("Lease = %+v", ls)
+	}
+	err := s.Update(ctx, m.ID, ls[0].Token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDeferred, NextAttempt: base.Add(time.Hour)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,7 +780,7 @@ func testStats(t *testing.T, s store.Store) {
 	m2 := NewMessage(base, "c@example.com")
 	Enqueue(t, s, m1, []byte("x"), time.Time{})
 	Enqueue(t, s, m2, []byte("y"), time.Time{})
-	if err := s.Update(ctx, m1.ID, []store.Outcome{{RecipientID: m1.Recipients[0].ID, Status: store.StatusDelivered}}); err != nil {
+	if err := s.Update(ctx, m1.ID, "", []store.Outcome{{RecipientID: m1.Recipients[0].ID, Status: store.StatusDelivered}}); err != nil {
 		t.Fatal(err)
 	}
 	st, err = s.Stats(ctx)
@@ -721,7 +815,7 @@ func testNextDue(t *testing.T, s store.Store) {
 	if err != nil || due.After(base.Add(7*time.Minute+time.Millisecond)) || due.Before(base.Add(7*time.Minute)) {
 		t.Fatalf("NextDue with m2 leased = %v, %v; want about %v (lease end)", due, err, base.Add(7*time.Minute))
 	}
-	if err := s.Update(ctx, m2.ID, []store.Outcome{{RecipientID: m2.Recipients[0].ID, Status: store.StatusDelivered}}); err != nil {
+	if err := s.Update(ctx, m2.ID, ls[0].Token, []store.Outcome{{RecipientID: m2.Recipients[0].ID, Status: store.StatusDelivered}}); err != nil {
 		t.Fatal(err)
 	}
 	due, err = s.NextDue(ctx)
