@@ -119,6 +119,7 @@ type Options struct {
 type Store struct {
 	pool      *pgxpool.Pool
 	connCfg   *pgx.ConnConfig // for the writer's and the listener's own connections
+	dsn       string
 	where     string          // the database, for messages (no password)
 	node      string
 	instance  string // this handle, in NOTIFY payloads
@@ -184,6 +185,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		connCfg:   cfg.ConnConfig.Copy(),
+		dsn:       dsn,
 		where:     where,
 		node:      opts.Node,
 		instance:  randomToken(),

@@ -13,10 +13,6 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// ErrLeaseLost is returned (wrapped) by Update and Renew when the lease was
-// taken over by another node, or its outcome was already recorded.
-var ErrLeaseLost = errors.New("lease lost")
-
 const msgCols = `m.id, m.sender, m.received, m.size, m.ret, m.envid, m.client_ip, m.helo, m.auth_user, m.source, m.smtputf8,
 	m.account, m.tags, m.metadata, m.headers`
 
@@ -82,15 +78,9 @@ SELECT r.id, (SELECT count(*) FROM p) FROM r ORDER BY r.id`
 // synchronous commit also makes the chunks written before it durable. An
 // empty msg.Account is set to store.DefaultAccount. One accepted event per
 // recipient is written in the same transaction. A message not leased at
-// once wakes the other nodes.
-func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) error {
-	_, err := s.enqueue(ctx, msg, b, leaseUntil)
-	return err
-}
-
-// enqueue is Enqueue returning the token of the lease the recipients were
-// created with ("" when leaseUntil is zero).
-func (s *Store) enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) (string, error) {
+// once wakes the other nodes; a leased one is created under a new token
+// of this node, which is returned.
+func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, leaseUntil time.Time) (string, error) {
 	bd, ok := b.(*body)
 	if !ok || bd.s != s {
 		return "", errors.New("postgres store: enqueue: body not from this store")
@@ -206,26 +196,6 @@ func (s *Store) enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	return token, nil
 }
 
-// leased is a lease with its token.
-type leased struct {
-	store.Lease
-	Token string
-}
-
-// Lease leases due recipients to this node, grouped by message; see
-// store.Queue.
-func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]store.Lease, error) {
-	ls, err := s.lease(ctx, now, d, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]store.Lease, len(ls))
-	for i, l := range ls {
-		out[i] = l.Lease
-	}
-	return out, nil
-}
-
 // leaseScan is how many due recipients a lease round considers per
 // message still wanted (they are read, not locked: a message with several
 // due recipients takes several).
@@ -259,7 +229,7 @@ UPDATE recipients r SET lease_until = $3, lease_owner = $4, lease_token = t.tok
 FROM t WHERE r.message_id = t.mid AND ` + pendingSQL + ` AND ` + readySQL + ` <= $5
 RETURNING r.message_id, ` + rcptCols
 
-// lease returns up to limit messages with due recipients, earliest due
+// Lease returns up to limit messages with due recipients, earliest due
 // first, each with all its due recipients leased to this node until now+d
 // under a new token. Messages are claimed with FOR NO KEY UPDATE SKIP
 // LOCKED on their rows, in the order of the recipients_ready index, so
@@ -268,13 +238,13 @@ RETURNING r.message_id, ` + rcptCols
 // followed by another, so a call returns nothing only when nothing due is
 // unclaimed. The lease is committed asynchronously: losing it in a
 // database crash makes the recipients due again (at-least-once).
-func (s *Store) lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]leased, error) {
+func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]store.Lease, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	n, u := nanos(now), nanos(now.Add(d))
 	until := now.Add(d)
-	var out []leased
+	var out []store.Lease
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		out = out[:0]
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
@@ -314,7 +284,7 @@ func (s *Store) lease(ctx context.Context, now time.Time, d time.Duration, limit
 
 // leaseMessages leases the due recipients of the locked messages ids and
 // reads the messages, in one round trip.
-func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u int64, until time.Time) ([]leased, error) {
+func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u int64, until time.Time) ([]store.Lease, error) {
 	tokens := make([]string, len(ids))
 	for i := range tokens {
 		tokens[i] = randomToken()
@@ -359,7 +329,7 @@ func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	var out []leased
+	var out []store.Lease
 	for i, id := range ids {
 		m, rs := msgs[id], rcpts[id]
 		if m == nil || len(rs) == 0 {
@@ -367,26 +337,25 @@ func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u
 		}
 		slices.SortFunc(rs, func(a, b store.Recipient) int { return cmp.Compare(a.ID, b.ID) })
 		m.Recipients = rs
-		out = append(out, leased{Lease: store.Lease{Message: m, Until: until}, Token: tokens[i]})
+		out = append(out, store.Lease{Message: m, Until: until, Token: tokens[i]})
 	}
 	return out, res.Close()
 }
 
-// Renew extends the lease token of message id until the given time. It
-// returns an error wrapping ErrLeaseLost when no pending recipient of id
-// holds token any more (another node took the lease over after it
-// expired, or the outcome was recorded). A renewal is committed
-// asynchronously, as a lease is.
+// Renew extends the lease token of message id until the given time (never
+// shortening it); see store.Queue. It returns an error wrapping
+// store.ErrLeaseLost when no pending recipient of id holds token any more.
+// A renewal is committed asynchronously, as a lease is.
 func (s *Store) Renew(ctx context.Context, id, token string, until time.Time) error {
 	if token == "" {
-		return fmt.Errorf("postgres store: renew %s: no token: %w", id, ErrLeaseLost)
+		return fmt.Errorf("postgres store: renew %s: no token: %w", id, store.ErrLeaseLost)
 	}
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE recipients r SET lease_until = $3
+		tag, err := tx.Exec(ctx, `UPDATE recipients r SET lease_until = GREATEST(r.lease_until, $3)
 			WHERE r.message_id = $1 AND r.lease_token = $2 AND `+pendingSQL, id, token, nanos(until))
 		n = tag.RowsAffected()
 		return err
@@ -395,18 +364,9 @@ func (s *Store) Renew(ctx context.Context, id, token string, until time.Time) er
 		return mapErr(fmt.Errorf("postgres store: renew %s: %w", id, err))
 	}
 	if n == 0 {
-		return fmt.Errorf("postgres store: renew %s: %w", id, ErrLeaseLost)
+		return fmt.Errorf("postgres store: renew %s: %w", id, store.ErrLeaseLost)
 	}
 	return nil
-}
-
-// anyToken, passed as the token of update, skips the lease check (the
-// store.Queue interface before tokens).
-const anyToken = "\x00any"
-
-// Update records outcomes for recipients of message id; see store.Queue.
-func (s *Store) Update(ctx context.Context, id string, outcomes []store.Outcome) error {
-	return s.update(ctx, id, anyToken, outcomes)
 }
 
 // updateSQL records outcomes, writes their events with webhook deliveries
@@ -448,14 +408,14 @@ const deleteMessageSQL = `WITH m AS (
 )
 SELECT count(*) FROM m`
 
-// update records outcomes of recipients of message id leased under token
-// (see the lease contract: "" for recipients not leased, anyToken for no
-// check), releasing their leases, in the writer's batch. Each outcome
+// Update records outcomes of recipients of message id leased under token
+// ("" for recipients without a live lease), releasing their leases, all or
+// none, in the writer's batch; see store.Queue. Each outcome
 // counts as an attempt unless its status is queued; a pending outcome
 // with a zero NextAttempt is due at once. Every outcome but queued writes
 // its event. When no recipient is pending any more the message and its
 // body are deleted.
-func (s *Store) update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
+func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
 	k := len(outcomes)
 	rids, nexts := make([]int64, k), make([]int64, k)
 	statuses, replies, mtas := make([]string, k), make([]string, k), make([]string, k)
@@ -513,20 +473,21 @@ func (s *Store) update(ctx context.Context, id, token string, outcomes []store.O
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if !found {
+		switch {
+		case !found && token != "":
+			return clean(fmt.Errorf("message %s is gone: %w: %w", id, store.ErrLeaseLost, store.ErrNotFound))
+		case !found:
 			return clean(fmt.Errorf("message %s: %w", id, store.ErrNotFound))
 		}
 		for _, rid := range rids {
 			l, ok := leases[rid]
-			if !ok {
-				return clean(fmt.Errorf("recipient %d of message %s: %w", rid, id, store.ErrNotFound))
-			}
 			switch {
-			case token == anyToken:
+			case token != "" && (!ok || l.token != token):
+				return clean(fmt.Errorf("recipient %d of message %s is not leased under this token: %w", rid, id, store.ErrLeaseLost))
+			case !ok:
+				return clean(fmt.Errorf("recipient %d of message %s: %w", rid, id, store.ErrNotFound))
 			case token == "" && l.until != 0 && l.until >= now.UnixNano():
-				return clean(fmt.Errorf("recipient %d of message %s is leased: %w", rid, id, ErrLeaseLost))
-			case token != "" && l.token != token:
-				return clean(fmt.Errorf("recipient %d of message %s: %w", rid, id, ErrLeaseLost))
+				return clean(fmt.Errorf("recipient %d of message %s is leased: %w", rid, id, store.ErrLeaseLost))
 			}
 		}
 		var pending int64
