@@ -128,7 +128,8 @@ type Store struct {
 	chunkSize int
 	log       *slog.Logger
 
-	w *writer
+	w     *writer
+	ownTx bool // no group commit: each write in its own transaction (benchmark comparison)
 
 	domains domainCache
 	touches touchCache

@@ -44,12 +44,15 @@ func validID(id string) bool {
 
 // enqueueSQL stores a message, its recipients (IDs in input order: nextval
 // runs after the sort), one accepted event per recipient with its webhook
-// deliveries, and the last chunk of a chunked body, in one statement. A
-// duplicate ID inserts nothing and returns no rows.
+// deliveries, and the last chunk of a chunked body, in one statement. It
+// returns the recipient IDs, and whether the body's earlier chunks ($27:
+// there are some) are still pending. A duplicate ID, or chunks collected
+// as abandoned, insert nothing and return no IDs.
 const enqueueSQL = `WITH m AS (
 	INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8,
 		account, tags, metadata, headers, body_id, body)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+	WHERE NOT $27::boolean OR EXISTS (SELECT 1 FROM pending_bodies WHERE id = $16)
 	ON CONFLICT DO NOTHING
 	RETURNING id
 ), r AS (
@@ -70,9 +73,10 @@ const enqueueSQL = `WITH m AS (
 ), c AS (
 	INSERT INTO body_chunks (body_id, seq, data) SELECT $16, $25, $26 FROM m WHERE $26::bytea IS NOT NULL
 ), p AS (
-	DELETE FROM pending_bodies WHERE id = $16 AND EXISTS (SELECT 1 FROM m) RETURNING id
+	DELETE FROM pending_bodies WHERE id = $16 AND EXISTS (SELECT 1 FROM m)
 )
-SELECT r.id, (SELECT count(*) FROM p) FROM r ORDER BY r.id`
+SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM r), '{}'),
+	EXISTS (SELECT 1 FROM pending_bodies WHERE id = $16)`
 
 // Enqueue stores msg and body durably; see store.Queue. The batch's
 // synchronous commit also makes the chunks written before it durable. An
@@ -141,40 +145,25 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	}
 	now := time.Now()
 	received := nanos(msg.Received)
-	ids := make([]int64, 0, n)
-	err = s.w.do(context.Background(), func(ctx context.Context, b *batch) error {
-		ids = ids[:0]
-		rows, err := b.tx.Query(ctx, enqueueSQL, msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
+	var ids []int64
+	err = s.write(context.Background(), leaseUntil.IsZero(), func(pb *pgx.Batch) {
+		pb.Queue(enqueueSQL, msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
 			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, msg.SMTPUTF8, msg.Account, tags, meta, headers,
-			bodyID, inline, addrs, notifies, orcpts, nanos(leaseUntil), owner, token, now.UnixNano(), bd.seq, tail)
-		if err != nil {
+			bodyID, inline, addrs, notifies, orcpts, nanos(leaseUntil), owner, token, now.UnixNano(), bd.seq, tail,
+			pendingBody)
+	}, func(br pgx.BatchResults) error {
+		var stillPending bool
+		if err := br.QueryRow().Scan(&ids, &stillPending); err != nil {
 			return err
 		}
-		var deleted int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id, &deleted); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(ids) == 0 {
-			return clean(fmt.Errorf("message %s: %w", msg.ID, store.ErrExists))
-		}
-		if len(ids) != n {
-			return fmt.Errorf("stored %d of %d recipients", len(ids), n)
-		}
-		if pendingBody && deleted != 1 {
+		switch {
+		case len(ids) == 0 && pendingBody && !stillPending:
 			// Collected as abandoned: cannot happen within a day.
-			return fmt.Errorf("body %d was collected before its message was enqueued", bd.id)
-		}
-		if leaseUntil.IsZero() {
-			b.wake = true
+			return clean(fmt.Errorf("body %d was collected before its message was enqueued", bd.id))
+		case len(ids) == 0:
+			return clean(fmt.Errorf("message %s: %w", msg.ID, store.ErrExists))
+		case len(ids) != n:
+			return fmt.Errorf("stored %d of %d recipients", len(ids), n)
 		}
 		return nil
 	})
@@ -369,33 +358,60 @@ func (s *Store) Renew(ctx context.Context, id, token string, until time.Time) er
 	return nil
 }
 
-// updateSQL records outcomes, writes their events with webhook deliveries
-// and returns how many recipients of the message are still pending (the
-// snapshot is the one before the update: the message row is locked, so
-// nobody else changes its recipients meanwhile).
+// lockMessageSQL locks a message row against the other writers of its
+// recipients (Update, Lease, Retry, Delete on every node), so that the
+// statements after it in the transaction read its recipients as they are.
+const lockMessageSQL = `SELECT 1 FROM messages WHERE id = $1 FOR NO KEY UPDATE`
+
+// updateSQL checks and records outcomes, all or none: every outcome's
+// recipient must be leased under token $14 (or, for "", have no live lease
+// at $13). If so it writes the outcomes and their events with webhook
+// deliveries. It returns whether the message exists, how many outcomes
+// name unknown recipients and how many recipients are not held, and how
+// many were updated.
 const updateSQL = `WITH o AS (
 	SELECT * FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $7::text[], $8::boolean[],
 		$9::text[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY
 		AS o(rid, status, inc, next, reply, mta, dw, tls, enh, bounce, typ, ord)
+), m AS (
+	SELECT account, sender, tags, metadata FROM messages WHERE id = $1
+), chk AS (
+	SELECT count(*) FILTER (WHERE r.id IS NULL) AS unknown,
+		count(*) FILTER (WHERE r.id IS NOT NULL AND NOT CASE WHEN $14 = '' THEN r.lease_until = 0 OR r.lease_until < $13
+			ELSE r.lease_token = $14 END) AS lost
+	FROM o LEFT JOIN recipients r ON r.id = o.rid AND r.message_id = $1
 ), u AS (
 	UPDATE recipients r SET status = o.status, attempts = r.attempts + o.inc, next_attempt = o.next,
 		lease_until = 0, lease_owner = '', lease_token = '', last_reply = o.reply, remote_mta = o.mta,
 		delay_warned = r.delay_warned OR o.dw, updated_at = $13
 	FROM o WHERE r.id = o.rid AND r.message_id = $1
+		AND EXISTS (SELECT 1 FROM m) AND (SELECT unknown = 0 AND lost = 0 FROM chk)
 	RETURNING r.address, r.attempts, o.typ, o.mta, o.reply, o.enh, o.tls, o.bounce, o.ord
 ), e AS (
 	INSERT INTO events (time, type, account, message_id, recipient, sender, remote_mta, reply, enhanced, tls, bounce,
 		attempt, tags, metadata)
-	SELECT $13, u.typ, $14, $1, u.address, $15, u.mta, u.reply, u.enh, u.tls, u.bounce, u.attempts, $16, $17
-	FROM u WHERE u.typ <> '' ORDER BY u.ord
-	RETURNING id, type
+	SELECT $13, u.typ, m.account, $1, u.address, m.sender, u.mta, u.reply, u.enh, u.tls, u.bounce, u.attempts, m.tags, m.metadata
+	FROM u, m WHERE u.typ <> '' ORDER BY u.ord
+	RETURNING id, type, account
 ), f AS (
 	INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
 	SELECT w.id, e.id, $13 FROM e JOIN webhooks w
-		ON w.account = $14 AND (w.event_types = '' OR strpos(w.event_types, ',' || e.type || ',') > 0)
+		ON w.account = e.account AND (w.event_types = '' OR strpos(w.event_types, ',' || e.type || ',') > 0)
 )
-SELECT (SELECT count(*) FROM recipients r WHERE r.message_id = $1 AND ` + pendingSQL + ` AND r.id <> ALL($2))
-	+ (SELECT count(*) FROM o WHERE o.status IN ('queued', 'deferred'))`
+SELECT EXISTS (SELECT 1 FROM m), (SELECT unknown FROM chk), (SELECT lost FROM chk), (SELECT count(*) FROM u)`
+
+// deleteDoneSQL deletes a message, its recipients and body chunks when
+// none of its recipients is pending any more.
+const deleteDoneSQL = `WITH m AS (
+	DELETE FROM messages WHERE id = $1
+		AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = $1 AND ` + pendingSQL + `)
+	RETURNING body_id
+), r AS (
+	DELETE FROM recipients WHERE message_id = $1 AND EXISTS (SELECT 1 FROM m)
+), c AS (
+	DELETE FROM body_chunks WHERE body_id = (SELECT body_id FROM m)
+)
+SELECT count(*) FROM m`
 
 // deleteMessageSQL deletes a message with its recipients and body chunks
 // and returns how many messages it deleted.
@@ -439,38 +455,22 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 		replies[i], mtas[i], dws[i] = o.Reply, o.RemoteMTA, o.DelayWarned
 		tlss[i], enhs[i], bounces[i], types[i] = o.TLS, o.Enhanced, o.Bounce, outcomeEvent(o.Status)
 	}
-	type lease struct {
-		until int64
-		token string
-	}
-	err := s.w.do(ctx, func(ctx context.Context, b *batch) error {
-		rows, err := b.tx.Query(ctx, `SELECT m.account, m.sender, m.tags, m.metadata, r.id, r.lease_until, r.lease_token
-			FROM messages m LEFT JOIN recipients r ON r.message_id = m.id AND r.id = ANY($2)
-			WHERE m.id = $1
-			FOR NO KEY UPDATE OF m`, id, rids)
-		if err != nil {
+	err := s.write(ctx, false, func(pb *pgx.Batch) {
+		pb.Queue(lockMessageSQL, id)
+		pb.Queue(updateSQL, id, rids, statuses, incs, nexts, replies, mtas, dws, tlss, enhs, bounces, types,
+			now.UnixNano(), token)
+		pb.Queue(deleteDoneSQL, id)
+	}, func(br pgx.BatchResults) error {
+		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		found := false
-		var account, sender, tags, meta string
-		leases := make(map[int64]lease, k)
-		for rows.Next() {
-			var rid *int64
-			var l lease
-			var until *int64
-			var tok *string
-			if err := rows.Scan(&account, &sender, &tags, &meta, &rid, &until, &tok); err != nil {
-				rows.Close()
-				return err
-			}
-			found = true
-			if rid != nil {
-				l.until, l.token = *until, *tok
-				leases[*rid] = l
-			}
+		var found bool
+		var unknown, lost, updated int64
+		if err := br.QueryRow().Scan(&found, &unknown, &lost, &updated); err != nil {
+			return err
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		var deleted int64
+		if err := br.QueryRow().Scan(&deleted); err != nil {
 			return err
 		}
 		switch {
@@ -478,26 +478,14 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 			return clean(fmt.Errorf("message %s is gone: %w: %w", id, store.ErrLeaseLost, store.ErrNotFound))
 		case !found:
 			return clean(fmt.Errorf("message %s: %w", id, store.ErrNotFound))
-		}
-		for _, rid := range rids {
-			l, ok := leases[rid]
-			switch {
-			case token != "" && (!ok || l.token != token):
-				return clean(fmt.Errorf("recipient %d of message %s is not leased under this token: %w", rid, id, store.ErrLeaseLost))
-			case !ok:
-				return clean(fmt.Errorf("recipient %d of message %s: %w", rid, id, store.ErrNotFound))
-			case token == "" && l.until != 0 && l.until >= now.UnixNano():
-				return clean(fmt.Errorf("recipient %d of message %s is leased: %w", rid, id, store.ErrLeaseLost))
-			}
-		}
-		var pending int64
-		if err := b.tx.QueryRow(ctx, updateSQL, id, rids, statuses, incs, nexts, replies, mtas, dws, tlss, enhs,
-			bounces, types, now.UnixNano(), account, sender, tags, meta).Scan(&pending); err != nil {
-			return err
-		}
-		if pending == 0 {
-			var n int64
-			return b.tx.QueryRow(ctx, deleteMessageSQL, id).Scan(&n)
+		case unknown > 0 && token != "":
+			return clean(fmt.Errorf("%d recipients of message %s are not leased under this token: %w", unknown, id, store.ErrLeaseLost))
+		case unknown > 0:
+			return clean(fmt.Errorf("%d recipients of message %s: %w", unknown, id, store.ErrNotFound))
+		case lost > 0 && token != "":
+			return clean(fmt.Errorf("%d recipients of message %s are not leased under this token: %w", lost, id, store.ErrLeaseLost))
+		case lost > 0:
+			return clean(fmt.Errorf("%d recipients of message %s are leased: %w", lost, id, store.ErrLeaseLost))
 		}
 		return nil
 	})

@@ -19,29 +19,29 @@ const batchTimeout = time.Minute
 // serialization conflict against another node's transaction.
 const maxBatchRetries = 5
 
-// batch is the writer transaction an operation runs in.
-type batch struct {
-	tx pgx.Tx
-	// wake is set by an operation that made work due: the batch sends a
-	// NOTIFY before its commit.
-	wake bool
-}
-
-// op is one operation run by the writer inside a batch transaction.
+// op is one write run by the writer inside a batch transaction. Its
+// statements are sent with those of every other operation of the batch in
+// one pipeline (one round trip); every decision an operation makes (a
+// duplicate ID, a lost lease) is taken by its SQL, which then writes
+// nothing, so that the client never has to undo what the server did.
 type op struct {
-	// fn performs the operation. It may be run more than once (after a
-	// rollback caused by another operation of its batch), so it must
-	// derive everything from its inputs. It returns a *cleanError when it
-	// fails without having changed anything (or with changes that may
-	// commit, such as a row lock), so that its batch need not be rolled
-	// back.
-	fn   func(ctx context.Context, b *batch) error
+	// queue adds the operation's statements to the pipeline. It may be
+	// called more than once (after a rollback caused by another
+	// operation), so it must derive everything from its inputs.
+	queue func(pb *pgx.Batch)
+	// result reads the results of exactly the statements queue added, in
+	// order. It returns nil, a *cleanError when the operation decided not
+	// to write (the batch still commits), or another error, which rolls
+	// the batch back.
+	result func(br pgx.BatchResults) error
+	// wake: the commit makes work due, so the batch sends a NOTIFY.
+	wake bool
 	res  error
 	done chan error
 }
 
-// cleanError marks an operation failure that leaves the batch's
-// transaction usable: the rest of the batch can still commit.
+// cleanError marks an operation failure that wrote nothing: the rest of
+// the batch can still commit.
 type cleanError struct{ err error }
 
 func (e *cleanError) Error() string { return e.err.Error() }
@@ -56,10 +56,10 @@ var errCommitUnknown = errors.New("commit outcome unknown")
 var opPool = sync.Pool{New: func() any { return &op{done: make(chan error, 1)} }}
 
 // writer owns one connection and commits batches of operations, so that
-// concurrent callers share a transaction and its WAL flush.
+// concurrent callers share a transaction, a round trip and a WAL flush.
 type writer struct {
 	s        *Store
-	conn     *pgx.Conn // nil after a connection failure, until reconnected
+	conn     *pgx.Conn // reconnected after a connection failure
 	ch       chan *op
 	maxBatch int
 	stopped  chan struct{}
@@ -78,15 +78,15 @@ func newWriter(s *Store, conn *pgx.Conn, maxBatch int) *writer {
 	}
 }
 
-// do runs fn in the writer and waits for its batch to commit. Once
-// submitted, the operation is not abandoned when ctx ends: the caller
-// learns whether it committed.
-func (w *writer) do(ctx context.Context, fn func(ctx context.Context, b *batch) error) error {
+// do runs an operation in the writer and waits for its batch to commit.
+// Once submitted, the operation is not abandoned when ctx ends: the
+// caller learns whether it committed.
+func (w *writer) do(ctx context.Context, wake bool, queue func(pb *pgx.Batch), result func(br pgx.BatchResults) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	o := opPool.Get().(*op)
-	o.fn, o.res = fn, nil
+	o.queue, o.result, o.wake, o.res = queue, result, wake, nil
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
@@ -96,7 +96,7 @@ func (w *writer) do(ctx context.Context, fn func(ctx context.Context, b *batch) 
 	w.ch <- o
 	w.mu.RUnlock()
 	err := <-o.done
-	o.fn = nil
+	o.queue, o.result = nil, nil
 	opPool.Put(o)
 	return err
 }
@@ -156,78 +156,91 @@ func (w *writer) connect(ctx context.Context) error {
 	return nil
 }
 
-// runBatch runs ops in one transaction and answers each. An operation that
-// fails (other than cleanly) causes a rollback; it alone is answered with
-// its error and the others are run again. A deadlock or serialization
-// failure against another node reruns the whole batch. A connection or
-// commit failure fails every operation of the batch: nobody is told
-// success for data that was not committed.
+// runBatch runs ops in one transaction and answers each: BEGIN and every
+// operation's statements in one pipeline, then COMMIT. An operation whose
+// statements fail is answered with its error and the others are run
+// again. A deadlock or serialization failure against another node reruns
+// the whole batch. A connection or commit failure fails every operation
+// of the batch: nobody is told success for data that was not committed.
 func (w *writer) runBatch(ops []*op) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	pending := ops
 	retries := 0
-retry:
 	for len(pending) > 0 {
 		if err := w.connect(ctx); err != nil {
 			w.failAll(pending, err)
 			return
 		}
-		tx, err := w.conn.Begin(ctx)
-		if err != nil {
-			w.failAll(pending, fmt.Errorf("postgres store: begin: %w", err))
-			return
-		}
-		b := &batch{tx: tx}
-		for i, o := range pending {
-			o.res = nil
-			err := o.fn(ctx, b)
-			if err == nil {
-				continue
+		failed, err := w.pipeline(ctx, pending)
+		switch {
+		case err == nil:
+			for _, o := range pending {
+				o.done <- o.res
 			}
+			return
+		case retryable(err) && retries < maxBatchRetries:
+			retries++
+		case failed < 0 || fatal(err) || w.conn.IsClosed() || ctx.Err() != nil:
+			w.failAll(pending, err)
+			return
+		default:
+			pending[failed].done <- mapErr(err)
+			pending = append(pending[:failed:failed], pending[failed+1:]...)
+		}
+	}
+}
+
+// pipeline runs one attempt of a batch. On failure it returns the index of
+// the operation that failed, or -1 when the batch as a whole did (begin,
+// notify, commit); the transaction is then rolled back.
+func (w *writer) pipeline(ctx context.Context, ops []*op) (failed int, err error) {
+	pb := &pgx.Batch{}
+	pb.Queue(`BEGIN`)
+	wake := false
+	for _, o := range ops {
+		o.res = nil
+		o.queue(pb)
+		wake = wake || o.wake
+	}
+	if wake {
+		pb.Queue(`SELECT pg_notify($1, $2)`, w.s.channel, w.s.instance)
+	}
+	br := w.conn.SendBatch(ctx, pb)
+	failed = -1
+	if _, err = br.Exec(); err == nil {
+		for i, o := range ops {
+			err = o.result(br)
 			var ce *cleanError
 			if errors.As(err, &ce) {
-				o.res = ce.err
-				continue
+				o.res, err = ce.err, nil
 			}
-			tx.Rollback(ctx)
-			switch {
-			case retryable(err) && retries < maxBatchRetries:
-				retries++
-				continue retry
-			case fatal(err) || w.conn.IsClosed() || ctx.Err() != nil:
-				w.failAll(pending, err)
-				return
-			}
-			o.done <- mapErr(err)
-			pending = append(pending[:i:i], pending[i+1:]...)
-			continue retry
-		}
-		if b.wake {
-			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, w.s.channel, w.s.instance); err != nil {
-				tx.Rollback(ctx)
-				w.failAll(pending, fmt.Errorf("postgres store: notify: %w", err))
-				return
+			if err != nil {
+				failed = i
+				break
 			}
 		}
-		if err := tx.Commit(ctx); err != nil {
-			if retryable(err) && retries < maxBatchRetries {
-				retries++
-				continue retry
-			}
-			if pgCode(err) == "" {
-				// The connection failed during COMMIT: the server may
-				// have committed.
-				err = fmt.Errorf("%w: %w", errCommitUnknown, err)
-			}
-			w.failAll(pending, fmt.Errorf("postgres store: commit: %w", err))
-			return
-		}
-		for _, o := range pending {
-			o.done <- o.res
-		}
-		return
 	}
+	if err == nil && wake {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err, failed = cerr, -1
+	}
+	if err != nil {
+		w.conn.Exec(ctx, `ROLLBACK`)
+		return failed, err
+	}
+	if _, err := w.conn.Exec(ctx, `COMMIT`); err != nil {
+		if pgCode(err) == "" {
+			// The connection failed during COMMIT: the server may have
+			// committed.
+			err = fmt.Errorf("%w: %w", errCommitUnknown, err)
+		}
+		w.conn.Exec(ctx, `ROLLBACK`)
+		return -1, fmt.Errorf("postgres store: commit: %w", err)
+	}
+	return -1, nil
 }
 
 func (w *writer) failAll(ops []*op, err error) {
@@ -258,4 +271,44 @@ func fatal(err error) bool {
 		return true
 	}
 	return false
+}
+
+// write runs an operation in the writer's next batch; or, when the store
+// was opened for the comparison benchmark without group commit, in a
+// transaction of its own on the pool (PostgreSQL then shares WAL flushes
+// between concurrent commits by itself).
+func (s *Store) write(ctx context.Context, wake bool, queue func(pb *pgx.Batch), result func(br pgx.BatchResults) error) error {
+	if !s.ownTx {
+		return s.w.do(ctx, wake, queue, result)
+	}
+	for retries := 0; ; retries++ {
+		var res error
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			pb := &pgx.Batch{}
+			queue(pb)
+			if wake {
+				pb.Queue(`SELECT pg_notify($1, $2)`, s.channel, s.instance)
+			}
+			br := tx.SendBatch(ctx, pb)
+			err := result(br)
+			var ce *cleanError
+			if errors.As(err, &ce) {
+				res, err = ce.err, nil
+			}
+			if err == nil && wake {
+				_, err = br.Exec()
+			}
+			if cerr := br.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		})
+		if retryable(err) && retries < maxBatchRetries {
+			continue
+		}
+		if err == nil {
+			err = res
+		}
+		return mapErr(err)
+	}
 }
