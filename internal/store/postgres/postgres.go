@@ -120,7 +120,7 @@ type Store struct {
 	pool      *pgxpool.Pool
 	connCfg   *pgx.ConnConfig // for the writer's and the listener's own connections
 	dsn       string
-	where     string          // the database, for messages (no password)
+	where     string // the database, for messages (no password)
 	node      string
 	instance  string // this handle, in NOTIFY payloads
 	channel   string // NOTIFY channel of this schema
