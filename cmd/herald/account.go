@@ -12,7 +12,6 @@ import (
 	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
-	"github.com/heraldmail/herald/internal/store/sqlite"
 )
 
 // accountCmd manages accounts (tenants): herald account add|list|del|limits.
@@ -34,7 +33,7 @@ func (e *cmdEnv) accountCmd(args []string) error {
 			fs.IntVar(&perDay, "per-day", -1, "messages per day (0: unlimited; unset: unchanged)")
 		}
 	}
-	return e.withStore("account", modeFor(verb), rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("account", modeFor(verb), rest, extra, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			as, err := st.ListAccounts(ctx)
@@ -136,7 +135,7 @@ func (e *cmdEnv) apikeyCmd(args []string) error {
 			fs.StringVar(&name, "name", "", "a label for the key")
 		}
 	}
-	return e.withStore("apikey", modeFor(verb), rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("apikey", modeFor(verb), rest, extra, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "add" && len(pos) == 1:
 			acct := pos[0]
@@ -186,7 +185,7 @@ func (e *cmdEnv) apikeyCmd(args []string) error {
 
 // domainAssign gives a domain to an account: herald domain assign DOMAIN ACCOUNT.
 func (e *cmdEnv) domainAssign(args []string) error {
-	return e.withStore("domain", existingStore, args, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("domain", existingStore, args, nil, func(ctx context.Context, st store.Store, pos []string) error {
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: herald domain assign DOMAIN ACCOUNT", errUsage)
 		}

@@ -7,20 +7,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/heraldmail/herald/internal/app"
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/smtp"
-	"github.com/heraldmail/herald/internal/startup"
 	"github.com/heraldmail/herald/internal/store"
-	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/store/postgres"
 	"golang.org/x/term"
 )
 
@@ -47,44 +45,33 @@ func modeFor(verb string) storeMode {
 	return existingStore
 }
 
-// openStore opens the data directory's store. It works while the server
-// runs: SQLite in WAL mode lets both processes in, and the server reads the
-// directory afresh on every lookup, so changes apply without a restart
-// (only a second `herald serve` is refused, by the server's own lock). It
-// reports whether it created a new store. Its errors are one line saying
-// what to do, with an exit status (internal/startup).
-func openStore(cfg *config.Config, mode storeMode) (st *sqlite.Store, created bool, err error) {
-	dir := cfg.Server.DataDir
-	_, statErr := os.Stat(filepath.Join(dir, "herald.db"))
-	missing := errors.Is(statErr, fs.ErrNotExist)
-	if missing && mode == existingStore {
-		if _, err := os.Stat(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, false, startup.DataDir(dir, err)
-		}
-		return nil, false, startup.NoStore(dir)
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, false, startup.DataDir(dir, err)
-	}
-	st, err = sqlite.Open(dir, sqlite.Options{Node: cfg.Server.NodeID})
-	if err != nil {
-		return nil, false, startup.Store(dir, err)
-	}
-	return st, missing, nil
+// openStore opens the store of the configuration (app.OpenStore: the
+// embedded SQLite store of server.data_dir, or the PostgreSQL database of
+// store.url). It works while the server runs: SQLite in WAL mode lets both
+// processes in, PostgreSQL is shared anyway, and the server reads the
+// directory afresh (within a second), so changes apply without a restart
+// (only a second `herald serve` on one data directory is refused, by the
+// server's own lock). It reports whether it created a new store. Its
+// errors are one line saying what to do, with an exit status
+// (internal/startup).
+func openStore(cfg *config.Config, mode storeMode) (st store.Store, created bool, err error) {
+	return app.OpenStore(cfg, nil, mode == createStore)
 }
 
 // openStore opens the store for a command and notes on stderr when it
 // created a new one (in case the data directory was not the one meant).
-func (e *cmdEnv) openStore(cfg *config.Config, mode storeMode) (*sqlite.Store, error) {
+func (e *cmdEnv) openStore(cfg *config.Config, mode storeMode) (store.Store, error) {
 	st, created, err := openStore(cfg, mode)
-	if created {
+	if created && cfg.Store.URL != "" {
+		fmt.Fprintf(e.stderr, "herald: created a new store in %s (store.url)\n", postgres.Redact(cfg.Store.URL))
+	} else if created {
 		fmt.Fprintf(e.stderr, "herald: created a new store in %s (server.data_dir)\n", cfg.Server.DataDir)
 	}
 	return st, err
 }
 
 // withStore parses flags, opens the store and runs f.
-func (e *cmdEnv) withStore(name string, mode storeMode, args []string, extra func(*flag.FlagSet), f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
+func (e *cmdEnv) withStore(name string, mode storeMode, args []string, extra func(*flag.FlagSet), f func(ctx context.Context, st store.Store, pos []string) error) error {
 	cfg, pos, err := e.flags(name, args, extra)
 	if err != nil {
 		return err
@@ -93,7 +80,7 @@ func (e *cmdEnv) withStore(name string, mode storeMode, args []string, extra fun
 }
 
 // useStore opens the store and runs f.
-func (e *cmdEnv) useStore(cfg *config.Config, mode storeMode, pos []string, f func(ctx context.Context, st *sqlite.Store, pos []string) error) error {
+func (e *cmdEnv) useStore(cfg *config.Config, mode storeMode, pos []string, f func(ctx context.Context, st store.Store, pos []string) error) error {
 	e.cfg = cfg
 	st, err := e.openStore(cfg, mode)
 	if err != nil {
@@ -112,7 +99,7 @@ func sub(args []string) (string, []string) {
 
 func (e *cmdEnv) domainCmd(args []string) error {
 	verb, rest := sub(args)
-	return e.withStore("domain", modeFor(verb), rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("domain", modeFor(verb), rest, nil, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			ds, err := st.ListDomains(ctx)
@@ -200,7 +187,7 @@ func (e *cmdEnv) userCmd(args []string) error {
 			return err
 		}
 	}
-	return e.useStore(cfg, modeFor(verb), pos, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.useStore(cfg, modeFor(verb), pos, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			us, err := st.ListUsers(ctx)
@@ -285,7 +272,7 @@ func (e *cmdEnv) userCmd(args []string) error {
 
 func (e *cmdEnv) aliasCmd(args []string) error {
 	verb, rest := sub(args)
-	return e.withStore("alias", modeFor(verb), rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("alias", modeFor(verb), rest, nil, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			as, err := st.ListAliases(ctx)
@@ -344,7 +331,7 @@ func aliasSource(s string) (string, error) {
 
 func (e *cmdEnv) queueCmd(args []string) error {
 	verb, rest := sub(args)
-	return e.withStore("queue", modeFor(verb), rest, nil, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("queue", modeFor(verb), rest, nil, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)

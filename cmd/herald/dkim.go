@@ -11,7 +11,6 @@ import (
 	"github.com/heraldmail/herald/internal/msgauth/dkim"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
-	"github.com/heraldmail/herald/internal/store/sqlite"
 )
 
 const dkimUsage = "herald dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519], " +
@@ -34,7 +33,7 @@ func (e *cmdEnv) dkimCmd(args []string) error {
 			fs.StringVar(&algorithm, "algorithm", store.DKIMAlgorithmRSA, "key algorithm: rsa (2048 bits) or ed25519")
 		}
 	}
-	return e.withStore("dkim", modeFor(verb), rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("dkim", modeFor(verb), rest, extra, func(ctx context.Context, st store.Store, pos []string) error {
 		var domain, sel string
 		if len(pos) > 0 {
 			d, err := smtp.NormalizeDomain(pos[0])
@@ -81,7 +80,7 @@ func (e *cmdEnv) dkimCmd(args []string) error {
 	})
 }
 
-func (e *cmdEnv) dkimKeygen(ctx context.Context, st *sqlite.Store, domain, selector, algorithm string) error {
+func (e *cmdEnv) dkimKeygen(ctx context.Context, st store.Store, domain, selector, algorithm string) error {
 	algorithm = strings.ToLower(algorithm)
 	if algorithm != store.DKIMAlgorithmRSA && algorithm != store.DKIMAlgorithmEd25519 {
 		return fmt.Errorf("%w: --algorithm must be rsa or ed25519, not %q", errUsage, algorithm)
@@ -132,7 +131,7 @@ func (e *cmdEnv) printDKIMRecord(k store.DKIMKey) error {
 	return nil
 }
 
-func (e *cmdEnv) dkimList(ctx context.Context, st *sqlite.Store, domain string) error {
+func (e *cmdEnv) dkimList(ctx context.Context, st store.Store, domain string) error {
 	ks, err := st.ListDKIMKeys(ctx, domain)
 	if err != nil {
 		return err

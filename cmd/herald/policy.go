@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/heraldmail/herald/internal/smtp"
-	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/store"
 )
 
 // domainPolicy shows or sets a local domain's inbound policy:
@@ -18,7 +18,7 @@ func (e *cmdEnv) domainPolicy(args []string) error {
 		fs.StringVar(&dmarcMode, "dmarc", "", "enforce (refuse p=reject failures), quarantine (mark only), monitor (record only) or default")
 		fs.StringVar(&spfReject, "spf-reject", "", "on (refuse SPF hard fails at RCPT), off or default")
 	}
-	return e.withStore("domain policy", existingStore, args, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("domain policy", existingStore, args, extra, func(ctx context.Context, st store.Store, pos []string) error {
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: herald domain policy DOMAIN [--dmarc enforce|quarantine|monitor|default] [--spf-reject on|off|default]", errUsage)
 		}

@@ -9,7 +9,6 @@ import (
 	"net/url"
 
 	"github.com/heraldmail/herald/internal/store"
-	"github.com/heraldmail/herald/internal/store/sqlite"
 )
 
 // routeCmd manages inbound HTTP routes: mail for a local address (or
@@ -23,7 +22,7 @@ func (e *cmdEnv) routeCmd(args []string) error {
 			fs.StringVar(&secret, "secret", "", "HMAC secret for the signature header (default: generated and printed)")
 		}
 	}
-	return e.withStore("route", modeFor(verb), rest, extra, func(ctx context.Context, st *sqlite.Store, pos []string) error {
+	return e.withStore("route", modeFor(verb), rest, extra, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
 			rs, err := st.ListRoutes(ctx, account)

@@ -39,7 +39,7 @@ import (
 	"github.com/heraldmail/herald/internal/smtpserver"
 	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/startup"
-	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/submit"
 	"github.com/heraldmail/herald/internal/throttle"
 	"github.com/heraldmail/herald/internal/tlsconf"
@@ -64,7 +64,7 @@ type App struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	logFile io.Closer
-	store   *sqlite.Store
+	store   store.Store
 	lock    *pidlock.Lock // DATA_DIR/herald.pid: one serving node per data directory
 	tls     *tlsconf.Manager
 	remote  *delivery.Client
@@ -130,13 +130,13 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	if a.lock, err = pidlock.Acquire(filepath.Join(dir, "herald.pid")); err != nil {
 		return nil, startup.Lock(dir, err)
 	}
-	if a.store, err = sqlite.Open(dir, sqlite.Options{Logger: a.log, Node: cfg.Server.NodeID}); err != nil {
-		return nil, startup.Store(dir, err)
+	if a.store, _, err = OpenStore(cfg, a.log, true); err != nil {
+		return nil, err
 	}
 	// What this node had in flight when it stopped is due again; other
 	// nodes' leases are theirs.
 	if err := a.store.ReleaseLeases(context.Background()); err != nil {
-		return nil, startup.Store(dir, err)
+		return nil, storeError(cfg, err)
 	}
 	if a.tls, err = tlsconf.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, dir, cfg.Server.Hostname, cfg.TLS.MinVersion, a.log); err != nil {
 		return nil, startup.TLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, dir, err)
@@ -326,10 +326,14 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		a.webhooks.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.forwardWakes(ctx)
 	}()
 	go func() {
 		defer wg.Done()

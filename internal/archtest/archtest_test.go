@@ -46,7 +46,8 @@ var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "inte
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
-	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/exitcode", "internal/pidlock")
+	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest",
+	"internal/exitcode", "internal/pidlock")
 
 // Protocol and format packages speak or parse a standard; they hold no
 // state, so they import neither the store nor any stage.
@@ -56,7 +57,7 @@ var protocols = set("internal/smtp", "internal/message", "internal/smtpserver", 
 
 // State: the store's interfaces and types, its backends, its conformance
 // suite, and directory logic over it.
-var state = set("internal/store", "internal/store/sqlite", "internal/store/storetest", "internal/alias")
+var state = set("internal/store", "internal/store/sqlite", "internal/store/postgres", "internal/store/storetest", "internal/alias")
 
 // The composition root and the entry adapters that translate protocols
 // into pipeline transactions; they may import anything, and only commands
@@ -150,7 +151,7 @@ func violation(pkg, imp string) string {
 	switch {
 	case composition[imp] && !strings.HasPrefix(pkg, "cmd/") && !strings.HasPrefix(pkg, "bench/") && !composition[pkg]:
 		return "only commands and the composition root import the composition root"
-	case imp == "internal/store/sqlite" && !composition[pkg] && !strings.HasPrefix(pkg, "cmd/") && !strings.HasPrefix(pkg, "bench/"):
+	case (imp == "internal/store/sqlite" || imp == "internal/store/postgres") && !composition[pkg] && !strings.HasPrefix(pkg, "cmd/") && !strings.HasPrefix(pkg, "bench/"):
 		return "only the composition root knows the concrete store backend"
 	case foundations[pkg] && !foundations[imp]:
 		return "a foundation imports only other foundations"
@@ -178,6 +179,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{"internal/dsn", "internal/queue"},
 		{"internal/smtp", "internal/store"},
 		{"internal/submit", "internal/store/sqlite"},
+		{"internal/queue", "internal/store/postgres"},
+		{"internal/webhook", "internal/store/postgres"},
 		{"internal/queue", "internal/app"},
 		{"internal/store", "internal/queue"},
 		{"internal/webhook", "internal/queue"},
@@ -192,6 +195,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{"internal/submit", "internal/store"},
 		{"internal/gateway", "internal/submit"},
 		{"internal/app", "internal/store/sqlite"},
+		{"internal/app", "internal/store/postgres"},
+		{"internal/startup", "internal/store/postgres"},
 		{"cmd/herald", "internal/app"},
 	} {
 		if why := violation(e[0], e[1]); why != "" {

@@ -31,6 +31,7 @@ const EnvPrefix = "HERALD_"
 // Config is Herald's boot configuration. The toml tags name the file keys.
 type Config struct {
 	Server      ServerConfig   `toml:"server"`
+	Store       StoreConfig    `toml:"store"`
 	Log         LogConfig      `toml:"log"`
 	SMTP        ListenConfig   `toml:"smtp"`        // MX listener (port 25 in production)
 	Submission  ListenConfig   `toml:"submission"`  // submission with STARTTLS (587)
@@ -115,6 +116,16 @@ type ServerConfig struct {
 	// delivered to their sender (double bounces); "" means
 	// postmaster@HOSTNAME.
 	Postmaster string `toml:"postmaster"`
+}
+
+// StoreConfig is the [store] section: where the queue and the shared
+// state live.
+type StoreConfig struct {
+	// URL selects the store: "" is the embedded SQLite store in
+	// server.data_dir (one node); a postgres:// (or postgresql://) URL is
+	// a PostgreSQL database shared by every node of a cluster. It may hold
+	// a password: do not log it.
+	URL string `toml:"url"`
 }
 
 // LogConfig is the [log] section.

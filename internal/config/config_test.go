@@ -628,3 +628,42 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// store.url is "" (the embedded store) or a postgres:// URL with a host,
+// from the file or HERALD_STORE_URL; a refused value is reported with its
+// line but without the URL, which may hold a password.
+func TestStoreURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, file string
+		env        []string
+		want       string
+	}{
+		{"default", "", nil, ""},
+		{"file", "[store]\nurl = \"postgres://herald@db.example.com:5432/herald?sslmode=verify-full\"\n", nil,
+			"postgres://herald@db.example.com:5432/herald?sslmode=verify-full"},
+		{"postgresql", "[store]\nurl = \"postgresql://db.example.com/herald\"\n", nil, "postgresql://db.example.com/herald"},
+		{"host parameter", "[store]\nurl = \"postgres:///herald?host=/run/postgresql\"\n", nil, "postgres:///herald?host=/run/postgresql"},
+		{"env", "", []string{"HERALD_STORE_URL=postgres://h@127.0.0.1/test"}, "postgres://h@127.0.0.1/test"},
+		{"env empties", "[store]\nurl = \"postgres://db.example.com/herald\"\n", []string{"HERALD_STORE_URL="}, ""},
+	} {
+		c, err := Parse("s.toml", []byte(tc.file), tc.env)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.Store.URL != tc.want {
+			t.Errorf("%s: store.url = %q, want %q", tc.name, c.Store.URL, tc.want)
+		}
+	}
+	for _, bad := range []string{"mysql://u:s3cret@db/herald", "/var/lib/herald/herald.db", "postgres://u:s3cret@/herald", "postgres://u:s3cret@db/%zz"} {
+		_, err := Parse("s.toml", []byte("[store]\nurl = \""+bad+"\"\n"), nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "s.toml:2: store.url: ") {
+			t.Errorf("url %q: err = %v, want s.toml:2: store.url: ...", bad, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("url %q: the error shows the password: %v", bad, err)
+		}
+	}
+}

@@ -2,12 +2,14 @@ package config
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +57,8 @@ func (c *Config) fields() []field {
 		strField("server.data_dir", &c.Server.DataDir, checkNotEmpty),
 		durField("server.shutdown_timeout", &c.Server.ShutdownTimeout, false),
 		strField("server.postmaster", &c.Server.Postmaster, checkOptional(checkMailbox)),
+
+		strField("store.url", &c.Store.URL, checkOptional(checkStoreURL)),
 
 		logLevelField("log.level", &c.Log.Level),
 		enumField("log.format", &c.Log.Format, "text", "json"),
@@ -624,6 +628,23 @@ func checkOptional(check func(string) error) func(string) error {
 		}
 		return check(s)
 	}
+}
+
+// checkStoreURL accepts a postgres:// or postgresql:// URL naming a host
+// (the embedded store is the empty value).
+func checkStoreURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		// url's message repeats the value, which may hold a password.
+		return errors.New("is not a URL (want postgres://user@host:5432/database, or \"\" for the embedded store)")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("scheme %q is not postgres:// (the embedded SQLite store is the empty value)", u.Scheme)
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("names no host (want postgres://user@host:5432/database)")
+	}
+	return nil
 }
 
 // checkMailbox accepts an address "local@domain".

@@ -24,7 +24,9 @@ import (
 	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/pidlock"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/postgres"
 	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // errno returns the system error number in err's chain.
@@ -173,6 +175,42 @@ func Store(dir string, err error) error {
 		return DataDir(dir, err)
 	}
 	return describe(exitcode.Software, "store "+db, reason(err), "", err)
+}
+
+// StoreURL describes a failure of postgres.Open on the database of
+// store.url (given as url; its password is never shown).
+func StoreURL(url string, err error) error {
+	what := "store " + postgres.Redact(url)
+	var tooNew *postgres.SchemaTooNewError
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "28P01" || pe.Code == "28000":
+			return describe(exitcode.NoPerm, what, "authentication failed",
+				"check the user and password of store.url (or ~/.pgpass, PGPASSWORD) and pg_hba.conf", err)
+		case pe.Code == "3D000":
+			return describe(exitcode.Config, what, "the database does not exist",
+				"create it with createdb -O USER DBNAME, or fix store.url", err)
+		case pe.Code == "3F000":
+			return describe(exitcode.Config, what, "the schema of search_path does not exist",
+				"create it with CREATE SCHEMA, or fix search_path in store.url", err)
+		case pe.Code == "42501":
+			return describe(exitcode.NoPerm, what, "permission denied",
+				"the user of store.url must own the schema, or have CREATE on it, to create and migrate the tables", err)
+		case pe.Code == "53100":
+			return describe(exitcode.CantCreat, what, "the database server's disk is full", "free space on it", err)
+		}
+	}
+	switch {
+	case errors.As(err, &tooNew):
+		return exitcode.New(exitcode.Config, tooNew.Error(), err)
+	case errors.Is(err, postgres.ErrNoStore):
+		return exitcode.New(exitcode.NoInput, what+" holds no herald store (is store.url right? herald serve or an add command creates it)", err)
+	case errors.Is(err, postgres.ErrUnavailable):
+		return describe(exitcode.Unavailable, what, "cannot connect: "+reason(err),
+			"is PostgreSQL running, and are the host and port of store.url right?", err)
+	}
+	return describe(exitcode.Software, what, reason(err), "", err)
 }
 
 // readOnly finds out why SQLite could not write: the directory, the file or

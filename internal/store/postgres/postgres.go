@@ -82,6 +82,10 @@ var ErrClosed = errors.New("postgres store: closed")
 // no such database).
 var ErrUnavailable = errors.New("postgres store: database unavailable")
 
+// ErrNoStore is returned by Open with Options.NoCreate when the schema
+// holds no Herald store (no schema_version table).
+var ErrNoStore = errors.New("postgres store: no herald store in this schema")
+
 // SchemaTooNewError is returned by Open for a database whose schema was
 // written by a newer Herald: this one must not touch it.
 type SchemaTooNewError struct {
@@ -112,6 +116,10 @@ type Options struct {
 	MaxBatch int
 	// Logger receives warnings. Nil means slog.Default().
 	Logger *slog.Logger
+	// NoCreate makes Open fail with ErrNoStore instead of creating the
+	// schema in a schema that holds none (a command that only reads or
+	// changes what must exist, pointed at the wrong database).
+	NoCreate bool
 }
 
 // Store is the PostgreSQL implementation of store.Store. It is safe for
@@ -128,7 +136,8 @@ type Store struct {
 	chunkSize int
 	log       *slog.Logger
 
-	w     *writer
+	w       *writer
+	created bool // Open created the schema
 	ownTx bool // no group commit: each write in its own transaction (benchmark comparison)
 
 	domains domainCache
@@ -149,8 +158,11 @@ var _ store.Store = (*Store)(nil)
 // "public" by default) and starts the writer. pgx's connection parameters
 // apply, e.g. pool_max_conns (default 8) and connect_timeout.
 //
-// Open's errors can be told apart: a *SchemaTooNewError, an error wrapping
-// ErrUnavailable when the database cannot be reached, and others.
+// Open's errors can be told apart: a *SchemaTooNewError, ErrNoStore (with
+// Options.NoCreate), an error wrapping ErrUnavailable when the database
+// cannot be reached or refuses the connection (a *pgconn.PgError inside
+// says why: 28P01 bad password, 3D000 no such database), and others (a
+// *pgconn.PgError 42501 when the user may not create the tables).
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	where := Redact(dsn)
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -221,7 +233,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if len(s.channel) > 63 { // NAMEDATALEN - 1
 		s.channel = s.channel[:63]
 	}
-	if err := migrate(ctx, conn, where, schemaName); err != nil {
+	if s.created, err = migrate(ctx, conn, where, schemaName, opts.NoCreate); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
@@ -247,6 +259,9 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// Created reports whether Open created the schema (an empty database).
+func (s *Store) Created() bool { return s.created }
 
 // Node returns the node this handle acts for.
 func (s *Store) Node() string { return s.node }

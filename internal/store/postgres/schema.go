@@ -212,12 +212,22 @@ var schema = []string{
 func SchemaVersion() int { return len(schema) }
 
 // migrate creates or upgrades the schema in the current schema of conn,
-// under a transaction-scoped advisory lock keyed by the schema's name.
-func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string) error {
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+// under a transaction-scoped advisory lock keyed by the schema's name. It
+// reports whether it created the store; with noCreate, a schema without a
+// store is refused with ErrNoStore.
+func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string, noCreate bool) (created bool, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('herald.migrate'), hashtext($1))`, schemaName); err != nil {
 			return err
 		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass(quote_ident(current_schema()) || '.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists && noCreate {
+			return ErrNoStore
+		}
+		created = !exists
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)`); err != nil {
 			return err
 		}
@@ -247,10 +257,10 @@ func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string) erro
 	})
 	if err != nil {
 		var tooNew *SchemaTooNewError
-		if errors.As(err, &tooNew) {
-			return err
+		if errors.As(err, &tooNew) || errors.Is(err, ErrNoStore) {
+			return false, err
 		}
-		return mapErr(fmt.Errorf("postgres store %s: migrate: %w", where, err))
+		return false, mapErr(fmt.Errorf("postgres store %s: migrate: %w", where, err))
 	}
-	return nil
+	return created, nil
 }
