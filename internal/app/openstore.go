@@ -25,6 +25,13 @@ import (
 // with an exit status (internal/startup). log nil means slog.Default().
 func OpenStore(cfg *config.Config, log *slog.Logger, create bool) (st store.Store, created bool, err error) {
 	if cfg.Store.URL != "" {
+		if create {
+			// Node-local files (the VERP key, TLS certificates, Maildir)
+			// still live there.
+			if err := os.MkdirAll(cfg.Server.DataDir, 0o750); err != nil {
+				return nil, false, startup.DataDir(cfg.Server.DataDir, err)
+			}
+		}
 		pg, err := postgres.Open(context.Background(), cfg.Store.URL, postgres.Options{
 			Node: cfg.Server.NodeID, Logger: log, NoCreate: !create})
 		if err != nil {
