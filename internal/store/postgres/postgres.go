@@ -138,7 +138,7 @@ type Store struct {
 
 	w       *writer
 	created bool // Open created the schema
-	ownTx bool // no group commit: each write in its own transaction (benchmark comparison)
+	ownTx   bool // no group commit: each write in its own transaction (benchmark comparison)
 
 	domains domainCache
 	touches touchCache
