@@ -175,6 +175,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
+	cfg.ConnConfig.AfterConnect = durableSession
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		// Who is who in pg_stat_activity: "herald NODE" for the pool,
+		// "herald NODE writer" and "herald NODE listen" (connFor).
+		cfg.ConnConfig.RuntimeParams["application_name"] = appName(opts.Node, "")
+	}
 	if opts.Node == "" {
 		opts.Node = DefaultNode
 	}
@@ -217,7 +223,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			s.pool.Close()
 		}
 	}()
-	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	conn, err := pgx.ConnectConfig(ctx, s.connFor("writer"))
 	if err != nil {
 		return nil, classifyConnect(where, err)
 	}
@@ -260,6 +266,32 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// appName is the application_name of a node's connections for role.
+func appName(node, role string) string {
+	if node == "" {
+		node = DefaultNode
+	}
+	name := "herald " + node
+	if role != "" {
+		name += " " + role
+	}
+	if len(name) > 63 { // NAMEDATALEN - 1
+		name = name[:63]
+	}
+	return name
+}
+
+// connFor returns the configuration of a dedicated connection for role
+// ("writer", "listen"): the pool's, named after its role unless the URL
+// names the application.
+func (s *Store) connFor(role string) *pgx.ConnConfig {
+	c := s.connCfg.Copy()
+	if c.RuntimeParams["application_name"] == appName(s.node, "") {
+		c.RuntimeParams["application_name"] = appName(s.node, role)
+	}
+	return c
+}
+
 // Created reports whether Open created the schema (an empty database).
 func (s *Store) Created() bool { return s.created }
 
@@ -279,6 +311,21 @@ func Redact(dsn string) string {
 		}
 	}
 	return strings.Join(keep, " ")
+}
+
+// durableSession turns synchronous_commit back on for a connection of a
+// server (or role, or URL) configured with it off: a 250 must mean that
+// the message is on stable storage. Other values (local, remote_write,
+// remote_apply) are the operator's choice and are kept.
+func durableSession(ctx context.Context, c *pgconn.PgConn) error {
+	res, err := c.Exec(ctx, `SELECT current_setting('synchronous_commit')`).ReadAll()
+	if err != nil {
+		return err
+	}
+	if len(res) == 1 && len(res[0].Rows) == 1 && string(res[0].Rows[0][0]) == "off" {
+		_, err = c.Exec(ctx, `SET synchronous_commit = on`).ReadAll()
+	}
+	return err
 }
 
 // classifyConnect marks a connection failure with ErrUnavailable.

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,6 +19,8 @@ const (
 type wakeListener struct {
 	mu      sync.Mutex
 	ch      chan struct{}
+	ready   chan struct{} // closed once the first LISTEN succeeded (tests)
+	signals atomic.Int64  // wake-ups signalled, before coalescing (tests)
 	cancel  context.CancelFunc
 	done    chan struct{}
 	stopped bool
@@ -41,6 +44,7 @@ func (s *Store) Wake() <-chan struct{} {
 	defer l.mu.Unlock()
 	if l.ch == nil {
 		l.ch = make(chan struct{}, 1)
+		l.ready = make(chan struct{})
 		if !l.stopped {
 			ctx, cancel := context.WithCancel(context.Background())
 			l.cancel, l.done = cancel, make(chan struct{})
@@ -52,6 +56,7 @@ func (s *Store) Wake() <-chan struct{} {
 
 // signal delivers a coalesced wake-up.
 func (l *wakeListener) signal() {
+	l.signals.Add(1)
 	select {
 	case l.ch <- struct{}{}:
 	default:
@@ -80,7 +85,9 @@ func (s *Store) listen(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx, func() {
 			delay = wakeRetryMin
-			if !first {
+			if first {
+				close(l.ready)
+			} else {
 				l.signal() // notifications may have been missed
 			}
 			first = false
@@ -101,7 +108,7 @@ func (s *Store) listen(ctx context.Context) {
 // listenOnce connects, listens, calls up and waits for notifications until
 // the connection fails or ctx ends.
 func (s *Store) listenOnce(ctx context.Context, up func()) error {
-	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	conn, err := pgx.ConnectConfig(ctx, s.connFor("listen"))
 	if err != nil {
 		return err
 	}

@@ -148,7 +148,7 @@ func (w *writer) connect(ctx context.Context) error {
 		w.conn.Close(ctx)
 		w.conn = nil
 	}
-	conn, err := pgx.ConnectConfig(ctx, w.s.connCfg)
+	conn, err := pgx.ConnectConfig(ctx, w.s.connFor("writer"))
 	if err != nil {
 		return fmt.Errorf("postgres store: writer: %w: %w", ErrUnavailable, err)
 	}
@@ -166,7 +166,7 @@ func (w *writer) runBatch(ops []*op) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	pending := ops
-	retries := 0
+	retries, reconnects := 0, 0
 	for len(pending) > 0 {
 		if err := w.connect(ctx); err != nil {
 			w.failAll(pending, err)
@@ -181,6 +181,11 @@ func (w *writer) runBatch(ops []*op) {
 			return
 		case retryable(err) && retries < maxBatchRetries:
 			retries++
+		case w.conn.IsClosed() && !errors.Is(err, errCommitUnknown) && reconnects < 1:
+			// The connection broke (a database restart, an idle
+			// timeout) before COMMIT was sent, so nothing was committed:
+			// run the batch again on a new connection.
+			reconnects++
 		case failed < 0 || fatal(err) || w.conn.IsClosed() || ctx.Err() != nil:
 			w.failAll(pending, err)
 			return
