@@ -194,19 +194,26 @@ const leaseScan = 4
 const leaseRounds = 4
 
 // leaseCandidatesSQL locks, with SKIP LOCKED, up to $3 messages with due
-// recipients among the first $2 due recipients (earliest first) whose
-// messages are not in $4, and returns their IDs in due order. Only the
-// messages returned are locked: a message another transaction holds is
-// skipped, never waited for, and none is locked without being leased.
-const leaseCandidatesSQL = `SELECT c.message_id FROM (
-	SELECT r.message_id, min(` + readySQL + `) AS ready FROM (
-		SELECT r.message_id, r.next_attempt, r.lease_until FROM recipients r
-		WHERE ` + pendingSQL + ` AND ` + readySQL + ` <= $1 AND r.message_id <> ALL($4)
-		ORDER BY ` + readySQL + `
-		LIMIT $2
-	) r GROUP BY r.message_id
-) c JOIN messages m ON m.id = c.message_id
-ORDER BY c.ready
+// recipients among the first $2 due recipients (earliest first, from the
+// recipients_ready index) whose messages are not in $4, and returns their
+// IDs in due order. The candidates are collected into an array first, so
+// the messages are fetched by primary key whatever the planner thinks of
+// a join. Only the messages returned are locked: a message another
+// transaction holds is skipped, never waited for, and none is locked
+// without being leased.
+const leaseCandidatesSQL = `WITH c AS (
+	SELECT array_agg(message_id ORDER BY ready) AS ids FROM (
+		SELECT r.message_id, min(` + readySQL + `) AS ready FROM (
+			SELECT r.message_id, r.next_attempt, r.lease_until FROM recipients r
+			WHERE ` + pendingSQL + ` AND ` + readySQL + ` <= $1 AND r.message_id <> ALL($4)
+			ORDER BY ` + readySQL + `
+			LIMIT $2
+		) r GROUP BY r.message_id
+	) g
+)
+SELECT m.id FROM c, messages m
+WHERE m.id = ANY (c.ids)
+ORDER BY array_position(c.ids, m.id)
 LIMIT $3
 FOR NO KEY UPDATE OF m SKIP LOCKED`
 
