@@ -76,7 +76,7 @@ func (k *keeper) renew(ctx context.Context) bool {
 		return true
 	case errors.Is(err, store.ErrLeaseLost):
 		k.lost = true
-		k.s.log.Warn("delivery lease lost (taken over by another node after it expired); cancelling the attempt",
+		k.s.log.Warn("delivery lease lost (taken over after it expired, or the message was deleted); cancelling the attempt",
 			"id", k.id, "err", err)
 		k.cancel()
 		return false
