@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/store"
@@ -39,7 +40,7 @@ func (s *Scheduler) keep(ctx context.Context, l store.Lease, cancel context.Canc
 // until stop, or until the lease is lost or the outcome recorded.
 func (k *keeper) run(ctx context.Context) {
 	defer close(k.exited)
-	every := k.s.cfg.LeaseTimeout / 3
+	every := max(k.s.cfg.LeaseTimeout/3, time.Millisecond)
 	for {
 		t := clock.NewTimer(k.s.clock, every)
 		select {
@@ -76,7 +77,7 @@ func (k *keeper) renew(ctx context.Context) bool {
 		return true
 	case errors.Is(err, store.ErrLeaseLost):
 		k.lost = true
-		k.s.log.Warn("delivery lease lost (taken over by another node after it expired); cancelling the attempt",
+		k.s.log.Warn("delivery lease lost (taken over after it expired, or the message was deleted); cancelling the attempt",
 			"id", k.id, "err", err)
 		k.cancel()
 		return false

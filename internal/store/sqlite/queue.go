@@ -326,7 +326,7 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 		if err != nil {
 			return err
 		}
-		for _, o := range outcomes {
+		for i, o := range outcomes {
 			next := nanos(o.NextAttempt)
 			if !o.Status.Final() && next == 0 {
 				next = now.UnixNano()
@@ -340,7 +340,12 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 			err := w.st.updRcpt.QueryRow(string(o.Status), attempt, next, o.Reply, o.RemoteMTA,
 				b2i(o.DelayWarned), now.UnixNano(), o.RecipientID, id, token, now.UnixNano()).Scan(&addr, &attempts)
 			if errors.Is(err, sql.ErrNoRows) {
-				return w.leaseCheckFailed(id, o.RecipientID, token)
+				err := w.leaseCheckFailed(id, o.RecipientID, token)
+				if i == 0 && (errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound)) {
+					// Nothing written yet: the batch need not roll back.
+					return clean(err)
+				}
+				return err
 			}
 			if err != nil {
 				return err
