@@ -75,9 +75,21 @@ func TestPostgresNodesShareQueue(t *testing.T) {
 	}
 	a.waitQueueEmpty()
 
-	// State written through one node is the other's.
+	// State written through one node is the other's (B's cache of the
+	// local domains is at most a second old).
 	a.addDomain("example.com")
 	pw := a.addUser("alice@example.com")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ok, err := b.app.Store().IsLocalDomain(ctx, "example.com")
+		must(t, err)
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node B does not see the domain added through node A")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	big := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n", 4700) // ~310 KB: chunked
 	body := "From: Alice <alice@example.com>\r\nTo: carol@remote.test\r\nSubject: via B\r\n\r\n" + big
 	b.submit("alice@example.com", pw, "alice@example.com", []string{"carol@remote.test"}, body)
