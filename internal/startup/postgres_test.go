@@ -67,6 +67,8 @@ func TestStoreURL(t *testing.T) {
 			exitcode.Unavailable, "cannot connect: connection refused (is PostgreSQL running, and are the host and port of store.url right?)", "s3cret"},
 		{"no database", openPG(t, with(func(u *url.URL) { u.Path = "/herald_no_such_db" }), false),
 			exitcode.Config, ": the database does not exist (create it with createdb -O USER DBNAME, or fix store.url)", ""},
+		{"no such schema", openPG(t, pgtest.WithSchema(t, pgtest.DSN(), "herald_no_such_schema"), false),
+			exitcode.Config, ": the schema of search_path does not exist (create it with CREATE SCHEMA, or fix search_path in store.url)", ""},
 		{"no schema, reading", openPG(t, empty, true),
 			exitcode.NoInput, " holds no herald store (is store.url right?", ""},
 		{"newer schema", openPG(t, newer(), false),

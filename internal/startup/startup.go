@@ -191,9 +191,6 @@ func StoreURL(url string, err error) error {
 		case pe.Code == "3D000":
 			return describe(exitcode.Config, what, "the database does not exist",
 				"create it with createdb -O USER DBNAME, or fix store.url", err)
-		case pe.Code == "3F000":
-			return describe(exitcode.Config, what, "the schema of search_path does not exist",
-				"create it with CREATE SCHEMA, or fix search_path in store.url", err)
 		case pe.Code == "42501":
 			return describe(exitcode.NoPerm, what, "permission denied",
 				"the user of store.url must own the schema, or have CREATE on it, to create and migrate the tables", err)
@@ -204,6 +201,9 @@ func StoreURL(url string, err error) error {
 	switch {
 	case errors.As(err, &tooNew):
 		return exitcode.New(exitcode.Config, tooNew.Error(), err)
+	case errors.Is(err, postgres.ErrNoSchema):
+		return describe(exitcode.Config, what, "the schema of search_path does not exist",
+			"create it with CREATE SCHEMA, or fix search_path in store.url", err)
 	case errors.Is(err, postgres.ErrNoStore):
 		return exitcode.New(exitcode.NoInput, what+" holds no herald store (is store.url right? herald serve or an add command creates it)", err)
 	case errors.Is(err, postgres.ErrUnavailable):

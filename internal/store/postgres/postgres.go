@@ -86,6 +86,10 @@ var ErrUnavailable = errors.New("postgres store: database unavailable")
 // holds no Herald store (no schema_version table).
 var ErrNoStore = errors.New("postgres store: no herald store in this schema")
 
+// ErrNoSchema is returned by Open when no schema of the search_path exists
+// (the store is created in the first one, which must exist).
+var ErrNoSchema = errors.New("postgres store: no schema of the search_path exists")
+
 // SchemaTooNewError is returned by Open for a database whose schema was
 // written by a newer Herald: this one must not touch it.
 type SchemaTooNewError struct {
@@ -148,7 +152,6 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
-	closed    chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -211,7 +214,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		inlineMax: opts.InlineMax,
 		chunkSize: opts.ChunkSize,
 		log:       opts.Logger.With("component", "store.postgres"),
-		closed:    make(chan struct{}),
 	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -227,19 +229,19 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, classifyConnect(where, err)
 	}
-	var schemaName string
-	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schemaName); err != nil || schemaName == "" {
+	var schemaName *string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schemaName); err != nil || schemaName == nil {
 		conn.Close(context.Background())
 		if err == nil {
-			err = errors.New("no schema: search_path names none that exists")
+			err = ErrNoSchema
 		}
 		return nil, fmt.Errorf("postgres store %s: %w", where, err)
 	}
-	s.channel = "herald_wake_" + schemaName
+	s.channel = "herald_wake_" + *schemaName
 	if len(s.channel) > 63 { // NAMEDATALEN - 1
 		s.channel = s.channel[:63]
 	}
-	if s.created, err = migrate(ctx, conn, where, schemaName, opts.NoCreate); err != nil {
+	if s.created, err = migrate(ctx, conn, where, *schemaName, opts.NoCreate); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
@@ -258,7 +260,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // Operations started after Close fail with ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.closed)
 		s.closeErr = s.w.close()
 		s.wake.stop()
 		s.pool.Close()
