@@ -195,14 +195,16 @@ func (e *cmdEnv) serve(args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: serve takes no arguments", errUsage)
 	}
+	// Catch SIGTERM before the listeners are bound: a signal arriving while
+	// app.New runs must shut down cleanly, not kill the process.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	a, err := app.New(cfg, app.Options{})
 	if err != nil {
 		// app.New describes every failure it expects; anything else is a bug.
 		return exitcode.With(exitcode.Software, err)
 	}
 	e.banner(cfg, a)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
