@@ -183,7 +183,10 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	// off any destination that answers with throttling replies.
 	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), Dir: a.store})
-	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge}
+	// A dead node's webhook deliveries are taken over like its mail: after
+	// queue.lease_timeout (beyond the request's own webhook_timeout).
+	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge,
+		LeaseDuration: cfg.Platform.WebhookTimeout + cfg.Queue.LeaseTimeout}
 	if !cfg.Platform.WebhookAllowPrivate {
 		wopts.Client = webhook.NewPublicClient(cfg.Platform.WebhookTimeout)
 	}
