@@ -462,13 +462,13 @@ type sinkDelivery struct {
 // end of DATA, before its reply, and can park the deliveries of one
 // client address there (the reply never comes until release).
 type clusterSink struct {
-	ln      net.Listener
-	mu      sync.Mutex
-	got     map[string][]sinkDelivery
-	holdIP  string
-	parked  []string // recipients whose delivery is parked
-	unpark  chan struct{}
-	conns   sync.WaitGroup
+	ln     net.Listener
+	mu     sync.Mutex
+	got    map[string][]sinkDelivery
+	holdIP string
+	parked []string // recipients whose delivery is parked
+	unpark chan struct{}
+	conns  sync.WaitGroup
 }
 
 func startClusterSink(t *testing.T, addr string) *clusterSink {
