@@ -146,6 +146,8 @@ type Store struct {
 
 	domains domainCache
 	touches touchCache
+	reads   readCaches
+	handoff handoffCache
 
 	wake     wakeListener
 	bodyPool sync.Pool // *[]byte chunk buffers
@@ -202,6 +204,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultMaxBatch
 	}
+
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

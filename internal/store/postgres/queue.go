@@ -173,6 +173,11 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		}
 		return "", fmt.Errorf("postgres store: enqueue %s: %w", msg.ID, err)
 	}
+	if token != "" && !bd.chunked {
+		// For the worker this message is handed to.
+		data := make([]byte, 0, len(headers)+len(inline))
+		s.handoff.put(msg.ID, append(append(data, headers...), inline...), leaseUntil)
+	}
 	for i := range msg.Recipients {
 		r := &msg.Recipients[i]
 		r.ID = ids[i]
@@ -439,6 +444,7 @@ SELECT count(*) FROM m`
 // its event. When no recipient is pending any more the message and its
 // body are deleted.
 func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
+	s.handoff.drop(id)
 	k := len(outcomes)
 	rids, nexts := make([]int64, k), make([]int64, k)
 	statuses, replies, mtas := make([]string, k), make([]string, k), make([]string, k)
@@ -655,6 +661,7 @@ func (s *Store) notify(ctx context.Context, tx pgx.Tx) error {
 // progress on any node finds the body gone (store.ErrNotFound) and its
 // outcome refused.
 func (s *Store) Delete(ctx context.Context, id string) error {
+	s.handoff.drop(id)
 	var n int64
 	err := s.pool.QueryRow(ctx, deleteMessageSQL, id).Scan(&n)
 	if err != nil {
@@ -670,6 +677,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // in flight when it stopped is due again, on any node) and wakes the
 // nodes. Other nodes' leases are never touched.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
+	s.handoff.clear()
 	var err error
 	for range maxBatchRetries {
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
