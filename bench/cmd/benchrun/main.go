@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +36,24 @@ type options struct {
 	out, command                 string
 	workDir                      string
 	settle, fsyncDur             time.Duration
+	storeURL                     string
+	nodes                        []int
+	noSQLite                     bool
+}
+
+// parseNodes reads -nodes: a comma-separated list of node counts.
+func parseNodes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 8 {
+			return nil, fmt.Errorf("-nodes %q: want node counts from 1 to 8, e.g. 1,2", s)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 func main() {
@@ -57,7 +77,19 @@ func main() {
 	flag.StringVar(&o.workDir, "workdir", "", "scratch directory (default: a new temporary directory, removed at exit)")
 	flag.DurationVar(&o.settle, "settle", 2*time.Second, "pause before and after opening idle connections")
 	flag.DurationVar(&o.fsyncDur, "fsync-duration", 2*time.Second, "length of the fsync-rate measurement")
+	flag.StringVar(&o.storeURL, "store-url", "", "also run Herald on this PostgreSQL database (store.url; each run in a fresh schema, dropped afterwards), e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	nodes := flag.String("nodes", "1", "with -store-url: node counts to run on PostgreSQL, e.g. 1,2 (the smtp-source load is split between the nodes)")
+	flag.BoolVar(&o.noSQLite, "no-sqlite", false, "with -store-url: do not run Herald on SQLite")
 	flag.Parse()
+	var err error
+	if o.nodes, err = parseNodes(*nodes); err != nil {
+		fmt.Fprintln(os.Stderr, "benchrun:", err)
+		os.Exit(2)
+	}
+	if o.storeURL == "" && (*nodes != "1" || o.noSQLite) {
+		fmt.Fprintln(os.Stderr, "benchrun: -nodes and -no-sqlite need -store-url (the embedded store is one node)")
+		os.Exit(2)
+	}
 	if o.smoke {
 		o.runs, o.messages, o.backlog, o.restart, o.idle, o.latencySecs = 1, 200, 300, 300, 200, 1
 		o.settle, o.fsyncDur = 200*time.Millisecond, 500*time.Millisecond
@@ -105,7 +137,14 @@ func run(o options) error {
 		work = d
 	}
 	os.Chmod(work, 0o755)
-	ports, err := freePorts(4)
+	pgPorts := 0
+	for _, n := range o.nodes {
+		pgPorts += 2 * n
+	}
+	if o.storeURL == "" {
+		pgPorts = 0
+	}
+	ports, err := freePorts(4 + pgPorts)
 	if err != nil {
 		return err
 	}
@@ -118,7 +157,20 @@ func run(o options) error {
 	defer sink.Close()
 
 	h := &Herald{Bin: o.herald, Dir: filepath.Join(work, "herald"), Port: ports[1], SubPort: ports[2], SinkPort: sinkPort}
-	mtas := []MTA{h}
+	var mtas []MTA
+	if !o.noSQLite {
+		mtas = append(mtas, h)
+	}
+	if o.storeURL != "" {
+		next := ports[4:]
+		for _, n := range o.nodes {
+			c := NewPGHerald(pgName(n), o.herald, filepath.Join(work, pgName(n)), o.storeURL, n, next[:2*n], sinkPort)
+			next = next[2*n:]
+			mtas = append(mtas, c)
+			defer c.Close()
+			defer c.Stop()
+		}
+	}
 	if !o.noPostfix {
 		if !PostfixAvailable() {
 			return fmt.Errorf("postfix is not installed (run bench/run.sh, which installs it, or pass -no-postfix)")
@@ -156,14 +208,17 @@ func run(o options) error {
 		b.order = append(b.order, sc)
 		for i := range o.runs {
 			for _, m := range mtas {
-				if sc.heraldOnly && m.Name() != "herald" {
+				if sc.heraldOnly && !isHerald(m) || !sc.multiNode && len(m.Addrs()) > 1 {
 					continue
 				}
-				if hh, ok := m.(*Herald); ok {
-					hh.Bin, hh.ProfileOut = o.herald, ""
+				if hh, ok := m.(heraldMTA); ok {
+					hh.SetProfile(o.herald, "")
 					if o.profileDir != "" {
-						hh.Bin = o.heraldProf
-						hh.ProfileOut = filepath.Join(o.profileDir, fmt.Sprintf("%s-%d.pprof", sc.name, i+1))
+						name := fmt.Sprintf("%s-%d.pprof", sc.name, i+1)
+						if m.Name() != "herald" {
+							name = fmt.Sprintf("%s-%s-%d.pprof", sc.name, m.Name(), i+1)
+						}
+						hh.SetProfile(o.heraldProf, filepath.Join(o.profileDir, name))
 					}
 				}
 				log.Info("run", "scenario", sc.name, "mta", m.Name(), "run", i+1)
@@ -191,6 +246,20 @@ func run(o options) error {
 		}
 	}
 	return nil
+}
+
+// pgName names the PostgreSQL variant with n nodes.
+func pgName(n int) string {
+	if n == 1 {
+		return "herald-pg"
+	}
+	return fmt.Sprintf("herald-pg-%dn", n)
+}
+
+// isHerald reports whether m is a Herald variant.
+func isHerald(m MTA) bool {
+	_, ok := m.(heraldMTA)
+	return ok
 }
 
 func contains(l []string, s string) bool {

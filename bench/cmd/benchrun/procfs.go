@@ -78,6 +78,49 @@ func treeCPU(root int) float64 {
 	return float64(t) / clkTck
 }
 
+// cpuOf returns the CPU seconds of every process tree of m.
+func cpuOf(m MTA) float64 {
+	var t float64
+	for _, p := range m.Pids() {
+		t += treeCPU(p)
+	}
+	return t
+}
+
+// memOf returns the memory (PSS) of every process tree of m in bytes.
+func memOf(m MTA) int64 {
+	var t int64
+	for _, p := range m.Pids() {
+		t += treeMem(p)
+	}
+	return t
+}
+
+// cpuSample is the CPU seconds of a set of processes at one moment.
+type cpuSample map[int]float64
+
+// sampleCPU reads the CPU seconds of each of pids (its own, not its
+// children's).
+func sampleCPU(pids []int) cpuSample {
+	out := cpuSample{}
+	for _, p := range pids {
+		if s, ok := readStat(p); ok {
+			out[p] = float64(s.utime+s.stime) / clkTck
+		}
+	}
+	return out
+}
+
+// since returns the CPU seconds the processes of s used after before (a
+// process not in before counts from zero; one gone since is lost).
+func (s cpuSample) since(before cpuSample) float64 {
+	var t float64
+	for p, v := range s {
+		t += v - before[p]
+	}
+	return t
+}
+
 // pss returns the proportional set size of pid in bytes (Pss from
 // smaps_rollup; it equals RSS for a single process and does not count shared
 // library pages several times for a multi-process MTA), falling back to VmRSS.
@@ -120,7 +163,7 @@ func treeMem(root int) int64 {
 	return m
 }
 
-// memSampler samples treeMem every interval and keeps the peak.
+// memSampler samples memOf every interval and keeps the peak.
 type memSampler struct {
 	stop chan struct{}
 	done chan struct{}
@@ -128,15 +171,14 @@ type memSampler struct {
 	peak int64
 }
 
-func sampleMem(root func() int, every time.Duration) *memSampler {
+func sampleMem(mta MTA, every time.Duration) *memSampler {
 	m := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if pid := root(); pid > 0 {
-				v := treeMem(pid)
+			if v := memOf(mta); v > 0 {
 				m.mu.Lock()
 				m.peak = max(m.peak, v)
 				m.mu.Unlock()

@@ -2,13 +2,23 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 )
+
+// redactURL returns a database URL without its password.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(not a URL)"
+}
 
 // values collects metric key over runs.
 func values(runs []map[string]float64, key string) []float64 {
@@ -141,6 +151,17 @@ func (b *bench) report() string {
   arrival at the sink. In latency-half every message is timed.
 
 `)
+	if b.o.storeURL != "" {
+		r.WriteString(`- Herald PG: the same configuration with ` + "`store.url`" + ` set to the PostgreSQL database
+  ` + "`" + redactURL(b.o.storeURL) + "`" + ` on this machine, in a fresh schema per run (dropped afterwards); with
+  several nodes, each ` + "`herald serve`" + ` has its own node_id, ports and data directory, and
+  smtp-source is split between them (one smtp-source per node, each with its share of the
+  messages and sessions; the probe client uses the first node). CPU adds the PostgreSQL
+  backends serving the nodes' connections (pg_stat_activity by application_name; the server's
+  WAL writer and checkpointer are not counted); memory counts the Herald processes only.
+
+`)
+	}
 	if smtpSourceBin() == "" {
 		r.WriteString("**smtp-source is not installed: the Go load generator stood in for it (one message per session).**\n\n")
 	}
@@ -156,40 +177,75 @@ func (b *bench) report() string {
 	r.WriteString("\n")
 	for _, sc := range b.order {
 		fmt.Fprintf(&r, "## %s\n\n%s. Load: %s.\n\n", sc.name, sc.desc, sc.generator)
-		cols := []string{"herald"}
-		if !sc.heraldOnly && len(b.mtas) > 1 {
-			cols = append(cols, "postfix")
-		}
-		fmt.Fprintf(&r, "| metric | Herald |")
-		if len(cols) > 1 {
-			r.WriteString(" Postfix | Herald/Postfix |")
-		}
-		if _, ok := b.ceil[sc.name]; ok {
-			r.WriteString(" Herald % of ceiling |")
-		}
-		r.WriteString("\n|---|---|")
-		if len(cols) > 1 {
-			r.WriteString("---|---|")
-		}
-		if _, ok := b.ceil[sc.name]; ok {
-			r.WriteString("---|")
-		}
-		r.WriteString("\n")
-		for _, md := range sc.metrics {
-			fmt.Fprintf(&r, "| %s | %s |", md.label, b.cell(sc.name, "herald", md.key))
-			if len(cols) > 1 {
-				hm, ok1 := b.median(sc.name, "herald", md.key)
-				pm, ok2 := b.median(sc.name, "postfix", md.key)
-				ratio := "–"
-				if ok1 && ok2 && pm != 0 {
-					ratio = fmt.Sprintf("%.3g", hm/pm)
-				}
-				fmt.Fprintf(&r, " %s | %s |", b.cell(sc.name, "postfix", md.key), ratio)
+		var cols []string // MTAs with runs of this scenario, in run order
+		for _, m := range b.mtas {
+			if len(b.results[sc.name][m.Name()]) > 0 {
+				cols = append(cols, m.Name())
 			}
-			if c, ok := b.ceil[sc.name]; ok {
+		}
+		type ratio struct{ num, den string }
+		var ratios []ratio
+		if slices.Contains(cols, "herald") && slices.Contains(cols, "postfix") {
+			ratios = append(ratios, ratio{"herald", "postfix"})
+		}
+		for _, c := range cols {
+			switch {
+			case c == "herald" || c == "postfix":
+			case c == pgName(1):
+				if slices.Contains(cols, "herald") {
+					ratios = append(ratios, ratio{c, "herald"})
+				}
+			case strings.HasPrefix(c, "herald-pg"):
+				if slices.Contains(cols, pgName(1)) {
+					ratios = append(ratios, ratio{c, pgName(1)})
+				}
+			}
+		}
+		ceilCol := ""
+		if _, ok := b.ceil[sc.name]; ok {
+			for _, c := range cols {
+				if c != "postfix" {
+					ceilCol = c
+					break
+				}
+			}
+		}
+		r.WriteString("| metric |")
+		for _, c := range cols {
+			fmt.Fprintf(&r, " %s |", b.label(c))
+		}
+		for _, q := range ratios {
+			fmt.Fprintf(&r, " %s/%s |", b.label(q.num), b.label(q.den))
+		}
+		if ceilCol != "" {
+			fmt.Fprintf(&r, " %s %% of ceiling |", b.label(ceilCol))
+		}
+		r.WriteString("\n|---|" + strings.Repeat("---|", len(cols)+len(ratios)+btoi(ceilCol != "")) + "\n")
+		for _, md := range sc.metrics {
+			var cells []string
+			have := false
+			for _, c := range cols {
+				cell := b.cell(sc.name, c, md.key)
+				have = have || cell != "–"
+				cells = append(cells, cell)
+			}
+			if !have && md.key == mCPUDB.key {
+				continue // no database server in this run
+			}
+			fmt.Fprintf(&r, "| %s | %s |", md.label, strings.Join(cells, " | "))
+			for _, q := range ratios {
+				a, ok1 := b.median(sc.name, q.num, md.key)
+				d, ok2 := b.median(sc.name, q.den, md.key)
+				v := "–"
+				if ok1 && ok2 && d != 0 {
+					v = fmt.Sprintf("%.3g", a/d)
+				}
+				fmt.Fprintf(&r, " %s |", v)
+			}
+			if ceilCol != "" {
 				pct := ""
-				if hm, ok := b.median(sc.name, "herald", md.key); ok && (md.key == "accept" || md.key == "e2e") && c > 0 {
-					pct = fmt.Sprintf("%.0f %%", hm/c*100)
+				if hm, ok := b.median(sc.name, ceilCol, md.key); ok && (md.key == "accept" || md.key == "e2e") && b.ceil[sc.name] > 0 {
+					pct = fmt.Sprintf("%.0f %%", hm/b.ceil[sc.name]*100)
 				}
 				fmt.Fprintf(&r, " %s |", pct)
 			}
@@ -208,9 +264,52 @@ func (b *bench) report() string {
 	return r.String()
 }
 
+// label is the column title of MTA name.
+func (b *bench) label(name string) string {
+	pg := b.o.storeURL != ""
+	switch {
+	case name == "herald" && pg:
+		return "Herald SQLite"
+	case name == "herald":
+		return "Herald"
+	case name == "postfix":
+		return "Postfix"
+	case name == pgName(1):
+		return "Herald PG"
+	case strings.HasPrefix(name, "herald-pg-"):
+		return "Herald PG ×" + strings.TrimSuffix(strings.TrimPrefix(name, "herald-pg-"), "n")
+	}
+	return name
+}
+
+// targetsPG checks issue 9's targets: PostgreSQL at least 60 % of SQLite
+// end to end, and several nodes at least as fast as one.
+func (b *bench) targetsPG(yes func(bool) string) string {
+	var r strings.Builder
+	for _, sc := range []string{"4k-s20", "4k-s100"} {
+		lite, ok1 := b.median(sc, "herald", "e2e")
+		pg, ok2 := b.median(sc, pgName(1), "e2e")
+		if ok1 && ok2 && lite > 0 {
+			fmt.Fprintf(&r, "| Herald on PostgreSQL >= 60 %% of SQLite end to end, %s | %.0f %% (%s vs %s msgs/s) | %s |\n",
+				sc, pg/lite*100, num(pg), num(lite), yes(pg/lite >= 0.6))
+		}
+		for _, n := range b.o.nodes {
+			if n == 1 {
+				continue
+			}
+			multi, ok3 := b.median(sc, pgName(n), "e2e")
+			if ok2 && ok3 && pg > 0 {
+				fmt.Fprintf(&r, "| %d nodes on one PostgreSQL >= one node, %s | %.2fx (%s vs %s msgs/s) | %s |\n",
+					n, sc, multi/pg, num(multi), num(pg), yes(multi >= pg))
+			}
+		}
+	}
+	return r.String()
+}
+
 func (b *bench) targets() string {
 	var r strings.Builder
-	r.WriteString("## Targets (issue 5)\n\n| target | measured | met |\n|---|---|---|\n")
+	r.WriteString("## Targets (issues 5 and 9)\n\n| target | measured | met |\n|---|---|---|\n")
 	yes := func(ok bool) string {
 		if ok {
 			return "yes"
@@ -240,6 +339,7 @@ func (b *bench) targets() string {
 		}
 		fmt.Fprintf(&r, "| backlog of 100,000 held in < 500 MB | %s MB%s | %s |\n", num(v), note, yes(v < 500))
 	}
+	r.WriteString(b.targetsPG(yes))
 	r.WriteString("\n")
 	return r.String()
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +29,7 @@ var (
 	mP99     = metricDef{"p99", "latency p99 ms (250 -> sink)", false}
 	mMem     = metricDef{"mem", "peak memory MB (PSS, all processes)", false}
 	mCPU     = metricDef{"cpu", "CPU s per 1,000 msgs (all processes)", false}
+	mCPUDB   = metricDef{"cpudb", "of which PostgreSQL backends", false}
 	mDrain   = metricDef{"drain", "drain time s (sink up -> all delivered)", false}
 	mDrainR  = metricDef{"drainrate", "drain msgs/s", true}
 	mListen  = metricDef{"listen", "restart: s until listening", false}
@@ -43,12 +46,13 @@ type scenario struct {
 	generator  string // who generates the load
 	metrics    []metricDef
 	heraldOnly bool
+	multiNode  bool // runs several nodes too (the load is split between them)
 	run        func(m MTA) (map[string]float64, error)
 }
 
 func (b *bench) scenarios() []scenario {
 	n := b.o.messages
-	tput := []metricDef{mAccept, mE2E, mP50, mP99, mMem, mCPU}
+	tput := []metricDef{mAccept, mE2E, mP50, mP99, mMem, mCPU, mCPUDB}
 	var rcpts10 []string
 	for d := 1; d <= 5; d++ {
 		for u := 1; u <= 2; u++ {
@@ -56,11 +60,11 @@ func (b *bench) scenarios() []scenario {
 		}
 	}
 	return []scenario{
-		{name: "4k-s20", desc: fmt.Sprintf("%d messages of 4 KB, 20 concurrent sessions", n), generator: "smtp-source", metrics: tput,
+		{name: "4k-s20", desc: fmt.Sprintf("%d messages of 4 KB, 20 concurrent sessions", n), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, n, 20, 4096) }},
-		{name: "4k-s100", desc: fmt.Sprintf("%d messages of 4 KB, 100 concurrent sessions", n), generator: "smtp-source", metrics: tput,
+		{name: "4k-s100", desc: fmt.Sprintf("%d messages of 4 KB, 100 concurrent sessions", n), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, n, 100, 4096) }},
-		{name: "100k-s20", desc: fmt.Sprintf("%d messages of 100 KB, 20 concurrent sessions", max(n/10, 1)), generator: "smtp-source", metrics: tput,
+		{name: "100k-s20", desc: fmt.Sprintf("%d messages of 100 KB, 20 concurrent sessions", max(n/10, 1)), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, max(n/10, 1), 20, 102400) }},
 		{name: "rcpt10-dom5", desc: fmt.Sprintf("%d messages of 4 KB, 10 recipients each over 5 domains (5 sink addresses), 20 sessions; rates count recipients", max(n/4, 1)),
 			generator: "Go load generator (bench/cmd/benchrun; smtp-source cannot vary domains)", metrics: tput,
@@ -82,7 +86,7 @@ func (b *bench) scenarios() []scenario {
 				return res, err
 			}},
 		{name: "backlog", desc: fmt.Sprintf("%d messages of 4 KB accepted (20 sessions) while the sink is down, then the sink comes up", b.o.backlog), generator: "smtp-source",
-			metrics: []metricDef{mAccept, mMem, mDrain, mDrainR, mCPU},
+			metrics: []metricDef{mAccept, mMem, mDrain, mDrainR, mCPU, mCPUDB},
 			run:     func(m MTA) (map[string]float64, error) { return b.backlogRun(m, b.o.backlog) }},
 		{name: "restart", desc: fmt.Sprintf("%d messages queued (sink down), MTA stopped, sink up, MTA started", b.o.restart), generator: "smtp-source",
 			metrics: []metricDef{mListen, mFirst, mAll},
@@ -102,7 +106,7 @@ func (b *bench) submission(name string, n, perSession int, metrics []metricDef) 
 		desc:      fmt.Sprintf("%d messages of 4 KB over STARTTLS + AUTH PLAIN, %d message(s) per session, 20 sessions (Herald only: Postfix would need a SASL server)", n, perSession),
 		generator: "Go load generator (STARTTLS + AUTH)", metrics: metrics, heraldOnly: true,
 		run: func(m MTA) (map[string]float64, error) {
-			h := m.(*Herald)
+			h := m.(heraldMTA)
 			spec := LoadSpec{Sessions: 20, Messages: n, PerSession: perSession, Size: 4096, From: "bench@bench.test", Rcpts: []string{"b@sink.test"}, StartTLS: true, User: "bench@bench.test", Pass: "bench-password-123"}
 			return b.measure(m, func() error { return h.AddUser("bench.test", spec.User, spec.Pass) }, int64(spec.Messages), true, func() (time.Duration, int, error) {
 				spec.Addr = h.SubAddr()
@@ -151,11 +155,34 @@ func tailStr(s string, n int) string {
 	return s
 }
 
+// throughputSource runs smtp-source against m; with several nodes, one
+// smtp-source per node, concurrently, each with its share of the messages
+// and sessions.
 func (b *bench) throughputSource(m MTA, n, sessions, size int) (map[string]float64, error) {
 	return b.measure(m, nil, int64(n), true, func() (time.Duration, int, error) {
-		el, err := smtpSource(m.Addr(), n, sessions, size)
-		return el, n, err
+		addrs := m.Addrs()
+		k := len(addrs)
+		els := make([]time.Duration, k)
+		errs := make([]error, k)
+		var wg sync.WaitGroup
+		for i, a := range addrs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				msgs := n/k + btoi(i < n%k)
+				els[i], errs[i] = smtpSource(a, msgs, max(sessions/k, 1), size)
+			}()
+		}
+		wg.Wait()
+		return slices.Max(els), n, errors.Join(errs...)
 	}, nil)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (b *bench) throughputGo(m MTA, spec LoadSpec, timeAll bool) (map[string]float64, error) {
@@ -183,8 +210,9 @@ func (b *bench) measure(m MTA, prepare func() error, want int64, probe bool, loa
 			return nil, err
 		}
 	}
-	cpu0 := treeCPU(m.Root())
-	mem := sampleMem(m.Root, 250*time.Millisecond)
+	cpu0 := cpuOf(m)
+	db0 := sampleCPU(dbPids(m))
+	mem := sampleMem(m, 250*time.Millisecond)
 	t0 := time.Now()
 	var (
 		probeAcks map[string]time.Time
@@ -210,7 +238,8 @@ func (b *bench) measure(m MTA, prepare func() error, want int64, probe bool, loa
 	pcancel()
 	pwg.Wait()
 	_, last := b.sink.Arrivals()
-	cpu1 := treeCPU(m.Root())
+	cpu1 := cpuOf(m)
+	db := sampleCPU(dbPids(m)).since(db0)
 	peak := mem.Stop()
 	msgs, rcpts := b.sink.Counts()
 	res := map[string]float64{
@@ -221,7 +250,10 @@ func (b *bench) measure(m MTA, prepare func() error, want int64, probe bool, loa
 		res["e2e"] = float64(rcpts) / last.Sub(t0).Seconds()
 	}
 	if msgs > 0 {
-		res["cpu"] = (cpu1 - cpu0) / float64(msgs) * 1000
+		res["cpu"] = (cpu1 - cpu0 + db) / float64(msgs) * 1000
+		if _, ok := m.(*PGHerald); ok {
+			res["cpudb"] = db / float64(msgs) * 1000
+		}
 	}
 	a := probeAcks
 	if acks != nil && len(acks()) > 0 {
@@ -289,8 +321,9 @@ func (b *bench) backlogRun(m MTA, n int) (map[string]float64, error) {
 	if err := m.Start(true); err != nil {
 		return nil, err
 	}
-	cpu0 := treeCPU(m.Root())
-	mem := sampleMem(m.Root, 500*time.Millisecond)
+	cpu0 := cpuOf(m)
+	db0 := sampleCPU(dbPids(m))
+	mem := sampleMem(m, 500*time.Millisecond)
 	el, err := smtpSource(m.Addr(), n, 20, 4096)
 	if err != nil {
 		mem.Stop()
@@ -304,16 +337,29 @@ func (b *bench) backlogRun(m MTA, n int) (map[string]float64, error) {
 	up := time.Now()
 	werr := b.waitDelivered(int64(n), 60*time.Second+time.Duration(n)*10*time.Millisecond)
 	_, last := b.sink.Arrivals()
-	cpu1 := treeCPU(m.Root())
+	cpu1 := cpuOf(m)
+	db := sampleCPU(dbPids(m)).since(db0)
 	peak := mem.Stop()
 	msgs, _ := b.sink.Counts()
 	res := map[string]float64{"accept": float64(n) / el.Seconds(), "mem": float64(peak) / 1e6}
 	if msgs > 0 && !last.IsZero() {
 		res["drain"] = last.Sub(up).Seconds()
 		res["drainrate"] = float64(msgs) / last.Sub(up).Seconds()
-		res["cpu"] = (cpu1 - cpu0) / float64(msgs) * 1000
+		res["cpu"] = (cpu1 - cpu0 + db) / float64(msgs) * 1000
+		if _, ok := m.(*PGHerald); ok {
+			res["cpudb"] = db / float64(msgs) * 1000
+		}
 	}
 	return res, werr
+}
+
+// dbPids returns the database server processes serving m (none for an
+// MTA with an embedded store).
+func dbPids(m MTA) []int {
+	if h, ok := m.(heraldMTA); ok {
+		return h.DBPids()
+	}
+	return nil
 }
 
 func (b *bench) restartRun(m MTA, n int) (map[string]float64, error) {
@@ -358,7 +404,7 @@ func (b *bench) idleRun(m MTA, n int) (map[string]float64, error) {
 		return nil, err
 	}
 	time.Sleep(b.o.settle)
-	mem0 := treeMem(m.Root())
+	mem0 := memOf(m)
 	var (
 		mu      sync.Mutex
 		conns   []net.Conn
@@ -404,7 +450,7 @@ func (b *bench) idleRun(m MTA, n int) (map[string]float64, error) {
 	}
 	wg.Wait()
 	time.Sleep(b.o.settle) // let the server settle
-	mem1 := treeMem(m.Root())
+	mem1 := memOf(m)
 	res := map[string]float64{"conns": float64(banners.Load())}
 	if k := banners.Load(); k > 0 {
 		res["perconn"] = float64(mem1-mem0) / float64(k) / 1024
