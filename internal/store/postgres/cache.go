@@ -9,13 +9,13 @@ import (
 )
 
 // Every round trip to the database costs the node and the server about as
-// much CPU as a small read costs SQLite, and a relayed message made seven
+// much CPU as a small read costs SQLite, and a relayed message made four
 // besides its two writes. What a message's acceptance reads that rarely
 // changes (its account, the DKIM keys of its From domain) is kept for
 // readCacheTTL, like the local domains: a change made on another node (or
 // by a command) is seen within that time, this handle's own changes at
-// once. And the body of a message enqueued leased, which a local worker
-// reads a moment later, is kept until that worker is done with it.
+// once. And the body of a message enqueued leased or leased, which a local
+// worker reads a moment later, is kept until that worker is done with it.
 
 // readCacheTTL is how long accounts and DKIM keys read from the database
 // are reused.
@@ -106,9 +106,11 @@ func activeKeys(keys []store.DKIMKey) []store.DKIMKey {
 const handoffMaxBytes = 32 << 20
 
 // handoffCache holds the whole stored form (prepended header fields and
-// body) of messages this handle enqueued leased with an inline body: the
-// direct hand-off to a worker of this node, which reads the body at once.
-// An entry serves OpenBody until the lease it was enqueued under ends, and
+// body) of the messages with an inline body that this handle enqueued
+// leased (the direct hand-off to a worker of this node) or leased: the
+// worker reads the body at once. The leased body comes with the lease's
+// query, instead of a round trip of its own per message. An entry serves
+// OpenBody until the lease it was taken with ends, and
 // is dropped when this handle records an outcome of the message or deletes
 // it. A body is never changed once stored, so the copy is the stored one;
 // a message deleted meanwhile by another node is found gone when the

@@ -35,8 +35,9 @@ func readBody(s *Store, id string) (string, error) {
 // not go back to the database for what was just written): the body of a
 // message enqueued leased is served, header fields first, even once its
 // row is gone behind the store's back, until this handle records an
-// outcome of the message, deletes it, or the lease ends. Unleased and
-// chunked bodies are always read from the database.
+// outcome of the message, deletes it, or the lease ends; so is the body of
+// a message this handle leased. Unleased and chunked bodies are read from
+// the database.
 func TestHandoffBodyServedFromMemory(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -58,6 +59,7 @@ func TestHandoffBodyServedFromMemory(t *testing.T) {
 		}
 	}
 	lease := time.Now().Add(time.Hour)
+	var err error
 
 	// Served until the outcome is recorded.
 	m, token := enqueue(lease, "Subject: one\r\n\r\nbody\r\n")
@@ -68,11 +70,29 @@ func TestHandoffBodyServedFromMemory(t *testing.T) {
 	if got, err := readBody(s, m.ID); err != nil || got == "" {
 		t.Fatalf("second OpenBody (another domain's delivery) = %q, %v", got, err)
 	}
-	err := s.Update(ctx, m.ID, token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered}})
+	err = s.Update(ctx, m.ID, token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered}})
 	if !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("Update of a message deleted meanwhile = %v, want ErrLeaseLost", err)
 	}
 	wantGone(m.ID, "after Update")
+
+	// Leased messages too: their bodies come with the lease.
+	m, _ = enqueue(time.Time{}, "Subject: leased\r\n\r\nbody\r\n")
+	ls, err := s.Lease(ctx, time.Now(), time.Hour, 10)
+	if err != nil || len(ls) != 1 || ls[0].Message.ID != m.ID {
+		t.Fatalf("Lease = %+v, %v", ls, err)
+	}
+	exec(t, s, `UPDATE messages SET body = 'changed behind its back' WHERE id = $1`, m.ID)
+	if got, err := readBody(s, m.ID); err != nil || got != "DKIM-Signature: x\r\nSubject: leased\r\n\r\nbody\r\n" {
+		t.Fatalf("OpenBody of a leased message = %q, %v", got, err)
+	}
+	if err := s.Update(ctx, m.ID, ls[0].Token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDeferred,
+		NextAttempt: time.Now().Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readBody(s, m.ID); err != nil || got != "DKIM-Signature: x\r\nchanged behind its back" {
+		t.Errorf("OpenBody after the outcome = %q, %v; want the database's", got, err)
+	}
 
 	// Dropped by Delete.
 	m, _ = enqueue(lease, "Subject: two\r\n\r\nbody\r\n")

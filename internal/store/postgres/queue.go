@@ -238,7 +238,8 @@ RETURNING r.message_id, ` + rcptCols
 // a recipient twice. A round that finds candidates leased meanwhile is
 // followed by another, so a call returns nothing only when nothing due is
 // unclaimed. The lease is committed asynchronously: losing it in a
-// database crash makes the recipients due again (at-least-once).
+// database crash makes the recipients due again (at-least-once). Inline
+// bodies come with the messages and are kept for the workers' OpenBody.
 func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit int) ([]store.Lease, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -246,8 +247,9 @@ func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit
 	n, u := nanos(now), nanos(now.Add(d))
 	until := now.Add(d)
 	var out []store.Lease
+	var keep map[string][]byte
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out = out[:0]
+		out, keep = out[:0], make(map[string][]byte)
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
@@ -266,7 +268,7 @@ func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit
 				break
 			}
 			seen = append(seen, ids...)
-			got, err := s.leaseMessages(ctx, tx, ids, n, u, until)
+			got, err := s.leaseMessages(ctx, tx, ids, n, u, until, keep)
 			if err != nil {
 				return err
 			}
@@ -280,19 +282,25 @@ func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("postgres store: lease: %w", err))
 	}
+	// The workers these messages go to read their bodies from memory.
+	for id, b := range keep {
+		s.handoff.put(id, b, until)
+	}
 	return out, nil
 }
 
 // leaseMessages leases the due recipients of the locked messages ids and
-// reads the messages, in one round trip.
-func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u int64, until time.Time) ([]store.Lease, error) {
+// reads the messages, in one round trip. The inline bodies of the leased
+// messages (header fields first) are added to keep.
+func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u int64, until time.Time, keep map[string][]byte) ([]store.Lease, error) {
 	tokens := make([]string, len(ids))
 	for i := range tokens {
 		tokens[i] = randomToken()
 	}
 	bt := &pgx.Batch{}
 	bt.Queue(leaseSQL, ids, tokens, u, s.node, n)
-	bt.Queue(`SELECT `+msgCols+` FROM messages m WHERE m.id = ANY($1)`, ids)
+	// Inline bodies come along for the workers (see handoffCache).
+	bt.Queue(`SELECT `+msgCols+`, m.body FROM messages m WHERE m.id = ANY($1)`, ids)
 	res := tx.SendBatch(ctx, bt)
 	defer res.Close()
 	rcpts := make(map[string][]store.Recipient, len(ids))
@@ -314,17 +322,22 @@ func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u
 		return nil, err
 	}
 	msgs := make(map[string]*store.Message, len(ids))
+	bodies := make(map[string][]byte, len(ids))
 	rows, err = res.Query()
 	if err != nil {
 		return nil, err
 	}
 	for rows.Next() {
-		m, err := scanMessage(rows)
+		var body []byte
+		m, err := scanMessage(rows, &body)
 		if err != nil {
 			rows.Close()
 			return nil, err
 		}
 		msgs[m.ID] = m
+		if body != nil {
+			bodies[m.ID] = append(m.Headers[:len(m.Headers):len(m.Headers)], body...)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -340,7 +353,15 @@ func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u
 		m.Recipients = rs
 		out = append(out, store.Lease{Message: m, Until: until, Token: tokens[i]})
 	}
-	return out, res.Close()
+	if err := res.Close(); err != nil {
+		return nil, err
+	}
+	for _, l := range out {
+		if b, ok := bodies[l.Message.ID]; ok {
+			keep[l.Message.ID] = b
+		}
+	}
+	return out, nil
 }
 
 // Renew extends the lease token of message id until the given time (never
@@ -580,14 +601,15 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]*st
 	return msgs, rows.Err()
 }
 
-// scanMessage reads msgCols. Headers (the prepended fields) come back too:
-// delivery decisions such as quarantine filing depend on them.
-func scanMessage(sc pgx.Row) (*store.Message, error) {
+// scanMessage reads msgCols, and then into extra the columns after them.
+// Headers (the prepended fields) come back too: delivery decisions such as
+// quarantine filing depend on them.
+func scanMessage(sc pgx.Row, extra ...any) (*store.Message, error) {
 	m := &store.Message{}
 	var received int64
 	var tags, meta string
-	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
-		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers)
+	err := sc.Scan(append([]any{&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
