@@ -133,6 +133,13 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	if a.store, _, err = OpenStore(cfg, a.log, true); err != nil {
 		return nil, err
 	}
+	// One server per node name on a shared store, like one per data
+	// directory: what ReleaseLeases frees must be this node's.
+	if c, ok := a.store.(nodeClaimer); ok {
+		if err := c.ClaimNode(context.Background()); err != nil {
+			return nil, storeError(cfg, err)
+		}
+	}
 	// What this node had in flight when it stopped is due again; other
 	// nodes' leases are theirs.
 	if err := a.store.ReleaseLeases(context.Background()); err != nil {

@@ -66,6 +66,12 @@ func storeError(cfg *config.Config, err error) error {
 	return startup.Store(cfg.Server.DataDir, err)
 }
 
+// nodeClaimer is a store shared by nodes that claims the node name for the
+// server (postgres.Store.ClaimNode); commands never claim.
+type nodeClaimer interface {
+	ClaimNode(ctx context.Context) error
+}
+
 // waker is a store that tells when another node (or a command) made work
 // due (postgres.Store.Wake); the embedded store has no other nodes.
 type waker interface {

@@ -134,6 +134,7 @@ type Store struct {
 	dsn       string
 	where     string // the database, for messages (no password)
 	node      string
+	schema    string // the schema the store is in
 	instance  string // this handle, in NOTIFY payloads
 	channel   string // NOTIFY channel of this schema
 	inlineMax int
@@ -150,6 +151,7 @@ type Store struct {
 	handoff handoffCache
 
 	wake     wakeListener
+	claim    nodeClaim
 	bodyPool sync.Pool // *[]byte chunk buffers
 
 	closeOnce sync.Once
@@ -183,7 +185,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg.ConnConfig.AfterConnect = durableSession
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		// Who is who in pg_stat_activity: "herald NODE" for the pool,
-		// "herald NODE writer" and "herald NODE listen" (connFor).
+		// "herald NODE writer", "herald NODE listen" and "herald NODE
+		// claim" (connFor).
 		cfg.ConnConfig.RuntimeParams["application_name"] = appName(opts.Node, "")
 	}
 	if opts.Node == "" {
@@ -240,6 +243,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("postgres store %s: %w", where, err)
 	}
+	s.schema = *schemaName
 	s.channel = "herald_wake_" + *schemaName
 	if len(s.channel) > 63 { // NAMEDATALEN - 1
 		s.channel = s.channel[:63]
@@ -265,6 +269,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.w.close()
 		s.wake.stop()
+		s.claim.stop()
 		s.pool.Close()
 	})
 	return s.closeErr
@@ -286,7 +291,7 @@ func appName(node, role string) string {
 }
 
 // connFor returns the configuration of a dedicated connection for role
-// ("writer", "listen"): the pool's, named after its role unless the URL
+// ("writer", "listen", "claim"): the pool's, named after its role unless the URL
 // names the application.
 func (s *Store) connFor(role string) *pgx.ConnConfig {
 	c := s.connCfg.Copy()
