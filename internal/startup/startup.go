@@ -206,7 +206,8 @@ func StoreURL(url string, err error) error {
 			"create it with CREATE SCHEMA, or fix search_path in store.url", err)
 	case errors.Is(err, postgres.ErrNodeInUse):
 		return describe(exitcode.Unavailable, what, "another herald serve runs with this server.node_id",
-			"give each node its own server.node_id (it defaults to server.hostname): nodes sharing one would release each other's leases", err)
+			"give each node its own server.node_id (it defaults to server.hostname): nodes sharing one would release each other's leases; "+
+				"if that node's machine died, the database frees its name within about 25 s", err)
 	case errors.Is(err, postgres.ErrNoStore):
 		return exitcode.New(exitcode.NoInput, what+" holds no herald store (is store.url right? herald serve or an add command creates it)", err)
 	case errors.Is(err, postgres.ErrUnavailable):

@@ -9,8 +9,8 @@ import (
 
 // A node name is claimed by one server per schema: a second handle of the
 // same node is refused with ErrNodeInUse, other names and the same name in
-// another schema are not; a claim whose connection was cut is taken again;
-// Close releases it.
+// another schema are not; the claim's session has short TCP keepalives; a
+// claim whose connection was cut is taken again; Close releases it at once.
 func TestClaimNode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -27,6 +27,14 @@ func TestClaimNode(t *testing.T) {
 	}
 	if err := first.ClaimNode(ctx); err != nil {
 		t.Errorf("claiming again on the same handle: %v", err)
+	}
+	// A dead machine's claim is noticed in seconds, not in two hours.
+	var idle string
+	first.claim.mu.Lock()
+	err := first.claim.conn.QueryRow(ctx, `SHOW tcp_keepalives_idle`).Scan(&idle)
+	first.claim.mu.Unlock()
+	if err != nil || idle != "10" {
+		t.Errorf("tcp_keepalives_idle of the claim's session = %q, %v; want 10", idle, err)
 	}
 	if err := second.ClaimNode(ctx); !errors.Is(err, ErrNodeInUse) {
 		t.Fatalf("second handle of the node: %v, want ErrNodeInUse", err)
