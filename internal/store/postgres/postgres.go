@@ -130,7 +130,7 @@ type Options struct {
 // concurrent use.
 type Store struct {
 	pool      *pgxpool.Pool
-	connCfg   *pgx.ConnConfig // for the writer's and the listener's own connections
+	connCfg   *pgx.ConnConfig // for the writer's, the listener's and the claim's own connections
 	dsn       string
 	where     string // the database, for messages (no password)
 	node      string
