@@ -362,13 +362,19 @@ func TestAbortReleasesVerifiers(t *testing.T) {
 		p.Write(hdr)
 		p.Write([]byte(raw[len(hdr):cut]))
 	}
-	if n := runtime.NumGoroutine(); n < base+2 {
-		t.Fatalf("%d goroutines after Header, %d before: the verifiers did not start", n, base)
+	if n := verifiers(); n != 2 {
+		t.Fatalf("%d verifier goroutines after Header, want 2 (DKIM and ARC)", n)
 	}
 	for _, p := range procs {
 		p.Abort()
 	}
 	waitGoroutines(t, base)
+	for deadline := time.Now().Add(5 * time.Second); verifiers() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d verifier goroutines left after Abort", verifiers())
+		}
+		runtime.Gosched()
+	}
 	for _, p := range procs {
 		p.Abort() // a second Abort is harmless
 	}
@@ -403,4 +409,13 @@ func waitGoroutines(t *testing.T, n int) {
 		runtime.Gosched()
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// verifiers counts the goroutines running the DKIM and ARC verifiers of a
+// message (started by the processor's Header), by their stacks: other
+// tests' goroutines coming and going do not disturb it.
+func verifiers() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "inbound.(*inbound).Header.func")
 }
