@@ -206,6 +206,87 @@ var schema = []string{
 		secret  text NOT NULL
 	);
 	CREATE INDEX routes_account ON routes (account);`,
+	// 2: state every node shares (issue 9): named secrets (the VERP key),
+	// DMARC aggregate reports (one per domain, reporter, report ID and
+	// period; reporter and ID are hashed in the index, since a report may
+	// carry any length), TLS-RPT counters and the claims that make one
+	// node send each day's report of a domain, sliding-window rate slots
+	// of accounts and users, and the delivery destinations' back-off,
+	// connections and message rate. Rate slots and destination rates are
+	// rings (a slot's row is reused when its window comes round), so a key
+	// never has more rows than its windows have slots.
+	`CREATE TABLE secrets (
+		name    text COLLATE "C" PRIMARY KEY,
+		value   bytea NOT NULL,
+		created bigint NOT NULL
+	);
+	CREATE TABLE dmarc_reports (
+		id        bigserial PRIMARY KEY,
+		domain    text COLLATE "C" NOT NULL,
+		reporter  text NOT NULL,
+		report_id text NOT NULL,
+		begin_at  bigint NOT NULL,
+		end_at    bigint NOT NULL,
+		received  bigint NOT NULL,
+		data      bytea NOT NULL -- the parsed report, JSON
+	);
+	CREATE UNIQUE INDEX dmarc_reports_key ON dmarc_reports (domain, begin_at, end_at, md5(reporter), md5(report_id));
+	CREATE INDEX dmarc_reports_begin ON dmarc_reports (begin_at);
+	CREATE TABLE tlsrpt_counts (
+		day           bigint NOT NULL, -- UTC midnight
+		domain        text COLLATE "C" NOT NULL,
+		key           text COLLATE "C" NOT NULL, -- store.TLSCount.Key
+		policy_type   text NOT NULL,
+		policy_string text NOT NULL, -- JSON array
+		mx_patterns   text NOT NULL, -- JSON array
+		result        text NOT NULL, -- '' for successful sessions
+		sending_ip    text NOT NULL,
+		mx_host       text NOT NULL,
+		receiving_ip  text NOT NULL,
+		info          text NOT NULL,
+		count         bigint NOT NULL,
+		PRIMARY KEY (day, domain, key)
+	);
+	CREATE TABLE tlsrpt_claims (
+		day    bigint NOT NULL,
+		domain text COLLATE "C" NOT NULL,
+		token  text NOT NULL,
+		until  bigint NOT NULL,
+		done   boolean NOT NULL,
+		PRIMARY KEY (day, domain)
+	);
+	CREATE TABLE rate_slots (
+		key   text COLLATE "C" NOT NULL,
+		win   smallint NOT NULL, -- 0 minute, 1 hour, 2 day
+		pos   smallint NOT NULL, -- epoch % the window's slots
+		epoch bigint NOT NULL,   -- Unix ns / the window's slot width
+		count bigint NOT NULL,
+		PRIMARY KEY (key, win, pos)
+	);
+	CREATE TABLE dest_state (
+		key          text COLLATE "C" PRIMARY KEY,
+		factor       double precision NOT NULL,
+		strikes      integer NOT NULL,
+		paused_until bigint NOT NULL,
+		last_change  bigint NOT NULL,
+		version      bigint NOT NULL
+	);
+	CREATE TABLE dest_conns (
+		key   text COLLATE "C" NOT NULL,
+		token text COLLATE "C" NOT NULL,
+		owner text COLLATE "C" NOT NULL,
+		until bigint NOT NULL,
+		PRIMARY KEY (key, token)
+	);
+	CREATE INDEX dest_conns_owner ON dest_conns (owner);
+	CREATE TABLE dest_rate (
+		key   text COLLATE "C" NOT NULL,
+		pos   smallint NOT NULL,
+		epoch bigint NOT NULL,
+		count bigint NOT NULL,
+		PRIMARY KEY (key, pos)
+	);
+	` + rateFunctions,
 }
 
 // SchemaVersion is the newest schema version this program writes.

@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend must
 // pass. A backend's tests call Run, the one entry point: it runs every part
-// of the suite (queue, directory, DKIM keys, platform, and the multi-node
-// lease cases), so a backend cannot pass while skipping a part.
+// of the suite (queue, directory, DKIM keys, platform, the state every
+// node shares, and the multi-node cases), so a backend cannot pass while skipping a part.
 package storetest
 
 import (
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ func Run(t *testing.T, b Backend) {
 		{"Directory", directoryTests},
 		{"DKIM", dkimTests},
 		{"Platform", platformTests},
+		{"Shared", sharedTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -70,7 +72,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range nodeTests {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)
