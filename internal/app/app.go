@@ -45,7 +45,6 @@ import (
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
 	"github.com/heraldmail/herald/internal/transport"
-	"github.com/heraldmail/herald/internal/verp"
 	"github.com/heraldmail/herald/internal/webhook"
 )
 
@@ -163,10 +162,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	a.resolver = res
 	a.clock = clk
 
-	verpPath := filepath.Join(dir, "verp.key")
-	verpKey, err := verp.LoadOrCreateKey(verpPath)
+	verpKey, err := loadVERPKey(cfg, a.store, a.log)
 	if err != nil {
-		return nil, startup.KeyFile("VERP key", verpPath, dir, err)
+		return nil, err
 	}
 	fb := feedback.New(a.store, verpKey, clk, a.log)
 	a.disk = diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, a.log)
