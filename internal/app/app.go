@@ -167,6 +167,11 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	fb := feedback.New(a.store, verpKey, clk, a.log)
+	if n, err := inbound.ImportReportDir(context.Background(), DMARCReportDir(cfg), a.store, clk); err != nil {
+		a.log.Error("DMARC report files of an earlier version not imported", "err", err)
+	} else if n > 0 {
+		a.log.Info("DMARC report files of an earlier version imported into the store", "reports", n)
+	}
 	a.disk = diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, a.log)
 	a.disk.EnsureReserve()
 	tr := transport.New(a.store, local.NewMaildir(filepath.Join(cfg.Server.DataDir, "mail")), a.remote,
@@ -193,7 +198,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	a.spool.SetGuard(a.disk.Check)
 
 	checker := &inbound.Checker{Resolver: res, Config: cfg.Checks, Policies: a.store, AuthservID: authservID(cfg), Log: a.log,
-		Catcher: &inbound.Catcher{Dir: DMARCReportDir(cfg), Log: a.log, Complaint: fb.Complaint,
+		Catcher: &inbound.Catcher{Reports: a.store, Clock: clk, Log: a.log, Complaint: fb.Complaint,
 			Ours: func(ctx context.Context, domain string) bool {
 				ok, err := a.store.IsLocalDomain(ctx, domain)
 				return err == nil && ok

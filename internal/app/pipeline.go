@@ -59,8 +59,8 @@ func apiMessageBytes(maxMessage int64) int64 {
 	return maxMessage/3*4 + 1<<20
 }
 
-// DMARCReportDir is where a node keeps the DMARC aggregate reports it
-// receives.
+// DMARCReportDir is where an earlier Herald kept the DMARC aggregate
+// reports it received; New imports them into the store once.
 func DMARCReportDir(cfg *config.Config) string {
 	return filepath.Join(cfg.Server.DataDir, "dmarc-reports")
 }
