@@ -155,7 +155,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		dcfg.MTASTS = a.mtasts
 	}
 	if cfg.TLSRPT.Enabled {
-		a.tlsrpt = tlsrpt.NewAggregator(clk)
+		a.tlsrpt = tlsrpt.NewAggregator(clk, a.store)
 		dcfg.TLSReport = a.tlsrpt
 	}
 	a.remote = delivery.New(dcfg, res, a.log)
