@@ -673,7 +673,7 @@ func (s *Store) ReleaseLeases(ctx context.Context) error {
 	var err error
 	for range maxBatchRetries {
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `DELETE FROM dest_conns WHERE owner = $1`, s.node); err != nil {
+			if _, err := tx.Exec(ctx, releaseDestinationsSQL, s.node); err != nil {
 				return err
 			}
 			tag, err := tx.Exec(ctx, `UPDATE recipients SET lease_until = 0, lease_owner = '', lease_token = ''

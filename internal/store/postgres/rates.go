@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,259 +13,392 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// rateFunctions are the functions of schema version 2 that decide a rate
-// charge and a destination's new session in one statement (one round
-// trip): each takes a transaction-scoped advisory lock on its key, so that
-// the counts it reads next (a new snapshot per statement in PL/pgSQL)
-// include every charge committed before, on any node, and commits
-// asynchronously (a charge lost in a database crash only forgets a count).
-// The window arithmetic is ratelimit's: a slot numbered epoch counts while
-// epoch > current - slots; a refused charge waits until enough of the
-// oldest slots stopped counting.
-const rateFunctions = `
-CREATE FUNCTION herald_take_rate(p_key text, p_limits bigint[], p_n bigint, p_epochs bigint[], p_slots integer[])
-RETURNS TABLE (r_ok boolean, r_wins smallint[], r_epochs bigint[], r_counts bigint[])
-LANGUAGE plpgsql AS $fn$
-DECLARE
-	v_ok boolean := true;
-	v_used bigint[];
-BEGIN
-	PERFORM set_config('synchronous_commit', 'off', true);
-	IF p_n > 0 AND (p_limits[1] > 0 OR p_limits[2] > 0 OR p_limits[3] > 0) THEN
-		PERFORM pg_advisory_xact_lock(hashtext('herald.rate'), hashtext(p_key));
-		SELECT ARRAY[coalesce(sum(s.count) FILTER (WHERE s.win = 0), 0),
-		             coalesce(sum(s.count) FILTER (WHERE s.win = 1), 0),
-		             coalesce(sum(s.count) FILTER (WHERE s.win = 2), 0)]
-			INTO v_used FROM rate_slots s
-			WHERE s.key = p_key AND s.epoch > p_epochs[s.win + 1] - p_slots[s.win + 1] AND s.epoch <= p_epochs[s.win + 1];
-		FOR i IN 1..3 LOOP
-			IF p_limits[i] > 0 AND v_used[i] + p_n > p_limits[i] THEN
-				v_ok := false;
-			END IF;
-		END LOOP;
-		IF v_ok THEN
-			INSERT INTO rate_slots AS s (key, win, pos, epoch, count)
-				SELECT p_key, w - 1, p_epochs[w] % p_slots[w], p_epochs[w], p_n FROM generate_series(1, 3) AS w
-				ON CONFLICT (key, win, pos) DO UPDATE
-				SET count = CASE WHEN s.epoch = excluded.epoch THEN s.count + excluded.count ELSE excluded.count END,
-				    epoch = excluded.epoch;
-		END IF;
-	END IF;
-	RETURN QUERY SELECT v_ok, coalesce(array_agg(s.win), '{}'), coalesce(array_agg(s.epoch), '{}'), coalesce(array_agg(s.count), '{}')
-		FROM rate_slots s
-		WHERE s.key = p_key AND s.epoch > p_epochs[s.win + 1] - p_slots[s.win + 1] AND s.epoch <= p_epochs[s.win + 1];
-END
-$fn$;
+// The rate windows of a key and the state of a destination are one row
+// each, and a charge or a new session is one UPSERT: ON CONFLICT DO UPDATE
+// locks the row and evaluates its WHERE on the latest committed version,
+// so the check ("the live slots plus n stay within the limit") and the
+// count are atomic against every node without an explicit lock, and a
+// refusal writes nothing. Slots are kept as arrays of (slot number,
+// count) with the numbers of ratelimit's windows; slots that stopped
+// counting are dropped by the next write. These statements commit
+// asynchronously (a charge or a connection lost in a database crash only
+// forgets a count or runs out), sent with BEGIN, SET LOCAL and COMMIT in
+// one round trip.
 
-CREATE FUNCTION herald_dest_acquire(p_key text, p_max_conns integer, p_per_minute integer, p_node text, p_token text,
-	p_now bigint, p_until bigint, p_width bigint, p_slots integer)
-RETURNS TABLE (r_ok boolean, r_wait bigint, r_factor double precision, r_strikes integer, r_paused bigint, r_last bigint, r_version bigint)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-	v_factor double precision;
-	v_strikes integer;
-	v_paused bigint;
-	v_last bigint;
-	v_version bigint;
-	v_max integer;
-	v_used bigint;
-	v_epoch bigint;
-	v_wait bigint;
-BEGIN
-	PERFORM set_config('synchronous_commit', 'off', true);
-	SELECT d.factor, d.strikes, d.paused_until, d.last_change, d.version
-		INTO v_factor, v_strikes, v_paused, v_last, v_version FROM dest_state d WHERE d.key = p_key;
-	IF NOT FOUND THEN
-		v_factor := 1; v_strikes := 0; v_paused := 0; v_last := 0; v_version := 0;
-	END IF;
-	IF v_paused > p_now THEN
-		RETURN QUERY SELECT false, v_paused - p_now, v_factor, v_strikes, v_paused, v_last, v_version;
-		RETURN;
-	END IF;
-	IF p_max_conns <= 0 AND p_per_minute <= 0 THEN
-		RETURN QUERY SELECT true, 0::bigint, v_factor, v_strikes, v_paused, v_last, v_version;
-		RETURN;
-	END IF;
-	PERFORM pg_advisory_xact_lock(hashtext('herald.dest'), hashtext(p_key));
-	IF p_max_conns > 0 THEN
-		v_max := greatest(1, floor(p_max_conns * v_factor)::integer);
-		DELETE FROM dest_conns c WHERE c.key = p_key AND c.until < p_now;
-		SELECT count(*) INTO v_used FROM dest_conns c WHERE c.key = p_key;
-		IF v_used >= v_max THEN
-			RETURN QUERY SELECT false, 0::bigint, v_factor, v_strikes, v_paused, v_last, v_version;
-			RETURN;
-		END IF;
-	END IF;
-	IF p_per_minute > 0 THEN
-		v_max := greatest(1, floor(p_per_minute * v_factor)::integer);
-		v_epoch := p_now / p_width;
-		SELECT coalesce(sum(r.count), 0) INTO v_used FROM dest_rate r
-			WHERE r.key = p_key AND r.epoch > v_epoch - p_slots AND r.epoch <= v_epoch;
-		IF v_used + 1 > v_max THEN
-			SELECT (x.epoch + p_slots) * p_width - p_now INTO v_wait FROM (
-				SELECT r.epoch, sum(r.count) OVER (ORDER BY r.epoch) AS run FROM dest_rate r
-				WHERE r.key = p_key AND r.epoch > v_epoch - p_slots AND r.epoch <= v_epoch) x
-				WHERE x.run >= v_used + 1 - v_max ORDER BY x.epoch LIMIT 1;
-			RETURN QUERY SELECT false, greatest(coalesce(v_wait, 1), 1), v_factor, v_strikes, v_paused, v_last, v_version;
-			RETURN;
-		END IF;
-		INSERT INTO dest_rate AS r (key, pos, epoch, count) VALUES (p_key, v_epoch % p_slots, v_epoch, 1)
-			ON CONFLICT (key, pos) DO UPDATE
-			SET count = CASE WHEN r.epoch = excluded.epoch THEN r.count + 1 ELSE 1 END, epoch = excluded.epoch;
-	END IF;
-	IF p_max_conns > 0 THEN
-		INSERT INTO dest_conns (key, token, owner, until) VALUES (p_key, p_token, p_node, p_until);
-	END IF;
-	RETURN QUERY SELECT true, 0::bigint, v_factor, v_strikes, v_paused, v_last, v_version;
-END
-$fn$;
+var windows = ratelimit.SlidingWindows()
 
-CREATE FUNCTION herald_dest_release(p_key text, p_token text) RETURNS void
-LANGUAGE plpgsql AS $fn$
-BEGIN
-	PERFORM set_config('synchronous_commit', 'off', true);
-	DELETE FROM dest_conns c WHERE c.key = p_key AND c.token = p_token;
-END
-$fn$;
-`
+// Each window's slots are a ring, as in ratelimit.Windows: slot number e
+// of a window with S slots is kept at position e % S + 1 of its arrays
+// (numbers and counts), which a later slot number reuses; a position
+// whose number is not live counts nothing. So a charge only assigns array
+// elements, and only the check sums.
 
-// rateSlots are the slots of ratelimit's windows, as the functions take
-// them.
-var rateSlots = func() []int32 {
-	var slots []int32
-	for _, w := range ratelimit.SlidingWindows() {
-		slots = append(slots, int32(w.Slots))
-	}
-	return slots
-}()
-
-// epochs returns the current slot numbers at now for the functions.
-func epochs(now time.Time) []int64 {
-	e := ratelimit.Epochs(now)
-	return e[:]
+// liveSum is the count of the live slots of the ring (e, c) at the slot
+// number cur.
+func liveSum(e, c, cur string, slots int) string {
+	return fmt.Sprintf(`(SELECT coalesce(sum(u.c), 0)::bigint FROM unnest(%s, %s) AS u(e, c) WHERE u.e > %s - %d AND u.e <= %s)`,
+		e, c, cur, slots, cur)
 }
 
-func toSlots(wins []int16, eps, counts []int64) []ratelimit.Slot {
-	out := make([]ratelimit.Slot, 0, len(wins))
-	for i := range wins {
-		out = append(out, ratelimit.Slot{Window: int(wins[i]), Epoch: eps[i], Count: counts[i]})
+// charge returns the SET items counting n at slot number cur in ring (e,
+// c) of the row alias r: the position pos gets cur, and its count grows
+// if it held cur already, else restarts at n.
+func charge(alias, e, c, pos, cur, n string) string {
+	return fmt.Sprintf(`%s[%s] = %s, %s[%s] = CASE WHEN %s.%s[%s] = %s THEN %s.%s[%s] + %s ELSE %s END`,
+		e, pos, cur, c, pos, alias, e, pos, cur, alias, c, pos, n, n)
+}
+
+// ring is the SQL of a new ring of slots elements holding v at position
+// pos (1-based) and zeros elsewhere.
+func ring(slots int, pos, v string) string {
+	return fmt.Sprintf(`array_fill(0::bigint, ARRAY[%s - 1]) || %s || array_fill(0::bigint, ARRAY[%d - %s])`, pos, v, slots, pos)
+}
+
+// qTakeRate charges $2 events to key $1 at the slot numbers $3..$5 (at the
+// positions $10..$12) under the limits $6..$8 (0: none) at the time $9.
+var qTakeRate = func() string {
+	var set, where, rings []string
+	for i, w := range windows {
+		e, c := fmt.Sprintf("e%d", i), fmt.Sprintf("c%d", i)
+		cur, lim, pos := fmt.Sprintf("$%d::bigint", 3+i), fmt.Sprintf("$%d::bigint", 6+i), fmt.Sprintf("$%d::integer", 10+i)
+		set = append(set, charge("r", e, c, pos, cur, "$2::bigint"))
+		where = append(where, fmt.Sprintf("(%s = 0 OR %s + $2::bigint <= %s)", lim, liveSum("r."+e, "r."+c, cur, w.Slots), lim))
+		rings = append(rings, ring(w.Slots, pos, cur), ring(w.Slots, pos, "$2::bigint"))
+	}
+	return `INSERT INTO rate_windows AS r (key, e0, c0, e1, c1, e2, c2, touched)
+		VALUES ($1, ` + strings.Join(rings, ", ") + `, $9)
+		ON CONFLICT (key) DO UPDATE SET ` + strings.Join(set, ",\n\t\t\t") + `, touched = $9
+		WHERE ` + strings.Join(where, " AND ") + `
+		RETURNING r.e0, r.c0, r.e1, r.c1, r.e2, r.c2`
+}()
+
+// rateSlots returns the live slots at now among a row's arrays.
+func rateSlots(now time.Time, arrays [6][]int64) []ratelimit.Slot {
+	var out []ratelimit.Slot
+	for w := range 3 {
+		e, c := arrays[2*w], arrays[2*w+1]
+		for i := range min(len(e), len(c)) {
+			if s := (ratelimit.Slot{Window: w, Epoch: e[i], Count: c[i]}); ratelimit.Live(s, now) {
+				out = append(out, s)
+			}
+		}
 	}
 	return out
+}
+
+// asyncBatch returns a batch that runs its statements in a transaction
+// committed asynchronously; queue them, then call end.
+func asyncBatch() *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	return b
+}
+
+// runAsync sends b (from asyncBatch) with COMMIT and passes the results of
+// the statements queued after asyncBatch to read.
+func (s *Store) runAsync(ctx context.Context, b *pgx.Batch, read func(br pgx.BatchResults) error) error {
+	b.Queue(`COMMIT`)
+	br := s.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = read(br)
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // TakeRate charges n events to key if they fit under l, in one statement
 // (see store.RateCounters). Without any limit nothing is counted.
 func (s *Store) TakeRate(ctx context.Context, key string, l ratelimit.Limits, n int, now time.Time) (bool, []ratelimit.Slot, error) {
-	limits := []int64{int64(max(l.PerMinute, 0)), int64(max(l.PerHour, 0)), int64(max(l.PerDay, 0))}
-	var ok bool
-	var wins []int16
-	var eps, counts []int64
-	err := s.pool.QueryRow(ctx, `SELECT r_ok, r_wins, r_epochs, r_counts FROM herald_take_rate($1, $2, $3, $4, $5)`,
-		key, limits, int64(n), epochs(now), rateSlots).Scan(&ok, &wins, &eps, &counts)
+	lim := [3]int64{int64(max(l.PerMinute, 0)), int64(max(l.PerHour, 0)), int64(max(l.PerDay, 0))}
+	never := false
+	for _, x := range lim {
+		never = never || x > 0 && int64(n) > x
+	}
+	if n <= 0 || lim == [3]int64{} || never {
+		slots, err := s.RateSlots(ctx, key, now)
+		return !never, slots, err
+	}
+	ep := ratelimit.Epochs(now)
+	var pos [3]int32
+	for i, w := range windows {
+		pos[i] = int32(ep[i]%int64(w.Slots)) + 1
+	}
+	var arrays [6][]int64
+	b := asyncBatch()
+	b.Queue(qTakeRate, key, int64(n), ep[0], ep[1], ep[2], lim[0], lim[1], lim[2], nanos(now), pos[0], pos[1], pos[2])
+	ok := true
+	err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
+		err := br.QueryRow().Scan(&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5])
+		if errors.Is(err, pgx.ErrNoRows) {
+			ok, err = false, nil
+		}
+		return err
+	})
 	if err != nil {
 		return false, nil, mapErr(fmt.Errorf("postgres store: charge rate of %s: %w", key, err))
 	}
-	return ok, toSlots(wins, eps, counts), nil
+	if !ok {
+		slots, err := s.RateSlots(ctx, key, now)
+		return false, slots, err
+	}
+	return true, rateSlots(now, arrays), nil
 }
 
 // RateSlots returns key's live slots at now.
 func (s *Store) RateSlots(ctx context.Context, key string, now time.Time) ([]ratelimit.Slot, error) {
-	rows, err := s.pool.Query(ctx, `SELECT s.win, s.epoch, s.count FROM rate_slots s
-		WHERE s.key = $1 AND s.epoch > ($2::bigint[])[s.win + 1] - ($3::integer[])[s.win + 1] AND s.epoch <= ($2::bigint[])[s.win + 1]`,
-		key, epochs(now), rateSlots)
-	if err != nil {
+	var arrays [6][]int64
+	err := s.pool.QueryRow(ctx, `SELECT e0, c0, e1, c1, e2, c2 FROM rate_windows WHERE key = $1`, key).
+		Scan(&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5])
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
 		return nil, fmt.Errorf("postgres store: rate slots of %s: %w", key, err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ratelimit.Slot, error) {
-		var sl ratelimit.Slot
-		var w int16
-		err := r.Scan(&w, &sl.Epoch, &sl.Count)
-		sl.Window = int(w)
-		return sl, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres store: rate slots of %s: %w", key, err)
+	return rateSlots(now, arrays), nil
+}
+
+// keepConns is the expression of a connection array (arr, in step with
+// conn_tokens and conn_until) without the connections that ran out before
+// $now or whose token is $drop.
+func keepConns(arr, now, drop string) string {
+	return fmt.Sprintf(`ARRAY(SELECT u.v FROM unnest(%s, d.conn_tokens, d.conn_until) WITH ORDINALITY AS u(v, t, x, o)
+			WHERE u.x >= %s AND u.t <> %s ORDER BY u.o)`, arr, now, drop)
+}
+
+// qAcquire starts a session to destination $1 with the limits $2 (sessions
+// at once) and $3 (a minute; 0: none) for node $4 under token $5 at $6
+// (Unix ns), holding the connection until $7; $8 is the minute window's
+// current slot number and $9 its position in the ring.
+var qAcquire = func() string {
+	w := windows[0]
+	add := func(v string) string { return fmt.Sprintf(`|| CASE WHEN $2::integer > 0 THEN ARRAY[%s] ELSE '{}' END`, v) }
+	return `INSERT INTO destinations AS d (key, conn_tokens, conn_owners, conn_until, rate_e, rate_c, touched)
+		VALUES ($1,
+			CASE WHEN $2::integer > 0 THEN ARRAY[$5::text] ELSE '{}' END,
+			CASE WHEN $2::integer > 0 THEN ARRAY[$4::text] ELSE '{}' END,
+			CASE WHEN $2::integer > 0 THEN ARRAY[$7::bigint] ELSE '{}' END,
+			` + ring(w.Slots, "$9::integer", "CASE WHEN $3::integer > 0 THEN $8::bigint ELSE 0 END") + `,
+			` + ring(w.Slots, "$9::integer", "CASE WHEN $3::integer > 0 THEN 1::bigint ELSE 0 END") + `,
+			$6::bigint)
+		ON CONFLICT (key) DO UPDATE SET
+			conn_tokens = ` + keepConns("d.conn_tokens", "$6::bigint", "''") + add("$5::text") + `,
+			conn_owners = ` + keepConns("d.conn_owners", "$6::bigint", "''") + add("$4::text") + `,
+			conn_until = ` + keepConns("d.conn_until", "$6::bigint", "''") + add("$7::bigint") + `,
+			rate_e[$9::integer] = CASE WHEN $3::integer > 0 THEN $8::bigint ELSE d.rate_e[$9::integer] END,
+			rate_c[$9::integer] = CASE WHEN $3::integer <= 0 THEN d.rate_c[$9::integer]
+				WHEN d.rate_e[$9::integer] = $8::bigint THEN d.rate_c[$9::integer] + 1 ELSE 1 END,
+			touched = $6::bigint
+		WHERE d.paused_until <= $6::bigint
+			AND ($2::integer <= 0 OR (SELECT count(*) FROM unnest(d.conn_until) AS u(x) WHERE u.x >= $6::bigint)
+				< greatest(1, floor($2::integer * d.factor)))
+			AND ($3::integer <= 0 OR ` + liveSum("d.rate_e", "d.rate_c", "$8::bigint", w.Slots) + `
+				< greatest(1, floor($3::integer * d.factor)))
+		RETURNING d.factor, d.strikes, d.paused_until, d.last_change, d.version`
+}()
+
+// destRow is a destinations row as AcquireDestination explains a refusal
+// with it.
+type destRow struct {
+	state      store.DestinationState
+	connUntil  []int64
+	rateE      []int64
+	rateC      []int64
+	paused     int64
+	lastChange int64
+}
+
+func (s *Store) readDestination(ctx context.Context, key string) (destRow, bool, error) {
+	var r destRow
+	r.state.Factor = 1
+	err := s.pool.QueryRow(ctx, `SELECT factor, strikes, paused_until, last_change, version, conn_until, rate_e, rate_c
+		FROM destinations WHERE key = $1`, key).
+		Scan(&r.state.Factor, &r.state.Strikes, &r.paused, &r.lastChange, &r.state.Version, &r.connUntil, &r.rateE, &r.rateC)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return destRow{state: store.DestinationState{Factor: 1}}, false, nil
 	}
-	return out, nil
+	if err != nil {
+		return destRow{}, false, err
+	}
+	r.state.PausedUntil, r.state.LastChange = fromNanos(r.paused), fromNanos(r.lastChange)
+	return r, true, nil
 }
 
 // AcquireDestination decides whether a session may start to key, in one
-// statement (see store.Destinations).
+// statement (see store.Destinations); a refusal reads the row once more to
+// say why.
 func (s *Store) AcquireDestination(ctx context.Context, key string, l store.DestinationLimits, now, until time.Time) (store.DestinationGrant, error) {
-	minute := ratelimit.SlidingWindows()[0]
+	var g store.DestinationGrant
+	if l.MaxConnections <= 0 && l.MessagesPerMinute <= 0 {
+		// Nothing to count: only the pause applies.
+		r, _, err := s.readDestination(ctx, key)
+		if err != nil {
+			return g, fmt.Errorf("postgres store: acquire destination %s: %w", key, err)
+		}
+		g.State = r.state
+		if now.Before(r.state.PausedUntil) {
+			g.Wait = r.state.PausedUntil.Sub(now)
+			return g, nil
+		}
+		g.OK = true
+		return g, nil
+	}
 	token := ""
 	if l.MaxConnections > 0 {
 		token = randomToken()
 	}
-	var g store.DestinationGrant
-	var wait, paused, last int64
-	err := s.pool.QueryRow(ctx, `SELECT r_ok, r_wait, r_factor, r_strikes, r_paused, r_last, r_version
-		FROM herald_dest_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		key, int32(max(l.MaxConnections, 0)), int32(max(l.MessagesPerMinute, 0)), s.node, token, nanos(now), nanos(until),
-		int64(minute.Width), int32(minute.Slots)).
-		Scan(&g.OK, &wait, &g.State.Factor, &g.State.Strikes, &paused, &last, &g.State.Version)
+	var paused, last int64
+	b := asyncBatch()
+	cur := ratelimit.Epochs(now)[0]
+	b.Queue(qAcquire, key, int32(max(l.MaxConnections, 0)), int32(max(l.MessagesPerMinute, 0)), s.node, token,
+		nanos(now), nanos(until), cur, int32(cur%int64(windows[0].Slots))+1)
+	err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
+		err := br.QueryRow().Scan(&g.State.Factor, &g.State.Strikes, &paused, &last, &g.State.Version)
+		if err == nil {
+			g.OK = true
+		} else if errors.Is(err, pgx.ErrNoRows) {
+			err = nil
+		}
+		return err
+	})
 	if err != nil {
 		return store.DestinationGrant{}, mapErr(fmt.Errorf("postgres store: acquire destination %s: %w", key, err))
 	}
-	g.Wait = time.Duration(wait)
-	g.State.PausedUntil, g.State.LastChange = fromNanos(paused), fromNanos(last)
 	if g.OK {
 		g.Token = token
+		g.State.PausedUntil, g.State.LastChange = fromNanos(paused), fromNanos(last)
+		return g, nil
+	}
+	// Refused: paused, at the connection limit, or out of rate.
+	r, _, err := s.readDestination(ctx, key)
+	if err != nil {
+		return store.DestinationGrant{}, fmt.Errorf("postgres store: acquire destination %s: %w", key, err)
+	}
+	g.State = r.state
+	if now.Before(r.state.PausedUntil) {
+		g.Wait = r.state.PausedUntil.Sub(now)
+		return g, nil
+	}
+	eff := l.Effective(r.state.Factor)
+	live := 0
+	for _, x := range r.connUntil {
+		if x >= nanos(now) {
+			live++
+		}
+	}
+	if eff.MaxConnections > 0 && live >= eff.MaxConnections {
+		return g, nil // busy
+	}
+	if eff.MessagesPerMinute > 0 {
+		var slots []ratelimit.Slot
+		for i := range min(len(r.rateE), len(r.rateC)) {
+			slots = append(slots, ratelimit.Slot{Window: 0, Epoch: r.rateE[i], Count: r.rateC[i]})
+		}
+		if ok, wait := ratelimit.Check(slots, ratelimit.Limits{PerMinute: eff.MessagesPerMinute}, 1, now); !ok {
+			g.Wait = wait
+		}
 	}
 	return g, nil
 }
 
 // RenewDestination holds a connection longer; it is never shortened.
 func (s *Store) RenewDestination(ctx context.Context, key, token string, until time.Time) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE dest_conns SET until = GREATEST(until, $3) WHERE key = $1 AND token = $2`,
-		key, token, nanos(until))
+	if token == "" {
+		return fmt.Errorf("postgres store: renew destination %s: %w", key, store.ErrLeaseLost)
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE destinations AS d
+		SET conn_until = ARRAY(SELECT CASE WHEN u.t = $2 THEN GREATEST(u.x, $3) ELSE u.x END
+			FROM unnest(d.conn_tokens, d.conn_until) WITH ORDINALITY AS u(t, x, o) ORDER BY u.o)
+		WHERE d.key = $1 AND $2 = ANY(d.conn_tokens)`, key, token, nanos(until))
 	if err != nil {
 		return mapErr(fmt.Errorf("postgres store: renew destination %s: %w", key, err))
 	}
-	if tag.RowsAffected() == 0 || token == "" {
+	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("postgres store: renew destination %s: %w", key, store.ErrLeaseLost)
 	}
 	return nil
 }
 
+// qRelease gives back the connection $2 of destination $1.
+var qRelease = `UPDATE destinations AS d SET
+		conn_tokens = ` + keepConns("d.conn_tokens", "0", "$2") + `,
+		conn_owners = ` + keepConns("d.conn_owners", "0", "$2") + `,
+		conn_until = ` + keepConns("d.conn_until", "0", "$2") + `
+	WHERE d.key = $1 AND $2 = ANY(d.conn_tokens)`
+
 // ReleaseDestination gives a connection back (committed asynchronously: a
 // release lost in a database crash runs out like a dead node's).
 func (s *Store) ReleaseDestination(ctx context.Context, key, token string) error {
-	if _, err := s.pool.Exec(ctx, `SELECT herald_dest_release($1, $2)`, key, token); err != nil {
+	if token == "" {
+		return nil
+	}
+	b := asyncBatch()
+	b.Queue(qRelease, key, token)
+	err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
+		_, err := br.Exec()
+		return err
+	})
+	if err != nil {
 		return mapErr(fmt.Errorf("postgres store: release destination %s: %w", key, err))
 	}
 	return nil
 }
 
+// releaseDestinationsSQL gives back every connection node $1 holds.
+const releaseDestinationsSQL = `UPDATE destinations AS d SET
+		conn_tokens = ARRAY(SELECT u.v FROM unnest(d.conn_tokens, d.conn_owners) WITH ORDINALITY AS u(v, w, o) WHERE u.w <> $1 ORDER BY u.o),
+		conn_until = ARRAY(SELECT u.v FROM unnest(d.conn_until, d.conn_owners) WITH ORDINALITY AS u(v, w, o) WHERE u.w <> $1 ORDER BY u.o),
+		conn_owners = ARRAY(SELECT u.w FROM unnest(d.conn_owners) WITH ORDINALITY AS u(w, o) WHERE u.w <> $1 ORDER BY u.o)
+	WHERE $1 = ANY(d.conn_owners)`
+
 // DestinationState returns key's back-off.
 func (s *Store) DestinationState(ctx context.Context, key string) (store.DestinationState, error) {
-	st := store.DestinationState{Factor: 1}
-	var paused, last int64
-	err := s.pool.QueryRow(ctx, `SELECT factor, strikes, paused_until, last_change, version FROM dest_state WHERE key = $1`, key).
-		Scan(&st.Factor, &st.Strikes, &paused, &last, &st.Version)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return store.DestinationState{Factor: 1}, nil
-	case err != nil:
+	r, _, err := s.readDestination(ctx, key)
+	if err != nil {
 		return store.DestinationState{}, fmt.Errorf("postgres store: destination state of %s: %w", key, err)
 	}
-	st.PausedUntil, st.LastChange = fromNanos(paused), fromNanos(last)
-	return st, nil
+	return r.state, nil
 }
 
 // SetDestinationState replaces key's back-off if its version is still
-// version, in one statement: version 0 inserts (any existing row has a
-// version of at least 1), another version updates under its check.
+// version, in one statement.
 func (s *Store) SetDestinationState(ctx context.Context, key string, version int64, st store.DestinationState) (bool, error) {
-	q := `UPDATE dest_state SET factor = $2, strikes = $3, paused_until = $4, last_change = $5, version = version + 1
+	q := `UPDATE destinations SET factor = $2, strikes = $3, paused_until = $4, last_change = $5, version = version + 1, touched = $7
 		WHERE key = $1 AND version = $6`
 	if version == 0 {
-		q = `INSERT INTO dest_state (key, factor, strikes, paused_until, last_change, version)
-			VALUES ($1, $2, $3, $4, $5, $6 + 1) ON CONFLICT (key) DO NOTHING`
+		q = `INSERT INTO destinations AS d (key, factor, strikes, paused_until, last_change, version, touched)
+			VALUES ($1, $2, $3, $4, $5, 1, $7)
+			ON CONFLICT (key) DO UPDATE SET factor = excluded.factor, strikes = excluded.strikes, paused_until = excluded.paused_until,
+				last_change = excluded.last_change, version = 1, touched = excluded.touched
+			WHERE d.version = $6`
 	}
-	tag, err := s.pool.Exec(ctx, q, key, st.Factor, int32(st.Strikes), nanos(st.PausedUntil), nanos(st.LastChange), version)
+	tag, err := s.pool.Exec(ctx, q, key, st.Factor, int32(st.Strikes), nanos(st.PausedUntil), nanos(st.LastChange), version,
+		time.Now().UnixNano())
 	if err != nil {
 		return false, mapErr(fmt.Errorf("postgres store: set destination state of %s: %w", key, err))
 	}
 	return tag.RowsAffected() > 0, nil
+}
+
+// pruneShared drops the rows of keys idle for more than a day: rate
+// windows with nothing counting any more, and destinations holding no
+// connection and not backed off.
+func pruneShared(ctx context.Context, tx pgx.Tx, now time.Time) error {
+	before := nanos(now.Add(-25 * time.Hour))
+	if _, err := tx.Exec(ctx, `DELETE FROM rate_windows WHERE touched < $1`, before); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `DELETE FROM destinations WHERE touched < $1 AND factor >= 1 AND strikes = 0 AND paused_until < $2
+		AND NOT EXISTS (SELECT 1 FROM unnest(conn_until) AS u(x) WHERE u.x >= $2)`, before, nanos(now))
+	return err
 }

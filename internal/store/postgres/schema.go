@@ -212,9 +212,7 @@ var schema = []string{
 	// carry any length), TLS-RPT counters and the claims that make one
 	// node send each day's report of a domain, sliding-window rate slots
 	// of accounts and users, and the delivery destinations' back-off,
-	// connections and message rate. Rate slots and destination rates are
-	// rings (a slot's row is reused when its window comes round), so a key
-	// never has more rows than its windows have slots.
+	// connections and message rate.
 	`CREATE TABLE secrets (
 		name    text COLLATE "C" PRIMARY KEY,
 		value   bytea NOT NULL,
@@ -255,38 +253,40 @@ var schema = []string{
 		done   boolean NOT NULL,
 		PRIMARY KEY (day, domain)
 	);
-	CREATE TABLE rate_slots (
-		key   text COLLATE "C" NOT NULL,
-		win   smallint NOT NULL, -- 0 minute, 1 hour, 2 day
-		pos   smallint NOT NULL, -- epoch % the window's slots
-		epoch bigint NOT NULL,   -- Unix ns / the window's slot width
-		count bigint NOT NULL,
-		PRIMARY KEY (key, win, pos)
+	-- A key's sliding windows in one row: for each window (0 minute,
+	-- 1 hour, 2 day) a ring of its slots' numbers (Unix ns / the slot
+	-- width) and counts, so that a charge is one UPSERT whose check reads
+	-- the row it locks.
+	CREATE TABLE rate_windows (
+		key     text COLLATE "C" PRIMARY KEY,
+		e0      bigint[] NOT NULL,
+		c0      bigint[] NOT NULL,
+		e1      bigint[] NOT NULL,
+		c1      bigint[] NOT NULL,
+		e2      bigint[] NOT NULL,
+		c2      bigint[] NOT NULL,
+		touched bigint NOT NULL -- Unix ns of the last charge
 	);
-	CREATE TABLE dest_state (
+	CREATE INDEX rate_windows_touched ON rate_windows (touched);
+	-- A delivery destination in one row: its back-off (version counts
+	-- SetDestinationState's changes), the connections held (token, owner
+	-- node, until, in step) and the ring of its minute window, so that a
+	-- new session is one UPSERT.
+	CREATE TABLE destinations (
 		key          text COLLATE "C" PRIMARY KEY,
-		factor       double precision NOT NULL,
-		strikes      integer NOT NULL,
-		paused_until bigint NOT NULL,
-		last_change  bigint NOT NULL,
-		version      bigint NOT NULL
+		factor       double precision NOT NULL DEFAULT 1,
+		strikes      integer NOT NULL DEFAULT 0,
+		paused_until bigint NOT NULL DEFAULT 0,
+		last_change  bigint NOT NULL DEFAULT 0,
+		version      bigint NOT NULL DEFAULT 0,
+		conn_tokens  text[] NOT NULL DEFAULT '{}',
+		conn_owners  text[] NOT NULL DEFAULT '{}',
+		conn_until   bigint[] NOT NULL DEFAULT '{}',
+		rate_e       bigint[] NOT NULL DEFAULT array_fill(0::bigint, ARRAY[13]), -- ring of the minute window's 13 slots
+		rate_c       bigint[] NOT NULL DEFAULT array_fill(0::bigint, ARRAY[13]),
+		touched      bigint NOT NULL DEFAULT 0 -- Unix ns of the last session or change
 	);
-	CREATE TABLE dest_conns (
-		key   text COLLATE "C" NOT NULL,
-		token text COLLATE "C" NOT NULL,
-		owner text COLLATE "C" NOT NULL,
-		until bigint NOT NULL,
-		PRIMARY KEY (key, token)
-	);
-	CREATE INDEX dest_conns_owner ON dest_conns (owner);
-	CREATE TABLE dest_rate (
-		key   text COLLATE "C" NOT NULL,
-		pos   smallint NOT NULL,
-		epoch bigint NOT NULL,
-		count bigint NOT NULL,
-		PRIMARY KEY (key, pos)
-	);
-	` + rateFunctions,
+	CREATE INDEX destinations_touched ON destinations (touched);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.
