@@ -182,7 +182,9 @@ func keepConns(arr, now, drop string) string {
 // current slot number and $9 its position in the ring.
 var qAcquire = func() string {
 	w := windows[0]
-	add := func(v string) string { return fmt.Sprintf(`|| CASE WHEN $2::integer > 0 THEN ARRAY[%s] ELSE '{}' END`, v) }
+	add := func(v string) string {
+		return fmt.Sprintf(`|| CASE WHEN $2::integer > 0 THEN ARRAY[%s] ELSE '{}' END`, v)
+	}
 	return `INSERT INTO destinations AS d (key, conn_tokens, conn_owners, conn_until, rate_e, rate_c, touched)
 		VALUES ($1,
 			CASE WHEN $2::integer > 0 THEN ARRAY[$5::text] ELSE '{}' END,
