@@ -181,10 +181,13 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	qcfg := queueConfig(cfg)
 	qcfg.OnStorageFull = a.disk.Release
 	a.sched = queue.New(qcfg, a.store, tr, notifier, clk, a.log, observers{a.metrics, fb})
-	// Unknown destinations are bounded by delivery's per-destination
-	// concurrency; the throttle adds the big providers' table and backs
-	// off any destination that answers with throttling replies.
-	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
+	// The throttle's state is in the store: all nodes together respect
+	// queue.max_per_destination for every destination, the big providers'
+	// table, and the back-off of a destination that answers with
+	// throttling replies (delivery's own per-destination semaphore caps
+	// each node as well).
+	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Store: a.store, Clock: clk, Logger: a.log,
+		MaxPerDestination: cfg.Queue.MaxPerDestination, Hold: cfg.Queue.LeaseTimeout,
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), Dir: a.store})
 	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge}
 	if !cfg.Platform.WebhookAllowPrivate {

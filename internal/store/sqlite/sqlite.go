@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -120,6 +121,7 @@ type Store struct {
 
 	volKey string    // the database, in the registry of volatile state
 	vol    *volatile // rate windows and destinations, shared in this process
+	closed atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -255,6 +257,7 @@ func open(dir string, opts Options) (*Store, error) {
 // with ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.closeErr = s.w.close()
 		closeVolatile(s.volKey)
 		if err := s.closeDBs(); err != nil && s.closeErr == nil {

@@ -73,6 +73,15 @@ func closeVolatile(key string) {
 	}
 }
 
+// live fails when the handle is closed or ctx ended: the volatile state
+// outlives a handle (other handles share it), its methods must not.
+func (s *Store) live(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return ctx.Err()
+}
+
 // hasLimit reports whether l limits anything.
 func hasLimit(l ratelimit.Limits) bool {
 	return l.PerMinute > 0 || l.PerHour > 0 || l.PerDay > 0
@@ -81,7 +90,7 @@ func hasLimit(l ratelimit.Limits) bool {
 // TakeRate charges n events to key if they fit under l (see
 // store.RateCounters). Without any limit nothing is counted.
 func (s *Store) TakeRate(ctx context.Context, key string, l ratelimit.Limits, n int, now time.Time) (bool, []ratelimit.Slot, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.live(ctx); err != nil {
 		return false, nil, err
 	}
 	ok := true
@@ -93,7 +102,7 @@ func (s *Store) TakeRate(ctx context.Context, key string, l ratelimit.Limits, n 
 
 // RateSlots returns key's live slots.
 func (s *Store) RateSlots(ctx context.Context, key string, now time.Time) ([]ratelimit.Slot, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.live(ctx); err != nil {
 		return nil, err
 	}
 	return s.vol.rates.SlotsAt(key, now), nil
@@ -150,7 +159,7 @@ func (e *destEntry) expire(now time.Time) {
 // AcquireDestination decides whether a session may start to key (see
 // store.Destinations).
 func (s *Store) AcquireDestination(ctx context.Context, key string, l store.DestinationLimits, now, until time.Time) (store.DestinationGrant, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.live(ctx); err != nil {
 		return store.DestinationGrant{}, err
 	}
 	t := &s.vol.dests
@@ -185,7 +194,7 @@ func (s *Store) AcquireDestination(ctx context.Context, key string, l store.Dest
 
 // RenewDestination holds a connection longer; it is never shortened.
 func (s *Store) RenewDestination(ctx context.Context, key, token string, until time.Time) error {
-	if err := ctx.Err(); err != nil {
+	if err := s.live(ctx); err != nil {
 		return err
 	}
 	t := &s.vol.dests
@@ -208,6 +217,9 @@ func (s *Store) RenewDestination(ctx context.Context, key, token string, until t
 
 // ReleaseDestination gives a connection back.
 func (s *Store) ReleaseDestination(ctx context.Context, key, token string) error {
+	if err := s.live(ctx); err != nil {
+		return err
+	}
 	t := &s.vol.dests
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -233,7 +245,7 @@ func (s *Store) releaseDestinations() {
 
 // DestinationState returns key's back-off.
 func (s *Store) DestinationState(ctx context.Context, key string) (store.DestinationState, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.live(ctx); err != nil {
 		return store.DestinationState{}, err
 	}
 	t := &s.vol.dests
@@ -248,7 +260,7 @@ func (s *Store) DestinationState(ctx context.Context, key string) (store.Destina
 // SetDestinationState replaces key's back-off if its version is still
 // version.
 func (s *Store) SetDestinationState(ctx context.Context, key string, version int64, st store.DestinationState) (bool, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.live(ctx); err != nil {
 		return false, err
 	}
 	t := &s.vol.dests
