@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -112,5 +114,29 @@ func TestPostgresNodesShareQueue(t *testing.T) {
 		if len(evs) != 1 {
 			t.Errorf("message %s delivered %d times", id, len(evs))
 		}
+	}
+}
+
+// A second herald serve under the name of a running node on the same
+// PostgreSQL store is refused before it touches anything (it would
+// release the first one's leases and take its destination connections):
+// one line naming the holder, exit 69.
+func TestPostgresSameNodeIDRefused(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgtest.NewSchema(t)
+	startHerald(t, func(c *config.Config) {
+		c.Store.URL = dsn
+		c.Server.NodeID = "mx-dup"
+	})
+	base := startupBase(t)
+	cfg := startupConfig(t, base, filepath.Join(base, "data"), takePort(t), fmt.Sprintf("[store]\nurl = %q\n", dsn))
+	// node_id goes in [server].
+	raw, err := os.ReadFile(cfg)
+	must(t, err)
+	must(t, os.WriteFile(cfg, []byte(strings.Replace(string(raw), "[server]\n", "[server]\nnode_id = \"mx-dup\"\n", 1)), 0o644))
+	code, _, stderr := runBinary(t, 0, "", "serve", "--config", cfg)
+	checkFailure(t, code, stderr, 69, `herald: server.node_id "mx-dup" is in use by another running herald (client 127.0.0.1, herald mx-dup lock, since `, true)
+	if !strings.Contains(stderr, "give each node its own server.node_id") {
+		t.Errorf("message: %s", stderr)
 	}
 }

@@ -132,6 +132,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	if a.store, _, err = OpenStore(cfg, a.log, true); err != nil {
 		return nil, err
 	}
+	if err := lockNode(cfg, a.store); err != nil {
+		return nil, err
+	}
 	// What this node had in flight when it stopped is due again; other
 	// nodes' leases are theirs.
 	if err := a.store.ReleaseLeases(context.Background()); err != nil {

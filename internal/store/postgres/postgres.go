@@ -148,6 +148,7 @@ type Store struct {
 	touches touchCache
 
 	wake     wakeListener
+	nodeLock nodeLock  // LockNode's session
 	bodyPool sync.Pool // *[]byte chunk buffers
 
 	closeOnce sync.Once
@@ -262,6 +263,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.w.close()
 		s.wake.stop()
+		s.unlockNode()
 		s.pool.Close()
 	})
 	return s.closeErr
