@@ -188,9 +188,11 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	// queue.max_per_destination for every destination, the big providers'
 	// table, and the back-off of a destination that answers with
 	// throttling replies (delivery's own per-destination semaphore caps
-	// each node as well).
+	// each node as well). A delivery to a destination at its cap waits up
+	// to 2s for a connection (woken when one of this node's ends) before
+	// it is deferred.
 	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Store: a.store, Clock: clk, Logger: a.log,
-		MaxPerDestination: cfg.Queue.MaxPerDestination, Hold: cfg.Queue.LeaseTimeout,
+		MaxPerDestination: cfg.Queue.MaxPerDestination, Hold: cfg.Queue.LeaseTimeout, ConnWait: 2 * time.Second,
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), Dir: a.store})
 	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge}
 	if !cfg.Platform.WebhookAllowPrivate {

@@ -188,6 +188,16 @@ type Config struct {
 	// BusyWait is the wait returned when a destination is at its
 	// connection cap, or the store failed; 0 means 2 seconds.
 	BusyWait time.Duration
+	// ConnWait is how long Acquire waits for a connection of a
+	// destination at its cap before it says "not now": it is woken when
+	// a session of this node to the destination ends, and tries again
+	// every ConnRetry for the connections other nodes give back. At most
+	// as many callers as the destination has connections wait; the others
+	// are told at once. 0 means no waiting.
+	ConnWait time.Duration
+	// ConnRetry is how often a waiting Acquire tries again; 0 means
+	// 500 ms.
+	ConnRetry time.Duration
 	// Logger receives back-off and recovery events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -222,12 +232,15 @@ type Throttle struct {
 	clk      clock.Clock
 	maxDest  int
 	busyWait time.Duration
+	connWait time.Duration
+	retry    time.Duration
 	log      *slog.Logger
 
 	firstPause, maxPause time.Duration
 
-	mu    sync.Mutex
-	known map[string]store.DestinationState // last state seen, by key
+	mu      sync.Mutex
+	known   map[string]store.DestinationState // last state seen, by key
+	waiting map[string][]chan struct{}        // Acquire calls waiting for a connection, by key, oldest first
 }
 
 // New returns a Throttle configured by cfg.
@@ -241,8 +254,11 @@ func New(cfg Config) *Throttle {
 		clk:      cfg.Clock,
 		maxDest:  cfg.MaxDestinations,
 		busyWait: cfg.BusyWait,
+		connWait: cfg.ConnWait,
+		retry:    cfg.ConnRetry,
 		log:      cfg.Logger,
 		known:    make(map[string]store.DestinationState),
+		waiting:  make(map[string][]chan struct{}),
 
 		firstPause: cfg.FirstPause,
 		maxPause:   cfg.MaxPause,
@@ -271,6 +287,9 @@ func New(cfg Config) *Throttle {
 	}
 	if t.busyWait <= 0 {
 		t.busyWait = 2 * time.Second
+	}
+	if t.retry <= 0 {
+		t.retry = 500 * time.Millisecond
 	}
 	if t.log == nil {
 		t.log = slog.Default()
@@ -350,29 +369,117 @@ func (t *Throttle) destLimits(key string) store.DestinationLimits {
 // meanwhile, and has used one message of its minute. When !ok nothing is
 // held and the caller should defer the recipients, without an attempt,
 // for wait: the destination is paused after throttling replies, at its
-// connection cap, or out of rate (on all nodes together), or the store
-// failed (refused for BusyWait: the limits hold even then).
+// connection cap (after waiting up to ConnWait for a connection), or out
+// of rate (on all nodes together), or the store failed (refused for
+// BusyWait: the limits hold even then).
 func (t *Throttle) Acquire(domain string) (release func(), wait time.Duration, ok bool) {
 	key := t.Key(domain)
-	now := t.clk.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	g, err := t.st.AcquireDestination(ctx, key, t.destLimits(key), now, now.Add(t.hold))
-	if err != nil {
-		t.log.Warn("throttle: destination state unavailable; holding the delivery back", "destination", key, "err", err)
-		return nil, t.busyWait, false
-	}
-	t.remember(key, g.State)
-	if !g.OK {
-		if g.Wait <= 0 {
+	limits := t.destLimits(key)
+	var deadline time.Time
+	var turn chan struct{} // this call's place among the waiters, once it waits
+	defer func() {
+		if turn != nil {
+			t.leave(key, turn)
+		}
+	}()
+	for {
+		now := t.clk.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		g, err := t.st.AcquireDestination(ctx, key, limits, now, now.Add(t.hold))
+		cancel()
+		if err != nil {
+			t.log.Warn("throttle: destination state unavailable; holding the delivery back", "destination", key, "err", err)
 			return nil, t.busyWait, false
 		}
-		return nil, g.Wait, false
+		t.remember(key, g.State)
+		switch {
+		case g.OK && g.Token == "":
+			return func() {}, 0, true
+		case g.OK:
+			return t.holdConn(key, g.Token), 0, true
+		case g.Wait > 0:
+			return nil, g.Wait, false
+		}
+		// At the connection cap: wait for one, if there is room to.
+		if deadline.IsZero() {
+			deadline = now.Add(t.connWait)
+		}
+		left := deadline.Sub(now)
+		if left <= 0 {
+			return nil, t.busyWait, false
+		}
+		if turn == nil {
+			if turn = t.join(key, limits.MaxConnections); turn == nil {
+				return nil, t.busyWait, false
+			}
+		}
+		tm := clock.NewTimer(t.clk, min(left, t.retry))
+		select {
+		case <-turn:
+			turn = t.rejoin(key, turn)
+		case <-tm.C():
+		}
+		tm.Stop()
 	}
-	if g.Token == "" {
-		return func() {}, 0, true
+}
+
+// join adds a waiter for a connection of key, unless limit wait already.
+func (t *Throttle) join(key string, limit int) chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if limit > 0 && len(t.waiting[key]) >= limit {
+		return nil
 	}
-	return t.holdConn(key, g.Token), 0, true
+	ch := make(chan struct{}, 1)
+	t.waiting[key] = append(t.waiting[key], ch)
+	return ch
+}
+
+// rejoin puts a woken waiter back in line (first: it was woken for the
+// connection given back, and someone else may have taken it).
+func (t *Throttle) rejoin(key string, old chan struct{}) chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(key, old)
+	ch := make(chan struct{}, 1)
+	t.waiting[key] = append([]chan struct{}{ch}, t.waiting[key]...)
+	return ch
+}
+
+// leave removes a waiter.
+func (t *Throttle) leave(key string, ch chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(key, ch)
+}
+
+func (t *Throttle) removeLocked(key string, ch chan struct{}) {
+	w := t.waiting[key]
+	for i, c := range w {
+		if c == ch {
+			w = append(w[:i:i], w[i+1:]...)
+			break
+		}
+	}
+	if len(w) == 0 {
+		delete(t.waiting, key)
+	} else {
+		t.waiting[key] = w
+	}
+}
+
+// wakeOne tells the oldest waiter for key that a connection was given
+// back.
+func (t *Throttle) wakeOne(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ch := range t.waiting[key] {
+		select {
+		case ch <- struct{}{}:
+			return
+		default: // woken already, not yet back in line
+		}
+	}
 }
 
 // holdConn renews the connection token of key every third of Hold until
@@ -414,6 +521,7 @@ func (t *Throttle) holdConn(key, token string) func() {
 			if err := t.st.ReleaseDestination(ctx, key, token); err != nil {
 				t.log.Warn("throttle: giving a connection back; it runs out by itself", "destination", key, "err", err)
 			}
+			t.wakeOne(key)
 		})
 	}
 }

@@ -584,3 +584,58 @@ func TestSharedByNodes(t *testing.T) {
 		t.Fatalf("the third node during the pause: ok %v wait %v", ok, wait)
 	}
 }
+
+// With ConnWait, a session to a destination at its cap waits for a
+// connection instead of being deferred: it is woken as soon as a session
+// of this node ends; at most as many wait as the destination has
+// connections, and a wait that runs out is told to defer.
+func TestConnWait(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(start)
+	th := New(Config{Store: openStore(t, t.TempDir()), Domains: map[string]Limits{"example.com": {MaxConnections: 1}},
+		ConnWait: 10 * time.Second, ConnRetry: time.Second, Clock: clk, Logger: discard()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	held, _, ok := th.Acquire("example.com")
+	if !ok {
+		t.Fatal("refused")
+	}
+	type result struct {
+		release func()
+		wait    time.Duration
+		ok      bool
+	}
+	got := make(chan result, 1)
+	go func() {
+		r, w, ok := th.Acquire("example.com")
+		got <- result{r, w, ok}
+	}()
+	// The holder's renewal timer and the waiter's retry timer.
+	if err := clk.WaitTimers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	// A second waiter is one too many for one connection: told at once.
+	if _, wait, ok := th.Acquire("example.com"); ok || wait != 2*time.Second {
+		t.Fatalf("a second waiter: ok %v wait %v", ok, wait)
+	}
+	held()
+	r := <-got
+	if !r.ok {
+		t.Fatalf("the waiter was not given the released connection: wait %v", r.wait)
+	}
+	// Nobody releases now: the next caller waits ConnWait, then defers.
+	go func() {
+		r, w, ok := th.Acquire("example.com")
+		got <- result{r, w, ok}
+	}()
+	for range 10 {
+		if err := clk.WaitTimers(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second)
+	}
+	if r2 := <-got; r2.ok || r2.wait != 2*time.Second {
+		t.Fatalf("after ConnWait: ok %v wait %v", r2.ok, r2.wait)
+	}
+	r.release()
+}
