@@ -192,8 +192,9 @@ type Config struct {
 	// destination at its cap before it says "not now": it is woken when
 	// a session of this node to the destination ends, and tries again
 	// every ConnRetry for the connections other nodes give back. At most
-	// as many callers as the destination has connections wait; the others
-	// are told at once. 0 means no waiting.
+	// four callers per connection of the destination wait (as many queue
+	// workers as keep its connections busy); the others are told at once.
+	// 0 means no waiting.
 	ConnWait time.Duration
 	// ConnRetry is how often a waiting Acquire tries again; 0 means
 	// 500 ms.
@@ -220,6 +221,9 @@ const (
 	storeTimeout = 10 * time.Second
 	// maxUpdates bounds the rereads of a state another node changed.
 	maxUpdates = 5
+	// waitersPerConn bounds the callers waiting for a connection of a
+	// destination, per connection it has.
+	waitersPerConn = 4
 )
 
 // Throttle applies per-destination limits. It is safe for concurrent use.
@@ -409,7 +413,7 @@ func (t *Throttle) Acquire(domain string) (release func(), wait time.Duration, o
 			return nil, t.busyWait, false
 		}
 		if turn == nil {
-			if turn = t.join(key, limits.MaxConnections); turn == nil {
+			if turn = t.join(key, waitersPerConn*limits.MaxConnections); turn == nil {
 				return nil, t.busyWait, false
 			}
 		}

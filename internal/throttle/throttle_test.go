@@ -587,8 +587,8 @@ func TestSharedByNodes(t *testing.T) {
 
 // With ConnWait, a session to a destination at its cap waits for a
 // connection instead of being deferred: it is woken as soon as a session
-// of this node ends; at most as many wait as the destination has
-// connections, and a wait that runs out is told to defer.
+// of this node ends, oldest first; at most four wait per connection of
+// the destination, and a wait that runs out is told to defer.
 func TestConnWait(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(start)
@@ -614,28 +614,36 @@ func TestConnWait(t *testing.T) {
 	if err := clk.WaitTimers(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	// A second waiter is one too many for one connection: told at once.
+	// Four wait per connection: a fifth caller is told at once.
+	more := make(chan result, 3)
+	for range 3 {
+		go func() {
+			r, w, ok := th.Acquire("example.com")
+			more <- result{r, w, ok}
+		}()
+	}
+	if err := clk.WaitTimers(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
 	if _, wait, ok := th.Acquire("example.com"); ok || wait != 2*time.Second {
-		t.Fatalf("a second waiter: ok %v wait %v", ok, wait)
+		t.Fatalf("a fifth waiter: ok %v wait %v", ok, wait)
 	}
 	held()
-	r := <-got
+	r := <-got // the oldest waiter is woken first
 	if !r.ok {
 		t.Fatalf("the waiter was not given the released connection: wait %v", r.wait)
 	}
-	// Nobody releases now: the next caller waits ConnWait, then defers.
-	go func() {
-		r, w, ok := th.Acquire("example.com")
-		got <- result{r, w, ok}
-	}()
+	// Nobody releases now: the others wait ConnWait, then defer.
 	for range 10 {
-		if err := clk.WaitTimers(ctx, 2); err != nil {
+		if err := clk.WaitTimers(ctx, 4); err != nil { // three retry timers and r's renewal
 			t.Fatal(err)
 		}
 		clk.Advance(time.Second)
 	}
-	if r2 := <-got; r2.ok || r2.wait != 2*time.Second {
-		t.Fatalf("after ConnWait: ok %v wait %v", r2.ok, r2.wait)
+	for range 3 {
+		if r2 := <-more; r2.ok || r2.wait != 2*time.Second {
+			t.Fatalf("after ConnWait: ok %v wait %v", r2.ok, r2.wait)
+		}
 	}
 	r.release()
 }
