@@ -8,6 +8,11 @@
 // that commit. Reads use a separate pool of read-only connections. Other
 // processes (the CLI) may open the same data directory at the same time;
 // SQLite's file locks with a busy timeout serialise their writes.
+//
+// The coordination state that lives as long as the server does (rate
+// windows, destination connections and back-off) is kept in memory,
+// shared by the handles of one database in the process (volatile.go): one
+// server runs per data directory.
 package sqlite
 
 import (

@@ -26,7 +26,10 @@ type Backend struct {
 	Open func(t *testing.T) store.Store
 	// OpenNode returns another handle on first's database that acts as the
 	// node named node (sqlite.Options.Node, postgres.Options.Node). The
-	// suite closes it, before first.
+	// suite closes it, before first. (A backend may keep the state that
+	// lives as long as its nodes, rate windows and destinations, in
+	// memory shared by the handles of one process: the SQLite store, one
+	// server per data directory, does.)
 	OpenNode func(t *testing.T, first store.Store, node string) store.Store
 }
 
