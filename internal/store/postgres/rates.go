@@ -54,9 +54,33 @@ func ring(slots int, pos, v string) string {
 	return fmt.Sprintf(`array_fill(0::bigint, ARRAY[%s - 1]) || %s || array_fill(0::bigint, ARRAY[%d - %s])`, pos, v, slots, pos)
 }
 
-// qTakeRate charges $2 events to key $1 at the slot numbers $3..$5 (at the
+// upsert is a statement that changes the row of key $1 of a table: it is
+// run as an UPDATE whose WHERE holds the check (in READ COMMITTED the
+// check is evaluated again on the latest version of the row once it is
+// locked), and, for a key without a row yet, as an INSERT ... ON CONFLICT
+// DO UPDATE with the same SET and check (a plain UPDATE is the cheaper of
+// the two under contention: ON CONFLICT repeats its speculative insertion
+// when the row changed meanwhile).
+type upsert struct {
+	table, alias, cols, values, set, where, returning string
+}
+
+func (u upsert) update() string {
+	return `UPDATE ` + u.table + ` AS ` + u.alias + ` SET ` + u.set + `
+		WHERE ` + u.alias + `.key = $1 AND ` + u.where + `
+		RETURNING ` + u.returning
+}
+
+func (u upsert) insert() string {
+	return `INSERT INTO ` + u.table + ` AS ` + u.alias + ` (` + u.cols + `) VALUES (` + u.values + `)
+		ON CONFLICT (key) DO UPDATE SET ` + u.set + `
+		WHERE ` + u.where + `
+		RETURNING ` + u.returning
+}
+
+// takeRate charges $2 events to key $1 at the slot numbers $3..$5 (at the
 // positions $10..$12) under the limits $6..$8 (0: none) at the time $9.
-var qTakeRate = func() string {
+var takeRate = func() upsert {
 	var set, where, rings []string
 	for i, w := range windows {
 		e, c := fmt.Sprintf("e%d", i), fmt.Sprintf("c%d", i)
@@ -65,12 +89,12 @@ var qTakeRate = func() string {
 		where = append(where, fmt.Sprintf("(%s = 0 OR %s + $2::bigint <= %s)", lim, liveSum("r."+e, "r."+c, cur, w.Slots), lim))
 		rings = append(rings, ring(w.Slots, pos, cur), ring(w.Slots, pos, "$2::bigint"))
 	}
-	return `INSERT INTO rate_windows AS r (key, e0, c0, e1, c1, e2, c2, touched)
-		VALUES ($1, ` + strings.Join(rings, ", ") + `, $9)
-		ON CONFLICT (key) DO UPDATE SET ` + strings.Join(set, ",\n\t\t\t") + `, touched = $9
-		WHERE ` + strings.Join(where, " AND ") + `
-		RETURNING r.e0, r.c0, r.e1, r.c1, r.e2, r.c2`
+	return upsert{table: "rate_windows", alias: "r", cols: "key, e0, c0, e1, c1, e2, c2, touched",
+		values: "$1, " + strings.Join(rings, ", ") + ", $9::bigint", set: strings.Join(set, ",\n\t\t\t") + ", touched = $9::bigint",
+		where: strings.Join(where, " AND "), returning: "r.e0, r.c0, r.e1, r.c1, r.e2, r.c2"}
 }()
+
+var qTakeRateUpdate, qTakeRateInsert = takeRate.update(), takeRate.insert()
 
 // rateSlots returns the live slots at now among a row's arrays.
 func rateSlots(now time.Time, arrays [6][]int64) []ratelimit.Slot {
@@ -133,39 +157,67 @@ func (s *Store) TakeRate(ctx context.Context, key string, l ratelimit.Limits, n 
 	for i, w := range windows {
 		pos[i] = int32(ep[i]%int64(w.Slots)) + 1
 	}
-	var arrays [6][]int64
-	b := asyncBatch()
-	b.Queue(qTakeRate, key, int64(n), ep[0], ep[1], ep[2], lim[0], lim[1], lim[2], nanos(now), pos[0], pos[1], pos[2])
-	ok := true
-	err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
-		err := br.QueryRow().Scan(&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5])
-		if errors.Is(err, pgx.ErrNoRows) {
-			ok, err = false, nil
+	args := []any{key, int64(n), ep[0], ep[1], ep[2], lim[0], lim[1], lim[2], nanos(now), pos[0], pos[1], pos[2]}
+	// The UPDATE; when it changes nothing, the row tells why: it does not
+	// exist (the INSERT), n does not fit (refused), or another node
+	// inserted it meanwhile (again).
+	q := qTakeRateUpdate
+	for range maxCharges {
+		var arrays [6][]int64
+		ok := true
+		b := asyncBatch()
+		b.Queue(q, args...)
+		err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
+			err := br.QueryRow().Scan(&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5])
+			if errors.Is(err, pgx.ErrNoRows) {
+				ok, err = false, nil
+			}
+			return err
+		})
+		if err != nil {
+			return false, nil, mapErr(fmt.Errorf("postgres store: charge rate of %s: %w", key, err))
 		}
-		return err
-	})
-	if err != nil {
-		return false, nil, mapErr(fmt.Errorf("postgres store: charge rate of %s: %w", key, err))
+		if ok {
+			return true, rateSlots(now, arrays), nil
+		}
+		slots, exists, err := s.rateSlots(ctx, key, now)
+		switch {
+		case err != nil:
+			return false, nil, err
+		case !exists:
+			q = qTakeRateInsert
+		case !ratelimit.Fits(slots, l, n, now):
+			return false, slots, nil
+		default:
+			q = qTakeRateUpdate
+		}
 	}
-	if !ok {
-		slots, err := s.RateSlots(ctx, key, now)
-		return false, slots, err
-	}
-	return true, rateSlots(now, arrays), nil
+	slots, _, err := s.rateSlots(ctx, key, now)
+	return false, slots, err
 }
+
+// maxCharges bounds the statements of one charge or one new session when
+// other nodes keep changing the row between them.
+const maxCharges = 4
 
 // RateSlots returns key's live slots at now.
 func (s *Store) RateSlots(ctx context.Context, key string, now time.Time) ([]ratelimit.Slot, error) {
+	slots, _, err := s.rateSlots(ctx, key, now)
+	return slots, err
+}
+
+// rateSlots is RateSlots, reporting whether key has a row.
+func (s *Store) rateSlots(ctx context.Context, key string, now time.Time) ([]ratelimit.Slot, bool, error) {
 	var arrays [6][]int64
 	err := s.pool.QueryRow(ctx, `SELECT e0, c0, e1, c1, e2, c2 FROM rate_windows WHERE key = $1`, key).
 		Scan(&arrays[0], &arrays[1], &arrays[2], &arrays[3], &arrays[4], &arrays[5])
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil
+		return nil, false, nil
 	case err != nil:
-		return nil, fmt.Errorf("postgres store: rate slots of %s: %w", key, err)
+		return nil, false, fmt.Errorf("postgres store: rate slots of %s: %w", key, err)
 	}
-	return rateSlots(now, arrays), nil
+	return rateSlots(now, arrays), true, nil
 }
 
 // keepConns is the expression of a connection array (arr, in step with
@@ -176,38 +228,39 @@ func keepConns(arr, now, drop string) string {
 			WHERE u.x >= %s AND u.t <> %s ORDER BY u.o)`, arr, now, drop)
 }
 
-// qAcquire starts a session to destination $1 with the limits $2 (sessions
+// acquire starts a session to destination $1 with the limits $2 (sessions
 // at once) and $3 (a minute; 0: none) for node $4 under token $5 at $6
 // (Unix ns), holding the connection until $7; $8 is the minute window's
 // current slot number and $9 its position in the ring.
-var qAcquire = func() string {
+var acquire = func() upsert {
 	w := windows[0]
 	add := func(v string) string {
 		return fmt.Sprintf(`|| CASE WHEN $2::integer > 0 THEN ARRAY[%s] ELSE '{}' END`, v)
 	}
-	return `INSERT INTO destinations AS d (key, conn_tokens, conn_owners, conn_until, rate_e, rate_c, touched)
-		VALUES ($1,
+	return upsert{table: "destinations", alias: "d", cols: "key, conn_tokens, conn_owners, conn_until, rate_e, rate_c, touched",
+		values: `$1,
 			CASE WHEN $2::integer > 0 THEN ARRAY[$5::text] ELSE '{}' END,
 			CASE WHEN $2::integer > 0 THEN ARRAY[$4::text] ELSE '{}' END,
 			CASE WHEN $2::integer > 0 THEN ARRAY[$7::bigint] ELSE '{}' END,
 			` + ring(w.Slots, "$9::integer", "CASE WHEN $3::integer > 0 THEN $8::bigint ELSE 0 END") + `,
 			` + ring(w.Slots, "$9::integer", "CASE WHEN $3::integer > 0 THEN 1::bigint ELSE 0 END") + `,
-			$6::bigint)
-		ON CONFLICT (key) DO UPDATE SET
-			conn_tokens = ` + keepConns("d.conn_tokens", "$6::bigint", "''") + add("$5::text") + `,
+			$6::bigint`,
+		set: `conn_tokens = ` + keepConns("d.conn_tokens", "$6::bigint", "''") + add("$5::text") + `,
 			conn_owners = ` + keepConns("d.conn_owners", "$6::bigint", "''") + add("$4::text") + `,
 			conn_until = ` + keepConns("d.conn_until", "$6::bigint", "''") + add("$7::bigint") + `,
 			rate_e[$9::integer] = CASE WHEN $3::integer > 0 THEN $8::bigint ELSE d.rate_e[$9::integer] END,
 			rate_c[$9::integer] = CASE WHEN $3::integer <= 0 THEN d.rate_c[$9::integer]
 				WHEN d.rate_e[$9::integer] = $8::bigint THEN d.rate_c[$9::integer] + 1 ELSE 1 END,
-			touched = $6::bigint
-		WHERE d.paused_until <= $6::bigint
+			touched = $6::bigint`,
+		where: `d.paused_until <= $6::bigint
 			AND ($2::integer <= 0 OR (SELECT count(*) FROM unnest(d.conn_until) AS u(x) WHERE u.x >= $6::bigint)
 				< greatest(1, floor($2::integer * d.factor)))
 			AND ($3::integer <= 0 OR ` + liveSum("d.rate_e", "d.rate_c", "$8::bigint", w.Slots) + `
-				< greatest(1, floor($3::integer * d.factor)))
-		RETURNING d.factor, d.strikes, d.paused_until, d.last_change, d.version`
+				< greatest(1, floor($3::integer * d.factor)))`,
+		returning: "d.factor, d.strikes, d.paused_until, d.last_change, d.version"}
 }()
+
+var qAcquireUpdate, qAcquireInsert = acquire.update(), acquire.insert()
 
 // destRow is a destinations row as AcquireDestination explains a refusal
 // with it.
@@ -259,37 +312,56 @@ func (s *Store) AcquireDestination(ctx context.Context, key string, l store.Dest
 	if l.MaxConnections > 0 {
 		token = randomToken()
 	}
-	var paused, last int64
-	b := asyncBatch()
 	cur := ratelimit.Epochs(now)[0]
-	b.Queue(qAcquire, key, int32(max(l.MaxConnections, 0)), int32(max(l.MessagesPerMinute, 0)), s.node, token,
-		nanos(now), nanos(until), cur, int32(cur%int64(windows[0].Slots))+1)
-	err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
-		err := br.QueryRow().Scan(&g.State.Factor, &g.State.Strikes, &paused, &last, &g.State.Version)
-		if err == nil {
-			g.OK = true
-		} else if errors.Is(err, pgx.ErrNoRows) {
-			err = nil
+	args := []any{key, int32(max(l.MaxConnections, 0)), int32(max(l.MessagesPerMinute, 0)), s.node, token,
+		nanos(now), nanos(until), cur, int32(cur%int64(windows[0].Slots)) + 1}
+	q := qAcquireUpdate
+	for range maxCharges {
+		var paused, last int64
+		b := asyncBatch()
+		b.Queue(q, args...)
+		err := s.runAsync(ctx, b, func(br pgx.BatchResults) error {
+			err := br.QueryRow().Scan(&g.State.Factor, &g.State.Strikes, &paused, &last, &g.State.Version)
+			if err == nil {
+				g.OK = true
+			} else if errors.Is(err, pgx.ErrNoRows) {
+				err = nil
+			}
+			return err
+		})
+		if err != nil {
+			return store.DestinationGrant{}, mapErr(fmt.Errorf("postgres store: acquire destination %s: %w", key, err))
 		}
-		return err
-	})
-	if err != nil {
-		return store.DestinationGrant{}, mapErr(fmt.Errorf("postgres store: acquire destination %s: %w", key, err))
+		if g.OK {
+			g.Token = token
+			g.State.PausedUntil, g.State.LastChange = fromNanos(paused), fromNanos(last)
+			return g, nil
+		}
+		// Nothing changed: no row yet (the INSERT), refused (why), or
+		// another node inserted it meanwhile (again).
+		r, exists, err := s.readDestination(ctx, key)
+		if err != nil {
+			return store.DestinationGrant{}, fmt.Errorf("postgres store: acquire destination %s: %w", key, err)
+		}
+		if !exists {
+			q = qAcquireInsert
+			continue
+		}
+		if g = refusal(r, l, now); !g.OK {
+			return g, nil
+		}
+		g, q = store.DestinationGrant{}, qAcquireUpdate
 	}
-	if g.OK {
-		g.Token = token
-		g.State.PausedUntil, g.State.LastChange = fromNanos(paused), fromNanos(last)
-		return g, nil
-	}
-	// Refused: paused, at the connection limit, or out of rate.
-	r, _, err := s.readDestination(ctx, key)
-	if err != nil {
-		return store.DestinationGrant{}, fmt.Errorf("postgres store: acquire destination %s: %w", key, err)
-	}
-	g.State = r.state
+	return store.DestinationGrant{State: store.DestinationState{Factor: 1}}, nil // busy: the row kept changing
+}
+
+// refusal explains why the row r refuses a session under l at now (OK
+// when it would not).
+func refusal(r destRow, l store.DestinationLimits, now time.Time) store.DestinationGrant {
+	g := store.DestinationGrant{State: r.state}
 	if now.Before(r.state.PausedUntil) {
 		g.Wait = r.state.PausedUntil.Sub(now)
-		return g, nil
+		return g
 	}
 	eff := l.Effective(r.state.Factor)
 	live := 0
@@ -299,7 +371,7 @@ func (s *Store) AcquireDestination(ctx context.Context, key string, l store.Dest
 		}
 	}
 	if eff.MaxConnections > 0 && live >= eff.MaxConnections {
-		return g, nil // busy
+		return g // busy
 	}
 	if eff.MessagesPerMinute > 0 {
 		var slots []ratelimit.Slot
@@ -308,9 +380,11 @@ func (s *Store) AcquireDestination(ctx context.Context, key string, l store.Dest
 		}
 		if ok, wait := ratelimit.Check(slots, ratelimit.Limits{PerMinute: eff.MessagesPerMinute}, 1, now); !ok {
 			g.Wait = wait
+			return g
 		}
 	}
-	return g, nil
+	g.OK = true
+	return g
 }
 
 // RenewDestination holds a connection longer; it is never shortened.

@@ -37,6 +37,7 @@ var sharedNodeTests = []nodeTest{
 	{"DestinationSlotsShared", testNodesDestinationSlotsShared},
 	{"DestinationSlotsExpire", testNodesDestinationSlotsExpire},
 	{"DestinationPauseShared", testNodesDestinationPauseShared},
+	{"FirstUseConcurrent", testNodesFirstUseConcurrent},
 }
 
 func testSecret(t *testing.T, s store.Store) {
@@ -713,5 +714,36 @@ func testNodesDestinationPauseShared(t *testing.T, s store.Store, open func(stri
 	}
 	if st, _ := b.DestinationState(ctx, "yahoo.com"); st.Factor != 0.5 || !st.PausedUntil.Equal(now.Add(2*time.Minute)) {
 		t.Fatalf("node b reads %+v", st)
+	}
+}
+
+// Many nodes using a key for the first time at once (no row yet, in a
+// backend that keeps one per key): every charge and every session under
+// the limits is granted, none refused for the race.
+func testNodesFirstUseConcurrent(t *testing.T, s store.Store, open func(string) store.Store) {
+	ctx := context.Background()
+	nodes := []store.Store{s, open("b"), open("c")}
+	now := base.Add(time.Second)
+	for round := range 3 {
+		rateKey, destKey := fmt.Sprintf("account:fresh%d", round), fmt.Sprintf("fresh%d.test", round)
+		var refused atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 24 {
+			n := nodes[i%3]
+			wg.Go(func() {
+				ok, _, err := n.TakeRate(ctx, rateKey, ratelimit.Limits{PerMinute: 1000}, 1, now)
+				if err != nil || !ok {
+					refused.Add(1)
+				}
+				g, err := n.AcquireDestination(ctx, destKey, store.DestinationLimits{MaxConnections: 100, MessagesPerMinute: 1000}, now, now.Add(time.Minute))
+				if err != nil || !g.OK {
+					refused.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if refused.Load() != 0 {
+			t.Fatalf("round %d: %d of 48 first uses refused under the limits", round, refused.Load())
+		}
 	}
 }
