@@ -14,13 +14,17 @@ import (
 )
 
 // The rate windows of a key and the state of a destination are one row
-// each, and a charge or a new session is one UPSERT: ON CONFLICT DO UPDATE
-// locks the row and evaluates its WHERE on the latest committed version,
-// so the check ("the live slots plus n stay within the limit") and the
-// count are atomic against every node without an explicit lock, and a
-// refusal writes nothing. Slots are kept as arrays of (slot number,
-// count) with the numbers of ratelimit's windows; slots that stopped
-// counting are dropped by the next write. These statements commit
+// each, and a charge or a new session is one statement: an UPDATE whose
+// WHERE holds the check ("the live slots plus n stay within the limit",
+// "fewer live connections than the cap"). In READ COMMITTED an UPDATE
+// that waited for the row's lock evaluates its WHERE again on the latest
+// committed version, so the check and the count are atomic against every
+// node without an explicit lock, and a refusal writes nothing. The first
+// use of a key inserts its row (INSERT ... ON CONFLICT DO UPDATE with the
+// same check, for nodes racing to create it). The connections of a
+// destination are arrays in step (token, owner, until), pruned of those
+// that ran out by every session started; the minute of a destination and
+// the windows of a key are rings of slots. These statements commit
 // asynchronously (a charge or a connection lost in a database crash only
 // forgets a count or runs out), sent with BEGIN, SET LOCAL and COMMIT in
 // one round trip.
