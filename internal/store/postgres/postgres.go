@@ -40,10 +40,10 @@
 // claims are ordinary rows. The sending-rate windows of a key and the
 // state of a delivery destination (back-off, connections held by each
 // node until a time it renews, the ring of its minute window) are one row
-// each, changed by one UPSERT whose check ("fits under the limit") is
-// evaluated on the row it locks, so that nodes charging one account or
-// opening connections to one destination never exceed its limits
-// together; those statements commit asynchronously. A serving node holds
+// each, changed by one UPDATE whose check ("fits under the limit") is
+// evaluated on the row it locks (the first use inserts it), so that nodes
+// charging one account or opening connections to one destination never
+// exceed its limits together; those statements commit asynchronously. A serving node holds
 // a session advisory lock on its node name (LockNode), so that a second
 // node under the same name is refused.
 //
