@@ -3,11 +3,12 @@ package e2e
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/heraldmail/herald/internal/app"
 	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 )
 
@@ -62,9 +63,17 @@ func TestDMARCAggregateReportKept(t *testing.T) {
 		t.Fatalf("report refused: %d %s", code, m)
 	}
 	h.waitMaildir("dmarc@example.com", 1)
-	reps, err := dmarcreport.Load(app.DMARCReportDir(h.cfg), "example.com")
+	kept, err := h.app.Store().ListDMARCReports(context.Background(), "example.com")
 	if err != nil {
 		t.Fatal(err)
+	}
+	var reps []*dmarcreport.Report
+	for _, k := range kept {
+		var r dmarcreport.Report
+		if err := json.Unmarshal(k.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, &r)
 	}
 	if len(reps) != 1 || reps[0].OrgName != "google.com" || len(reps[0].Records) != 2 {
 		t.Fatalf("kept reports: %+v", reps)

@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -111,6 +114,84 @@ func TestPostgresNodesShareQueue(t *testing.T) {
 		must(t, err)
 		if len(evs) != 1 {
 			t.Errorf("message %s delivered %d times", id, len(evs))
+		}
+	}
+}
+
+// A second herald serve under the name of a running node on the same
+// PostgreSQL store is refused before it touches anything (it would
+// release the first one's leases and take its destination connections):
+// one line naming the holder, exit 69.
+func TestPostgresSameNodeIDRefused(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgtest.NewSchema(t)
+	startHerald(t, func(c *config.Config) {
+		c.Store.URL = dsn
+		c.Server.NodeID = "mx-dup"
+	})
+	base := startupBase(t)
+	cfg := startupConfig(t, base, filepath.Join(base, "data"), takePort(t), fmt.Sprintf("[store]\nurl = %q\n", dsn))
+	// node_id goes in [server].
+	raw, err := os.ReadFile(cfg)
+	must(t, err)
+	must(t, os.WriteFile(cfg, []byte(strings.Replace(string(raw), "[server]\n", "[server]\nnode_id = \"mx-dup\"\n", 1)), 0o644))
+	code, _, stderr := runBinary(t, 0, "", "serve", "--config", cfg)
+	checkFailure(t, code, stderr, 69, `herald: server.node_id "mx-dup" is in use by another running herald (client 127.0.0.1, herald mx-dup lock, since `, true)
+	if !strings.Contains(stderr, "give each node its own server.node_id") {
+		t.Errorf("message: %s", stderr)
+	}
+}
+
+// Two nodes on one PostgreSQL store, each accepting half of the mail for
+// one slow remote domain and delivering it at once (its own workers),
+// respect queue.max_per_destination together: the sink never sees more
+// transactions at once than the limit, where each node alone would open
+// that many. Every message arrives once.
+func TestPostgresNodesShareDestinationLimit(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgtest.NewSchema(t)
+	const limit, perNode = 2, 5
+	node := func(id string) *herald {
+		return startHerald(t, func(c *config.Config) {
+			c.Store.URL = dsn
+			c.Server.NodeID = id
+			c.Queue.MaxPerDestination = limit
+			c.Relay.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		})
+	}
+	nodes := []*herald{node("node-a"), node("node-b")}
+	ip := nextMXIP()
+	mx := testmx.Start(t, ip+":25", testmx.Config{DataDelay: 150 * time.Millisecond})
+	for _, h := range nodes {
+		h.dns.AddMX("slow.test", "mx.slow.test", 10)
+		h.dns.AddA("mx.slow.test", ip)
+	}
+	for i := range perNode {
+		for j, h := range nodes {
+			c := dial(t, h.addr("smtp"))
+			c.ok(250, "EHLO client.test")
+			if code, msg := c.send("app@sender.test", []string{fmt.Sprintf("r%d-%d@slow.test", j, i)}, testBody(fmt.Sprintf("m%d-%d", j, i))); code != 250 {
+				t.Fatalf("node %d refused: %d %s", j, code, msg)
+			}
+			c.conn.Close()
+		}
+	}
+	got := mx.WaitMessages(t, 2*perNode, 60*time.Second)
+	if peak := mx.PeakTransactions(); peak > limit || peak < 1 {
+		t.Errorf("the sink saw %d transactions at once, want at most %d (queue.max_per_destination on all nodes together)", peak, limit)
+	}
+	seen := map[string]int{}
+	for _, m := range got {
+		for _, r := range m.Rcpts {
+			seen[r]++
+		}
+	}
+	if len(seen) != 2*perNode {
+		t.Errorf("%d distinct recipients delivered, want %d: %v", len(seen), 2*perNode, seen)
+	}
+	for r, n := range seen {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", r, n)
 		}
 	}
 }

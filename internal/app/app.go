@@ -45,7 +45,6 @@ import (
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
 	"github.com/heraldmail/herald/internal/transport"
-	"github.com/heraldmail/herald/internal/verp"
 	"github.com/heraldmail/herald/internal/webhook"
 )
 
@@ -133,12 +132,8 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	if a.store, _, err = OpenStore(cfg, a.log, true); err != nil {
 		return nil, err
 	}
-	// One server per node name on a shared store, like one per data
-	// directory: what ReleaseLeases frees must be this node's.
-	if c, ok := a.store.(nodeClaimer); ok {
-		if err := c.ClaimNode(context.Background()); err != nil {
-			return nil, storeError(cfg, err)
-		}
+	if err := lockNode(cfg, a.store); err != nil {
+		return nil, err
 	}
 	// What this node had in flight when it stopped is due again; other
 	// nodes' leases are theirs.
@@ -163,19 +158,23 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		dcfg.MTASTS = a.mtasts
 	}
 	if cfg.TLSRPT.Enabled {
-		a.tlsrpt = tlsrpt.NewAggregator(clk)
+		a.tlsrpt = tlsrpt.NewAggregator(clk, a.store)
 		dcfg.TLSReport = a.tlsrpt
 	}
 	a.remote = delivery.New(dcfg, res, a.log)
 	a.resolver = res
 	a.clock = clk
 
-	verpPath := filepath.Join(dir, "verp.key")
-	verpKey, err := verp.LoadOrCreateKey(verpPath)
+	verpKey, err := loadVERPKey(cfg, a.store, a.log)
 	if err != nil {
-		return nil, startup.KeyFile("VERP key", verpPath, dir, err)
+		return nil, err
 	}
 	fb := feedback.New(a.store, verpKey, clk, a.log)
+	if n, err := inbound.ImportReportDir(context.Background(), DMARCReportDir(cfg), a.store, clk); err != nil {
+		a.log.Error("DMARC report files of an earlier version not imported", "err", err)
+	} else if n > 0 {
+		a.log.Info("DMARC report files of an earlier version imported into the store", "reports", n)
+	}
 	a.disk = diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, a.log)
 	a.disk.EnsureReserve()
 	tr := transport.New(a.store, local.NewMaildir(filepath.Join(cfg.Server.DataDir, "mail")), a.remote,
@@ -185,10 +184,15 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	qcfg := queueConfig(cfg)
 	qcfg.OnStorageFull = a.disk.Release
 	a.sched = queue.New(qcfg, a.store, tr, notifier, clk, a.log, observers{a.metrics, fb})
-	// Unknown destinations are bounded by delivery's per-destination
-	// concurrency; the throttle adds the big providers' table and backs
-	// off any destination that answers with throttling replies.
-	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Clock: clk, Logger: a.log,
+	// The throttle's state is in the store: all nodes together respect
+	// queue.max_per_destination for every destination, the big providers'
+	// table, and the back-off of a destination that answers with
+	// throttling replies (delivery's own per-destination semaphore caps
+	// each node as well). A delivery to a destination at its cap waits up
+	// to 2s for a connection (woken when one of this node's ends) before
+	// it is deferred.
+	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Store: a.store, Clock: clk, Logger: a.log,
+		MaxPerDestination: cfg.Queue.MaxPerDestination, Hold: cfg.Queue.LeaseTimeout, ConnWait: 2 * time.Second,
 		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), Dir: a.store})
 	// A dead node's webhook deliveries are taken over like its mail: after
 	// queue.lease_timeout (beyond the request's own webhook_timeout).
@@ -205,7 +209,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	a.spool.SetGuard(a.disk.Check)
 
 	checker := &inbound.Checker{Resolver: res, Config: cfg.Checks, Policies: a.store, AuthservID: authservID(cfg), Log: a.log,
-		Catcher: &inbound.Catcher{Dir: DMARCReportDir(cfg), Log: a.log, Complaint: fb.Complaint,
+		Catcher: &inbound.Catcher{Reports: a.store, Clock: clk, Log: a.log, Complaint: fb.Complaint,
 			Ours: func(ctx context.Context, domain string) bool {
 				ok, err := a.store.IsLocalDomain(ctx, domain)
 				return err == nil && ok

@@ -18,7 +18,9 @@ import (
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/pidlock"
+	"github.com/heraldmail/herald/internal/store/postgres"
 	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/testutil/pgtest"
 )
 
 // goodConfig starts: every listener on a fresh loopback port, the data
@@ -323,4 +325,37 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// On a shared PostgreSQL store a second node under the name of a running
+// one is refused (exit 69, the holder named), with everything it opened
+// closed again; the first node keeps working, and once it stops the name
+// is free. Not parallel: it counts goroutines.
+func TestNewRefusesSameNodeID(t *testing.T) {
+	_, dsn := pgtest.NewSchema(t)
+	node := func() *config.Config {
+		cfg := goodConfig(filepath.Join(t.TempDir(), "data"))
+		cfg.Store.URL, cfg.Server.NodeID = dsn, "mx1"
+		return cfg
+	}
+	a, err := New(node(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseline := runtime.NumGoroutine()
+	_, err = New(node(), quiet())
+	want := `server.node_id "mx1" is in use by another running herald (client 127.0.0.1, herald mx1 lock, since `
+	if exitcode.Of(err, -1) != exitcode.Unavailable || !strings.Contains(fmt.Sprint(err), want) || !errors.Is(err, postgres.ErrNodeInUse) {
+		t.Errorf("second node mx1: status %d, %v\nwant %d and %q", exitcode.Of(err, -1), err, exitcode.Unavailable, want)
+	}
+	waitGoroutines(t, baseline)
+	if _, err := a.Store().ListDomains(context.Background()); err != nil {
+		t.Errorf("first node's store after the refused second: %v", err)
+	}
+	stop(t, a)
+	b, err := New(node(), quiet())
+	if err != nil {
+		t.Fatalf("New after the first node stopped: %v", err)
+	}
+	stop(t, b)
 }

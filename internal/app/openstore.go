@@ -58,18 +58,30 @@ func OpenStore(cfg *config.Config, log *slog.Logger, create bool) (st store.Stor
 	return lite, missing, nil
 }
 
+// nodeLocker is a store that refuses a second running node with the same
+// node name (postgres.Store.LockNode). The embedded store needs none: the
+// data directory's lock (herald.pid) already refuses a second server.
+type nodeLocker interface {
+	LockNode(ctx context.Context) error
+}
+
+// lockNode takes the store's lock on server.node_id for the serving node's
+// lifetime: two nodes with one name would release each other's leases.
+func lockNode(cfg *config.Config, st store.Store) error {
+	if l, ok := st.(nodeLocker); ok {
+		if err := l.LockNode(context.Background()); err != nil {
+			return startup.NodeID(cfg.Server.NodeID, cfg.Store.URL, err)
+		}
+	}
+	return nil
+}
+
 // storeError describes a failure of the opened store during start-up.
 func storeError(cfg *config.Config, err error) error {
 	if cfg.Store.URL != "" {
 		return startup.StoreURL(cfg.Store.URL, err)
 	}
 	return startup.Store(cfg.Server.DataDir, err)
-}
-
-// nodeClaimer is a store shared by nodes that claims the node name for the
-// server (postgres.Store.ClaimNode); commands never claim.
-type nodeClaimer interface {
-	ClaimNode(ctx context.Context) error
 }
 
 // waker is a store that tells when another node (or a command) made work

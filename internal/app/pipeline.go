@@ -1,7 +1,8 @@
 package app
 
 import (
-	"fmt"
+	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 
@@ -11,9 +12,9 @@ import (
 	"github.com/heraldmail/herald/internal/feedback"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/spool"
+	"github.com/heraldmail/herald/internal/startup"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/submit"
-	"github.com/heraldmail/herald/internal/verp"
 )
 
 // PipelineDeps are the parts of a node the acceptance path is built on.
@@ -58,10 +59,26 @@ func apiMessageBytes(maxMessage int64) int64 {
 	return maxMessage/3*4 + 1<<20
 }
 
-// DMARCReportDir is where a node keeps the DMARC aggregate reports it
-// receives.
+// DMARCReportDir is where an earlier Herald kept the DMARC aggregate
+// reports it received; New imports them into the store once.
 func DMARCReportDir(cfg *config.Config) string {
 	return filepath.Join(cfg.Server.DataDir, "dmarc-reports")
+}
+
+// loadVERPKey returns the VERP key of the cluster, kept in the store; a
+// data directory's verp.key of an earlier Herald is imported into a store
+// that has none (feedback.LoadKey).
+func loadVERPKey(cfg *config.Config, st store.Secrets, log *slog.Logger) ([]byte, error) {
+	legacy := filepath.Join(cfg.Server.DataDir, "verp.key")
+	key, err := feedback.LoadKey(context.Background(), st, legacy, log)
+	var kf *feedback.KeyFileError
+	switch {
+	case errors.As(err, &kf):
+		return nil, startup.KeyFile("VERP key", legacy, cfg.Server.DataDir, err)
+	case err != nil:
+		return nil, storeError(cfg, err)
+	}
+	return key, nil
 }
 
 // NewLocalPipeline builds the acceptance path for a command that writes
@@ -69,9 +86,9 @@ func DMARCReportDir(cfg *config.Config) string {
 // (the server picks the message up), no inbound checks (nothing comes
 // from the network).
 func NewLocalPipeline(cfg *config.Config, st store.Store, log *slog.Logger) (*submit.Pipeline, error) {
-	key, err := verp.LoadOrCreateKey(filepath.Join(cfg.Server.DataDir, "verp.key"))
+	key, err := loadVERPKey(cfg, st, log)
 	if err != nil {
-		return nil, fmt.Errorf("VERP key: %w", err)
+		return nil, err
 	}
 	guard := diskguard.New(cfg.Server.DataDir, cfg.Limits.QueueMinFree, log)
 	sp := spool.New(st, nil, clock.Real{})

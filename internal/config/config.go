@@ -105,7 +105,9 @@ type ServerConfig struct {
 	// queue leases it takes are recorded under it, and at start-up it
 	// releases only its own. Letters, digits, '.', '-' and '_', at most
 	// 253 characters; unset or "" means Hostname. Two nodes sharing a
-	// store must not have the same NodeID.
+	// store must not have the same NodeID: on PostgreSQL a node holds a
+	// lock on its NodeID while it runs, and a second one with the same
+	// NodeID is refused at start-up (exit 69).
 	NodeID string `toml:"node_id"`
 	// DataDir holds the embedded store, message bodies and generated keys.
 	DataDir string `toml:"data_dir"`

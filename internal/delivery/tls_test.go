@@ -1,8 +1,10 @@
 package delivery_test
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/heraldmail/herald/internal/delivery/dane"
 	"github.com/heraldmail/herald/internal/delivery/mtasts"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store/sqlite"
 	"github.com/heraldmail/herald/internal/testutil/testmx"
 	"github.com/heraldmail/herald/internal/tlsrpt"
 )
@@ -77,9 +80,35 @@ func policy(mode string, mx ...string) string {
 	return p
 }
 
+// newAggregator returns a TLS-RPT aggregator keeping its counts in a
+// store of its own.
+func newAggregator(t *testing.T) *tlsrpt.Aggregator {
+	t.Helper()
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return tlsrpt.NewAggregator(nil, st)
+}
+
+// report flushes agg's counts and returns today's reports.
+func report(t *testing.T, agg *tlsrpt.Aggregator) []tlsrpt.ReportJSON {
+	t.Helper()
+	if _, err := agg.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reps, err := agg.Report(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reps
+}
+
 // failures returns the result types counted for domain today.
-func failures(agg *tlsrpt.Aggregator, domain string) (success, failure int64, types []string) {
-	for _, r := range agg.Report(time.Now()) {
+func failures(t *testing.T, agg *tlsrpt.Aggregator, domain string) (success, failure int64, types []string) {
+	t.Helper()
+	for _, r := range report(t, agg) {
 		if r.Domain != domain {
 			continue
 		}
@@ -114,7 +143,7 @@ func TestMTASTSEnforce(t *testing.T) {
 
 	cache := mtasts.New(mtasts.Config{Resolver: e.res, RootCAs: ca.Pool(), Timeout: 2 * time.Second})
 	t.Cleanup(cache.Close)
-	agg := tlsrpt.NewAggregator(nil)
+	agg := newAggregator(t)
 	c := e.client(func(c *delivery.Config) {
 		c.RootCAs, c.MTASTS, c.TLSReport, c.IdleTimeout = ca.Pool(), cache, agg, -1
 	})
@@ -170,11 +199,11 @@ func TestMTASTSEnforce(t *testing.T) {
 		if tc.domain == "badcert.test" && tc.mx.Connections() != 1 {
 			t.Errorf("%d connections to the bad-certificate MX, want 1 (no clear-text retry)", tc.mx.Connections())
 		}
-		if s, f, types := failures(agg, tc.domain); s != 0 || f != 1 || len(types) != 1 || types[0] != tc.rpt {
+		if s, f, types := failures(t, agg, tc.domain); s != 0 || f != 1 || len(types) != 1 || types[0] != tc.rpt {
 			t.Errorf("%s: TLS-RPT success %d failure %d types %v, want one %s", tc.domain, s, f, types, tc.rpt)
 		}
 	}
-	if s, f, _ := failures(agg, "good.test"); s != 3 || f != 0 {
+	if s, f, _ := failures(t, agg, "good.test"); s != 3 || f != 0 {
 		t.Errorf("good.test: TLS-RPT success %d failure %d, want 3/0", s, f)
 	}
 }
@@ -189,7 +218,7 @@ func TestMTASTSTesting(t *testing.T) {
 	mx := e.mx("mx.try.test", "127.0.0.2", testmx.Config{STARTTLS: true}) // untrusted certificate too
 	cache := mtasts.New(mtasts.Config{Resolver: e.res, RootCAs: ca.Pool(), Timeout: 2 * time.Second})
 	t.Cleanup(cache.Close)
-	agg := tlsrpt.NewAggregator(nil)
+	agg := newAggregator(t)
 	c := e.client(func(c *delivery.Config) { c.RootCAs, c.MTASTS, c.TLSReport = ca.Pool(), cache, agg })
 
 	res := deliver(t, c, request("try.test", "a@try.test"))
@@ -199,11 +228,11 @@ func TestMTASTSTesting(t *testing.T) {
 		t.Fatalf("TLS %q policy %q failure %q", res[0].TLS, res[0].TLSPolicy, res[0].TLSFailure)
 	}
 	mx.WaitMessages(t, 1, time.Second)
-	s, f, types := failures(agg, "try.test")
+	s, f, types := failures(t, agg, "try.test")
 	if s != 0 || f != 1 || len(types) != 1 || types[0] != tlsrpt.ResultValidationFailure {
 		t.Fatalf("TLS-RPT success %d failure %d types %v", s, f, types)
 	}
-	rep := agg.Report(time.Now())
+	rep := report(t, agg)
 	if len(rep) != 1 || rep[0].Policies[0].Policy.Type != tlsrpt.PolicySTS || len(rep[0].Policies[0].Policy.MXHost) != 1 {
 		t.Fatalf("report %+v", rep)
 	}
@@ -228,7 +257,7 @@ func TestDANE(t *testing.T) {
 		e.tlsa("mx."+d, 3, 1, 1, ee)
 	}
 	e.tlsa("mx.ta.test", 2, 0, 1, dane.Association(ca.Root, dane.SelectorCert, dane.MatchSHA256))
-	agg := tlsrpt.NewAggregator(nil)
+	agg := newAggregator(t)
 	c := e.client(func(c *delivery.Config) { c.TLSReport = agg })
 
 	// Without the AD bit the TLSA records are ignored: opportunistic.
@@ -270,10 +299,10 @@ func TestDANE(t *testing.T) {
 	if mxWrong.Connections() != 1 {
 		t.Fatalf("%d connections to the mismatching MX, want 1 (no clear-text retry)", mxWrong.Connections())
 	}
-	if s, f, types := failures(agg, "wrong.test"); s != 0 || f != 1 || types[0] != tlsrpt.ResultValidationFailure {
+	if s, f, types := failures(t, agg, "wrong.test"); s != 0 || f != 1 || types[0] != tlsrpt.ResultValidationFailure {
 		t.Fatalf("TLS-RPT wrong.test: %d %d %v", s, f, types)
 	}
-	for _, r := range agg.Report(time.Now()) {
+	for _, r := range report(t, agg) {
 		if r.Domain == "dane.test" {
 			var types []string
 			for _, p := range r.Policies {

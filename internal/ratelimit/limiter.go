@@ -89,10 +89,13 @@ func (w *Windows) Allows(key string, l Limits, n int) (ok bool, retryAfter time.
 }
 
 func (w *Windows) take(key string, l Limits, n int, count bool) (ok bool, retryAfter time.Duration) {
+	return w.takeAt(key, l, n, count, w.clk.Now())
+}
+
+func (w *Windows) takeAt(key string, l Limits, n int, count bool, now time.Time) (ok bool, retryAfter time.Duration) {
 	if n <= 0 {
 		return true, 0
 	}
-	now := w.clk.Now()
 	limits := [3]int{l.PerMinute, l.PerHour, l.PerDay}
 	for _, lim := range limits {
 		if lim > 0 && n > lim {

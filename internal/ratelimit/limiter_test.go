@@ -183,3 +183,37 @@ func TestWindowsBoundedMemory(t *testing.T) {
 		t.Fatalf("after idle eviction: Len %d, fresh usage %d", w.Len(), d)
 	}
 }
+
+// The exported slot arithmetic agrees with Windows: the same decisions,
+// waits and statuses from a key's slots as from the limiter itself, so a
+// store keeping the slots decides as one node would.
+func TestSlotsAgreeWithWindows(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(windowsStart.Add(1300 * time.Millisecond))
+	w := NewWindows(clk)
+	l := Limits{PerMinute: 7, PerHour: 20, PerDay: 45}
+	for step := range 400 {
+		n := 1 + step%3
+		slots := w.SlotsAt("k", clk.Now())
+		fits, wait := Check(slots, l, n, clk.Now())
+		ok, retry := w.Take("k", l, n)
+		if fits != ok || wait != retry {
+			t.Fatalf("step %d: Check = %v %v, Take = %v %v", step, fits, wait, ok, retry)
+		}
+		if got, want := StatusOf(w.SlotsAt("k", clk.Now()), l, clk.Now()), w.Status("k", l); got != want {
+			t.Fatalf("step %d: StatusOf = %+v, Status = %+v", step, got, want)
+		}
+		clk.Advance(time.Duration(1+step%7) * 1700 * time.Millisecond)
+	}
+	if ok, retry := Check(nil, l, 8, clk.Now()); ok || retry != time.Duration(math.MaxInt64) {
+		t.Fatalf("n above the minute limit: %v %v", ok, retry)
+	}
+	for _, s := range w.SlotsAt("k", clk.Now()) {
+		if !Live(s, clk.Now()) {
+			t.Fatalf("SlotsAt returned a dead slot %+v", s)
+		}
+	}
+	if ws := SlidingWindows(); ws[0].Slots != 13 || ws[1].Width != 5*time.Minute || ws[2].Slots != 25 {
+		t.Fatalf("windows %+v", ws)
+	}
+}

@@ -217,6 +217,22 @@ func StoreURL(url string, err error) error {
 	return describe(exitcode.Software, what, reason(err), "", err)
 }
 
+// NodeID describes a failure to take the lock of server.node_id (node) on
+// the store of url (postgres.Store.LockNode): another running node uses
+// the same name.
+func NodeID(node, url string, err error) error {
+	var inUse *postgres.NodeInUseError
+	if errors.As(err, &inUse) {
+		who := "another running herald"
+		if inUse.Holder != "" {
+			who += " (" + inUse.Holder + ")"
+		}
+		return exitcode.New(exitcode.Unavailable, fmt.Sprintf("server.node_id %q is in use by %s on the store %s (give each node its own server.node_id, or stop the other one first)",
+			node, who, postgres.Redact(url)), err)
+	}
+	return StoreURL(url, err)
+}
+
 // readOnly finds out why SQLite could not write: the directory, the file or
 // the file system.
 func readOnly(dir, db string, err error) error {

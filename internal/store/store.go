@@ -225,7 +225,8 @@ type Queue interface {
 	Delete(ctx context.Context, id string) error
 	// ReleaseLeases clears the leases held by this node, so that what was
 	// in flight when it stopped is due again at once (called at start-up,
-	// before this node leases anything). Other nodes' leases are never
+	// before this node leases anything), and gives back the destination
+	// connections it held (Destinations). Other nodes' leases are never
 	// touched.
 	ReleaseLeases(ctx context.Context) error
 	// Stats summarises the pending queue.
@@ -337,6 +338,11 @@ type Store interface {
 	Directory
 	DKIMKeys
 	Platform
+	Secrets
+	DMARCReports
+	TLSReports
+	RateCounters
+	Destinations
 	Close() error
 }
 

@@ -15,7 +15,8 @@ import (
 )
 
 // Store is the state the pipeline reads: the directory, account ownership,
-// suppressions, DKIM keys, and the event log for recipients it suppresses.
+// suppressions, DKIM keys, the event log for recipients it suppresses, and
+// the rate windows it charges.
 type Store interface {
 	IsLocalDomain(ctx context.Context, domain string) (bool, error)
 	GetUser(ctx context.Context, address string) (store.User, error)
@@ -27,6 +28,9 @@ type Store interface {
 	IsSuppressed(ctx context.Context, account, address string) (bool, error)
 	AddEvents(ctx context.Context, evs []store.Event) error
 	ActiveDKIMKeys(ctx context.Context, domain string) ([]store.DKIMKey, error)
+	// The sending-rate windows of users and accounts, shared by every
+	// node.
+	store.RateCounters
 }
 
 // Spool makes an accepted message durable (package spool).
@@ -89,7 +93,6 @@ type Pipeline struct {
 	spool    Spool
 	feedback Feedback
 	inbound  Inbound
-	limits   *ratelimit.Windows
 	guard    func(size int64) error
 	clock    clock.Clock
 	log      *slog.Logger
@@ -103,7 +106,6 @@ type Deps struct {
 	Spool    Spool
 	Feedback Feedback
 	Inbound  Inbound
-	Limits   *ratelimit.Windows // nil: a private one
 	Guard    func(size int64) error
 	Clock    clock.Clock
 	Logger   *slog.Logger
@@ -123,14 +125,11 @@ func New(cfg Config, d Deps) *Pipeline {
 	if d.Clock == nil {
 		d.Clock = clock.Real{}
 	}
-	if d.Limits == nil {
-		d.Limits = ratelimit.NewWindows(d.Clock)
-	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Pipeline{cfg: cfg, st: d.Store, spool: d.Spool, feedback: d.Feedback, inbound: d.Inbound,
-		limits: d.Limits, guard: d.Guard, clock: d.Clock, log: d.Logger}
+		guard: d.Guard, clock: d.Clock, log: d.Logger}
 }
 
 // Network identifies an SMTP client: a logged-in user, an allow-listed

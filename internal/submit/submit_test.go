@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -16,8 +17,10 @@ import (
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/spool"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/postgres"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 	"github.com/heraldmail/herald/internal/submit"
+	"github.com/heraldmail/herald/internal/testutil/pgtest"
 	"github.com/heraldmail/herald/internal/verp"
 )
 
@@ -29,7 +32,7 @@ import (
 //	the default account owns corp.test (local)
 type env struct {
 	t     *testing.T
-	st    *sqlite.Store
+	st    store.Store
 	p     *submit.Pipeline
 	fb    *feedback.Processor
 	key   []byte
@@ -43,6 +46,32 @@ func setup(t *testing.T, cfg submit.Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return setupOn(t, cfg, st, true)
+}
+
+// setupOn builds the env on st; with fill false st holds the tenants
+// already (another node of the same database).
+func setupOn(t *testing.T, cfg submit.Config, st store.Store, fill bool) *env {
+	t.Helper()
+	clk := clock.NewFake(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	key := make([]byte, verp.KeySize)
+	fb := feedback.New(st, key, clk, nil)
+	if cfg.Hostname == "" {
+		cfg.Hostname = "mx.herald.test"
+	}
+	p := submit.New(cfg, submit.Deps{Store: st, Spool: spool.New(st, nil, clk), Feedback: fb,
+		Clock: clk})
+	e := &env{t: t, st: st, p: p, fb: fb, key: key, clock: clk}
+	if fill {
+		fillTenants(t, st)
+	}
+	return e
+}
+
+// fillTenants adds the accounts, domains, users, aliases and DKIM keys of
+// env to st.
+func fillTenants(t *testing.T, st store.Store) {
+	t.Helper()
 	ctx := context.Background()
 	must := func(err error) {
 		t.Helper()
@@ -86,15 +115,6 @@ func setup(t *testing.T, cfg submit.Config) *env {
 		must(err)
 		must(st.AddDKIMKey(ctx, store.DKIMKey{Domain: d, Selector: "s1", Algorithm: store.DKIMAlgorithmEd25519, PrivateKey: priv, Active: true}))
 	}
-	clk := clock.NewFake(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
-	key := make([]byte, verp.KeySize)
-	fb := feedback.New(st, key, clk, nil)
-	if cfg.Hostname == "" {
-		cfg.Hostname = "mx.herald.test"
-	}
-	p := submit.New(cfg, submit.Deps{Store: st, Spool: spool.New(st, nil, clk), Feedback: fb,
-		Limits: ratelimit.NewWindows(clk), Clock: clk})
-	return &env{t: t, st: st, p: p, fb: fb, key: key, clock: clk}
 }
 
 func user(u string) submit.Identity {
@@ -402,6 +422,61 @@ func TestLimits(t *testing.T) {
 	e2.st.UpdateAccountLimits(ctx, "acme", store.AccountLimits{PerMinute: 2})
 	if _, err := e2.send(apiKey("acme"), "app@example.test", []string{"a@r.test", "b@r.test", "c@r.test"}, hdr); code(err) != "5.7.1" {
 		t.Errorf("more recipients than the window allows: %v, want a permanent 5.7.1", err)
+	}
+}
+
+// Two nodes on one PostgreSQL database charge one account's limit: what
+// node A sent counts on node B, at MAIL FROM and at the end of DATA, and
+// the API's X-RateLimit status is the same on both. A user's own limit is
+// shared the same way.
+func TestLimitsSharedByNodes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, dsn := pgtest.NewSchema(t)
+	open := func(node string) store.Store {
+		st, err := postgres.Open(ctx, dsn, postgres.Options{Node: node, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	cfg := submit.Config{MaxRecipients: 10, UserLimits: ratelimit.Limits{PerHour: 3}}
+	a := setupOn(t, cfg, open("mx1"), true)
+	b := setupOn(t, cfg, open("mx2"), false)
+	if err := a.st.UpdateAccountLimits(ctx, "acme", store.AccountLimits{PerMinute: 6}); err != nil {
+		t.Fatal(err)
+	}
+	hdr := "From: app@example.test\r\n\r\n"
+	if _, err := a.send(apiKey("acme"), "app@example.test", []string{"a@r.test", "b@r.test", "c@r.test"}, hdr); err != nil {
+		t.Fatalf("node A, 3 of 6: %v", err)
+	}
+	if _, err := b.send(apiKey("acme"), "app@example.test", []string{"a@r.test", "b@r.test", "c@r.test", "d@r.test"}, hdr); code(err) != "4.7.1" {
+		t.Fatalf("node B, 4 more: %v, want 4.7.1", err)
+	}
+	if _, err := b.send(apiKey("acme"), "app@example.test", []string{"a@r.test", "b@r.test"}, hdr); err != nil {
+		t.Fatalf("node B, 2 more: %v", err)
+	}
+	for _, e := range []*env{a, b} {
+		if st, err := e.p.AccountRate(ctx, "acme"); err != nil || st.Limit != 6 || st.Remaining != 1 {
+			t.Errorf("rate status %+v %v, want 1 of 6 left on every node", st, err)
+		}
+	}
+	// alice's own limit (3 an hour) and the account's last recipient.
+	if _, err := a.send(user("alice@example.test"), "alice@example.test", []string{"x@r.test"}, "From: alice@example.test\r\n\r\n"); err != nil {
+		t.Fatalf("alice on node A: %v", err)
+	}
+	tx, _ := b.p.Begin(ctx, user("alice@example.test"))
+	if err := tx.Mail(ctx, submit.Mail{From: "alice@example.test"}); code(err) != "4.7.1" {
+		t.Fatalf("alice on node B at MAIL, the account's limit reached on node A: %v", err)
+	}
+	a.clock.Advance(2 * time.Minute)
+	b.clock.Advance(2 * time.Minute)
+	if _, err := b.send(user("alice@example.test"), "alice@example.test", []string{"x@r.test", "y@r.test"}, "From: alice@example.test\r\n\r\n"); err != nil {
+		t.Fatalf("alice on node B a minute later: %v", err)
+	}
+	if _, err := a.send(user("alice@example.test"), "alice@example.test", []string{"z@r.test"}, "From: alice@example.test\r\n\r\n"); code(err) != "4.7.1" {
+		t.Fatalf("alice's 4th recipient in the hour, on node A: %v, want 4.7.1", err)
 	}
 }
 

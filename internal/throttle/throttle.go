@@ -4,6 +4,13 @@
 // recipient domain, or the mailbox provider behind it), and backs off a
 // destination automatically when it answers with throttling replies.
 //
+// The state is in the store (store.Destinations), so that the nodes of a
+// cluster respect the limits together: the sessions of every node count
+// against one connection cap and one minute, and a pause one node starts
+// holds for all. A session's connection is held for Config.Hold and
+// renewed every third of it while the session lasts, so a dead node's
+// connections are given back within Hold.
+//
 // The queue calls Acquire before a delivery attempt; when it says "not now"
 // the recipients are deferred, without an attempt, for the returned wait.
 // After the attempt the queue calls the release function and reports each
@@ -55,30 +62,42 @@
 // paused come from sessions started before the pause and do not escalate
 // it. Successful deliveries recover the destination gradually: at most
 // once a minute, a success doubles the effective rate (up to the
-// configured limit) and forgets one episode.
+// configured limit) and forgets one episode. Two nodes that see a
+// throttling reply at once make one episode: the change is written only if
+// the state is still the one it was computed from.
+//
+// # Rate
+//
+// MessagesPerMinute holds over any minute: a sliding window in 5 s slots,
+// as the account limits are counted (ratelimit.SlidingWindows), so a
+// destination gets at most that many new sessions in any 60 seconds, on all
+// nodes together (a quiet minute allows them at once).
 package throttle
 
 import (
+	"context"
+	"errors"
 	"log/slog"
-	"math"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
 )
 
 // Limits are the traffic limits of one destination. Zero means unlimited.
 type Limits struct {
-	// MaxConnections caps concurrent sessions (Acquire holders).
+	// MaxConnections caps concurrent sessions (Acquire holders), on all
+	// nodes together.
 	MaxConnections int
 	// MessagesPerConnection is how many messages the delivery code should
 	// send over one connection before closing it. Throttle does not
 	// enforce it; read it with Throttle.Limits.
 	MessagesPerConnection int
-	// MessagesPerMinute is the average rate; up to this many may go at
-	// once after a quiet minute (a token bucket with that burst).
+	// MessagesPerMinute caps the sessions started in any minute, on all
+	// nodes together.
 	MessagesPerMinute int
 }
 
@@ -143,19 +162,43 @@ var mxSuffixes = []struct{ suffix, key string }{
 
 // Config configures a Throttle.
 type Config struct {
+	// Store keeps the state of the destinations, shared by every node.
+	// Required.
+	Store store.Destinations
 	// Default applies to destinations not in Domains; the zero value is
 	// unlimited (see DefaultLimits).
 	Default Limits
 	// Domains holds per-destination limits keyed by lower-case domain. Nil
 	// means DefaultDomains(); pass an empty map for no table.
 	Domains map[string]Limits
+	// MaxPerDestination caps the connections of every destination, table
+	// entries included (queue.max_per_destination); 0 means no cap beyond
+	// the limits.
+	MaxPerDestination int
+	// Hold is how long a session's connection is held without renewal; it
+	// is renewed every third of it while the session lasts, and a dead
+	// node's connections are given back after it. 0 means one minute.
+	Hold time.Duration
 	// Clock tells the time; nil means the wall clock.
 	Clock clock.Clock
-	// MaxDestinations bounds the destinations remembered; 0 means 10000.
+	// MaxDestinations bounds the destinations whose last state is kept
+	// in memory (to know when a success should recover one); 0 means
+	// 10000.
 	MaxDestinations int
 	// BusyWait is the wait returned when a destination is at its
-	// connection cap; 0 means 2 seconds.
+	// connection cap, or the store failed; 0 means 2 seconds.
 	BusyWait time.Duration
+	// ConnWait is how long Acquire waits for a connection of a
+	// destination at its cap before it says "not now": it is woken when
+	// a session of this node to the destination ends, and tries again
+	// every ConnRetry for the connections other nodes give back. At most
+	// four callers per connection of the destination wait (as many queue
+	// workers as keep its connections busy); the others are told at once.
+	// 0 means no waiting.
+	ConnWait time.Duration
+	// ConnRetry is how often a waiting Acquire tries again; 0 means
+	// 500 ms.
+	ConnRetry time.Duration
 	// Logger receives back-off and recovery events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -174,45 +217,52 @@ const (
 	recoveryStep = time.Minute
 	minFactor    = 1.0 / 16
 	maxStrikes   = 6 // 1m << 5 = 32m, capped at 30m
+	// storeTimeout bounds a call to the store.
+	storeTimeout = 10 * time.Second
+	// maxUpdates bounds the rereads of a state another node changed.
+	maxUpdates = 5
+	// waitersPerConn bounds the callers waiting for a connection of a
+	// destination, per connection it has.
+	waitersPerConn = 4
 )
 
 // Throttle applies per-destination limits. It is safe for concurrent use.
 type Throttle struct {
+	st       store.Destinations
 	def      Limits
 	domains  map[string]Limits
+	maxPer   int
+	hold     time.Duration
 	clk      clock.Clock
 	maxDest  int
 	busyWait time.Duration
+	connWait time.Duration
+	retry    time.Duration
 	log      *slog.Logger
 
 	firstPause, maxPause time.Duration
 
-	mu    sync.Mutex
-	dests map[string]*dest
-}
-
-// dest is the state of one destination.
-type dest struct {
-	limits      Limits
-	active      int
-	tokens      float64
-	last        time.Time // of the last refill
-	factor      float64   // effective fraction of the limits, (0, 1]
-	strikes     int       // throttling episodes not yet forgiven
-	pausedUntil time.Time
-	lastChange  time.Time // of the last back-off or recovery step
+	mu      sync.Mutex
+	known   map[string]store.DestinationState // last state seen, by key
+	waiting map[string][]chan struct{}        // Acquire calls waiting for a connection, by key, oldest first
 }
 
 // New returns a Throttle configured by cfg.
 func New(cfg Config) *Throttle {
 	t := &Throttle{
+		st:       cfg.Store,
 		def:      cfg.Default,
 		domains:  make(map[string]Limits),
+		maxPer:   cfg.MaxPerDestination,
+		hold:     cfg.Hold,
 		clk:      cfg.Clock,
 		maxDest:  cfg.MaxDestinations,
 		busyWait: cfg.BusyWait,
+		connWait: cfg.ConnWait,
+		retry:    cfg.ConnRetry,
 		log:      cfg.Logger,
-		dests:    make(map[string]*dest),
+		known:    make(map[string]store.DestinationState),
+		waiting:  make(map[string][]chan struct{}),
 
 		firstPause: cfg.FirstPause,
 		maxPause:   cfg.MaxPause,
@@ -222,6 +272,9 @@ func New(cfg Config) *Throttle {
 	}
 	if t.maxPause <= 0 {
 		t.maxPause = maxPause
+	}
+	if t.hold <= 0 {
+		t.hold = time.Minute
 	}
 	doms := cfg.Domains
 	if doms == nil {
@@ -238,6 +291,9 @@ func New(cfg Config) *Throttle {
 	}
 	if t.busyWait <= 0 {
 		t.busyWait = 2 * time.Second
+	}
+	if t.retry <= 0 {
+		t.retry = 500 * time.Millisecond
 	}
 	if t.log == nil {
 		t.log = slog.Default()
@@ -300,41 +356,207 @@ func (t *Throttle) limitsFor(key string) Limits {
 	return t.def
 }
 
+// destLimits are the limits of key as the store applies them: the table's
+// (or the default), connections capped by MaxPerDestination.
+func (t *Throttle) destLimits(key string) store.DestinationLimits {
+	l := t.limitsFor(key)
+	dl := store.DestinationLimits{MaxConnections: l.MaxConnections, MessagesPerMinute: l.MessagesPerMinute}
+	if t.maxPer > 0 && (dl.MaxConnections <= 0 || dl.MaxConnections > t.maxPer) {
+		dl.MaxConnections = t.maxPer
+	}
+	return dl
+}
+
 // Acquire asks to start a delivery session carrying one message to domain
 // (mapped with Key). When ok, the session holds one of the destination's
-// connections until release is called (release is idempotent) and has used
-// one message of its rate. When !ok nothing is held and the caller should
-// defer the recipients, without an attempt, for wait: the destination is
-// paused after throttling replies, at its connection cap, or out of rate.
+// connections until release is called (release is idempotent), renewed
+// meanwhile, and has used one message of its minute. When !ok nothing is
+// held and the caller should defer the recipients, without an attempt,
+// for wait: the destination is paused after throttling replies, at its
+// connection cap (after waiting up to ConnWait for a connection), or out
+// of rate (on all nodes together), or the store failed (refused for
+// BusyWait: the limits hold even then).
 func (t *Throttle) Acquire(domain string) (release func(), wait time.Duration, ok bool) {
 	key := t.Key(domain)
-	now := t.clk.Now()
+	limits := t.destLimits(key)
+	var deadline time.Time
+	var turn chan struct{} // this call's place among the waiters, once it waits
+	defer func() {
+		if turn != nil {
+			t.leave(key, turn)
+		}
+	}()
+	for {
+		now := t.clk.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		g, err := t.st.AcquireDestination(ctx, key, limits, now, now.Add(t.hold))
+		cancel()
+		if err != nil {
+			t.log.Warn("throttle: destination state unavailable; holding the delivery back", "destination", key, "err", err)
+			return nil, t.busyWait, false
+		}
+		t.remember(key, g.State)
+		switch {
+		case g.OK && g.Token == "":
+			return func() {}, 0, true
+		case g.OK:
+			return t.holdConn(key, g.Token), 0, true
+		case g.Wait > 0:
+			return nil, g.Wait, false
+		}
+		// At the connection cap: wait for one, if there is room to.
+		if deadline.IsZero() {
+			deadline = now.Add(t.connWait)
+		}
+		left := deadline.Sub(now)
+		if left <= 0 {
+			return nil, t.busyWait, false
+		}
+		if turn == nil {
+			if turn = t.join(key, waitersPerConn*limits.MaxConnections); turn == nil {
+				return nil, t.busyWait, false
+			}
+		}
+		tm := clock.NewTimer(t.clk, min(left, t.retry))
+		select {
+		case <-turn:
+			turn = t.rejoin(key, turn)
+		case <-tm.C():
+		}
+		tm.Stop()
+	}
+}
+
+// join adds a waiter for a connection of key, unless limit wait already.
+func (t *Throttle) join(key string, limit int) chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	d := t.destLocked(key, now)
-	d.refill(now)
-	if now.Before(d.pausedUntil) {
-		return nil, d.pausedUntil.Sub(now), false
+	if limit > 0 && len(t.waiting[key]) >= limit {
+		return nil
 	}
-	if c := d.maxConns(); c > 0 && d.active >= c {
-		return nil, t.busyWait, false
-	}
-	if r := d.ratePerSecond(); r > 0 {
-		if d.tokens < 1 {
-			w := time.Duration(math.Ceil((1 - d.tokens) / r * float64(time.Second)))
-			return nil, max(w, time.Millisecond), false
+	ch := make(chan struct{}, 1)
+	t.waiting[key] = append(t.waiting[key], ch)
+	return ch
+}
+
+// rejoin puts a woken waiter back in line (first: it was woken for the
+// connection given back, and someone else may have taken it).
+func (t *Throttle) rejoin(key string, old chan struct{}) chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(key, old)
+	ch := make(chan struct{}, 1)
+	t.waiting[key] = append([]chan struct{}{ch}, t.waiting[key]...)
+	return ch
+}
+
+// leave removes a waiter.
+func (t *Throttle) leave(key string, ch chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(key, ch)
+}
+
+func (t *Throttle) removeLocked(key string, ch chan struct{}) {
+	w := t.waiting[key]
+	for i, c := range w {
+		if c == ch {
+			w = append(w[:i:i], w[i+1:]...)
+			break
 		}
-		d.tokens--
 	}
-	d.active++
+	if len(w) == 0 {
+		delete(t.waiting, key)
+	} else {
+		t.waiting[key] = w
+	}
+}
+
+// wakeOne tells the oldest waiter for key that a connection was given
+// back.
+func (t *Throttle) wakeOne(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ch := range t.waiting[key] {
+		select {
+		case ch <- struct{}{}:
+			return
+		default: // woken already, not yet back in line
+		}
+	}
+}
+
+// holdConn renews the connection token of key every third of Hold until
+// the returned release function is called, which gives it back.
+func (t *Throttle) holdConn(key, token string) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := max(t.hold/3, time.Millisecond)
+		for {
+			tm := clock.NewTimer(t.clk, every)
+			select {
+			case <-stop:
+				tm.Stop()
+				return
+			case <-tm.C():
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			err := t.st.RenewDestination(ctx, key, token, t.clk.Now().Add(t.hold))
+			cancel()
+			if errors.Is(err, store.ErrLeaseLost) {
+				t.log.Warn("throttle: a connection ran out before its session ended (the node stalled for longer than the hold)",
+					"destination", key)
+				return
+			}
+			if err != nil {
+				t.log.Warn("throttle: renewing a connection", "destination", key, "err", err)
+			}
+		}
+	}()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			t.mu.Lock()
-			d.active--
-			t.mu.Unlock()
+			close(stop)
+			<-done
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			defer cancel()
+			if err := t.st.ReleaseDestination(ctx, key, token); err != nil {
+				t.log.Warn("throttle: giving a connection back; it runs out by itself", "destination", key, "err", err)
+			}
+			t.wakeOne(key)
 		})
-	}, 0, true
+	}
+}
+
+// remember keeps the last state seen of key.
+func (t *Throttle) remember(key string, st store.DestinationState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.known[key]; !ok && len(t.known) >= t.maxDest {
+		// Forget a tenth, idle ones first: the store has the truth, and
+		// the next Acquire of a forgotten destination learns it again.
+		now := t.clk.Now()
+		drop := t.maxDest / 10
+		for k, s := range t.known {
+			if drop <= 0 {
+				break
+			}
+			if s.Factor >= 1 && s.Strikes == 0 && !now.Before(s.PausedUntil) {
+				delete(t.known, k)
+				drop--
+			}
+		}
+		for k := range t.known {
+			if drop <= 0 {
+				break
+			}
+			delete(t.known, k)
+			drop--
+		}
+	}
+	t.known[key] = st
 }
 
 // Reply is one delivery outcome, as the throttle needs to know it.
@@ -351,7 +573,8 @@ type Reply struct {
 // Observe reports an outcome of a delivery to domain (mapped with Key).
 // Throttling replies from the remote back the destination off; remote 2xx
 // replies let it recover (see the package documentation). Other outcomes
-// are ignored.
+// are ignored. A change is written to the store only if nobody changed the
+// state since it was read.
 func (t *Throttle) Observe(domain string, r Reply) {
 	if !r.Remote {
 		return
@@ -364,38 +587,73 @@ func (t *Throttle) Observe(domain string, r Reply) {
 	}
 	key := t.Key(domain)
 	now := t.clk.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	d, found := t.dests[key]
-	if !found {
+	recoverable := func(s store.DestinationState) bool {
+		return (s.Factor < 1 || s.Strikes > 0) && now.Sub(s.LastChange) >= recoveryStep && !now.Before(s.PausedUntil)
+	}
+	if success {
+		t.mu.Lock()
+		s, ok := t.known[key]
+		t.mu.Unlock()
+		if !ok || !recoverable(s) {
+			return // nothing to recover (as far as this node knows): no write
+		}
+	}
+	t.update(key, func(s store.DestinationState) (store.DestinationState, bool) {
 		if success {
-			return // nothing to recover
+			if !recoverable(s) {
+				return s, false
+			}
+			s.Factor = min(s.Factor*2, 1)
+			s.Strikes = max(s.Strikes-1, 0)
+			s.LastChange = now
+			t.log.Debug("throttle: destination recovering", "destination", key, "rate_factor", s.Factor)
+			return s, true
 		}
-		d = t.destLocked(key, now)
-	}
-	d.refill(now)
-	if throttling {
-		if now.Before(d.pausedUntil) {
-			return // from a session started before the pause
+		if now.Before(s.PausedUntil) {
+			return s, false // from a session started before the pause
 		}
-		d.strikes = min(d.strikes+1, maxStrikes)
-		pause := min(t.firstPause<<(d.strikes-1), t.maxPause)
-		d.pausedUntil = now.Add(pause)
-		d.factor = max(d.factor/2, minFactor)
-		if b := d.burst(); d.tokens > b {
-			d.tokens = b
-		}
-		d.lastChange = now
+		s.Strikes = min(s.Strikes+1, maxStrikes)
+		pause := min(t.firstPause<<(s.Strikes-1), t.maxPause)
+		s.PausedUntil = now.Add(pause)
+		s.Factor = max(s.Factor/2, minFactor)
+		s.LastChange = now
 		t.log.Info("throttle: destination backing off", "destination", key, "pause", pause,
-			"rate_factor", d.factor, "reply", code, "enhanced", r.Enhanced.String())
-		return
+			"rate_factor", s.Factor, "reply", code, "enhanced", r.Enhanced.String())
+		return s, true
+	})
+}
+
+// update applies change to key's state in the store, rereading it when
+// another node changed it first.
+func (t *Throttle) update(key string, change func(store.DestinationState) (store.DestinationState, bool)) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	for range maxUpdates {
+		cur, err := t.st.DestinationState(ctx, key)
+		if err != nil {
+			t.log.Warn("throttle: destination state unavailable", "destination", key, "err", err)
+			return
+		}
+		if cur.Factor <= 0 {
+			cur.Factor = 1
+		}
+		next, ok := change(cur)
+		if !ok {
+			t.remember(key, cur)
+			return
+		}
+		done, err := t.st.SetDestinationState(ctx, key, cur.Version, next)
+		if err != nil {
+			t.log.Warn("throttle: writing destination state", "destination", key, "err", err)
+			return
+		}
+		if done {
+			next.Version = cur.Version + 1
+			t.remember(key, next)
+			return
+		}
 	}
-	if (d.factor < 1 || d.strikes > 0) && now.Sub(d.lastChange) >= recoveryStep && !now.Before(d.pausedUntil) {
-		d.factor = min(d.factor*2, 1)
-		d.strikes = max(d.strikes-1, 0)
-		d.lastChange = now
-		t.log.Debug("throttle: destination recovering", "destination", key, "rate_factor", d.factor)
-	}
+	t.log.Warn("throttle: destination state changed too often to update", "destination", key)
 }
 
 // Provider status codes that mean "you are sending too much" (see the
@@ -478,101 +736,18 @@ func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// Status is a snapshot of a destination's state.
-type Status struct {
-	Active      int       // sessions held
-	Tokens      float64   // messages that may start now under the rate
-	RateFactor  float64   // effective fraction of the limits, (0, 1]
-	PausedUntil time.Time // zero or past when not paused
+// Status returns the back-off of domain (mapped with Key) as the store
+// has it.
+func (t *Throttle) Status(domain string) (store.DestinationState, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	return t.st.DestinationState(ctx, t.Key(domain))
 }
 
-// Status returns the current state of domain (mapped with Key).
-func (t *Throttle) Status(domain string) Status {
-	key := t.Key(domain)
-	now := t.clk.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	d, ok := t.dests[key]
-	if !ok {
-		l := t.limitsFor(key)
-		return Status{Tokens: float64(l.MessagesPerMinute), RateFactor: 1}
-	}
-	d.refill(now)
-	return Status{Active: d.active, Tokens: d.tokens, RateFactor: d.factor, PausedUntil: d.pausedUntil}
-}
-
-// Len returns the number of destinations remembered.
+// Len returns the number of destinations whose last state is kept in
+// memory.
 func (t *Throttle) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.dests)
-}
-
-func (t *Throttle) destLocked(key string, now time.Time) *dest {
-	if d, ok := t.dests[key]; ok {
-		return d
-	}
-	if len(t.dests) >= t.maxDest {
-		t.evictLocked(now)
-	}
-	l := t.limitsFor(key)
-	d := &dest{limits: l, tokens: float64(l.MessagesPerMinute), last: now, factor: 1}
-	t.dests[key] = d
-	return d
-}
-
-// evictLocked forgets idle destinations (no session, not backed off, full
-// bucket: the same as unknown ones) and, if that freed less than a tenth of
-// the capacity, others without sessions, losing their back-off state.
-// Destinations with sessions are never forgotten: their release functions
-// refer to them.
-func (t *Throttle) evictLocked(now time.Time) {
-	for k, d := range t.dests {
-		d.refill(now)
-		if d.idle(now) {
-			delete(t.dests, k)
-		}
-	}
-	target := t.maxDest - t.maxDest/10
-	for k, d := range t.dests {
-		if len(t.dests) <= target {
-			break
-		}
-		if d.active == 0 {
-			delete(t.dests, k)
-		}
-	}
-}
-
-// idle reports whether d is the same as a new destination.
-func (d *dest) idle(now time.Time) bool {
-	full := d.limits.MessagesPerMinute <= 0 || d.tokens >= d.burst()
-	return d.active == 0 && d.factor >= 1 && d.strikes == 0 && !now.Before(d.pausedUntil) && full
-}
-
-// maxConns is the effective connection cap, 0 if unlimited.
-func (d *dest) maxConns() int {
-	if d.limits.MaxConnections <= 0 {
-		return 0
-	}
-	return max(1, int(float64(d.limits.MaxConnections)*d.factor))
-}
-
-// ratePerSecond is the effective refill rate, 0 if unlimited.
-func (d *dest) ratePerSecond() float64 {
-	return float64(d.limits.MessagesPerMinute) * d.factor / 60
-}
-
-// burst is the effective bucket size: at least one message.
-func (d *dest) burst() float64 {
-	return max(1, math.Floor(float64(d.limits.MessagesPerMinute)*d.factor))
-}
-
-func (d *dest) refill(now time.Time) {
-	if el := now.Sub(d.last); el > 0 {
-		if r := d.ratePerSecond(); r > 0 {
-			d.tokens = min(d.burst(), d.tokens+el.Seconds()*r)
-		}
-		d.last = now
-	}
+	return len(t.known)
 }

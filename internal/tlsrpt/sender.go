@@ -75,10 +75,28 @@ func Lookup(ctx context.Context, r resolve.Resolver, domain string) ([]string, e
 	return ParseRecord(recs[0])
 }
 
-// Sender delivers the Aggregator's daily reports. Fields are set before
+// Defaults of the Sender.
+const (
+	// DefaultFlushInterval is how often the counts go to the store.
+	DefaultFlushInterval = time.Minute
+	// DefaultSendDelay is how long after UTC midnight the previous day's
+	// reports go out: every node has flushed its counts of the day by then.
+	DefaultSendDelay = 5 * time.Minute
+	// DefaultClaimFor is how long a node may take to send one domain's
+	// report before another node may take the sending over.
+	DefaultClaimFor = 10 * time.Minute
+	// KeepDays is how long counts and claims stay in the store: a report
+	// that could not be sent by then is dropped, and a claim keeps a
+	// report from being sent twice for that long.
+	KeepDays = 7
+)
+
+// Sender delivers the daily reports of the counts in the store. Each node
+// runs one; a domain's report for a day is sent by the node that claims it
+// first (store.TLSReports), so it goes out once. Fields are set before
 // first use.
 type Sender struct {
-	Aggregator   *Aggregator
+	Aggregator   *Aggregator      // its store holds the counts and the claims
 	Resolver     resolve.Resolver // for _smtp._tls records (and https rua hosts with the default client)
 	Clock        clock.Clock      // default clock.Real
 	Organization string           // "organization-name", e.g. "Example Corp"
@@ -92,6 +110,8 @@ type Sender struct {
 	// Resolver with the system roots and a 30s timeout.
 	HTTPClient *http.Client
 	Log        *slog.Logger
+	// FlushInterval, SendDelay and ClaimFor: zero means the defaults.
+	FlushInterval, SendDelay, ClaimFor time.Duration
 }
 
 func (s *Sender) clock() clock.Clock {
@@ -108,66 +128,130 @@ func (s *Sender) log() *slog.Logger {
 	return s.Log
 }
 
-// Run sends the reports of every finished day shortly after each UTC
-// midnight until ctx ends.
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Run flushes the Aggregator's counts every FlushInterval and sends the
+// reports of every finished day shortly after each UTC midnight until ctx
+// ends; then it flushes a last time.
 func (s *Sender) Run(ctx context.Context) error {
+	every := orDefault(s.FlushInterval, DefaultFlushInterval)
+	lastSent := time.Time{}
 	for {
-		if err := s.SendDue(ctx); err != nil {
-			s.log().Warn("tlsrpt: sending reports", slog.String("err", err.Error()))
-		}
 		now := s.clock().Now().UTC()
-		next := now.Truncate(24 * time.Hour).Add(24*time.Hour + 5*time.Minute)
-		t := time.NewTimer(next.Sub(now))
+		if due := s.sendingDay(now); !due.Equal(lastSent) {
+			if err := s.SendDue(ctx); err != nil && ctx.Err() == nil {
+				s.log().Warn("tlsrpt: sending reports", slog.String("err", err.Error()))
+			}
+			lastSent = due
+		} else {
+			s.flush(ctx)
+		}
+		t := clock.NewTimer(s.clock(), every)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			s.flush(fctx)
+			cancel()
 			return ctx.Err()
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
 
-// SendDue sends and forgets the reports of every day before today (UTC).
+// flush adds the counts held in memory to the store, logging failures.
+func (s *Sender) flush(ctx context.Context) {
+	dropped, err := s.Aggregator.Flush(ctx)
+	if err != nil {
+		s.log().Warn("tlsrpt: "+err.Error(), slog.String("retry", "next flush"))
+	}
+	if dropped > 0 {
+		s.log().Warn("tlsrpt: too many different session outcomes between two flushes; some were not counted",
+			slog.Int64("sessions", dropped))
+	}
+}
+
+// sendingDay returns the first day whose reports are not due yet at now:
+// the days before it are finished and flushed by every node.
+func (s *Sender) sendingDay(now time.Time) time.Time {
+	return now.UTC().Add(-orDefault(s.SendDelay, DefaultSendDelay)).Truncate(24 * time.Hour)
+}
+
+// SendDue flushes the counts, sends the reports of every finished day
+// that no node has sent yet, and drops the counts and claims older than
+// KeepDays.
 func (s *Sender) SendDue(ctx context.Context) error {
-	today := s.clock().Now().UTC().Truncate(24 * time.Hour)
+	s.flush(ctx)
+	today := s.sendingDay(s.clock().Now())
+	days, err := s.Aggregator.st.TLSCountDays(ctx, today)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, day := range s.Aggregator.Days() {
-		if !day.Before(today) {
+	for _, day := range days {
+		errs = append(errs, s.SendDay(ctx, day))
+	}
+	errs = append(errs, s.Aggregator.st.PruneTLSReports(ctx, today.Add(-KeepDays*24*time.Hour)))
+	return errors.Join(errs...)
+}
+
+// SendDay sends the reports of day that no other node sends: for each
+// policy domain, it claims the report, sends it to the domain's rua, and
+// records it sent, which drops its counts (reports that fail are not
+// retried). Domains without a TLS-RPT record are skipped (and their counts
+// dropped).
+func (s *Sender) SendDay(ctx context.Context, day time.Time) error {
+	reps, err := s.Aggregator.Report(ctx, day)
+	if err != nil {
+		return err
+	}
+	claimFor := orDefault(s.ClaimFor, DefaultClaimFor)
+	var errs []error
+	for _, r := range reps {
+		now := s.clock().Now()
+		token, err := s.Aggregator.st.ClaimTLSReport(ctx, r.Domain, day, now, now.Add(claimFor))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tlsrpt: claiming the report for %s: %w", r.Domain, err))
 			continue
 		}
-		errs = append(errs, s.SendDay(ctx, day))
+		if token == "" {
+			continue // sent, or being sent, by another node
+		}
+		errs = append(errs, s.send(ctx, &r))
+		if err := s.Aggregator.st.FinishTLSReport(ctx, r.Domain, day, token); err != nil {
+			errs = append(errs, fmt.Errorf("tlsrpt: recording the report for %s sent: %w", r.Domain, err))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// SendDay sends the reports of day to each policy domain's rua and then
-// forgets the day's counts (reports that fail are not retried). Domains
-// without a TLS-RPT record are skipped.
-func (s *Sender) SendDay(ctx context.Context, day time.Time) error {
-	var errs []error
-	for _, r := range s.Aggregator.Report(day) {
-		ruas, err := Lookup(ctx, s.Resolver, r.Domain)
-		if err != nil {
-			if !errors.Is(err, resolve.ErrNotFound) {
-				errs = append(errs, err)
-			}
-			continue
+// send delivers one report to its domain's rua.
+func (s *Sender) send(ctx context.Context, r *ReportJSON) error {
+	ruas, err := Lookup(ctx, s.Resolver, r.Domain)
+	if err != nil {
+		if errors.Is(err, resolve.ErrNotFound) {
+			return nil
 		}
-		s.fill(&r)
-		gz, err := Gzip(&r)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, rua := range ruas {
-			if err := s.deliver(ctx, &r, rua, gz); err != nil {
-				errs = append(errs, fmt.Errorf("tlsrpt: report for %s to %s: %w", r.Domain, rua, err))
-				continue
-			}
-			s.log().Info("tlsrpt: report sent", slog.String("domain", r.Domain), slog.String("rua", rua))
-		}
+		return err
 	}
-	s.Aggregator.Forget(day)
+	s.fill(r)
+	gz, err := Gzip(r)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rua := range ruas {
+		if err := s.deliver(ctx, r, rua, gz); err != nil {
+			errs = append(errs, fmt.Errorf("tlsrpt: report for %s to %s: %w", r.Domain, rua, err))
+			continue
+		}
+		s.log().Info("tlsrpt: report sent", slog.String("domain", r.Domain), slog.String("rua", rua))
+	}
 	return errors.Join(errs...)
 }
 

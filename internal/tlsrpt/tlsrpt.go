@@ -1,11 +1,15 @@
 // Package tlsrpt implements SMTP TLS Reporting (RFC 8460) for outbound
 // mail: delivery reports every TLS session (or failure to establish one)
-// to an Aggregator, which keeps daily counts per policy domain; Report
-// turns a day into RFC 8460 JSON reports, and a Sender delivers them once
-// a day to the addresses in the domain's _smtp._tls TXT record.
+// to an Aggregator, which counts them in memory and adds the counts to the
+// store every minute, where every node's counts meet; Report turns a day
+// into RFC 8460 JSON reports, and a Sender delivers them once a day to the
+// addresses in the domain's _smtp._tls TXT record: each domain's report by
+// one node, the one that claims it in the store.
 package tlsrpt
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -13,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/store"
 )
 
 // Policy types (RFC 8460 §4.4).
@@ -52,44 +57,43 @@ type Session struct {
 	Info         string // additional information for failures
 }
 
-// Aggregator keeps daily session counts in memory. It is safe for
-// concurrent use.
+// DefaultMaxPending bounds the counters an Aggregator holds between two
+// flushes; sessions with a new outcome beyond it are not counted (and
+// logged once per flush).
+const DefaultMaxPending = 50_000
+
+// Aggregator counts sessions in memory and adds them to the store on
+// Flush, where the counts of every node meet: a report covers all the
+// sessions of the cluster. It is safe for concurrent use.
 type Aggregator struct {
 	clock clock.Clock
+	st    store.TLSReports
 
-	mu   sync.Mutex
-	days map[string]map[policyKey]*policyStats // by "2006-01-02" (UTC)
+	mu         sync.Mutex
+	pending    map[pendingKey]*store.TLSCount
+	maxPending int
+	dropped    int64
 }
 
-type policyKey struct {
-	domain, typ, str string
-}
-
-type failureKey struct {
-	result, sendingIP, mxHost, receivingIP, info string
-}
-
-type policyStats struct {
-	strs     []string
-	mx       []string
-	success  int64
-	failure  int64
-	failures map[failureKey]int64
+type pendingKey struct {
+	day         int64
+	domain, key string
 }
 
 // NewAggregator returns an Aggregator dating sessions with clk (nil =
-// clock.Real).
-func NewAggregator(clk clock.Clock) *Aggregator {
+// clock.Real) and keeping the counts in st.
+func NewAggregator(clk clock.Clock, st store.TLSReports) *Aggregator {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	return &Aggregator{clock: clk, days: map[string]map[policyKey]*policyStats{}}
+	return &Aggregator{clock: clk, st: st, pending: map[pendingKey]*store.TLSCount{}, maxPending: DefaultMaxPending}
 }
 
-// dayKey returns the UTC day of t as "2006-01-02".
-func dayKey(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+// dayOf returns the UTC day of t.
+func dayOf(t time.Time) time.Time { return t.UTC().Truncate(24 * time.Hour) }
 
-// RecordTLS counts s on the current (UTC) day.
+// RecordTLS counts s on the current (UTC) day. It does not block on the
+// store: the count waits in memory for the next Flush.
 func (a *Aggregator) RecordTLS(s Session) {
 	if s.PolicyDomain == "" {
 		return
@@ -97,51 +101,58 @@ func (a *Aggregator) RecordTLS(s Session) {
 	if s.PolicyType == "" {
 		s.PolicyType = PolicyNotFound
 	}
-	k := policyKey{domain: strings.ToLower(s.PolicyDomain), typ: s.PolicyType, str: strings.Join(s.PolicyString, "\n")}
-	day := dayKey(a.clock.Now())
+	c := store.TLSCount{Day: dayOf(a.clock.Now()), Domain: strings.ToLower(strings.TrimSuffix(s.PolicyDomain, ".")),
+		PolicyType: s.PolicyType, PolicyString: slices.Clone(s.PolicyString), MXPatterns: slices.Clone(s.MXPatterns), Count: 1}
+	if !s.Success {
+		c.Result = s.ResultType
+		if c.Result == "" {
+			c.Result = ResultValidationFailure
+		}
+		c.SendingIP, c.MXHost, c.ReceivingIP, c.Info = s.SendingIP, s.MXHost, s.ReceivingIP, s.Info
+	}
+	k := pendingKey{day: c.Day.Unix(), domain: c.Domain, key: c.Key()}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	d := a.days[day]
-	if d == nil {
-		d = map[policyKey]*policyStats{}
-		a.days[day] = d
-	}
-	ps := d[k]
-	if ps == nil {
-		ps = &policyStats{strs: slices.Clone(s.PolicyString), mx: slices.Clone(s.MXPatterns), failures: map[failureKey]int64{}}
-		d[k] = ps
-	}
-	if s.Success {
-		ps.success++
+	if p := a.pending[k]; p != nil {
+		p.Count++
 		return
 	}
-	ps.failure++
-	rt := s.ResultType
-	if rt == "" {
-		rt = ResultValidationFailure
+	if len(a.pending) >= a.maxPending {
+		a.dropped++
+		return
 	}
-	ps.failures[failureKey{result: rt, sendingIP: s.SendingIP, mxHost: s.MXHost, receivingIP: s.ReceivingIP, info: s.Info}]++
+	a.pending[k] = &c
 }
 
-// Forget drops the counts of day (after its reports were sent).
-func (a *Aggregator) Forget(day time.Time) {
+// Flush adds the counts held in memory to the store. If the store fails
+// they are kept for the next Flush. It returns how many sessions with a
+// new outcome were not counted since the last Flush (beyond
+// DefaultMaxPending).
+func (a *Aggregator) Flush(ctx context.Context) (dropped int64, err error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.days, dayKey(day))
-}
-
-// Days returns the days (UTC midnight) that have counts, oldest first.
-func (a *Aggregator) Days() []time.Time {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []time.Time
-	for k := range a.days {
-		if t, err := time.Parse(time.DateOnly, k); err == nil {
-			out = append(out, t)
+	pending, dropped := a.pending, a.dropped
+	a.pending, a.dropped = map[pendingKey]*store.TLSCount{}, 0
+	a.mu.Unlock()
+	if len(pending) == 0 {
+		return dropped, nil
+	}
+	counts := make([]store.TLSCount, 0, len(pending))
+	for _, c := range pending {
+		counts = append(counts, *c)
+	}
+	if err := a.st.AddTLSCounts(ctx, counts); err != nil {
+		a.mu.Lock()
+		for k, c := range pending {
+			if p := a.pending[k]; p != nil {
+				p.Count += c.Count
+			} else {
+				a.pending[k] = c
+			}
 		}
+		a.mu.Unlock()
+		return dropped, fmt.Errorf("tlsrpt: keeping session counts: %w", err)
 	}
-	slices.SortFunc(out, func(x, y time.Time) int { return x.Compare(y) })
-	return out
+	return dropped, nil
 }
 
 // ReportJSON is one RFC 8460 §4.4 report: one policy domain, one day.
@@ -194,33 +205,45 @@ type FailureDetail struct {
 	AdditionalInfo      string `json:"additional-information,omitempty"`
 }
 
-// Report builds the reports of the UTC day containing day, one per policy
+// Report builds the reports of the UTC day containing day from the counts
+// in the store (every node's, as far as they flushed them), one per policy
 // domain, sorted by domain. Organization name, contact and report id are
 // left for the caller (the Sender fills them in).
-func (a *Aggregator) Report(day time.Time) []ReportJSON {
-	start := day.UTC().Truncate(24 * time.Hour)
-	a.mu.Lock()
-	defer a.mu.Unlock()
+func (a *Aggregator) Report(ctx context.Context, day time.Time) ([]ReportJSON, error) {
+	start := dayOf(day)
+	counts, err := a.st.TLSCounts(ctx, start)
+	if err != nil {
+		return nil, fmt.Errorf("tlsrpt: reading session counts: %w", err)
+	}
+	type policyKey struct{ domain, typ, str, mx string }
 	byDomain := map[string]*ReportJSON{}
-	for k, ps := range a.days[dayKey(start)] {
-		r := byDomain[k.domain]
+	byPolicy := map[policyKey]*PolicyReport{}
+	var order []policyKey
+	for _, c := range counts {
+		r := byDomain[c.Domain]
 		if r == nil {
-			r = &ReportJSON{
-				Domain:    k.domain,
-				DateRange: DateRange{Start: start, End: start.Add(24*time.Hour - time.Second)},
-			}
-			byDomain[k.domain] = r
+			r = &ReportJSON{Domain: c.Domain, DateRange: DateRange{Start: start, End: start.Add(24*time.Hour - time.Second)}}
+			byDomain[c.Domain] = r
 		}
-		pr := PolicyReport{
-			Policy:  PolicyDesc{Type: k.typ, String: slices.Clone(ps.strs), Domain: k.domain, MXHost: slices.Clone(ps.mx)},
-			Summary: Summary{Success: ps.success, Failure: ps.failure},
+		pk := policyKey{c.Domain, c.PolicyType, strings.Join(c.PolicyString, "\n"), strings.Join(c.MXPatterns, "\n")}
+		pr := byPolicy[pk]
+		if pr == nil {
+			pr = &PolicyReport{Policy: PolicyDesc{Type: c.PolicyType, String: c.PolicyString, Domain: c.Domain, MXHost: c.MXPatterns}}
+			byPolicy[pk] = pr
+			order = append(order, pk)
 		}
-		for fk, n := range ps.failures {
-			pr.FailureDetails = append(pr.FailureDetails, FailureDetail{
-				ResultType: fk.result, SendingMTAIP: fk.sendingIP, ReceivingMXHostname: fk.mxHost,
-				ReceivingIP: fk.receivingIP, FailedSessionCount: n, AdditionalInfo: fk.info,
-			})
+		if c.Result == "" {
+			pr.Summary.Success += c.Count
+			continue
 		}
+		pr.Summary.Failure += c.Count
+		pr.FailureDetails = append(pr.FailureDetails, FailureDetail{
+			ResultType: c.Result, SendingMTAIP: c.SendingIP, ReceivingMXHostname: c.MXHost,
+			ReceivingIP: c.ReceivingIP, FailedSessionCount: c.Count, AdditionalInfo: c.Info,
+		})
+	}
+	for _, pk := range order {
+		pr := byPolicy[pk]
 		sort.Slice(pr.FailureDetails, func(i, j int) bool {
 			x, y := pr.FailureDetails[i], pr.FailureDetails[j]
 			if x.ResultType != y.ResultType {
@@ -231,7 +254,8 @@ func (a *Aggregator) Report(day time.Time) []ReportJSON {
 			}
 			return x.ReceivingIP+x.AdditionalInfo < y.ReceivingIP+y.AdditionalInfo
 		})
-		r.Policies = append(r.Policies, pr)
+		r := byDomain[pk.domain]
+		r.Policies = append(r.Policies, *pr)
 	}
 	out := make([]ReportJSON, 0, len(byDomain))
 	for _, r := range byDomain {
@@ -245,5 +269,5 @@ func (a *Aggregator) Report(day time.Time) []ReportJSON {
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(x, y ReportJSON) int { return strings.Compare(x.Domain, y.Domain) })
-	return out
+	return out, nil
 }

@@ -6,7 +6,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -14,19 +17,34 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/resolve"
+	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/postgres"
+	"github.com/heraldmail/herald/internal/store/sqlite"
+	"github.com/heraldmail/herald/internal/testutil/pgtest"
 	"github.com/heraldmail/herald/internal/testutil/testdns"
 	"github.com/heraldmail/herald/internal/tlsrpt"
 )
 
 var day = time.Date(2026, 11, 27, 15, 4, 5, 0, time.UTC)
 
-func filled(clk clock.Clock) *tlsrpt.Aggregator {
-	a := tlsrpt.NewAggregator(clk)
+// openStore returns a store of its own for one test.
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func record(a *tlsrpt.Aggregator) {
 	sts := []string{"version: STSv1", "mode: enforce", "mx: *.mail.example.com", "max_age: 86400"}
 	for range 3 {
 		a.RecordTLS(tlsrpt.Session{PolicyDomain: "Example.com", PolicyType: tlsrpt.PolicySTS, PolicyString: sts, MXPatterns: []string{"*.mail.example.com"}, Success: true, MXHost: "mx1.mail.example.com"})
@@ -38,17 +56,45 @@ func filled(clk clock.Clock) *tlsrpt.Aggregator {
 	a.RecordTLS(tlsrpt.Session{PolicyDomain: "example.com", PolicyType: tlsrpt.PolicyTLSA, PolicyString: []string{"3 1 1 abcd"},
 		ResultType: tlsrpt.ResultValidationFailure, MXHost: "mx3.mail.example.com"})
 	a.RecordTLS(tlsrpt.Session{PolicyDomain: "other.test", Success: true})
+}
+
+func filled(t *testing.T, clk clock.Clock) *tlsrpt.Aggregator {
+	a := tlsrpt.NewAggregator(clk, openStore(t))
+	record(a)
 	return a
+}
+
+func flush(t *testing.T, a *tlsrpt.Aggregator) {
+	t.Helper()
+	if dropped, err := a.Flush(context.Background()); err != nil || dropped != 0 {
+		t.Fatalf("Flush: %d dropped, %v", dropped, err)
+	}
+}
+
+func report(t *testing.T, a *tlsrpt.Aggregator, day time.Time) []tlsrpt.ReportJSON {
+	t.Helper()
+	reps, err := a.Report(context.Background(), day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reps
 }
 
 func TestAggregateAndJSON(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(day)
-	a := filled(clk)
+	stor := openStore(t)
+	a := tlsrpt.NewAggregator(clk, stor)
+	record(a)
+	if reps := report(t, a, day); len(reps) != 0 {
+		t.Fatalf("counts reached the store before Flush: %+v", reps)
+	}
+	flush(t, a)
 	clk.Advance(24 * time.Hour)
 	a.RecordTLS(tlsrpt.Session{PolicyDomain: "example.com", Success: true}) // next day
+	flush(t, a)
 
-	reps := a.Report(day)
+	reps := report(t, a, day)
 	if len(reps) != 2 || reps[0].Domain != "example.com" || reps[1].Domain != "other.test" {
 		t.Fatalf("reports %+v", reps)
 	}
@@ -94,12 +140,57 @@ func TestAggregateAndJSON(t *testing.T) {
 	if p := reps[1].Policies[0].Policy; p.Type != tlsrpt.PolicyNotFound {
 		t.Fatalf("default policy type %q", p.Type)
 	}
-	if next := a.Report(day.Add(24 * time.Hour)); len(next) != 1 || next[0].Policies[0].Summary.Success != 1 {
+	if next := report(t, a, day.Add(24*time.Hour)); len(next) != 1 || next[0].Policies[0].Summary.Success != 1 {
 		t.Fatalf("next day %+v", next)
 	}
-	a.Forget(day)
-	if len(a.Report(day)) != 0 || len(a.Days()) != 1 {
-		t.Fatal("Forget kept the day")
+	// Another node's counts (or a later flush) add to the same counters.
+	b := tlsrpt.NewAggregator(clock.NewFake(day), stor)
+	b.RecordTLS(tlsrpt.Session{PolicyDomain: "other.test", Success: true})
+	flush(t, b)
+	if reps := report(t, a, day); reps[1].Policies[0].Summary.Success != 2 {
+		t.Fatalf("after a second flush: %+v", reps[1])
+	}
+}
+
+// failing is a real store whose AddTLSCounts fails while fail is set.
+type failing struct {
+	store.TLSReports
+	fail atomic.Bool
+}
+
+func (f *failing) AddTLSCounts(ctx context.Context, c []store.TLSCount) error {
+	if f.fail.Load() {
+		return errors.New("database unavailable")
+	}
+	return f.TLSReports.AddTLSCounts(ctx, c)
+}
+
+// Counts that cannot be stored stay in memory, merged with later ones,
+// until a flush succeeds; beyond the bound (DefaultMaxPending) of different outcomes,
+// new ones are dropped and reported.
+func TestFlushKeepsCountsOnFailure(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(day)
+	st := &failing{TLSReports: openStore(t)}
+	a := tlsrpt.NewAggregator(clk, st)
+	record(a)
+	st.fail.Store(true)
+	if _, err := a.Flush(context.Background()); err == nil {
+		t.Fatal("Flush into a failing store succeeded")
+	}
+	a.RecordTLS(tlsrpt.Session{PolicyDomain: "other.test", Success: true})
+	st.fail.Store(false)
+	flush(t, a)
+	reps := report(t, a, day)
+	if len(reps) != 2 || reps[0].Policies[0].Summary.Success != 3 || reps[1].Policies[0].Summary.Success != 2 {
+		t.Fatalf("after a failed and a good flush: %+v", reps)
+	}
+	tlsrpt.SetMaxPending(a, 100)
+	for i := range 110 {
+		a.RecordTLS(tlsrpt.Session{PolicyDomain: fmt.Sprintf("d%d.test", i), Success: true})
+	}
+	if dropped, err := a.Flush(context.Background()); err != nil || dropped != 10 {
+		t.Fatalf("Flush after too many outcomes: %d dropped, %v; want 10", dropped, err)
 	}
 }
 
@@ -142,7 +233,7 @@ func TestSendMailtoAndHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(day)
-	agg := filled(clk) // other.test has no TLS-RPT record: skipped
+	agg := filled(t, clk) // other.test has no TLS-RPT record: skipped
 	var subs []submitted
 	s := &tlsrpt.Sender{
 		Aggregator: agg, Resolver: r, Clock: clk,
@@ -153,16 +244,25 @@ func TestSendMailtoAndHTTPS(t *testing.T) {
 			return nil
 		},
 	}
-	// Nothing is due on the same day.
+	// Nothing is due on the same day, nor just after midnight (other
+	// nodes may not have flushed the day's last counts).
 	if err := s.SendDue(context.Background()); err != nil || len(subs) != 0 {
 		t.Fatalf("sent early: %v %d", err, len(subs))
 	}
-	clk.Advance(24 * time.Hour)
+	clk.Advance(day.Truncate(24 * time.Hour).Add(24*time.Hour + 4*time.Minute).Sub(clk.Now()))
+	if err := s.SendDue(context.Background()); err != nil || len(subs) != 0 {
+		t.Fatalf("sent before the send delay: %v %d", err, len(subs))
+	}
+	clk.Advance(time.Minute)
 	if err := s.SendDue(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(agg.Days()) != 0 {
-		t.Fatal("day not forgotten after sending")
+	if reps := report(t, agg, day); len(reps) != 0 {
+		t.Fatalf("counts kept after sending: %+v", reps)
+	}
+	// Sent once: the next run sends nothing again.
+	if err := s.SendDue(context.Background()); err != nil || len(subs) != 1 {
+		t.Fatalf("second run: %v, %d submitted", err, len(subs))
 	}
 
 	// HTTPS: one POST of gzipped JSON.
@@ -228,4 +328,125 @@ func gunzip(t *testing.T, b []byte) tlsrpt.ReportJSON {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// Three nodes share one PostgreSQL database: each counts its own
+// sessions, and at the day's end all three try to send. The domain gets
+// one report, carrying the sessions of every node.
+func TestReportSentOnceByNodes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var posts []tlsrpt.ReportJSON
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		rep := gunzip(t, b)
+		mu.Lock()
+		posts = append(posts, rep)
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(srv.Close)
+	d := testdns.Start(t)
+	d.AddTXT("_smtp._tls.example.com", "v=TLSRPTv1; rua="+srv.URL+"/tlsrpt")
+	r, err := resolve.New(d.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dsn := pgtest.NewSchema(t)
+	clk := clock.NewFake(day)
+	var senders []*tlsrpt.Sender
+	for i := range 3 {
+		st, err := postgres.Open(ctx, dsn, postgres.Options{Node: fmt.Sprintf("mx%d", i), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		a := tlsrpt.NewAggregator(clk, st)
+		for range i + 1 {
+			a.RecordTLS(tlsrpt.Session{PolicyDomain: "example.com", PolicyType: tlsrpt.PolicyNotFound, Success: true})
+		}
+		a.RecordTLS(tlsrpt.Session{PolicyDomain: "example.com", PolicyType: tlsrpt.PolicyNotFound, ResultType: tlsrpt.ResultSTARTTLSNotSupported,
+			MXHost: "mx.example.com"})
+		senders = append(senders, &tlsrpt.Sender{Aggregator: a, Resolver: r, Clock: clk, Organization: "Herald", Submitter: fmt.Sprintf("mx%d.herald.test", i),
+			Contact: "postmaster@herald.test", From: "tlsrpt@herald.test", HTTPClient: srv.Client()})
+	}
+	// Every node flushed its counts during the day.
+	for _, s := range senders {
+		flush(t, s.Aggregator)
+	}
+	clk.Advance(24 * time.Hour)
+	var wg sync.WaitGroup
+	for _, s := range senders {
+		wg.Go(func() {
+			if err := s.SendDue(ctx); err != nil {
+				t.Errorf("SendDue: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(posts) != 1 {
+		t.Fatalf("%d reports posted, want 1", len(posts))
+	}
+	sum := posts[0].Policies[0].Summary
+	if sum.Success != 6 || sum.Failure != 3 || posts[0].Policies[0].FailureDetails[0].FailedSessionCount != 3 {
+		t.Fatalf("the report counts %+v, want 6 successes and 3 failures from three nodes", posts[0].Policies)
+	}
+}
+
+// Run flushes every FlushInterval, sends after midnight, and flushes what
+// is left when it stops.
+func TestRunFlushesAndSends(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(day)
+	stor := openStore(t)
+	a := tlsrpt.NewAggregator(clk, stor)
+	d := testdns.Start(t)
+	d.AddTXT("_smtp._tls.example.com", "v=TLSRPTv1; rua=mailto:tls@example.com")
+	r, err := resolve.New(d.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan string, 4)
+	s := &tlsrpt.Sender{Aggregator: a, Resolver: r, Clock: clk, Submitter: "mx.herald.test", From: "tlsrpt@herald.test",
+		FlushInterval: time.Minute, Submit: func(_ context.Context, _, to string, _ []byte) error { sent <- to; return nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	a.RecordTLS(tlsrpt.Session{PolicyDomain: "example.com", Success: true})
+	waitCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	if err := clk.WaitTimers(waitCtx, 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)                           // the flush timer
+	if err := clk.WaitTimers(waitCtx, 1); err != nil { // armed again after the flush
+		t.Fatal(err)
+	}
+	if reps := report(t, a, day); len(reps) != 1 {
+		t.Fatalf("the periodic flush stored %+v", reps)
+	}
+	// Past the next midnight and the send delay, the day goes out.
+	for clk.Now().Before(day.Truncate(24 * time.Hour).Add(24*time.Hour + 5*time.Minute)) {
+		if err := clk.WaitTimers(waitCtx, 1); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Minute)
+	}
+	select {
+	case to := <-sent:
+		if to != "tls@example.com" {
+			t.Fatalf("sent to %q", to)
+		}
+	case <-waitCtx.Done():
+		t.Fatal("the report was not sent after midnight")
+	}
+	a.RecordTLS(tlsrpt.Session{PolicyDomain: "late.test", Success: true})
+	cancel()
+	<-done
+	if reps := report(t, a, clk.Now()); len(reps) != 1 || reps[0].Domain != "late.test" {
+		t.Fatalf("the last flush at stop: %+v", reps)
+	}
 }

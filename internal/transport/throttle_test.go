@@ -28,6 +28,7 @@ func newThrottle(t *testing.T) *transport.RemoteThrottle {
 	}
 	return &transport.RemoteThrottle{
 		T: throttle.New(throttle.Config{
+			Store:   st,
 			Default: throttle.Limits{MaxConnections: 1}, Domains: map[string]throttle.Limits{},
 			Clock: clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), Logger: discard(),
 			FirstPause: time.Minute, BusyWait: 3 * time.Second,

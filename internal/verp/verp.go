@@ -22,16 +22,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
 const (
 	// Prefix starts the local part of every VERP address, before the "+".
 	Prefix = "bounces"
-	// KeySize is the size of the key made by LoadOrCreateKey.
+	// KeySize is the size of the key made by NewKey.
 	KeySize = 32
 	// MaxLocalLen is the longest local part Encode produces.
 	MaxLocalLen = 64
@@ -129,58 +127,37 @@ func sum(key, payload []byte) []byte {
 	return m.Sum(nil)[:macLen]
 }
 
-// LoadOrCreateKey returns the VERP key stored at path, creating it first with
-// KeySize random bytes and mode 0600 if the file does not exist. The key is
-// created once and never rewritten; concurrent callers get the same key.
-func LoadOrCreateKey(path string) ([]byte, error) {
-	key, err := readKey(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return key, err
-	}
-	key = make([]byte, KeySize)
+// NewKey returns a new random key of KeySize bytes.
+func NewKey() ([]byte, error) {
+	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("verp: generating key: %w", err)
-	}
-	// Write a temporary file and link it into place, so that the key file
-	// appears complete or not at all, and a concurrent creator loses.
-	f, err := os.CreateTemp(filepath.Dir(path), ".verp-key-*")
-	if err != nil {
-		return nil, fmt.Errorf("verp: creating key: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	werr := f.Chmod(0o600)
-	if werr == nil {
-		_, werr = f.Write(key)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return nil, fmt.Errorf("verp: writing key %s: %w", path, werr)
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return readKey(path) // another process created it first
-		}
-		return nil, fmt.Errorf("verp: installing key %s: %w", path, err)
 	}
 	return key, nil
 }
 
-func readKey(path string) ([]byte, error) {
+// CheckKey reports whether key can authenticate tokens: KeySize bytes, not
+// all zeros.
+func CheckKey(key []byte) error {
+	if len(key) != KeySize {
+		return fmt.Errorf("verp: key has %d bytes, want %d", len(key), KeySize)
+	}
+	if bytes.Equal(key, make([]byte, KeySize)) {
+		return errors.New("verp: key is all zeros")
+	}
+	return nil
+}
+
+// ReadKey reads a key file, as Herald kept the key before the store held
+// it (DATA_DIR/verp.key): KeySize raw bytes. A missing file is an error
+// wrapping fs.ErrNotExist.
+func ReadKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("verp: reading key: %w", err)
 	}
-	if len(b) != KeySize {
-		return nil, fmt.Errorf("verp: key %s has %d bytes, want %d", path, len(b), KeySize)
-	}
-	if bytes.Equal(b, make([]byte, KeySize)) {
-		return nil, fmt.Errorf("verp: key %s is all zeros", path)
+	if err := CheckKey(b); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return b, nil
 }

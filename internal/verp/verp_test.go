@@ -2,10 +2,11 @@ package verp
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -115,50 +116,35 @@ func TestTooLong(t *testing.T) {
 	}
 }
 
-func TestLoadOrCreateKey(t *testing.T) {
+func TestKeys(t *testing.T) {
 	t.Parallel()
+	a, err := NewKey()
+	if err != nil || CheckKey(a) != nil {
+		t.Fatalf("NewKey: %x %v", a, err)
+	}
+	if b, _ := NewKey(); bytes.Equal(a, b) {
+		t.Fatal("two new keys are equal")
+	}
+	for _, bad := range [][]byte{nil, []byte("short"), make([]byte, KeySize)} {
+		if CheckKey(bad) == nil {
+			t.Errorf("CheckKey(%x) accepted", bad)
+		}
+	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "verp.key")
-	var (
-		wg   sync.WaitGroup
-		keys = make([][]byte, 8)
-		errs = make([]error, 8)
-	)
-	for i := range keys {
-		wg.Go(func() { keys[i], errs[i] = LoadOrCreateKey(path) })
+	if _, err := ReadKey(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v, want fs.ErrNotExist", err)
 	}
-	wg.Wait()
-	for i := range keys {
-		if errs[i] != nil {
-			t.Fatalf("LoadOrCreateKey: %v", errs[i])
-		}
-		if len(keys[i]) != KeySize || !bytes.Equal(keys[i], keys[0]) {
-			t.Fatalf("key %d = %x, want %x", i, keys[i], keys[0])
-		}
-	}
-	st, err := os.Stat(path)
-	if err != nil {
+	if err := os.WriteFile(path, a, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	if got, err := ReadKey(path); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("ReadKey = %x, %v", got, err)
 	}
-	again, err := LoadOrCreateKey(path)
-	if err != nil || !bytes.Equal(again, keys[0]) {
-		t.Errorf("reload = %x, %v", again, err)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("directory holds %d entries, want only the key", len(entries))
-	}
-	bad := filepath.Join(dir, "short.key")
-	if err := os.WriteFile(bad, []byte("short"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadOrCreateKey(bad); err == nil {
-		t.Error("short key accepted")
-	}
-	if _, err := LoadOrCreateKey(filepath.Join(dir, "missing", "k")); err == nil {
-		t.Error("key in a missing directory created")
+	if _, err := ReadKey(path); err == nil || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("short key file: %v", err)
 	}
 }

@@ -3,10 +3,17 @@ package inbound
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"regexp"
 	"strings"
+	"time"
 
+	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/dsn"
 	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
@@ -17,13 +24,14 @@ import (
 const maxReportMessage = 10 << 20
 
 // Catcher keeps the reports that arrive in ordinary mail from outside:
-// DMARC aggregate reports (RFC 7489 §7.2) for our domains, saved as JSON
-// under Dir/DOMAIN/ (dmarcreport.Save), where `herald dmarc reports`
-// reads them, and feedback-loop reports (ARF) handed to Complaint. The
-// messages themselves are delivered as usual.
+// DMARC aggregate reports (RFC 7489 §7.2) for our domains, kept in the
+// store (every node's reports in one place, each report once), where
+// `herald dmarc reports` reads them, and feedback-loop reports (ARF)
+// handed to Complaint. The messages themselves are delivered as usual.
 type Catcher struct {
-	Dir       string
+	Reports   store.DMARCReports
 	Log       *slog.Logger
+	Clock     clock.Clock                          // dates the reports received; nil: the wall clock
 	Complaint func(context.Context, *dsn.Feedback) // nil: ARF reports are not looked at
 	// Ours reports whether a domain is one of ours; reports about other
 	// domains are not kept (anyone can mail a report). Nil keeps none.
@@ -93,8 +101,12 @@ func (p *reportCatcher) Finish(ctx context.Context, msg *store.Message) ([]byte,
 		p.c.Log.Info("DMARC report about a domain that is not ours; not kept", "domain", rep.Policy.Domain, "org", rep.OrgName)
 		return nil, nil
 	}
-	if err := dmarcreport.Save(p.c.Dir, rep); err != nil {
-		p.c.Log.Error("saving DMARC report", "err", err)
+	switch err := p.c.keep(ctx, rep); {
+	case errors.Is(err, store.ErrExists):
+		p.c.Log.Info("DMARC aggregate report received again; kept once", "domain", rep.Policy.Domain, "org", rep.OrgName, "report_id", rep.ReportID)
+		return nil, nil
+	case err != nil:
+		p.c.Log.Error("keeping DMARC report", "err", err)
 		return nil, nil
 	}
 	p.c.Log.Info("DMARC aggregate report kept", "domain", rep.Policy.Domain, "org", rep.OrgName, "report_id", rep.ReportID, "records", len(rep.Records))
@@ -102,3 +114,46 @@ func (p *reportCatcher) Finish(ctx context.Context, msg *store.Message) ([]byte,
 }
 
 func (p *reportCatcher) Abort() { p.buf = nil }
+
+// keep stores rep (store.ErrExists when it is kept already).
+func (c *Catcher) keep(ctx context.Context, rep *dmarcreport.Report) error {
+	data, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if c.Clock != nil {
+		now = c.Clock.Now()
+	}
+	return c.Reports.AddDMARCReport(ctx, store.DMARCReport{Domain: strings.ToLower(rep.Policy.Domain), Reporter: rep.OrgName,
+		ReportID: rep.ReportID, Begin: rep.Begin, End: rep.End, Received: now, Data: data})
+}
+
+// ImportReportDir moves the reports an earlier Herald kept as JSON files
+// under dir (DATA_DIR/dmarc-reports/DOMAIN/) into the store, once: the
+// directory is renamed to dir + ".imported" afterwards, and a report the
+// store holds already (another node imported the same) is skipped. A
+// missing dir is nothing to do. It returns how many reports it added.
+func ImportReportDir(ctx context.Context, dir string, reports store.DMARCReports, clk clock.Clock) (int, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	reps, err := dmarcreport.Load(dir, "")
+	if err != nil {
+		return 0, fmt.Errorf("reading the DMARC report files in %s: %w", dir, err)
+	}
+	c := &Catcher{Reports: reports, Clock: clk}
+	n := 0
+	for _, rep := range reps {
+		switch err := c.keep(ctx, rep); {
+		case err == nil:
+			n++
+		case !errors.Is(err, store.ErrExists):
+			return n, fmt.Errorf("importing DMARC report %s from %s: %w", rep.ReportID, rep.OrgName, err)
+		}
+	}
+	if err := os.Rename(dir, dir+".imported"); err != nil {
+		return n, fmt.Errorf("DMARC reports imported, but: %w", err)
+	}
+	return n, nil
+}

@@ -5,7 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/sqlite"
 )
 
 // reportMail is a DMARC aggregate report as Google sends it: the sample
@@ -105,10 +110,7 @@ func TestCatcherKeepsDMARCReport(t *testing.T) {
 	if !strings.HasSuffix(s.data, raw) {
 		t.Error("the report message was not stored whole")
 	}
-	reps, err := dmarcreport.Load(w.reports, "herald.example")
-	if err != nil {
-		t.Fatal(err)
-	}
+	reps := w.kept("herald.example")
 	if len(reps) != 1 {
 		t.Fatalf("%d reports kept, want 1", len(reps))
 	}
@@ -119,11 +121,12 @@ func TestCatcherKeepsDMARCReport(t *testing.T) {
 		t.Errorf("a DMARC report made %d complaints", n)
 	}
 
-	// The same report again is stored once (named by period, reporter, ID).
+	// The same report again is stored once (by domain, period, reporter
+	// and ID).
 	if _, err := w.accept("noreply-dmarc-support@good.test", "example.test", raw); err != nil {
 		t.Fatal(err)
 	}
-	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 1 {
+	if reps := w.kept(""); len(reps) != 1 {
 		t.Errorf("%d reports after a duplicate, want 1", len(reps))
 	}
 }
@@ -139,7 +142,7 @@ func TestCatcherKeepsOnlyOurDomains(t *testing.T) {
 	if _, err := w.accept("noreply-dmarc-support@good.test", "example.test", reportMail(t, 0)); err != nil {
 		t.Fatal(err)
 	}
-	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 0 {
+	if reps := w.kept(""); len(reps) != 0 {
 		t.Fatalf("a report about a foreign domain was kept: %+v", reps)
 	}
 }
@@ -165,7 +168,7 @@ func TestCatcherHandsOverComplaint(t *testing.T) {
 		len(fb.OriginalRcptTo) != 1 || fb.OriginalRcptTo[0] != "angry@good.test" || !fb.HasOriginal {
 		t.Errorf("complaint as parsed: %+v", fb)
 	}
-	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 0 {
+	if reps := w.kept(""); len(reps) != 0 {
 		t.Errorf("a complaint was kept as %d DMARC reports", len(reps))
 	}
 }
@@ -189,7 +192,7 @@ func TestCatcherIgnoresOtherMail(t *testing.T) {
 	if n := len(w.gotComplaints()); n != 0 {
 		t.Errorf("%d complaints from ordinary mail", n)
 	}
-	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 0 {
+	if reps := w.kept(""); len(reps) != 0 {
 		t.Errorf("%d reports from ordinary mail", len(reps))
 	}
 	if n := w.queued(); n != 3 {
@@ -224,14 +227,14 @@ func TestCatcherHugeReportMessage(t *testing.T) {
 	if s.msg.Size < int64(len(raw)) || !strings.HasSuffix(s.data, raw) {
 		t.Errorf("the huge report message was not stored whole (size %d, raw %d)", s.msg.Size, len(raw))
 	}
-	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 0 {
+	if reps := w.kept(""); len(reps) != 0 {
 		t.Errorf("a report in an 11 MiB message was kept")
 	}
 	// The same report without the padding is kept: the size made the difference.
 	if _, err := w.accept("noreply-dmarc-support@good.test", "example.test", reportMail(t, 256<<10)); err != nil {
 		t.Fatal(err)
 	}
-	if reps, _ := dmarcreport.Load(w.reports, ""); len(reps) != 1 {
+	if reps := w.kept(""); len(reps) != 1 {
 		t.Errorf("%d reports kept from a 256 KiB message, want 1", len(reps))
 	}
 }
@@ -239,7 +242,12 @@ func TestCatcherHugeReportMessage(t *testing.T) {
 // A report processor holds a bounded part of the message, however much
 // streams through it. Not parallel: it reads the process's heap size.
 func TestCatcherMemoryBounded(t *testing.T) {
-	c := &inbound.Catcher{Dir: t.TempDir(), Log: discard()}
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := &inbound.Catcher{Reports: st, Log: discard(), Ours: func(context.Context, string) bool { return true }}
 	p := c.Processor()
 	ctx := context.Background()
 	msg := &store.Message{Sender: "noreply@good.test"}
@@ -267,7 +275,66 @@ func TestCatcherMemoryBounded(t *testing.T) {
 	if h, err := p.Finish(ctx, msg); h != nil || err != nil {
 		t.Errorf("Finish = %q, %v; want nothing", h, err)
 	}
-	if reps, _ := dmarcreport.Load(c.Dir, ""); len(reps) != 0 {
+	if reps := keptReports(t, st, ""); len(reps) != 0 {
 		t.Errorf("%d reports kept from an oversized message", len(reps))
+	}
+}
+
+// The JSON files an earlier Herald kept under DATA_DIR/dmarc-reports are
+// moved into the store once: each report is added (one the store holds
+// already is skipped), and the directory is renamed so that the next
+// start does not read it again.
+func TestImportReportDir(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, config.ChecksConfig{})
+	x, err := os.ReadFile("../dmarcreport/testdata/google.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := dmarcreport.ParseXML(bytes.NewReader(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "dmarc-reports")
+	write := func(name string, r *dmarcreport.Report) {
+		data, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(dir, strings.ToLower(r.Policy.Domain))
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, name), data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.json", rep)
+	other := *rep
+	other.ReportID, other.Policy.Domain = "other-id", "example.test"
+	write("b.json", &other)
+	// The first report also arrived by mail on a node already running
+	// the new version.
+	if _, err := w.accept("noreply-dmarc-support@good.test", "example.test", reportMail(t, 0)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := inbound.ImportReportDir(w.ctx, dir, w.st, nil)
+	if err != nil || n != 1 {
+		t.Fatalf("import: %d, %v; want 1 new report", n, err)
+	}
+	if got := w.kept(""); len(got) != 2 {
+		t.Fatalf("%d reports after the import, want 2", len(got))
+	}
+	if got := w.kept("example.test"); len(got) != 1 || got[0].ReportID != "other-id" || len(got[0].Records) != len(rep.Records) {
+		t.Fatalf("imported report: %+v", got)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the directory is still there: %v", err)
+	}
+	if _, err := os.Stat(dir + ".imported"); err != nil {
+		t.Fatalf("the directory was not renamed: %v", err)
+	}
+	if n, err := inbound.ImportReportDir(w.ctx, dir, w.st, nil); n != 0 || err != nil {
+		t.Fatalf("second import: %d %v", n, err)
 	}
 }

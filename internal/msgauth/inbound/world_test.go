@@ -2,6 +2,7 @@ package inbound_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/dsn"
 	"github.com/heraldmail/herald/internal/msgauth/dkim"
+	"github.com/heraldmail/herald/internal/msgauth/dmarcreport"
 	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/spool"
@@ -49,13 +51,12 @@ const clientHELO = "client.test"
 // Local domain example.test has no policy of its own (the [checks]
 // configuration applies).
 type world struct {
-	t       *testing.T
-	ctx     context.Context
-	dns     *testdns.Server
-	st      *sqlite.Store
-	sp      *spool.Spool
-	ck      *inbound.Checker
-	reports string // the Catcher's directory
+	t   *testing.T
+	ctx context.Context
+	dns *testdns.Server
+	st  *sqlite.Store
+	sp  *spool.Spool
+	ck  *inbound.Checker
 
 	mu         sync.Mutex
 	complaints []*dsn.Feedback
@@ -86,10 +87,9 @@ func newWorld(t *testing.T, cfg config.ChecksConfig) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	w := &world{t: t, ctx: context.Background(), dns: d, st: st, sp: spool.New(st, nil, clock.Real{}),
-		reports: filepath.Join(dir, "dmarc-reports")}
+	w := &world{t: t, ctx: context.Background(), dns: d, st: st, sp: spool.New(st, nil, clock.Real{})}
 	w.ck = &inbound.Checker{Resolver: res, Config: cfg, Policies: st, AuthservID: authserv, Log: discard(),
-		Catcher: &inbound.Catcher{Dir: w.reports, Log: discard(), Complaint: w.complaint,
+		Catcher: &inbound.Catcher{Reports: st, Log: discard(), Complaint: w.complaint,
 			Ours: func(ctx context.Context, domain string) bool {
 				ok, err := st.IsLocalDomain(ctx, domain)
 				return err == nil && ok
@@ -265,4 +265,31 @@ func wantResults(t *testing.T, res string, want ...string) {
 			t.Errorf("Authentication-Results lacks %q:\n%s", w, res)
 		}
 	}
+}
+
+// kept returns the DMARC reports the store holds for domain ("" all).
+func (w *world) kept(domain string) []*dmarcreport.Report {
+	w.t.Helper()
+	return keptReports(w.t, w.st, domain)
+}
+
+func keptReports(t *testing.T, st store.DMARCReports, domain string) []*dmarcreport.Report {
+	t.Helper()
+	rs, err := st.ListDMARCReports(context.Background(), domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*dmarcreport.Report
+	for _, r := range rs {
+		var rep dmarcreport.Report
+		if err := json.Unmarshal(r.Data, &rep); err != nil {
+			t.Fatalf("stored report %s: %v", r.ReportID, err)
+		}
+		if rep.ReportID != r.ReportID || rep.OrgName != r.Reporter || !rep.Begin.Equal(r.Begin) || !rep.End.Equal(r.End) ||
+			!strings.EqualFold(rep.Policy.Domain, r.Domain) {
+			t.Errorf("stored report's key %+v does not match its contents", r)
+		}
+		out = append(out, &rep)
+	}
+	return out
 }

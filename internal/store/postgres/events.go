@@ -251,9 +251,10 @@ SELECT count(*) FROM e`
 // PruneEvents deletes events older than before, with their delivered or
 // failed webhook deliveries and those deliveries' attempt logs. An event
 // with a pending delivery is kept until the delivery is done. Idempotency
-// keys older than a day and bodies abandoned by a dead node are deleted
-// too, and the purges of deleted accounts that were cut short are
-// finished. It returns how many events were deleted (by age). Work is
+// keys older than a day, bodies abandoned by a dead node, and the rate
+// windows and destinations idle for more than a day (nothing counting, no
+// connection, no back-off) are deleted too, and the purges of deleted
+// accounts that were cut short are finished. It returns how many events were deleted (by age). Work is
 // split into short transactions. (Event IDs come from a sequence, which
 // never goes back, so unlike SQLite no event needs to be kept.)
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) {
@@ -291,6 +292,9 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 	}
 	if err := s.collectBodies(ctx); err != nil {
 		return total, fmt.Errorf("postgres store: collect abandoned bodies: %w", err)
+	}
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return pruneShared(ctx, tx, time.Now()) }); err != nil {
+		return total, mapErr(fmt.Errorf("postgres store: prune idle rate windows and destinations: %w", err))
 	}
 	return total, nil
 }

@@ -34,6 +34,19 @@
 // in order) and read back a chunk at a time, so a 25 MB message is never
 // whole in memory on either side.
 //
+// # State every node shares
+//
+// Secrets (the VERP key), DMARC aggregate reports and TLS-RPT counts and
+// claims are ordinary rows. The sending-rate windows of a key and the
+// state of a delivery destination (back-off, connections held by each
+// node until a time it renews, the ring of its minute window) are one row
+// each, changed by one UPDATE whose check ("fits under the limit") is
+// evaluated on the row it locks (the first use inserts it), so that nodes
+// charging one account or opening connections to one destination never
+// exceed its limits together; those statements commit asynchronously. A serving node holds
+// a session advisory lock on its node name (LockNode), so that a second
+// node under the same name is refused.
+//
 // # Wake-ups
 //
 // Each commit that makes work due (Enqueue without a lease, Retry,
@@ -151,7 +164,7 @@ type Store struct {
 	handoff handoffCache
 
 	wake     wakeListener
-	claim    nodeClaim
+	nodeLock nodeLock  // LockNode's session
 	bodyPool sync.Pool // *[]byte chunk buffers
 
 	closeOnce sync.Once
@@ -269,7 +282,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.w.close()
 		s.wake.stop()
-		s.claim.stop()
+		s.unlockNode()
 		s.pool.Close()
 	})
 	return s.closeErr

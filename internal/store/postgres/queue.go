@@ -703,6 +703,9 @@ func (s *Store) ReleaseLeases(ctx context.Context) error {
 	var err error
 	for range maxBatchRetries {
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, releaseDestinationsSQL, s.node); err != nil {
+				return err
+			}
 			tag, err := tx.Exec(ctx, `UPDATE recipients SET lease_until = 0, lease_owner = '', lease_token = ''
 				WHERE lease_owner = $1 AND lease_until <> 0`, s.node)
 			if err != nil || tag.RowsAffected() == 0 {

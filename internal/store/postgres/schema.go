@@ -206,6 +206,87 @@ var schema = []string{
 		secret  text NOT NULL
 	);
 	CREATE INDEX routes_account ON routes (account);`,
+	// 2: state every node shares (issue 9): named secrets (the VERP key),
+	// DMARC aggregate reports (one per domain, reporter, report ID and
+	// period; reporter and ID are hashed in the index, since a report may
+	// carry any length), TLS-RPT counters and the claims that make one
+	// node send each day's report of a domain, sliding-window rate slots
+	// of accounts and users, and the delivery destinations' back-off,
+	// connections and message rate.
+	`CREATE TABLE secrets (
+		name    text COLLATE "C" PRIMARY KEY,
+		value   bytea NOT NULL,
+		created bigint NOT NULL
+	);
+	CREATE TABLE dmarc_reports (
+		id        bigserial PRIMARY KEY,
+		domain    text COLLATE "C" NOT NULL,
+		reporter  text NOT NULL,
+		report_id text NOT NULL,
+		begin_at  bigint NOT NULL,
+		end_at    bigint NOT NULL,
+		received  bigint NOT NULL,
+		data      bytea NOT NULL -- the parsed report, JSON
+	);
+	CREATE UNIQUE INDEX dmarc_reports_key ON dmarc_reports (domain, begin_at, end_at, md5(reporter), md5(report_id));
+	CREATE INDEX dmarc_reports_begin ON dmarc_reports (begin_at);
+	CREATE TABLE tlsrpt_counts (
+		day           bigint NOT NULL, -- UTC midnight
+		domain        text COLLATE "C" NOT NULL,
+		key           text COLLATE "C" NOT NULL, -- store.TLSCount.Key
+		policy_type   text NOT NULL,
+		policy_string text NOT NULL, -- JSON array
+		mx_patterns   text NOT NULL, -- JSON array
+		result        text NOT NULL, -- '' for successful sessions
+		sending_ip    text NOT NULL,
+		mx_host       text NOT NULL,
+		receiving_ip  text NOT NULL,
+		info          text NOT NULL,
+		count         bigint NOT NULL,
+		PRIMARY KEY (day, domain, key)
+	);
+	CREATE TABLE tlsrpt_claims (
+		day    bigint NOT NULL,
+		domain text COLLATE "C" NOT NULL,
+		token  text NOT NULL,
+		until  bigint NOT NULL,
+		done   boolean NOT NULL,
+		PRIMARY KEY (day, domain)
+	);
+	-- A key's sliding windows in one row: for each window (0 minute,
+	-- 1 hour, 2 day) a ring of its slots' numbers (Unix ns / the slot
+	-- width) and counts, so that a charge is one UPSERT whose check reads
+	-- the row it locks.
+	CREATE TABLE rate_windows (
+		key     text COLLATE "C" PRIMARY KEY,
+		e0      bigint[] NOT NULL,
+		c0      bigint[] NOT NULL,
+		e1      bigint[] NOT NULL,
+		c1      bigint[] NOT NULL,
+		e2      bigint[] NOT NULL,
+		c2      bigint[] NOT NULL,
+		touched bigint NOT NULL -- Unix ns of the last charge
+	);
+	CREATE INDEX rate_windows_touched ON rate_windows (touched);
+	-- A delivery destination in one row: its back-off (version counts
+	-- SetDestinationState's changes), the connections held (token, owner
+	-- node, until, in step) and the ring of its minute window, so that a
+	-- new session is one UPSERT.
+	CREATE TABLE destinations (
+		key          text COLLATE "C" PRIMARY KEY,
+		factor       double precision NOT NULL DEFAULT 1,
+		strikes      integer NOT NULL DEFAULT 0,
+		paused_until bigint NOT NULL DEFAULT 0,
+		last_change  bigint NOT NULL DEFAULT 0,
+		version      bigint NOT NULL DEFAULT 0,
+		conn_tokens  text[] NOT NULL DEFAULT '{}',
+		conn_owners  text[] NOT NULL DEFAULT '{}',
+		conn_until   bigint[] NOT NULL DEFAULT '{}',
+		rate_e       bigint[] NOT NULL DEFAULT array_fill(0::bigint, ARRAY[13]), -- ring of the minute window's 13 slots
+		rate_c       bigint[] NOT NULL DEFAULT array_fill(0::bigint, ARRAY[13]),
+		touched      bigint NOT NULL DEFAULT 0 -- Unix ns of the last session or change
+	);
+	CREATE INDEX destinations_touched ON destinations (touched);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

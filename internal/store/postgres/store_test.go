@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/storetest"
 	"github.com/heraldmail/herald/internal/testutil/pgtest"
@@ -506,5 +507,57 @@ func TestNodesFinishOneMessage(t *testing.T) {
 		if _, err := a.Get(ctx, m.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("round %d: message with both recipients delivered still queued: %v", round, err)
 		}
+	}
+}
+
+// The rings of schema 2 have the sizes of ratelimit's windows, a back-off
+// written before any session leaves a whole minute ring, and the rows of
+// keys idle for a day go with PruneEvents, unless backed off.
+func TestSharedRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openFresh(t, Options{})
+	if n := count(t, s, `SELECT cardinality(array_fill(0::bigint, ARRAY[13]))`); int(n) != windows[0].Slots {
+		t.Fatalf("the schema's minute ring has 13 slots, ratelimit's %d", windows[0].Slots)
+	}
+	old := time.Now().Add(-30 * time.Hour)
+	if _, _, err := s.TakeRate(ctx, "account:idle", ratelimit.Limits{PerDay: 10}, 1, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.TakeRate(ctx, "account:busy", ratelimit.Limits{PerDay: 10}, 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.SetDestinationState(ctx, "backed.test", 0, store.DestinationState{Factor: 0.5, Strikes: 1}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if n := count(t, s, `SELECT cardinality(rate_e) FROM destinations WHERE key = 'backed.test'`); n != 13 {
+		t.Fatalf("rate ring of a destination made by a back-off: %d slots", n)
+	}
+	g, err := s.AcquireDestination(ctx, "backed.test", store.DestinationLimits{MaxConnections: 2, MessagesPerMinute: 4}, time.Now(), time.Now().Add(time.Minute))
+	if err != nil || !g.OK {
+		t.Fatalf("acquire after a back-off: %+v %v", g, err)
+	}
+	if _, err := s.AcquireDestination(ctx, "idle.test", store.DestinationLimits{MaxConnections: 2}, old, old.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	pgtestExec(t, s, `UPDATE destinations SET touched = $1`, nanos(old))
+	if _, err := s.PruneEvents(ctx, time.Now().Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, `SELECT count(*) FROM rate_windows`); n != 1 {
+		t.Errorf("%d rate rows after pruning, want the busy one", n)
+	}
+	if n := count(t, s, `SELECT count(*) FROM destinations WHERE key = 'backed.test'`); n != 1 {
+		t.Errorf("a backed-off destination holding a connection was pruned")
+	}
+	if n := count(t, s, `SELECT count(*) FROM destinations WHERE key = 'idle.test'`); n != 0 {
+		t.Errorf("an idle destination was kept")
+	}
+}
+
+func pgtestExec(t *testing.T, s *Store, q string, args ...any) {
+	t.Helper()
+	if _, err := s.pool.Exec(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/storetest"
 )
@@ -79,4 +80,38 @@ func benchEnqueue(b *testing.B, size, writers int) {
 	if c := processCPU() - cpu; c > 0 {
 		b.ReportMetric(float64(c.Microseconds())/float64(b.N), "cpu-µs/msg")
 	}
+}
+
+// BenchmarkShared measures the in-memory rate charge and destination
+// connection (acquire and release) of the embedded store, the per-message
+// cost the SQLite store adds where PostgreSQL runs one statement.
+func BenchmarkShared(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	lim := ratelimit.Limits{PerMinute: 1 << 30, PerHour: 1 << 30, PerDay: 1 << 30}
+	b.Run("op=take-rate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if ok, _, err := s.TakeRate(ctx, "account:a", lim, 1, time.Now()); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("op=destination", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now := time.Now()
+			g, err := s.AcquireDestination(ctx, "gmail.com", store.DestinationLimits{MaxConnections: 1 << 20, MessagesPerMinute: 1 << 30}, now, now.Add(time.Minute))
+			if err != nil || !g.OK {
+				b.Fatal(g, err)
+			}
+			if err := s.ReleaseDestination(ctx, "gmail.com", g.Token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -616,6 +616,7 @@ func (s *Store) ReleaseLeases(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlite store: release leases: %w", err)
 	}
+	s.releaseDestinations()
 	return nil
 }
 

@@ -8,6 +8,11 @@
 // that commit. Reads use a separate pool of read-only connections. Other
 // processes (the CLI) may open the same data directory at the same time;
 // SQLite's file locks with a busy timeout serialise their writes.
+//
+// The coordination state that lives as long as the server does (rate
+// windows, destination connections and back-off) is kept in memory,
+// shared by the handles of one database in the process (volatile.go): one
+// server runs per data directory.
 package sqlite
 
 import (
@@ -19,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -117,6 +123,10 @@ type Store struct {
 	bufPool sync.Pool // *[]byte body buffers
 
 	touches touchCache // API key LastUsed values written
+
+	volKey string    // the database, in the registry of volatile state
+	vol    *volatile // rate windows and destinations, shared in this process
+	closed atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -241,6 +251,8 @@ func open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.w.run()
+	s.volKey = volatileKey(dir)
+	s.vol = openVolatile(s.volKey)
 	ok = true
 	return s, nil
 }
@@ -250,7 +262,9 @@ func open(dir string, opts Options) (*Store, error) {
 // with ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.closeErr = s.w.close()
+		closeVolatile(s.volKey)
 		if err := s.closeDBs(); err != nil && s.closeErr == nil {
 			s.closeErr = err
 		}
@@ -506,6 +520,51 @@ var schema = []string{
 	// any node's ReleaseLeases clears it).
 	`ALTER TABLE recipients ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
 	ALTER TABLE recipients ADD COLUMN lease_token TEXT NOT NULL DEFAULT '';`,
+	// 10: state every node shares (issue 9): named secrets (the VERP key),
+	// the DMARC aggregate reports received (one per domain, reporter,
+	// report ID and period), the TLS-RPT session counters (one per day,
+	// domain and outcome, keyed by a hash of the outcome) and the claims
+	// that make one node send each day's report of a domain.
+	`CREATE TABLE secrets (
+		name    TEXT PRIMARY KEY,
+		value   BLOB NOT NULL,
+		created INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;
+	CREATE TABLE dmarc_reports (
+		id        INTEGER PRIMARY KEY,
+		domain    TEXT NOT NULL,
+		reporter  TEXT NOT NULL,
+		report_id TEXT NOT NULL,
+		begin_at  INTEGER NOT NULL, -- unix ns
+		end_at    INTEGER NOT NULL,
+		received  INTEGER NOT NULL,
+		data      BLOB NOT NULL     -- the parsed report, JSON
+	);
+	CREATE UNIQUE INDEX dmarc_reports_key ON dmarc_reports(domain, reporter, report_id, begin_at, end_at);
+	CREATE INDEX dmarc_reports_begin ON dmarc_reports(begin_at);
+	CREATE TABLE tlsrpt_counts (
+		day           INTEGER NOT NULL, -- unix ns of UTC midnight
+		domain        TEXT NOT NULL,
+		key           TEXT NOT NULL,    -- store.TLSCount.Key
+		policy_type   TEXT NOT NULL,
+		policy_string TEXT NOT NULL,    -- JSON array
+		mx_patterns   TEXT NOT NULL,    -- JSON array
+		result        TEXT NOT NULL,    -- '' for successful sessions
+		sending_ip    TEXT NOT NULL,
+		mx_host       TEXT NOT NULL,
+		receiving_ip  TEXT NOT NULL,
+		info          TEXT NOT NULL,
+		count         INTEGER NOT NULL,
+		PRIMARY KEY (day, domain, key)
+	) WITHOUT ROWID;
+	CREATE TABLE tlsrpt_claims (
+		day    INTEGER NOT NULL,
+		domain TEXT NOT NULL,
+		token  TEXT NOT NULL,
+		until  INTEGER NOT NULL, -- unix ns
+		done   INTEGER NOT NULL, -- 1: sent (or given up)
+		PRIMARY KEY (day, domain)
+	) WITHOUT ROWID;`,
 }
 
 // pageSize is the database page size, set when the database is created.

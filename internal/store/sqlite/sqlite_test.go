@@ -448,7 +448,8 @@ func TestMigrationLegacyLeases(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Back to schema 8: no owner or token columns; other's lease is kept
+	// Back to schema 8: no owner or token columns (nor the tables of 10);
+	// other's lease is kept
 	// aside to be restored as a schema-9 lease of node "other".
 	db, err := sql.Open("sqlite", filepath.Join(dir, "herald.db"))
 	if err != nil {
@@ -457,6 +458,7 @@ func TestMigrationLegacyLeases(t *testing.T) {
 	for _, q := range []string{
 		`ALTER TABLE recipients DROP COLUMN lease_owner`,
 		`ALTER TABLE recipients DROP COLUMN lease_token`,
+		`DROP TABLE secrets`, `DROP TABLE dmarc_reports`, `DROP TABLE tlsrpt_counts`, `DROP TABLE tlsrpt_claims`, // schema 10
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {

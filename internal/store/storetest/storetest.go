@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend must
 // pass. A backend's tests call Run, the one entry point: it runs every part
-// of the suite (queue, directory, DKIM keys, platform, and the multi-node
-// lease cases), so a backend cannot pass while skipping a part.
+// of the suite (queue, directory, DKIM keys, platform, the state every
+// node shares, and the multi-node cases), so a backend cannot pass while skipping a part.
 package storetest
 
 import (
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +26,10 @@ type Backend struct {
 	Open func(t *testing.T) store.Store
 	// OpenNode returns another handle on first's database that acts as the
 	// node named node (sqlite.Options.Node, postgres.Options.Node). The
-	// suite closes it, before first.
+	// suite closes it, before first. (A backend may keep the state that
+	// lives as long as its nodes, rate windows and destinations, in
+	// memory shared by the handles of one process: the SQLite store, one
+	// server per data directory, does.)
 	OpenNode func(t *testing.T, first store.Store, node string) store.Store
 }
 
@@ -56,6 +60,7 @@ func Run(t *testing.T, b Backend) {
 		{"Directory", directoryTests},
 		{"DKIM", dkimTests},
 		{"Platform", platformTests},
+		{"Shared", sharedTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -70,7 +75,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range nodeTests {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)

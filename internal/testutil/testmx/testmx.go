@@ -74,6 +74,9 @@ type Config struct {
 	// AuthUser and AuthPass, when set, offer AUTH PLAIN (after TLS only)
 	// and require it before MAIL.
 	AuthUser, AuthPass string
+	// DataDelay makes the server wait that long after the body before it
+	// replies: a slow remote, whose transactions overlap (PeakTransactions).
+	DataDelay time.Duration
 }
 
 // Message is one accepted transaction.
@@ -111,6 +114,8 @@ type Server struct {
 	msgs      []Message
 	changed   chan struct{}
 	rawConns  []net.Conn
+	active    int // transactions between MAIL and their end
+	peak      int
 }
 
 // Start listens on addr and serves until the test ends.
@@ -188,6 +193,15 @@ func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conns
+}
+
+// PeakTransactions returns the most transactions that were in progress
+// at once (from an accepted MAIL to the reply after DATA, RSET or the end
+// of the connection), over every connection.
+func (s *Server) PeakTransactions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
 }
 
 // SetRcptReply makes RCPT TO:<rcpt> answer with code, enhanced code and
@@ -384,10 +398,31 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 }
 
 type session struct {
-	s    *Server
-	c    *gosmtp.Conn
-	user string
-	msg  Message
+	s      *Server
+	c      *gosmtp.Conn
+	user   string
+	msg    Message
+	active bool // counted in Server.active
+}
+
+// begin counts a transaction in progress; end stops counting it.
+func (ss *session) begin() {
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	if !ss.active {
+		ss.active = true
+		ss.s.active++
+		ss.s.peak = max(ss.s.peak, ss.s.active)
+	}
+}
+
+func (ss *session) end() {
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	if ss.active {
+		ss.active = false
+		ss.s.active--
+	}
 }
 
 func (ss *session) AuthMechanisms() []string {
@@ -421,6 +456,7 @@ func (ss *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if opts != nil {
 		ss.msg.MailOpts = *opts
 	}
+	ss.begin()
 	return nil
 }
 
@@ -444,6 +480,7 @@ func (ss *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 }
 
 func (ss *session) Data(r io.Reader) error {
+	defer ss.end()
 	if f := ss.s.fault(StageData); f != FaultNone {
 		if f == FaultDrop {
 			io.ReadFull(r, make([]byte, 8)) //nolint:errcheck
@@ -456,6 +493,9 @@ func (ss *session) Data(r io.Reader) error {
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, r); err != nil {
 		return err
+	}
+	if d := ss.s.cfg.DataDelay; d > 0 {
+		time.Sleep(d) // a slow remote
 	}
 	ss.s.mu.Lock()
 	rep := ss.s.dataReply
@@ -474,10 +514,14 @@ func (ss *session) Data(r io.Reader) error {
 }
 
 func (ss *session) Reset() {
+	ss.end()
 	ss.msg = Message{Conn: ss.msg.Conn, Helo: ss.msg.Helo, TLS: ss.msg.TLS}
 }
 
-func (ss *session) Logout() error { return nil }
+func (ss *session) Logout() error {
+	ss.end()
+	return nil
+}
 
 // chanListener hands accepted connections to go-smtp.
 type chanListener struct {
