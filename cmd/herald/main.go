@@ -199,7 +199,7 @@ func (e *cmdEnv) serve(args []string) error {
 	// app.New runs must shut down cleanly, not kill the process.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	a, err := app.New(cfg, app.Options{})
+	a, err := app.New(cfg, app.Options{DropPrivileges: true})
 	if err != nil {
 		// app.New describes every failure it expects; anything else is a bug.
 		return exitcode.With(exitcode.Software, err)
@@ -210,9 +210,9 @@ func (e *cmdEnv) serve(args []string) error {
 	go func() {
 		for range hup {
 			if err := a.Reload(); err != nil {
-				a.Logger().Error("reload failed; keeping the old certificate", "err", err)
+				a.Logger().Error("reload failed", "err", err)
 			} else {
-				a.Logger().Info("reloaded TLS certificate")
+				a.Logger().Info("reloaded: TLS certificate re-read, log file reopened")
 			}
 		}
 	}()

@@ -30,9 +30,11 @@ import (
 	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/local"
 	"github.com/heraldmail/herald/internal/local/httproute"
+	"github.com/heraldmail/herald/internal/logfile"
 	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/notify"
 	"github.com/heraldmail/herald/internal/pidlock"
+	"github.com/heraldmail/herald/internal/privdrop"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/resolve"
@@ -56,13 +58,17 @@ type Options struct {
 	Delivery  func(*delivery.Config)
 	Webhook   func(*webhook.Options)    // adjusts the webhook dispatcher (tests: fast retries)
 	Listeners map[string][]net.Listener // pre-bound listeners by section ("smtp", ...), for tests; New closes them if it fails
+	// DropPrivileges switches a node started as root to server.user
+	// once every listener is bound (herald serve sets it; tests that run
+	// in-process do not, since it would change the whole test binary).
+	DropPrivileges bool
 }
 
 // App is a running Herald node.
 type App struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	logFile io.Closer
+	logFile *logfile.File // nil when logging to stderr
 	store   store.Store
 	lock    *pidlock.Lock // DATA_DIR/herald.pid: one serving node per data directory
 	tls     *tlsconf.Manager
@@ -278,7 +284,43 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	for i, ln := range a.httpLns {
 		a.httpLns[i] = httpapi.LimitListener(ln, httpConns)
 	}
+	if opts.DropPrivileges {
+		if err := a.dropPrivileges(); err != nil {
+			return nil, err
+		}
+	}
 	return a, nil
+}
+
+// dropPrivileges switches a node started as root to server.user (see
+// privdrop.Plan) now that the privileged ports are bound: the data
+// directory and the log file are handed to the user first, since root
+// created them. Nothing has been accepted yet, so no file is being
+// written meanwhile.
+func (a *App) dropPrivileges() error {
+	acct, warn, err := privdrop.Plan(os.Geteuid(), a.cfg.Server.User)
+	if err != nil {
+		return startup.User(a.cfg.Server.User, err)
+	}
+	if warn != "" {
+		a.log.Warn(warn)
+	}
+	if acct == nil {
+		return nil
+	}
+	if err := privdrop.Chown(a.cfg.Server.DataDir, *acct); err != nil {
+		return startup.User(acct.Name, err)
+	}
+	if a.logFile != nil {
+		if err := os.Chown(a.logFile.Path(), acct.UID, acct.GID); err != nil {
+			return startup.User(acct.Name, fmt.Errorf("handing the log file to it: %w", err))
+		}
+	}
+	if err := privdrop.Drop(*acct); err != nil {
+		return startup.User(acct.Name, err)
+	}
+	a.log.Info("switched to an unprivileged user now that the ports are bound", "user", acct.Name, "uid", acct.UID)
+	return nil
 }
 
 // bind opens the configured addresses, or takes pre-bound listeners.
@@ -388,9 +430,19 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
-// Reload re-reads the TLS certificate files (SIGHUP).
+// Reload re-reads the TLS certificate files and reopens the log file
+// (SIGHUP: logrotate renames the file, then signals).
 func (a *App) Reload() error {
-	return a.tls.Reload()
+	var errs []error
+	if a.logFile != nil {
+		if err := a.logFile.Reopen(); err != nil {
+			errs = append(errs, fmt.Errorf("reopening %s, still logging to the old file: %w", a.logFile.Path(), err))
+		}
+	}
+	if err := a.tls.Reload(); err != nil {
+		errs = append(errs, fmt.Errorf("keeping the old TLS certificate: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // pruneEvents deletes delivery events older than the retention, hourly.
@@ -478,13 +530,14 @@ func isClosed(err error) bool {
 }
 
 // NewLogger builds the slog logger described by the [log] section.
-func NewLogger(lc config.LogConfig) (*slog.Logger, io.Closer, error) {
+// A log file is returned too (nil for stderr), for Reopen and Close.
+func NewLogger(lc config.LogConfig) (*slog.Logger, *logfile.File, error) {
 	var w io.Writer = os.Stderr
-	var c io.Closer
+	var c *logfile.File
 	if lc.File != "" {
-		f, err := os.OpenFile(lc.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		f, err := logfile.Open(lc.File, 0o640)
 		if err != nil {
-			return nil, nil, startup.LogFile(lc.File, err)
+			return nil, nil, startup.LogFile(lc.File, errors.Unwrap(err))
 		}
 		w, c = f, f
 	}

@@ -111,6 +111,12 @@ type ServerConfig struct {
 	NodeID string `toml:"node_id"`
 	// DataDir holds the embedded store, message bodies and generated keys.
 	DataDir string `toml:"data_dir"`
+	// User is the account herald serve switches to once its listeners
+	// are bound, when started as root: "" means "herald" if that user
+	// exists (the Debian package creates it), else stay root with a
+	// warning; "root" stays root on purpose. The data directory is handed
+	// to the user. Ignored when not started as root.
+	User string `toml:"user"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM: sessions and
 	// deliveries in progress get this long before they are cut.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`

@@ -55,6 +55,7 @@ func (c *Config) fields() []field {
 		strField("server.hostname", &c.Server.Hostname, checkHostname),
 		strField("server.node_id", &c.Server.NodeID, checkOptional(checkNodeID)),
 		strField("server.data_dir", &c.Server.DataDir, checkNotEmpty),
+		strField("server.user", &c.Server.User, checkOptional(checkUserName)),
 		durField("server.shutdown_timeout", &c.Server.ShutdownTimeout, false),
 		strField("server.postmaster", &c.Server.Postmaster, checkOptional(checkMailbox)),
 
@@ -670,6 +671,21 @@ func checkNodeID(s string) error {
 		c := s[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
 			return fmt.Errorf("%q is not a node name (letters, digits, '.', '-' and '_' only)", s)
+		}
+	}
+	return nil
+}
+
+// checkUserName accepts a POSIX-portable user name (letters, digits, '.',
+// '_' and '-', not starting with '-'), at most 32 characters.
+func checkUserName(s string) error {
+	if len(s) > 32 || s[0] == '-' {
+		return fmt.Errorf("%q is not a user name", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("%q is not a user name (letters, digits, '.', '-' and '_' only)", s)
 		}
 	}
 	return nil

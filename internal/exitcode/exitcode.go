@@ -13,6 +13,7 @@
 //	                 herald wrote (damaged, another file)
 //	66  NoInput      tls.cert_file or tls.key_file missing or not a file; a command
 //	                 that needs an existing store finds none
+//	67  NoUser       server.user (or the default "herald" when set) does not exist
 //	69  Unavailable  a listen port taken, a listen address not on this host, the data
 //	                 directory in use by a running herald serve
 //	70  Software     an unexpected error (a store failure nothing else explains)
@@ -42,6 +43,7 @@ const (
 	Usage       = 2
 	DataErr     = 65 // EX_DATAERR
 	NoInput     = 66 // EX_NOINPUT
+	NoUser      = 67 // EX_NOUSER
 	Unavailable = 69 // EX_UNAVAILABLE
 	Software    = 70 // EX_SOFTWARE
 	OSErr       = 71 // EX_OSERR

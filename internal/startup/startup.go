@@ -23,6 +23,7 @@ import (
 
 	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/pidlock"
+	"github.com/heraldmail/herald/internal/privdrop"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/postgres"
 	"github.com/heraldmail/herald/internal/store/sqlite"
@@ -338,4 +339,17 @@ func LogFile(path string, err error) error {
 	}
 	return describe(code, what, reason(err),
 		"log.file must be a file herald can create and append to, in an existing directory; empty logs to stderr", err)
+}
+
+// User describes a failure to switch to server.user after binding.
+func User(name string, err error) error {
+	if name == "" {
+		name = privdrop.DefaultUser
+	}
+	if errors.Is(err, privdrop.ErrNoUser) {
+		return describe(exitcode.NoUser, "server.user "+strconv.Quote(name), "no such user",
+			"create it (useradd --system --home-dir /var/lib/herald "+name+") or set server.user to an existing unprivileged user", err)
+	}
+	return describe(exitcode.NoPerm, "switching to user "+name, reason(err),
+		"the data directory and log file must be on a file system where root may change owners", err)
 }
