@@ -59,12 +59,27 @@ Exit status: 0 success, 1 failure, 2 usage; sysexits(3) codes for what an
 operator must fix: 65 bad input (a short password), 66 missing input file or
 store, 69 port or data directory in use, 70 internal error, 71 OS error,
 72 system file missing, 73 cannot create or write the data directory,
-74 I/O error, 75 store locked (try again), 77 permission denied,
-78 configuration error.
+67 server.user does not exist, 74 I/O error, 75 store locked (try again),
+77 permission denied, 78 configuration error.
 `
 
 // version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
+
+// defaultConfig is the configuration file used when neither --config nor
+// HERALD_CONFIG names one. Empty (the built-in development defaults) in a
+// plain build; the Debian package sets /etc/herald/herald.toml
+// (-ldflags "-X main.defaultConfig=...") so that commands and sendmail
+// find the installed configuration.
+var defaultConfig = ""
+
+// configFile is the configuration file to use without --config.
+func configFile() string {
+	if v, ok := os.LookupEnv("HERALD_CONFIG"); ok {
+		return v
+	}
+	return defaultConfig
+}
 
 func main() {
 	// Installed as /usr/sbin/sendmail (symlink), behave as sendmail.
@@ -164,7 +179,7 @@ type cmdEnv struct {
 func (e *cmdEnv) flags(name string, args []string, extra func(*flag.FlagSet)) (*config.Config, []string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	path := fs.String("config", os.Getenv("HERALD_CONFIG"), "configuration file")
+	path := fs.String("config", configFile(), "configuration file")
 	if extra != nil {
 		extra(fs)
 	}

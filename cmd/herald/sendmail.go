@@ -35,7 +35,7 @@ type sendmailArgs struct {
 }
 
 func parseSendmailArgs(args []string) (*sendmailArgs, error) {
-	sa := &sendmailArgs{configPath: os.Getenv("HERALD_CONFIG")}
+	sa := &sendmailArgs{configPath: configFile()}
 	// takeArg returns the option's value, attached ("-ffoo") or next.
 	for i := 0; i < len(args); i++ {
 		a := args[i]
