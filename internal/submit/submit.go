@@ -111,8 +111,8 @@ type Deps struct {
 	Inbound    Inbound
 	Guard      func(size int64) error
 	Blocklists *dnsbl.Checker
-	Clock    clock.Clock
-	Logger   *slog.Logger
+	Clock      clock.Clock
+	Logger     *slog.Logger
 }
 
 // New returns a pipeline.
