@@ -74,6 +74,9 @@ type Config struct {
 type Checker struct {
 	cfg   Config
 	cache *cache
+
+	warnMu sync.Mutex
+	warned map[string]time.Time // list -> when its failure was last logged
 	// afterResult, when set (tests), is called in a lookup each time a
 	// list's result arrives, with the number still awaited.
 	afterResult func(left int)
@@ -102,7 +105,7 @@ func New(cfg Config) *Checker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Checker{cfg: cfg, cache: newCache(cfg.CacheSize, cfg.MinTTL, cfg.MaxTTL, cfg.Clock)}
+	return &Checker{cfg: cfg, cache: newCache(cfg.CacheSize, cfg.MinTTL, cfg.MaxTTL, cfg.Clock), warned: make(map[string]time.Time)}
 }
 
 // Enabled reports whether any list is configured.
@@ -270,14 +273,15 @@ wait:
 		}
 	}
 	v.Listed = v.Score >= c.cfg.Threshold
-	if len(v.TimedOut) > 0 {
-		c.cfg.Logger.Warn("DNS lists did not answer in time; counted as not listed", "client", ip.String(),
-			"lists", strings.Join(v.TimedOut, ","), "timeout", c.cfg.Timeout)
-	}
 	for _, r := range got {
-		if r.err != nil && !r.silent {
-			c.cfg.Logger.Warn("DNS list lookup failed; counted as not listed", "client", ip.String(),
-				"list", c.cfg.Sites[r.i].Zone, "err", r.err)
+		zone := c.cfg.Sites[r.i].Zone
+		switch {
+		case r.silent && c.mayWarn(zone):
+			c.cfg.Logger.Warn("DNS list did not answer in time; counted as not listed (logged once a minute per list, all counted in herald_dnsbl_timeouts_total)",
+				"client", ip.String(), "list", zone, "timeout", c.cfg.Timeout)
+		case r.err != nil && !r.silent && c.mayWarn(zone):
+			c.cfg.Logger.Warn("DNS list lookup failed; counted as not listed (logged once a minute per list, all counted in herald_dnsbl_errors_total)",
+				"client", ip.String(), "list", zone, "err", r.err)
 		}
 	}
 	if len(v.Hits) > 0 {
@@ -285,6 +289,22 @@ wait:
 			"score", v.Score, "threshold", c.cfg.Threshold, "refused", v.Listed)
 	}
 	l.v = v
+}
+
+// warnInterval is the least time between two warnings about one list: a
+// list that is down or refuses us would otherwise log once per client.
+const warnInterval = time.Minute
+
+// mayWarn reports whether a failure of list may be logged now.
+func (c *Checker) mayWarn(list string) bool {
+	now := c.cfg.Clock.Now()
+	c.warnMu.Lock()
+	defer c.warnMu.Unlock()
+	if last, ok := c.warned[list]; ok && now.Sub(last) < warnInterval {
+		return false
+	}
+	c.warned[list] = now
+	return true
 }
 
 func hitNames(hs []Hit) string {

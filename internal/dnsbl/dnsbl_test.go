@@ -2,6 +2,7 @@ package dnsbl
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -363,5 +364,30 @@ func TestMonitor(t *testing.T) {
 	e.reg.Write(&b)
 	if !strings.Contains(b.String(), `herald_blocklist_listed{target="example.test",list="dbl.test"} 1`) {
 		t.Errorf("metrics:\n%s", b.String())
+	}
+}
+
+// A list that fails for every client is counted each time but logged once
+// a minute, not once per client.
+func TestFailingListLoggedOncePerMinute(t *testing.T) {
+	e := newEnv(t)
+	e.dns.SetServfail("1.0.0.127.down.test")
+	e.dns.SetServfail("2.0.0.127.down.test")
+	var logs strings.Builder
+	site, _ := ParseSite("down.test", true)
+	c := New(Config{Sites: []Site{site}, Resolver: e.res, Clock: e.clk, Metrics: e.m,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c.Check(ctx, netip.MustParseAddr("127.0.0.1"))
+	c.Check(ctx, netip.MustParseAddr("127.0.0.2"))
+	if n := strings.Count(logs.String(), "lookup failed"); n != 1 {
+		t.Errorf("%d warnings for two failures within a minute, want 1:\n%s", n, logs.String())
+	}
+	e.clk.Advance(time.Minute)
+	c.Check(ctx, netip.MustParseAddr("127.0.0.1"))
+	if n := strings.Count(logs.String(), "lookup failed"); n != 2 {
+		t.Errorf("%d warnings after a minute, want 2", n)
+	}
+	if got := e.m.Errors.Value("down.test"); got != 3 {
+		t.Errorf("errors{down.test} = %d, want 3", got)
 	}
 }
