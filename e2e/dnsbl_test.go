@@ -213,3 +213,22 @@ timeout = "2s"
 	c.ok(250, "RCPT TO:<alice@example.test>")
 	c.ok(221, "QUIT")
 }
+
+// An IPv6 peer is looked up by the reversed nibbles of its address
+// (RFC 5782 §2.4): ::1 listed on zen.test is refused on an IPv6 listener.
+func TestDNSBLIPv6Peer(t *testing.T) {
+	t.Parallel()
+	h := startHerald(t, func(c *config.Config) {
+		c.SMTP.Listen = []string{"[::1]:0"}
+		c.DNSBL.ClientLists = sites(t, true, "zen.test")
+	})
+	h.dns.Add(dnsbl.ReverseName(netip.MustParseAddr("::1"), "zen.test") + ". 300 IN A 127.0.0.2")
+	h.addDomain("example.test")
+	h.addUser("alice@example.test")
+	c := dial(t, h.addr("smtp"))
+	c.ok(250, "EHLO v6.test")
+	c.ok(250, "MAIL FROM:<someone@v6.test>")
+	if code, msg := c.cmd("RCPT TO:<alice@example.test>"); code != 554 || !strings.Contains(msg, "client [::1] blocked using zen.test") {
+		t.Errorf("listed ::1: %d %s, want 554 naming zen.test", code, msg)
+	}
+}

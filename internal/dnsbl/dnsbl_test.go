@@ -295,6 +295,8 @@ func TestMonitor(t *testing.T) {
 		Resolver:    e.res, Clock: e.clk, Metrics: e.m,
 		OnChange: func(c Change) { changes = append(changes, c) },
 	})
+	var subscribed []Change
+	m.Subscribe(func(c Change) { subscribed = append(subscribed, c) })
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { m.Run(rctx); close(done) }()
@@ -351,6 +353,9 @@ func TestMonitor(t *testing.T) {
 	}
 	if len(changes) != 3 || changes[2].Listed || changes[2].Target != "127.0.0.20" {
 		t.Errorf("changes: %+v", changes)
+	}
+	if len(subscribed) != 3 {
+		t.Errorf("a subscriber saw %d changes, want 3", len(subscribed))
 	}
 
 	// A list that stops answering changes nothing.

@@ -76,6 +76,7 @@ type Monitor struct {
 	mu       sync.Mutex
 	listings map[listingKey]Listing
 	last     time.Time
+	subs     []func(Change)
 }
 
 type listingKey struct{ target, list string }
@@ -126,6 +127,15 @@ func (m *Monitor) Status() []Listing {
 		return strings.Compare(a.List, b.List)
 	})
 	return out
+}
+
+// Subscribe adds f to the functions called, after each round and outside
+// the monitor's lock, with every listing that appeared or went away (the
+// alert engine). f must not block for long: the next round waits for it.
+func (m *Monitor) Subscribe(f func(Change)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.subs = append(m.subs, f)
 }
 
 // LastCheck is when the last round ended (zero before the first).
@@ -274,6 +284,7 @@ func (m *Monitor) apply(results []probeResult, domainsKnown bool) {
 		}
 	}
 	m.last = now
+	subs := slices.Clone(m.subs)
 	m.mu.Unlock()
 	for _, c := range changes {
 		if c.Listed {
@@ -285,6 +296,9 @@ func (m *Monitor) apply(results []probeResult, domainsKnown bool) {
 		}
 		if m.cfg.OnChange != nil {
 			m.cfg.OnChange(c)
+		}
+		for _, f := range subs {
+			f(c)
 		}
 	}
 }
