@@ -38,28 +38,34 @@ func newCache(size int, minTTL, maxTTL time.Duration, clk clock.Clock) *cache {
 // notFound is the error a cached "no such name" answer returns.
 var errCachedNotFound = errors.New("dnsbl: cached: no such name")
 
+// peek returns a live cached answer, without asking.
+func (c *cache) peek(name string, txt bool) (resolve.Answer, bool, error) {
+	now := c.clk.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[cacheKey{name, txt}]
+	if !ok || !now.Before(e.expires) {
+		return resolve.Answer{}, false, nil
+	}
+	if e.notFound {
+		return resolve.Answer{}, true, errors.Join(resolve.ErrNotFound, errCachedNotFound)
+	}
+	return e.ans, true, nil
+}
+
 // lookup answers from the cache or with ask, keeping what ask returns.
 func (c *cache) lookup(ctx context.Context, name string, txt bool,
 	ask func(context.Context, string) (resolve.Answer, error)) (resolve.Answer, error) {
-	k := cacheKey{name, txt}
-	now := c.clk.Now()
-	c.mu.Lock()
-	e, ok := c.entries[k]
-	if ok && now.Before(e.expires) {
-		c.mu.Unlock()
-		if e.notFound {
-			return resolve.Answer{}, errors.Join(resolve.ErrNotFound, errCachedNotFound)
-		}
-		return e.ans, nil
+	if ans, ok, err := c.peek(name, txt); ok {
+		return ans, err
 	}
-	c.mu.Unlock()
 	ans, err := ask(ctx, name)
 	notFound := errors.Is(err, resolve.ErrNotFound)
 	if err != nil && !notFound {
 		return ans, err
 	}
 	ttl := min(max(ans.TTL, c.minTTL), c.maxTTL)
-	c.put(k, cacheEntry{ans: ans, notFound: notFound, expires: c.clk.Now().Add(ttl)})
+	c.put(cacheKey{name, txt}, cacheEntry{ans: ans, notFound: notFound, expires: c.clk.Now().Add(ttl)})
 	return ans, err
 }
 

@@ -173,8 +173,41 @@ func (c *Checker) Start(ctx context.Context, ip netip.Addr) *Lookup {
 		return nil
 	}
 	l := &Lookup{c: c, done: make(chan struct{})}
-	go l.run(ctx, ip.Unmap())
+	ip = ip.Unmap()
+	if l.fromCache(ip) {
+		return l // a client seen recently: no goroutine, no timer
+	}
+	go l.run(ctx, ip)
 	return l
+}
+
+// fromCache decides from cached answers alone, when every list's are
+// there.
+func (l *Lookup) fromCache(ip netip.Addr) bool {
+	c := l.c
+	got := make([]siteResult, 0, len(c.cfg.Sites))
+	for i, s := range c.cfg.Sites {
+		name := ReverseName(ip, s.Zone)
+		ans, ok, err := c.cache.peek(name, false)
+		if !ok {
+			return false
+		}
+		complete := true
+		hit, err := evaluate(context.Background(), s, name, ans, err, func(context.Context, string) (resolve.Answer, error) {
+			t, ok, terr := c.cache.peek(name, true)
+			if !ok {
+				complete = false
+			}
+			return t, terr
+		})
+		if !complete {
+			return false
+		}
+		got = append(got, siteResult{i: i, hit: hit, err: err})
+	}
+	l.finish(ip, got)
+	close(l.done)
+	return true
 }
 
 // Check is Start then Wait.
@@ -255,6 +288,12 @@ wait:
 			return // the session ended; nothing to report
 		}
 	}
+	l.finish(ip, got)
+}
+
+// finish computes, counts and logs the verdict from every list's result.
+func (l *Lookup) finish(ip netip.Addr, got []siteResult) {
+	c := l.c
 	slices.SortFunc(got, func(a, b siteResult) int { return a.i - b.i })
 	v := Verdict{IP: ip}
 	for _, r := range got {

@@ -396,3 +396,40 @@ func TestFailingListLoggedOncePerMinute(t *testing.T) {
 		t.Errorf("errors{down.test} = %d, want 3", got)
 	}
 }
+
+// BenchmarkCheck measures the verdict for a client on three lists:
+// uncached (three questions in parallel to the loopback DNS server, plus a
+// TXT for the listing) and cached.
+func BenchmarkCheck(b *testing.B) {
+	d := testdns.Start(b)
+	res, err := resolve.NewClient(d.Addr(), 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d.Add("2.0.0.127.zen.test. 300 IN A 127.0.0.2")
+	d.AddTXT("2.0.0.127.zen.test", "listed")
+	var sites []Site
+	for _, s := range []string{"zen.test*3", "bl.test", "wl.test*-2"} {
+		site, _ := ParseSite(s, true)
+		sites = append(sites, site)
+	}
+	ip := netip.MustParseAddr("127.0.0.2")
+	b.Run("uncached", func(b *testing.B) {
+		c := New(Config{Sites: sites, Resolver: res, CacheSize: 1})
+		for b.Loop() {
+			c.cache = newCache(1, time.Minute, time.Hour, clock.Real{}) // empty
+			if !c.Check(ctx, ip).Listed {
+				b.Fatal("not listed")
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		c := New(Config{Sites: sites, Resolver: res})
+		c.Check(ctx, ip)
+		for b.Loop() {
+			if !c.Check(ctx, ip).Listed {
+				b.Fatal("not listed")
+			}
+		}
+	})
+}
