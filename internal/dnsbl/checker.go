@@ -252,7 +252,9 @@ type siteResult struct {
 func (l *Lookup) run(parent context.Context, ip netip.Addr) {
 	defer close(l.done)
 	c := l.c
-	ctx, cancel := context.WithCancel(parent)
+	// The deadline also ends the sockets of lists still silent when the
+	// verdict is given (cancelling alone does not interrupt a UDP read).
+	ctx, cancel := context.WithTimeout(parent, c.cfg.Timeout)
 	defer cancel()
 	timer := clock.NewTimer(c.cfg.Clock, c.cfg.Timeout)
 	defer timer.Stop()
