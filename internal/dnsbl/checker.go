@@ -278,8 +278,8 @@ wait:
 			}
 		case <-timer.C():
 			// The lists still silent count as not listing the client;
-			// their questions are cancelled (and end at the latest at the
-			// resolver's own timeout), their results dropped.
+			// their questions end at ctx's deadline, their results are
+			// dropped.
 			for i := range c.cfg.Sites {
 				if !answered[i] {
 					got = append(got, siteResult{i: i, err: context.DeadlineExceeded, silent: true})
@@ -326,7 +326,11 @@ func (l *Lookup) finish(ip netip.Addr, got []siteResult) {
 		}
 	}
 	if len(v.Hits) > 0 {
-		c.cfg.Logger.Info("client on DNS lists", "client", ip.String(), "lists", hitNames(v.Hits),
+		level := slog.LevelDebug // allow-listed, or below the threshold
+		if v.Listed {
+			level = slog.LevelInfo
+		}
+		c.cfg.Logger.Log(context.Background(), level, "client on DNS lists", "client", ip.String(), "lists", hitNames(v.Hits),
 			"score", v.Score, "threshold", c.cfg.Threshold, "refused", v.Listed)
 	}
 	l.v = v
