@@ -286,10 +286,11 @@ func TestMonitor(t *testing.T) {
 	ipSite, _ := ParseSite("zen.test=127.0.0.[2..11]", false)
 	dblSite, _ := ParseSite("dbl.test", false)
 	var changes []Change
+	domains := []string{"example.test", "other.test"}
 	m := NewMonitor(MonitorConfig{
 		IPs:         []netip.Addr{netip.MustParseAddr("127.0.0.20"), netip.MustParseAddr("::20")},
 		IPSites:     []Site{ipSite},
-		Domains:     func(context.Context) ([]string, error) { return []string{"example.test", "other.test"}, nil },
+		Domains:     func(context.Context) ([]string, error) { return domains, nil },
 		DomainSites: []Site{dblSite},
 		Interval:    30 * time.Minute,
 		Resolver:    e.res, Clock: e.clk, Metrics: e.m,
@@ -369,6 +370,17 @@ func TestMonitor(t *testing.T) {
 	e.reg.Write(&b)
 	if !strings.Contains(b.String(), `herald_blocklist_listed{target="example.test",list="dbl.test"} 1`) {
 		t.Errorf("metrics:\n%s", b.String())
+	}
+
+	// A domain removed from the store is no longer reported.
+	domains = []string{"other.test"}
+	e.clk.Advance(30 * time.Minute)
+	round()
+	if s := m.Status(); len(s) != 0 {
+		t.Errorf("status after the listed domain was removed: %+v", s)
+	}
+	if _, ok := e.m.Listed.Value("example.test", "dbl.test"); ok {
+		t.Error("the gauge of a removed domain is still exported")
 	}
 }
 
