@@ -24,6 +24,7 @@ import (
 	"github.com/heraldmail/herald/internal/delivery"
 	"github.com/heraldmail/herald/internal/delivery/mtasts"
 	"github.com/heraldmail/herald/internal/diskguard"
+	"github.com/heraldmail/herald/internal/dnsbl"
 	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/feedback"
 	"github.com/heraldmail/herald/internal/gateway"
@@ -84,6 +85,7 @@ type App struct {
 	tlsrpt   *tlsrpt.Aggregator
 	resolver resolve.Resolver
 	clock    clock.Clock
+	monitor  *dnsbl.Monitor // our own listings on DNS lists
 
 	servers   []*smtpserver.Server
 	listeners []listener
@@ -149,7 +151,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	if a.tls, err = tlsconf.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, dir, cfg.Server.Hostname, cfg.TLS.MinVersion, a.log); err != nil {
 		return nil, startup.TLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, dir, err)
 	}
-	res, err := resolve.New(cfg.DNS.Resolver, cfg.DNS.Timeout)
+	res, err := resolve.NewClient(cfg.DNS.Resolver, cfg.DNS.Timeout)
 	if err != nil {
 		return nil, startup.Resolver(cfg.DNS.Resolver, err)
 	}
@@ -220,8 +222,10 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 				ok, err := a.store.IsLocalDomain(ctx, domain)
 				return err == nil && ok
 			}}}
+	var blocklists *dnsbl.Checker
+	blocklists, a.monitor = newBlocklists(cfg, res, a.store, a.metrics.reg, clk, a.log)
 	a.pipeline = NewPipeline(cfg, PipelineDeps{Store: a.store, Spool: a.spool, Feedback: fb, Clock: clk, Logger: a.log,
-		Guard: a.disk.Check, Inbound: func(ctx context.Context, ip netip.Addr, helo, from string) submit.InboundChecks {
+		Blocklists: blocklists, Guard: a.disk.Check, Inbound: func(ctx context.Context, ip netip.Addr, helo, from string) submit.InboundChecks {
 			return checker.Begin(ctx, ip, helo, from)
 		}})
 	notifier.Submit = a.pipeline
@@ -395,6 +399,13 @@ func (a *App) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.pruneEvents(ctx)
 	}()
+	if a.monitor.Enabled() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.monitor.Run(ctx)
+		}()
+	}
 	if a.tlsrpt != nil {
 		wg.Add(1)
 		go func() {

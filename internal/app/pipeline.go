@@ -9,6 +9,7 @@ import (
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/diskguard"
+	"github.com/heraldmail/herald/internal/dnsbl"
 	"github.com/heraldmail/herald/internal/feedback"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/spool"
@@ -26,6 +27,8 @@ type PipelineDeps struct {
 	Guard    func(size int64) error
 	Clock    clock.Clock
 	Logger   *slog.Logger
+	// Blocklists screens MX clients on DNS lists (nil: none).
+	Blocklists *dnsbl.Checker
 }
 
 // NewPipeline builds the acceptance path from the configuration: the
@@ -41,7 +44,7 @@ func NewPipeline(cfg *config.Config, d PipelineDeps) *submit.Pipeline {
 		UserLimits:     ratelimit.Limits{PerMinute: p.UserPerMinute, PerHour: p.UserPerHour, PerDay: p.UserPerDay},
 	}, submit.Deps{
 		Store: d.Store, Spool: d.Spool, Feedback: d.Feedback, Inbound: d.Inbound,
-		Guard: d.Guard, Clock: d.Clock, Logger: d.Logger,
+		Guard: d.Guard, Clock: d.Clock, Logger: d.Logger, Blocklists: d.Blocklists,
 	})
 }
 

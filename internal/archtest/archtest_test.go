@@ -47,7 +47,7 @@ var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "inte
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
 	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest",
-	"internal/exitcode", "internal/pidlock", "internal/logfile", "internal/privdrop")
+	"internal/exitcode", "internal/pidlock", "internal/logfile", "internal/privdrop", "internal/dnsbl")
 
 // Protocol and format packages speak or parse a standard; they hold no
 // state, so they import neither the store nor any stage.

@@ -47,6 +47,7 @@ type Config struct {
 	Checks      ChecksConfig   `toml:"checks"`
 	TLSRPT      TLSRPTConfig   `toml:"tlsrpt"`
 	Platform    PlatformConfig `toml:"platform"`
+	DNSBL       DNSBLConfig    `toml:"dnsbl"` // DNS blocklists (dnsbl.go)
 }
 
 // PlatformConfig is the [platform] section: delivery tracking, bounce
@@ -376,6 +377,7 @@ func Default() *Config {
 			DANE:           true,
 		},
 		TLSRPT: TLSRPTConfig{Enabled: true},
+		DNSBL:  defaultDNSBL(),
 		Platform: PlatformConfig{
 			EventRetention: 30 * 24 * time.Hour,
 			VERP:           "api",
@@ -548,6 +550,7 @@ func (c *Config) crossCheck(idx *index) errList {
 	if c.Queue.MaxPerDestination > c.Queue.Workers {
 		errs = append(errs, at("queue.max_per_destination", "queue.workers").err("queue.max_per_destination (%d) is more than queue.workers (%d)", c.Queue.MaxPerDestination, c.Queue.Workers))
 	}
+	errs = append(errs, c.dnsblCrossCheck(at)...)
 	if c.Delivery.SmarthostUser != "" || c.Delivery.SmarthostPass != "" {
 		if c.Delivery.Smarthost == "" {
 			errs = append(errs, at("delivery.smarthost_username", "delivery.smarthost_password").err("delivery.smarthost_username/smarthost_password are set but delivery.smarthost is empty"))

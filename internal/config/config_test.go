@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldmail/herald/internal/dnsbl"
 )
 
 func TestDefault(t *testing.T) {
@@ -175,6 +177,17 @@ dmarc_reject = false
 dmarc_quarantine = false
 arc_trusted_sealers = ["lists.example.org", "google.com"]
 
+[dnsbl]
+client_lists = ["zen.spamhaus.org=127.0.0.[2..11]*3", "bl.spamcop.net", "list.dnswl.org=127.0.[0..255].[1..3]*-2"]
+threshold = 3
+timeout = "3s"
+cache_size = 500
+reputation_ip_lists = ["zen.spamhaus.org"]
+reputation_domain_lists = ["dbl.spamhaus.org=127.0.1.[2..99]"]
+reputation_interval = "1h"
+own_ips = ["192.0.2.10", "2001:db8::10"]
+own_domains = ["example.net"]
+
 [delivery.routes]
 "Example.ORG." = "mx.internal:25"
 "example.com" = "[2001:db8::25]:2525"
@@ -227,6 +240,17 @@ func TestFullFile(t *testing.T) {
 			MaxWebhooksPerAccount: 5},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
+		DNSBL: DNSBLConfig{
+			ClientLists: []dnsbl.Site{
+				mustSite("zen.spamhaus.org=127.0.0.[2..11]*3", true), mustSite("bl.spamcop.net", true),
+				mustSite("list.dnswl.org=127.0.[0..255].[1..3]*-2", true)},
+			Threshold: 3, Timeout: 3 * time.Second, CacheSize: 500,
+			ReputationIPLists:     []dnsbl.Site{mustSite("zen.spamhaus.org", false)},
+			ReputationDomainLists: []dnsbl.Site{mustSite("dbl.spamhaus.org=127.0.1.[2..99]", false)},
+			ReputationInterval:    time.Hour,
+			OwnIPs:                []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
+			OwnDomains:            []string{"example.net"},
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse(full) =\n%+v\nwant\n%+v", c, want)

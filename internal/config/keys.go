@@ -51,7 +51,7 @@ type field struct {
 
 // fields lists every key of c, in the order of the example file.
 func (c *Config) fields() []field {
-	return []field{
+	return append([]field{
 		strField("server.hostname", &c.Server.Hostname, checkHostname),
 		strField("server.node_id", &c.Server.NodeID, checkOptional(checkNodeID)),
 		strField("server.data_dir", &c.Server.DataDir, checkNotEmpty),
@@ -158,7 +158,7 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
-	}
+	}, c.dnsblFields()...)
 }
 
 // renamedKeys are keys that no longer exist, with what to do instead. Such

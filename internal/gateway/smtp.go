@@ -13,6 +13,7 @@ import (
 	"net/netip"
 
 	"github.com/heraldmail/herald/internal/auth"
+	"github.com/heraldmail/herald/internal/dnsbl"
 	"github.com/heraldmail/herald/internal/metrics"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/smtpserver"
@@ -47,10 +48,14 @@ func inc(c *metrics.CounterVec, labels ...string) {
 	}
 }
 
-// Connect accepts every client; connection caps are enforced by the
-// listener before this point.
+// Connect accepts every client (connection caps are enforced by the
+// listener before this point) and starts its DNS list lookups, whose
+// verdict the pipeline applies at RCPT.
 func (g *SMTP) Connect(ctx context.Context, c *smtpserver.Conn) error {
 	inc(g.Metrics.Sessions, c.Mode.String())
+	if l := g.Pipeline.Screen(ctx, c.RemoteAddr.Addr(), c.Mode.String()); l != nil {
+		c.Meta = l
+	}
 	return nil
 }
 
@@ -70,6 +75,7 @@ func (g *SMTP) Authenticate(ctx context.Context, c *smtpserver.Conn, username, p
 // Mail starts a pipeline transaction for the session's identity.
 func (g *SMTP) Mail(ctx context.Context, c *smtpserver.Conn, env *smtpserver.Envelope) error {
 	id := g.Pipeline.Network(c.RemoteAddr.Addr(), c.AuthUser, c.HELO, c.Mode.String())
+	id.Blocklists, _ = c.Meta.(*dnsbl.Lookup)
 	tx, err := g.Pipeline.Begin(ctx, id)
 	if err == nil {
 		err = tx.Mail(ctx, submit.Mail{From: env.From, Ret: env.Ret, EnvID: env.EnvID, SMTPUTF8: env.SMTPUTF8, Size: env.Size})

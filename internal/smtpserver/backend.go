@@ -37,6 +37,9 @@ type Conn struct {
 	HELO       string
 	TLS        *tls.ConnectionState // nil until TLS is up
 	AuthUser   string               // "" until AUTH succeeded
+	// Meta is the backend's own per-session data, set in Connect (e.g. a
+	// blocklist lookup started when the client connected).
+	Meta any
 }
 
 // Rcpt is one RCPT TO with its DSN parameters.

@@ -22,6 +22,7 @@ const (
 	ReasonSequence         = "sequence"
 	ReasonSPF              = "spf_fail"
 	ReasonDMARC            = "dmarc_reject"
+	ReasonDNSBL            = "dnsbl"
 	ReasonTemporary        = "temporary"
 )
 

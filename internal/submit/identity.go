@@ -3,6 +3,7 @@ package submit
 import (
 	"net/netip"
 
+	"github.com/heraldmail/herald/internal/dnsbl"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -67,6 +68,10 @@ type Identity struct {
 	// Source is the protocol label recorded with the message: "smtp",
 	// "submission", "submissions", "api", "sendmail", "dsn", "tlsrpt".
 	Source string
+	// Blocklists is the DNS list lookup of the client started when it
+	// connected (Pipeline.Screen); nil when it is not screened. Only an
+	// Anonymous identity's is used.
+	Blocklists *dnsbl.Lookup
 }
 
 func (id Identity) account() string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/dnsbl"
 	"github.com/heraldmail/herald/internal/ratelimit"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -94,21 +95,24 @@ type Pipeline struct {
 	feedback Feedback
 	inbound  Inbound
 	guard    func(size int64) error
+	dnsbl    *dnsbl.Checker
 	clock    clock.Clock
 	log      *slog.Logger
 }
 
 // Deps are the pipeline's collaborators. Spool and Store are required;
 // without Feedback no address is a VERP address, without Inbound anonymous
-// mail is accepted unchecked, without Guard free space is not checked.
+// mail is accepted unchecked, without Guard free space is not checked,
+// without Blocklists (or with no list configured) no client is screened.
 type Deps struct {
-	Store    Store
-	Spool    Spool
-	Feedback Feedback
-	Inbound  Inbound
-	Guard    func(size int64) error
-	Clock    clock.Clock
-	Logger   *slog.Logger
+	Store      Store
+	Spool      Spool
+	Feedback   Feedback
+	Inbound    Inbound
+	Guard      func(size int64) error
+	Blocklists *dnsbl.Checker
+	Clock      clock.Clock
+	Logger     *slog.Logger
 }
 
 // New returns a pipeline.
@@ -129,7 +133,7 @@ func New(cfg Config, d Deps) *Pipeline {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Pipeline{cfg: cfg, st: d.Store, spool: d.Spool, feedback: d.Feedback, inbound: d.Inbound,
-		guard: d.Guard, clock: d.Clock, log: d.Logger}
+		guard: d.Guard, dnsbl: d.Blocklists, clock: d.Clock, log: d.Logger}
 }
 
 // Network identifies an SMTP client: a logged-in user, an allow-listed
@@ -145,6 +149,19 @@ func (p *Pipeline) Network(ip netip.Addr, authUser, helo, source string) Identit
 		id.Kind = Anonymous
 	}
 	return id
+}
+
+// Screen starts the DNS list lookups of a client that connected to the MX
+// listener (source "smtp") and returns at once; the result is waited for
+// at RCPT (Tx.Rcpt), so the lookups overlap the greeting. Clients in
+// relay.allow and other listeners are not screened (nil), nor is anyone
+// when no list is configured. A client that authenticates later becomes a
+// User identity and is not refused either.
+func (p *Pipeline) Screen(ctx context.Context, ip netip.Addr, source string) *dnsbl.Lookup {
+	if source != "smtp" || !p.dnsbl.Enabled() || !ip.IsValid() || p.allowListed(ip) {
+		return nil
+	}
+	return p.dnsbl.Start(ctx, ip)
 }
 
 func (p *Pipeline) allowListed(ip netip.Addr) bool {

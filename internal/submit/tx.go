@@ -102,6 +102,11 @@ func (t *Tx) Rcpt(ctx context.Context, r Recipient) error {
 		return internal(fmt.Errorf("submit: domain lookup: %w", err))
 	}
 	norm := strings.ToLower(addr.String())
+	if isLocal {
+		if err := t.screen(ctx, addr); err != nil {
+			return err
+		}
+	}
 	if isLocal && t.p.feedback != nil && t.p.feedback.IsVERP(norm) {
 		return t.feedbackRcpt(norm)
 	}
@@ -138,6 +143,33 @@ func (t *Tx) Rcpt(ctx context.Context, r Recipient) error {
 		}
 	}
 	return nil
+}
+
+// screen refuses a recipient of an anonymous client that DNS lists put
+// at or over the threshold, naming the lists (and the first one's reason).
+// postmaster@ and abuse@ of our domains stay reachable (RFC 5321 §4.5.1,
+// RFC 2142): a listed sender must be able to ask why.
+func (t *Tx) screen(ctx context.Context, addr smtp.Address) error {
+	l := t.ident.Blocklists
+	if t.ident.Kind != Anonymous || l == nil || isRoleAccount(addr.Local) {
+		return nil
+	}
+	v := l.Wait(ctx)
+	if !v.Listed {
+		return nil
+	}
+	l.Rejected()
+	msg := fmt.Sprintf("Service unavailable; client [%s] blocked using %s", v.IP, strings.Join(v.Lists(), ", "))
+	if why := v.Reason(); why != "" {
+		msg += "; " + why
+	}
+	return &Refusal{Reply: &smtp.Error{Code: 554, Enhanced: smtp.EnhancedCode{5, 7, 1}, Message: msg}, Reason: ReasonDNSBL}
+}
+
+// isRoleAccount reports whether local is postmaster or abuse, which a
+// blocklisted client may still write to.
+func isRoleAccount(local string) bool {
+	return strings.EqualFold(local, "postmaster") || strings.EqualFold(local, "abuse")
 }
 
 // feedbackRcpt accepts a VERP address for consumption at Data. Herald's

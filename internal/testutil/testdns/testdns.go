@@ -25,6 +25,8 @@ type Server struct {
 	mu       sync.Mutex
 	records  map[string][]dns.RR // by lower-case FQDN
 	servfail map[string]bool
+	silent   map[string]bool
+	soa      map[string]*dns.SOA // by zone
 	queries  int
 	ad       bool
 }
@@ -33,7 +35,8 @@ type Server struct {
 // when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{records: map[string][]dns.RR{}, servfail: map[string]bool{}}
+	s := &Server{records: map[string][]dns.RR{}, servfail: map[string]bool{}, silent: map[string]bool{},
+		soa: map[string]*dns.SOA{}}
 	var pc net.PacketConn
 	var ln net.Listener
 	var err error
@@ -191,12 +194,49 @@ func (s *Server) SetServfail(name string) {
 	s.servfail[key(name)] = true
 }
 
-// Remove deletes every record and the SERVFAIL mark of name.
+// SetSilent makes the server drop every question about name or a name
+// under it without answering, as an unreachable or overloaded server does:
+// the client times out.
+func (s *Server) SetSilent(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.silent[key(name)] = true
+}
+
+// SetSOA makes zone publish an SOA record with the given TTL and MINIMUM
+// field (seconds); answers saying a name under zone does not exist
+// (NXDOMAIN, NODATA) carry it in their authority section, which gives
+// resolvers the negative-caching TTL (RFC 2308).
+func (s *Server) SetSOA(zone string, ttl, minimum uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key(zone)
+	s.soa[k] = &dns.SOA{Hdr: dns.RR_Header{Name: k, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
+		Ns: "ns." + k, Mbox: "hostmaster." + k, Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: minimum}
+}
+
+// Remove deletes every record and the SERVFAIL and silent marks of name.
 func (s *Server) Remove(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.records, key(name))
 	delete(s.servfail, key(name))
+	delete(s.silent, key(name))
+}
+
+// underLocked returns the longest of the names in m that is name or a
+// parent of it, or ""; callers hold s.mu.
+func underLocked[V any](m map[string]V, name string) string {
+	for n := name; ; {
+		if _, ok := m[n]; ok {
+			return n
+		}
+		i := strings.IndexByte(n, '.')
+		if i < 0 || i == len(n)-1 {
+			return ""
+		}
+		n = n[i+1:]
+	}
 }
 
 func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
@@ -211,7 +251,16 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0]
 	s.mu.Lock()
 	s.queries++
+	if underLocked(s.silent, key(q.Name)) != "" {
+		s.mu.Unlock()
+		return // no answer: the client times out
+	}
 	m.Rcode, m.Answer = s.answer(key(q.Name), q.Qtype)
+	if (m.Rcode == dns.RcodeNameError || m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0) && len(s.soa) > 0 {
+		if z := underLocked(s.soa, key(q.Name)); z != "" {
+			m.Ns = []dns.RR{dns.Copy(s.soa[z])}
+		}
+	}
 	m.AuthenticatedData = s.ad && m.Rcode != dns.RcodeServerFailure
 	s.mu.Unlock()
 	size := 512
