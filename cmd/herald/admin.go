@@ -16,7 +16,9 @@ import (
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/exitcode"
+	"github.com/heraldmail/herald/internal/privdrop"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/startup"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/postgres"
 	"golang.org/x/term"
@@ -54,8 +56,39 @@ func modeFor(verb string) storeMode {
 // server's own lock). It reports whether it created a new store. Its
 // errors are one line saying what to do, with an exit status
 // (internal/startup).
+//
+// Run as root, a command first becomes server.user (the user herald serve
+// runs as, see privdrop.Plan), so that nothing it creates in the data
+// directory is root's and unwritable for the server.
 func openStore(cfg *config.Config, mode storeMode) (st store.Store, created bool, err error) {
+	if err := becomeServerUser(cfg); err != nil {
+		return nil, false, err
+	}
 	return app.OpenStore(cfg, nil, mode == createStore)
+}
+
+// becomeServerUser switches a command run as root to server.user, creating
+// the data directory for it first if need be.
+func becomeServerUser(cfg *config.Config) error {
+	acct, _, err := privdrop.Plan(os.Geteuid(), cfg.Server.User)
+	if err != nil {
+		return startup.User(cfg.Server.User, err)
+	}
+	if acct == nil {
+		return nil
+	}
+	if cfg.Store.URL == "" {
+		if err := os.MkdirAll(cfg.Server.DataDir, 0o750); err != nil {
+			return startup.DataDir(cfg.Server.DataDir, err)
+		}
+		if err := privdrop.Chown(cfg.Server.DataDir, *acct); err != nil {
+			return startup.User(acct.Name, err)
+		}
+	}
+	if err := privdrop.Drop(*acct); err != nil {
+		return startup.User(acct.Name, err)
+	}
+	return nil
 }
 
 // openStore opens the store for a command and notes on stderr when it

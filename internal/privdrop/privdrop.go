@@ -84,9 +84,12 @@ func Plan(euid int, configured string) (acct *Account, warn string, err error) {
 	return &a, "", nil
 }
 
-// Chown gives a every file and directory under dir (dir included) that it
-// does not own yet, without following symbolic links, so that after Drop
-// it can write the store, the spool and the mailboxes that root created.
+// Chown gives a what root created in dir, without following symbolic
+// links, so that after Drop it can write the store, the spool and the
+// mailboxes: dir itself and every entry directly in it, and the whole of
+// any subdirectory a does not own. A subdirectory a already owns is not
+// descended into (what is inside was written by a), so that a data
+// directory with millions of delivered messages costs a few stats.
 func Chown(dir string, a Account) error {
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -100,6 +103,9 @@ func Chown(dir string, a Account) error {
 			return err
 		}
 		if uid, gid, ok := owner(info); ok && uid == a.UID && gid == a.GID {
+			if d.IsDir() && path != dir {
+				return fs.SkipDir
+			}
 			return nil
 		}
 		if err := os.Lchown(path, a.UID, a.GID); err != nil {

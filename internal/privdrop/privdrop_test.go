@@ -53,8 +53,18 @@ func TestChown(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(dir, "herald.db"), nil, 0o640))
 	must(t, os.WriteFile(filepath.Join(dir, "mail", "example.com", "new", "1"), nil, 0o640))
 	must(t, os.Symlink(outside, filepath.Join(dir, "link")))
+	// A directory nobody owns already is not descended into.
+	owned := filepath.Join(dir, "owned")
+	must(t, os.Mkdir(owned, 0o750))
+	must(t, os.WriteFile(filepath.Join(owned, "inside"), nil, 0o640))
+	must(t, os.Chown(owned, nobody.UID, nobody.GID))
 	if err := Chown(dir, nobody); err != nil {
 		t.Fatal(err)
+	}
+	var in syscall.Stat_t
+	must(t, syscall.Lstat(filepath.Join(owned, "inside"), &in))
+	if in.Uid != 0 {
+		t.Errorf("a directory the user owns was descended into")
 	}
 	for _, p := range []string{"", "herald.db", "mail", "mail/example.com/new", "mail/example.com/new/1", "link"} {
 		var st syscall.Stat_t
