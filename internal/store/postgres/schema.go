@@ -287,6 +287,13 @@ var schema = []string{
 		touched      bigint NOT NULL DEFAULT 0 -- Unix ns of the last session or change
 	);
 	CREATE INDEX destinations_touched ON destinations (touched);`,
+	// 3: the messages herald store copy brought into this store from
+	// another, so that a copy run again never brings a message back once
+	// it was delivered and removed here.
+	`CREATE TABLE copied_messages (
+		id     text COLLATE "C" PRIMARY KEY,
+		copied bigint NOT NULL
+	);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

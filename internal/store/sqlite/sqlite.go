@@ -565,6 +565,13 @@ var schema = []string{
 		done   INTEGER NOT NULL, -- 1: sent (or given up)
 		PRIMARY KEY (day, domain)
 	) WITHOUT ROWID;`,
+	// 11: the messages herald store copy brought into this store from
+	// another, so that a copy run again never brings a message back once
+	// it was delivered and removed here.
+	`CREATE TABLE copied_messages (
+		id     TEXT PRIMARY KEY,
+		copied INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;`,
 }
 
 // pageSize is the database page size, set when the database is created.
