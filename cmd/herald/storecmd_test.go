@@ -167,6 +167,20 @@ func TestStoreMigrate(t *testing.T) {
 	if out := p.ok("", "store", "migrate"); !strings.Contains(out, "schema version "+strconv.Itoa(postgres.SchemaVersion())+", up to date") {
 		t.Errorf("migrate on PostgreSQL: %q", out)
 	}
+	// An older shared schema: commands (and herald serve, which opens the
+	// store the same way) refuse it and say what to do; nothing changes.
+	pgtest.Exec(t, `UPDATE `+pgx.Identifier{schema}.Sanitize()+`.schema_version SET version = version - 1`)
+	for _, args := range [][]string{{"domain", "list"}, {"domain", "add", "example.net"}} {
+		code, _, errs = p.run("", args...)
+		if code != 78 {
+			t.Errorf("herald %s on an older schema: exit %d, want 78", strings.Join(args, " "), code)
+		}
+		oneLine(t, "older schema", errs, "schema version "+strconv.Itoa(postgres.SchemaVersion()-1)+" is older than this herald's ("+
+			strconv.Itoa(postgres.SchemaVersion())+") (run herald store migrate once")
+	}
+	if v := pgtest.Query[int32](t, `SELECT version FROM `+pgx.Identifier{schema}.Sanitize()+`.schema_version`); int(v) != postgres.SchemaVersion()-1 {
+		t.Errorf("a refused command changed the schema version to %d", v)
+	}
 	pgtest.Exec(t, `UPDATE `+pgx.Identifier{schema}.Sanitize()+`.schema_version SET version = 99`)
 	code, _, errs = p.run("", "store", "migrate")
 	if code != 78 {
