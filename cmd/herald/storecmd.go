@@ -69,6 +69,9 @@ func (e *cmdEnv) storeCopy(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	res, err := app.CopyStore(ctx, cfg, to, store.CopyOptions{Replace: replace}, slog.New(slog.DiscardHandler))
+	for _, n := range res.Notes {
+		fmt.Fprintf(e.stderr, "herald: %s\n", n)
+	}
 	if res.Created {
 		fmt.Fprintf(e.stderr, "herald: created a new store in %s\n", res.To)
 	}

@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/exitcode"
 	"github.com/heraldmail/herald/internal/feedback"
+	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/pidlock"
 	"github.com/heraldmail/herald/internal/startup"
 	"github.com/heraldmail/herald/internal/store"
@@ -27,6 +29,7 @@ type CopyResult struct {
 	Created     bool              // the destination store was created
 	Counts      []store.CopyCount // per kind, in copy order
 	Interrupted bool              // Counts are of a copy that failed midway
+	Notes       []string          // what else was done or left, for the operator
 }
 
 // IsPostgresURL reports whether dest names a PostgreSQL database (a
@@ -46,7 +49,8 @@ func IsPostgresURL(dest string) bool {
 // server from starting until it is done; for a PostgreSQL source it also
 // takes the lock of server.node_id. A VERP key file of an earlier Herald
 // (DATA_DIR/verp.key) is brought into the source store first, as the
-// server would at start-up, so that it is copied. Its errors are one line
+// server would at start-up, so that it is copied, and so are DMARC report
+// files of an earlier Herald (DATA_DIR/dmarc-reports). Its errors are one line
 // with an exit status; a *store.ConflictError (the destination holds
 // another VERP key, DKIM key or event under the same name) says what to do.
 func CopyStore(ctx context.Context, cfg *config.Config, dest string, opts store.CopyOptions, log *slog.Logger) (CopyResult, error) {
@@ -83,6 +87,13 @@ func CopyStore(ctx context.Context, cfg *config.Config, dest string, opts store.
 		if _, err := loadVERPKey(cfg, src, log); err != nil {
 			return res, err
 		}
+	}
+	// DMARC report files of an earlier Herald, as the server would at
+	// start-up.
+	if n, err := inbound.ImportReportDir(ctx, DMARCReportDir(cfg), src, clock.Real{}); err != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("DMARC report files in %s not brought into the store (so not copied): %v", DMARCReportDir(cfg), err))
+	} else if n > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d DMARC report files of an earlier herald brought into the store first", n))
 	}
 	ex, ok := src.(store.Exporter)
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 )
 
 // This file declares how everything a store holds is copied into another
@@ -212,6 +213,10 @@ type Importer interface {
 	// (even if it was delivered and removed since), is not stored again:
 	// copied is false and body is not read.
 	ImportMessage(ctx context.Context, msg Row, rcpts []Row, body io.Reader) (copied bool, err error)
+	// FinishImport makes every import before it durable (a backend may
+	// commit ImportMessage without waiting for stable storage) and tells
+	// the nodes using the store that work may be due.
+	FinishImport(ctx context.Context) error
 }
 
 // CopyOptions tune Copy.
@@ -225,6 +230,8 @@ type CopyOptions struct {
 	// Progress, if not nil, is called after each batch with the kind and
 	// the rows (messages) seen so far of it.
 	Progress func(kind string, seen int)
+	// Workers is the number of messages copied at once; 0 means 4.
+	Workers int
 }
 
 // CopyCount is what Copy did with one kind of state.
@@ -336,30 +343,74 @@ func Copy(ctx context.Context, src Exporter, dst Importer, opts CopyOptions) ([]
 			return counts, fmt.Errorf("copy %s: %w", t.Kind, err)
 		}
 	}
-	c := CopyCount{Kind: MessageTable.Kind}
-	err := eachBatch(ctx, src, MessageTable, opts.Batch, func(rows []Row) error {
-		for _, m := range rows {
-			copied, err := copyMessage(ctx, src, dst, m)
-			if err != nil {
-				return err
-			}
-			c.Seen++
-			if copied {
-				c.Copied++
-			} else {
-				c.Present++
-			}
-		}
-		if opts.Progress != nil {
-			opts.Progress(c.Kind, c.Seen)
-		}
-		return nil
-	})
+	c, err := copyMessages(ctx, src, dst, opts)
 	counts = append(counts, c)
+	if ferr := dst.FinishImport(ctx); err == nil && ferr != nil {
+		err = ferr
+	}
 	if err != nil {
 		return counts, fmt.Errorf("copy messages: %w", err)
 	}
 	return counts, nil
+}
+
+// copyMessages copies the queue, opts.Workers messages at a time (each
+// holds at most a chunk of its body in memory).
+func copyMessages(ctx context.Context, src Exporter, dst Importer, opts CopyOptions) (CopyCount, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu sync.Mutex
+		c  = CopyCount{Kind: MessageTable.Kind}
+		wg sync.WaitGroup
+	)
+	work := make(chan Row)
+	for range opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				copied, err := copyMessage(ctx, src, dst, m)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				mu.Lock()
+				c.Seen++
+				if copied {
+					c.Copied++
+				} else {
+					c.Present++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	err := eachBatch(ctx, src, MessageTable, opts.Batch, func(rows []Row) error {
+		for _, m := range rows {
+			select {
+			case work <- m:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		if opts.Progress != nil {
+			mu.Lock()
+			seen := c.Seen
+			mu.Unlock()
+			opts.Progress(c.Kind, seen)
+		}
+		return nil
+	})
+	close(work)
+	wg.Wait()
+	if cause := context.Cause(ctx); err == nil && cause != nil {
+		err = cause
+	}
+	return c, err
 }
 
 // copyMessage copies one message with its recipients and body.

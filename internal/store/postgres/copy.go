@@ -258,9 +258,52 @@ func (s *Store) ImportRows(ctx context.Context, t *store.Table, rows []store.Row
 // copiedSQL counts a message in the queue or among those copied before.
 const copiedSQL = `SELECT (SELECT count(*) FROM messages WHERE id = $1) + (SELECT count(*) FROM copied_messages WHERE id = $1)`
 
+// importMessageSQL stores a copied message in one statement (one round
+// trip): the message row unless the store has it or copied it before,
+// then, only if it did, its recipients (one array per column), its
+// record in copied_messages, the last chunk of a chunked body and the end
+// of the body's pending state. It returns how many messages it stored.
+var importMessageSQL = func() string {
+	mt, rt := store.MessageTable, store.RecipientTable
+	k := len(mt.Columns)
+	p := k + 1 // first parameter after the message's columns
+	bodyID, inline, tail, seq, now := p, p+1, p+2, p+3, p+4
+	arrays, names := make([]string, len(rt.Columns)), make([]string, len(rt.Columns))
+	for i, c := range rt.Columns {
+		arrays[i] = fmt.Sprintf("$%d::%s[]", p+5+i, sqlType(c.Type))
+		names[i] = "c" + strconv.Itoa(i)
+	}
+	q := `WITH m AS (
+	INSERT INTO messages (` + columnList(mt) + `, body_id, body)
+	SELECT ` + params(mt, 1) + fmt.Sprintf(`, $%d::bigint, $%d::bytea`, bodyID, inline) + `
+	WHERE NOT EXISTS (SELECT 1 FROM copied_messages WHERE id = $1::text)
+	ON CONFLICT DO NOTHING
+	RETURNING id
+), r AS (
+	INSERT INTO recipients (` + columnList(rt) + `)
+	SELECT ` + strings.Join(names, ", ") + ` FROM m, unnest(` + strings.Join(arrays, ", ") + `) WITH ORDINALITY
+		AS u(` + strings.Join(names, ", ") + `, ord)
+	ORDER BY ord
+), c AS (
+	INSERT INTO copied_messages (id, copied) SELECT id, ` + fmt.Sprintf("$%d::bigint", now) + ` FROM m
+), ch AS (
+	INSERT INTO body_chunks (body_id, seq, data)
+	SELECT ` + fmt.Sprintf("$%d::bigint, $%d::integer, $%d::bytea", bodyID, seq, tail) + ` FROM m WHERE ` + fmt.Sprintf("$%d::bytea", tail) + ` IS NOT NULL
+), pb AS (
+	DELETE FROM pending_bodies WHERE id = ` + fmt.Sprintf("$%d::bigint", bodyID) + ` AND EXISTS (SELECT 1 FROM m)
+)
+SELECT count(*) FROM m`
+	return q
+}()
+
 // ImportMessage stores a copied message, its recipients and its body; see
 // store.Importer. The body is written as an enqueued one is: inline up to
 // InlineMax, else in chunks as it streams in, a chunk at a time in memory.
+// The message is committed asynchronously (no WAL flush per message: the
+// copy of a large queue would be bound by them); FinishImport's
+// synchronous commit makes them all durable. A message lost in a database
+// crash before that goes with its copied_messages row, so the copy run
+// again copies it again.
 func (s *Store) ImportMessage(ctx context.Context, msg store.Row, rcpts []store.Row, src io.Reader) (bool, error) {
 	mt, rt := store.MessageTable, store.RecipientTable
 	id, _ := msg[mt.Column("id")].(string)
@@ -272,7 +315,7 @@ func (s *Store) ImportMessage(ctx context.Context, msg store.Row, rcpts []store.
 		return false, fmt.Errorf("postgres store: import %s: %w", id, err)
 	}
 	if n > 0 {
-		return false, nil
+		return false, nil // the body is not read
 	}
 	b, err := s.NewBody()
 	if err != nil {
@@ -293,62 +336,28 @@ func (s *Store) ImportMessage(ctx context.Context, msg store.Row, rcpts []store.
 	var bodyID *int64
 	if bd.chunked {
 		bodyID, tail = &bd.id, bd.buf
+		if len(tail) == 0 {
+			tail = nil
+		}
 	} else {
 		inline = bd.buf
 		if inline == nil {
 			inline = []byte{}
 		}
 	}
-	k := len(mt.Columns)
-	insMsg := `INSERT INTO messages (` + columnList(mt) + `, body_id, body) VALUES (` + params(mt, 1) +
-		fmt.Sprintf(`, $%d, $%d) ON CONFLICT DO NOTHING`, k+1, k+2)
-	insRcpt := `INSERT INTO recipients (` + columnList(rt) + `) VALUES (` + params(rt, 1) + `)`
-	present := false
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Under the message row's key: a concurrent copy of the same
-		// message waits here, then finds it.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('herald.copy'), hashtext($1))`, id); err != nil {
-			return err
-		}
-		var n int64
-		if err := tx.QueryRow(ctx, copiedSQL, id).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			present = true
-			return nil
-		}
-		tag, err := tx.Exec(ctx, insMsg, append(append([]any{}, msg...), bodyID, inline)...)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			present = true
-			return nil
-		}
-		if bodyID != nil {
-			if len(tail) > 0 {
-				if _, err := tx.Exec(ctx, `INSERT INTO body_chunks (body_id, seq, data) VALUES ($1, $2, $3)`, *bodyID, bd.seq, tail); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.Exec(ctx, `DELETE FROM pending_bodies WHERE id = $1`, *bodyID); err != nil {
-				return err
-			}
-		}
-		var b pgx.Batch
-		for _, r := range rcpts {
-			b.Queue(insRcpt, r...)
-		}
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO copied_messages (id, copied) VALUES ($1, $2)`, id, time.Now().UnixNano()); err != nil {
-			return err
-		}
-		return s.notify(ctx, tx)
-	})
-	if err != nil || present {
+	args := append([]any{}, msg...)
+	args = append(args, bodyID, inline, tail, bd.seq, time.Now().UnixNano())
+	for j, c := range rt.Columns {
+		args = append(args, columnArray(rcpts, j, c.Type))
+	}
+	var stored int64
+	var batch pgx.Batch
+	batch.Queue(`BEGIN`)
+	batch.Queue(`SET LOCAL synchronous_commit = off`)
+	batch.Queue(importMessageSQL, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&stored) })
+	batch.Queue(`COMMIT`)
+	err = s.pool.SendBatch(ctx, &batch).Close()
+	if err != nil || stored == 0 {
 		if bodyID != nil && bd.seq > 0 {
 			s.deleteBody(*bodyID)
 		}
@@ -356,5 +365,51 @@ func (s *Store) ImportMessage(ctx context.Context, msg store.Row, rcpts []store.
 	if err != nil {
 		return false, mapErr(fmt.Errorf("postgres store: import %s: %w", id, err))
 	}
-	return !present, nil
+	return stored > 0, nil
+}
+
+// columnArray returns column j of rows as a typed slice, for unnest.
+func columnArray(rows []store.Row, j int, typ store.ColumnType) any {
+	switch typ {
+	case store.Int:
+		a := make([]int64, len(rows))
+		for i, r := range rows {
+			a[i] = r[j].(int64)
+		}
+		return a
+	case store.Bool:
+		a := make([]bool, len(rows))
+		for i, r := range rows {
+			a[i] = r[j].(bool)
+		}
+		return a
+	case store.Bytes:
+		a := make([][]byte, len(rows))
+		for i, r := range rows {
+			a[i] = r[j].([]byte)
+		}
+		return a
+	}
+	a := make([]string, len(rows))
+	for i, r := range rows {
+		a[i] = r[j].(string)
+	}
+	return a
+}
+
+// FinishImport makes everything imported durable (one synchronous commit
+// flushes the WAL past the messages committed asynchronously) and wakes
+// the nodes running on the store, which may deliver the messages.
+func (s *Store) FinishImport(ctx context.Context) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// An ID makes the commit write (and flush) a commit record.
+		if _, err := tx.Exec(ctx, `SELECT txid_current()`); err != nil {
+			return err
+		}
+		return s.notify(ctx, tx)
+	})
+	if err != nil {
+		return mapErr(fmt.Errorf("postgres store: finish import: %w", err))
+	}
+	return nil
 }
