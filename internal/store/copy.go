@@ -278,8 +278,9 @@ func (e *ConflictError) Error() string {
 // Copy copies everything in src into dst: the rows of every table of
 // CopyTables, then each message of the queue with its recipients (their
 // state: attempts, next attempt, last reply; not their leases) and its
-// body, streamed from src to dst. It is meant for a source nothing writes
-// to meanwhile (the node is stopped).
+// body, streamed from src to dst (opts.Workers messages at a time, each
+// with at most a chunk of its body in memory). It is meant for a source
+// nothing writes to meanwhile (the node is stopped).
 //
 // First the guarded tables are compared: if a guarded row differs in dst,
 // nothing is written and the error is a *ConflictError (unless
