@@ -24,6 +24,7 @@ var copyTests = []copyTest{
 	{"Everything", testCopyEverything},
 	{"Rerun", testCopyRerun},
 	{"Conflict", testCopyConflict},
+	{"EventConflict", testCopyEventConflict},
 }
 
 // copyEnds returns the store's Exporter and Importer sides.
@@ -334,5 +335,25 @@ func testCopyConflict(t *testing.T, src, dst store.Store) {
 	}
 	if sec, err := dst.Secret(ctx, "verp", nil); err != nil || !bytes.Equal(sec, f.secret) {
 		t.Errorf("secret after replacing: %x %v", sec, err)
+	}
+}
+
+// A destination with its own event log (events under the IDs of the
+// source's) refuses the copy: inserting around them would lose events
+// silently.
+func testCopyEventConflict(t *testing.T, src, dst store.Store) {
+	ctx := context.Background()
+	fillForCopy(t, src)
+	must(t, "destination event", dst.AddEvents(ctx, []store.Event{{Time: time.Now(), Type: store.EventRejected, Account: store.DefaultAccount, Recipient: "x@remote.test"}}))
+	ex, im := copyEnds(t, src, dst)
+	_, err := store.Copy(ctx, ex, im, store.CopyOptions{})
+	var ce *store.ConflictError
+	if !errors.As(err, &ce) || len(ce.Conflicts) != 1 || ce.Conflicts[0].Kind != "events" {
+		t.Fatalf("Copy into a store with its own events: %v, want a conflict on one event", err)
+	}
+	evs, err := dst.ListEvents(ctx, store.EventFilter{Limit: 100})
+	must(t, "events", err)
+	if len(evs) != 1 {
+		t.Errorf("a refused copy left %d events, want the destination's 1", len(evs))
 	}
 }
