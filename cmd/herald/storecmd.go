@@ -5,9 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
 
 	"github.com/heraldmail/herald/internal/app"
 	"github.com/heraldmail/herald/internal/store"
@@ -68,7 +72,21 @@ func (e *cmdEnv) storeCopy(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	res, err := app.CopyStore(ctx, cfg, to, store.CopyOptions{Replace: replace}, slog.New(slog.DiscardHandler))
+	opts := store.CopyOptions{Replace: replace}
+	clearLine := func() {}
+	if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		// Progress for a person watching, at most every second.
+		var last time.Time
+		opts.Progress = func(kind string, seen int) {
+			if time.Since(last) >= time.Second {
+				last = time.Now()
+				fmt.Fprintf(e.stderr, "\rherald: copying %s: %d   ", kind, seen)
+			}
+		}
+		clearLine = func() { fmt.Fprint(e.stderr, "\r\033[K") }
+	}
+	res, err := app.CopyStore(ctx, cfg, to, opts, slog.New(slog.DiscardHandler))
+	clearLine()
 	for _, n := range res.Notes {
 		fmt.Fprintf(e.stderr, "herald: %s\n", n)
 	}
