@@ -100,9 +100,9 @@ func (e *cmdEnv) storeCopy(args []string) error {
 			fmt.Fprintf(e.stdout, "copied %s to %s:\n", res.From, res.To)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "kind\tin source\tcopied\talready there\treplaced\t")
+		fmt.Fprintln(tw, "kind\tin source\tcopied\talready there\treplaced")
 		for _, c := range res.Counts {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", c.Kind, c.Seen, c.Copied, c.Present, c.Replaced)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", c.Kind, c.Seen, c.Copied, c.Present, c.Replaced)
 		}
 		tw.Flush()
 	}
