@@ -50,6 +50,8 @@ Usage:
   herald queue show|retry|delete ID
   herald trace ID                          a message's whole life from the log file
   herald sendmail [-t] [-i] [-f FROM] [-F NAME] [RCPT...]   sendmail(1) interface
+  herald store migrate                     apply pending schema migrations (PostgreSQL: once per upgrade)
+  herald store copy --to postgres://... [--replace]   copy everything into another store (node stopped)
   herald version
 
 Every command but "config check" accepts --config FILE (or HERALD_CONFIG) to
@@ -152,6 +154,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.traceCmd(args[1:])
 	case "sendmail":
 		err = env.sendmail(args[1:])
+	case "store":
+		err = env.storeCmd(args[1:])
 	case "version", "--version":
 		fmt.Fprintln(stdout, "herald", version)
 	case "help", "-h", "--help":

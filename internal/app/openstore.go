@@ -21,8 +21,11 @@ import (
 // backend; the server (New) and every command use it. With create false, a
 // store that does not exist yet is an error instead of being created (a
 // command that reads, or changes what must exist, pointed at the wrong
-// place). It reports whether it created the store. Its errors are one line
-// with an exit status (internal/startup). log nil means slog.Default().
+// place). It reports whether it created the store. The embedded store is
+// migrated to this program's schema; a PostgreSQL store of an older schema
+// is refused (herald store migrate upgrades it: see MigrateStore). Its
+// errors are one line with an exit status (internal/startup). log nil
+// means slog.Default().
 func OpenStore(cfg *config.Config, log *slog.Logger, create bool) (st store.Store, created bool, err error) {
 	if cfg.Store.URL != "" {
 		if create {
@@ -32,8 +35,10 @@ func OpenStore(cfg *config.Config, log *slog.Logger, create bool) (st store.Stor
 				return nil, false, startup.DataDir(cfg.Server.DataDir, err)
 			}
 		}
+		// The shared schema is migrated only by herald store migrate
+		// (MigrateStore): nodes of the older version may still run on it.
 		pg, err := postgres.Open(context.Background(), cfg.Store.URL, postgres.Options{
-			Node: cfg.Server.NodeID, Logger: log, NoCreate: !create})
+			Node: cfg.Server.NodeID, Logger: log, NoCreate: !create, NoMigrate: true})
 		if err != nil {
 			return nil, false, startup.StoreURL(cfg.Store.URL, err)
 		}

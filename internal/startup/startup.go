@@ -199,9 +199,13 @@ func StoreURL(url string, err error) error {
 			return describe(exitcode.CantCreat, what, "the database server's disk is full", "free space on it", err)
 		}
 	}
+	var tooOld *postgres.SchemaTooOldError
 	switch {
 	case errors.As(err, &tooNew):
 		return exitcode.New(exitcode.Config, tooNew.Error(), err)
+	case errors.As(err, &tooOld):
+		return describe(exitcode.Config, what, fmt.Sprintf("schema version %d is older than this herald's (%d)", tooOld.Version, tooOld.Supported),
+			"run herald store migrate once, with this herald; nodes of the older version keep running until restarted with it", err)
 	case errors.Is(err, postgres.ErrNoSchema):
 		return describe(exitcode.Config, what, "the schema of search_path does not exist",
 			"create it with CREATE SCHEMA, or fix search_path in store.url", err)

@@ -137,6 +137,12 @@ type Options struct {
 	// schema in a schema that holds none (a command that only reads or
 	// changes what must exist, pointed at the wrong database).
 	NoCreate bool
+	// NoMigrate makes Open fail with a *SchemaTooOldError instead of
+	// upgrading the schema of an existing store written by an older
+	// Herald: the schema every node shares changes only when an
+	// operator says so (herald store migrate). A new store is still
+	// created (unless NoCreate).
+	NoMigrate bool
 }
 
 // Store is the PostgreSQL implementation of store.Store. It is safe for
@@ -154,9 +160,10 @@ type Store struct {
 	chunkSize int
 	log       *slog.Logger
 
-	w       *writer
-	created bool // Open created the schema
-	ownTx   bool // no group commit: each write in its own transaction (benchmark comparison)
+	w          *writer
+	created    bool // Open created the schema
+	schemaFrom int  // the schema version Open found (0: none)
+	ownTx      bool // no group commit: each write in its own transaction (benchmark comparison)
 
 	domains domainCache
 	touches touchCache
@@ -261,7 +268,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if len(s.channel) > 63 { // NAMEDATALEN - 1
 		s.channel = s.channel[:63]
 	}
-	if s.created, err = migrate(ctx, conn, where, *schemaName, opts.NoCreate); err != nil {
+	if s.created, s.schemaFrom, err = migrate(ctx, conn, where, *schemaName, opts.NoCreate, opts.NoMigrate); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}

@@ -287,6 +287,13 @@ var schema = []string{
 		touched      bigint NOT NULL DEFAULT 0 -- Unix ns of the last session or change
 	);
 	CREATE INDEX destinations_touched ON destinations (touched);`,
+	// 3: the messages herald store copy brought into this store from
+	// another, so that a copy run again never brings a message back once
+	// it was delivered and removed here.
+	`CREATE TABLE copied_messages (
+		id     text COLLATE "C" PRIMARY KEY,
+		copied bigint NOT NULL
+	);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.
@@ -294,9 +301,11 @@ func SchemaVersion() int { return len(schema) }
 
 // migrate creates or upgrades the schema in the current schema of conn,
 // under a transaction-scoped advisory lock keyed by the schema's name. It
-// reports whether it created the store; with noCreate, a schema without a
-// store is refused with ErrNoStore.
-func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string, noCreate bool) (created bool, err error) {
+// reports whether it created the store and the version it found; with
+// noCreate, a schema without a store is refused with ErrNoStore, and with
+// noMigrate an existing store of an older version with a
+// *SchemaTooOldError.
+func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string, noCreate, noMigrate bool) (created bool, from int, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('herald.migrate'), hashtext($1))`, schemaName); err != nil {
 			return err
@@ -322,11 +331,15 @@ func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string, noCr
 		case err != nil:
 			return err
 		}
+		from = v
 		if v > len(schema) {
 			return &SchemaTooNewError{Path: where, Version: v, Supported: len(schema)}
 		}
 		if v == len(schema) {
 			return nil
+		}
+		if exists && noMigrate {
+			return &SchemaTooOldError{Path: where, Version: v, Supported: len(schema)}
 		}
 		for ; v < len(schema); v++ {
 			if _, err := tx.Exec(ctx, schema[v]); err != nil {
@@ -338,10 +351,11 @@ func migrate(ctx context.Context, conn *pgx.Conn, where, schemaName string, noCr
 	})
 	if err != nil {
 		var tooNew *SchemaTooNewError
-		if errors.As(err, &tooNew) || errors.Is(err, ErrNoStore) {
-			return false, err
+		var tooOld *SchemaTooOldError
+		if errors.As(err, &tooNew) || errors.As(err, &tooOld) || errors.Is(err, ErrNoStore) {
+			return false, from, err
 		}
-		return false, mapErr(fmt.Errorf("postgres store %s: migrate: %w", where, err))
+		return false, from, mapErr(fmt.Errorf("postgres store %s: migrate: %w", where, err))
 	}
-	return created, nil
+	return created, from, nil
 }

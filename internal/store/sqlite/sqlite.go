@@ -130,6 +130,8 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	schemaFrom int // the schema version Open found (0: a new database)
 }
 
 var (
@@ -213,7 +215,7 @@ func open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("sqlite store: open %s: %w", dbPath, err))
 	}
-	if err := migrate(ctx, conn, dbPath); err != nil {
+	if s.schemaFrom, err = migrate(ctx, conn, dbPath); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -565,6 +567,13 @@ var schema = []string{
 		done   INTEGER NOT NULL, -- 1: sent (or given up)
 		PRIMARY KEY (day, domain)
 	) WITHOUT ROWID;`,
+	// 11: the messages herald store copy brought into this store from
+	// another, so that a copy run again never brings a message back once
+	// it was delivered and removed here.
+	`CREATE TABLE copied_messages (
+		id     TEXT PRIMARY KEY,
+		copied INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;`,
 }
 
 // pageSize is the database page size, set when the database is created.
@@ -572,23 +581,24 @@ var schema = []string{
 // slower for a single writer (more bytes per commit).
 const pageSize = 4096
 
-func migrate(ctx context.Context, conn *sql.Conn, dbPath string) error {
+// migrate creates or upgrades the schema and returns the version it found.
+func migrate(ctx context.Context, conn *sql.Conn, dbPath string) (from int, err error) {
 	// The page size only takes effect before the database has content, so
 	// it must come before the switch to WAL (which writes the header).
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d", pageSize)); err != nil {
-		return mapErr(fmt.Errorf("sqlite store: set page size: %w", err))
+		return 0, mapErr(fmt.Errorf("sqlite store: set page size: %w", err))
 	}
 	var mode string
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
-		return mapErr(fmt.Errorf("sqlite store: set WAL mode: %w", err))
+		return 0, mapErr(fmt.Errorf("sqlite store: set WAL mode: %w", err))
 	}
 	if mode != "wal" {
-		return fmt.Errorf("sqlite store: journal mode is %q, not wal", mode)
+		return 0, fmt.Errorf("sqlite store: journal mode is %q, not wal", mode)
 	}
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
+		return 0, mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
 	}
-	err := func() error {
+	err = func() error {
 		if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 			return err
 		}
@@ -602,6 +612,7 @@ func migrate(ctx context.Context, conn *sql.Conn, dbPath string) error {
 		case err != nil:
 			return err
 		}
+		from = v
 		if v > len(schema) {
 			return &SchemaTooNewError{Path: dbPath, Version: v, Supported: len(schema)}
 		}
@@ -617,15 +628,15 @@ func migrate(ctx context.Context, conn *sql.Conn, dbPath string) error {
 		conn.ExecContext(ctx, "ROLLBACK")
 		var tooNew *SchemaTooNewError
 		if errors.As(err, &tooNew) {
-			return err
+			return from, err
 		}
-		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
+		return from, mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		conn.ExecContext(ctx, "ROLLBACK")
-		return mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
+		return from, mapErr(fmt.Errorf("sqlite store: migrate: %w", err))
 	}
-	return nil
+	return from, nil
 }
 
 // sqliteCode returns the primary SQLite result code in err, or 0.

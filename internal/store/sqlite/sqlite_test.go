@@ -448,7 +448,7 @@ func TestMigrationLegacyLeases(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Back to schema 8: no owner or token columns (nor the tables of 10);
+	// Back to schema 8: no owner or token columns (nor the tables of 10 and 11);
 	// other's lease is kept
 	// aside to be restored as a schema-9 lease of node "other".
 	db, err := sql.Open("sqlite", filepath.Join(dir, "herald.db"))
@@ -459,6 +459,7 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`ALTER TABLE recipients DROP COLUMN lease_owner`,
 		`ALTER TABLE recipients DROP COLUMN lease_token`,
 		`DROP TABLE secrets`, `DROP TABLE dmarc_reports`, `DROP TABLE tlsrpt_counts`, `DROP TABLE tlsrpt_claims`, // schema 10
+		`DROP TABLE copied_messages`, // schema 11
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {

@@ -1,7 +1,8 @@
 // Package storetest is the conformance suite every store.Store backend must
 // pass. A backend's tests call Run, the one entry point: it runs every part
 // of the suite (queue, directory, DKIM keys, platform, the state every
-// node shares, and the multi-node cases), so a backend cannot pass while skipping a part.
+// node shares, copying into another store, and the multi-node cases), so
+// a backend cannot pass while skipping a part.
 package storetest
 
 import (
@@ -73,6 +74,15 @@ func Run(t *testing.T, b Backend) {
 			}
 		})
 	}
+	t.Run("Copy", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range copyTests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.fn(t, openClosed(t, b.Open), openClosed(t, b.Open))
+			})
+		}
+	})
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
 		for _, tc := range slices.Concat(nodeTests, sharedNodeTests) {
