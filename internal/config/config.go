@@ -47,6 +47,7 @@ type Config struct {
 	Checks      ChecksConfig   `toml:"checks"`
 	TLSRPT      TLSRPTConfig   `toml:"tlsrpt"`
 	Platform    PlatformConfig `toml:"platform"`
+	Alerts      AlertsConfig   `toml:"alerts"`
 }
 
 // PlatformConfig is the [platform] section: delivery tracking, bounce
@@ -377,6 +378,13 @@ func Default() *Config {
 			WebhookMaxAge:  24 * time.Hour,
 
 			MaxWebhooksPerAccount: 20,
+		},
+		Alerts: AlertsConfig{
+			Enabled:          true,
+			Interval:         time.Minute,
+			Email:            []string{},
+			HistoryRetention: 90 * 24 * time.Hour,
+			Rules:            map[string]AlertRule{},
 		},
 	}
 }
