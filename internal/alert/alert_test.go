@@ -372,10 +372,13 @@ func TestRunTicks(t *testing.T) {
 	done := make(chan struct{})
 	go func() { n.engine.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	if err := clk.WaitTimers(ctx, 1); err != nil { // the first evaluation ran
+	events(t, st, clk.Now(), store.EventBounced, "b.test", 150)
+	if err := clk.WaitTimers(ctx, 1); err != nil { // waiting for the first tick
 		t.Fatal(err)
 	}
-	events(t, st, clk.Now(), store.EventBounced, "b.test", 150)
+	if posts := hook.payloads(); len(posts) != 0 {
+		t.Fatalf("evaluated before the first tick: %+v", posts)
+	}
 	clk.Advance(alert.DefaultInterval)
 	// Advance removed the fired timer; the next one is set once the
 	// evaluation has finished.

@@ -125,18 +125,20 @@ func (e *Engine) Firing() map[string]float64 {
 	return maps.Clone(e.firing)
 }
 
-// Run evaluates the rules every Interval until ctx ends.
+// Run evaluates the rules every Interval until ctx ends, the first time
+// one Interval after it starts (the node has settled by then: listeners
+// open, DNS and store warm).
 func (e *Engine) Run(ctx context.Context) {
 	for {
-		if err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
-			e.opts.Log.Warn("alerts: evaluation failed", "err", err)
-		}
 		t := clock.NewTimer(e.opts.Clock, e.opts.Interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C():
+		}
+		if err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
+			e.opts.Log.Warn("alerts: evaluation failed", "err", err)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/alert"
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
@@ -76,6 +77,7 @@ type App struct {
 	webhooks *webhook.Dispatcher
 	mtasts   *mtasts.Cache
 	tlsrpt   *tlsrpt.Aggregator
+	alerts   *alert.Engine
 	resolver resolve.Resolver
 	clock    clock.Clock
 
@@ -219,6 +221,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 			return checker.Begin(ctx, ip, helo, from)
 		}})
 	notifier.Submit = a.pipeline
+	if a.alerts, err = newAlerts(cfg, a, res); err != nil {
+		return nil, err
+	}
 
 	authn, err := auth.NewAuthenticator(auth.Config{
 		Users: a.store, MaxFailures: cfg.Auth.MaxFailures, FailureWindow: cfg.Auth.FailureWindow,
@@ -358,6 +363,13 @@ func (a *App) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			a.tlsReportSender().Run(ctx)
+		}()
+	}
+	if a.alerts != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.alerts.Run(ctx)
 		}()
 	}
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
