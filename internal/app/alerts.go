@@ -5,10 +5,13 @@ import (
 	"fmt"
 
 	"github.com/heraldmail/herald/internal/alert"
+	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/dnscheck"
 	"github.com/heraldmail/herald/internal/exitcode"
+	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/resolve"
+	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/webhook"
 )
 
@@ -54,4 +57,24 @@ func newAlerts(cfg *config.Config, a *App, res resolve.Resolver) (*alert.Engine,
 		HistoryRetention: ac.HistoryRetention,
 		Metrics:          a.metrics.reg,
 	}), nil
+}
+
+// alertView serves the alerts' state on the HTTP API (GET /v1/alerts,
+// for the console).
+type alertView struct {
+	st    store.Alerts
+	rules []alert.Rule
+	clock clock.Clock
+}
+
+func (v alertView) Alerts(ctx context.Context, history int) (any, error) {
+	return alert.Overview(ctx, v.st, v.rules, v.clock.Now(), history)
+}
+
+// alertLister is the HTTP API's view of the alerts; nil when they are off.
+func (a *App) alertLister() httpapi.AlertLister {
+	if a.alerts == nil {
+		return nil
+	}
+	return alertView{st: a.store, rules: alert.Rules(a.cfg.Alerts.Rules), clock: a.clock}
 }

@@ -273,7 +273,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize), UploadTimeout: cfg.HTTP.UploadTimeout,
 		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
-		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg},
+		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(),
 	}))
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
