@@ -55,7 +55,7 @@ func TestAlerts(t *testing.T) {
 		t.Fatalf("alert mail: from <%s> to %v", msgs[0].From, msgs[0].Rcpts)
 	}
 	body := string(msgs[0].Body)
-	if !strings.Contains(body, "Subject: [Herald] FIRING: cert_expiry on mx.herald.test\r\n") || !strings.Contains(body, "Auto-Submitted: auto-generated") {
+	if !strings.Contains(body, "Subject: [Herald] FIRING: cert_expiry "+h.cfg.Server.NodeID+" on mx.herald.test\r\n") || !strings.Contains(body, "Auto-Submitted: auto-generated") {
 		t.Errorf("alert mail:\n%s", body)
 	}
 	mu.Lock()

@@ -24,7 +24,7 @@ func TestAlertCommands(t *testing.T) {
 	}
 	st.Close()
 	out := c.ok("", "alert", "list")
-	for _, want := range []string{"bounce_rate      FIRING", "bounce rate above 2 % over 1h0m0s (at least 100 sent)",
+	for _, want := range []string{"bounce_rate      FIRING", "bounce rate above 2 % over 1h (at least 100 sent)",
 		"gmail            ok", "deferral rate of gmail.com above 30 %", "complaint_rate   ok", "Firing:\n  bounce_rate since "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("alert list lacks %q:\n%s", want, out)

@@ -58,6 +58,11 @@ type Options struct {
 	Clock    clock.Clock
 	Log      *slog.Logger
 	Hostname string
+	// Node names this node (server.node_id; default Hostname): the subject
+	// of the rules about the node itself (disk_free, cert_expiry), so that
+	// in a cluster each node's disk and certificate are alerts of their
+	// own.
+	Node string
 	// Interval is how often Run evaluates; default DefaultInterval.
 	Interval time.Duration
 	// HistoryRetention is how long transitions are kept; default
@@ -96,6 +101,9 @@ func New(opts Options) *Engine {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Node == "" {
+		opts.Node = opts.Hostname
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
@@ -180,8 +188,12 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 			e.opts.Log.Warn("alerts: measuring a rule failed; it keeps its state", "rule", r.Name, "err", err)
 			continue
 		}
+		perNode := r.perNode()
 		seen := map[string]bool{}
 		for _, m := range ms {
+			if perNode {
+				m.Subject = e.opts.Node
+			}
 			key := r.Name
 			if m.Subject != "" {
 				key += "/" + m.Subject
@@ -193,9 +205,10 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 			}
 		}
 		// A firing alert the rule no longer measures (a destination without
-		// traffic, a listing gone) resolves.
+		// traffic, a listing gone) resolves. Other nodes' alerts about
+		// themselves are theirs.
 		for key, st := range states {
-			if st.Rule != r.Name || !st.Firing || seen[key] {
+			if st.Rule != r.Name || !st.Firing || seen[key] || perNode {
 				continue
 			}
 			m := Measure{Subject: strings.TrimPrefix(strings.TrimPrefix(key, r.Name), "/"), Detail: "no longer measured: " + st.Detail}

@@ -106,6 +106,10 @@ func Rules(cfg map[string]config.AlertRule) []Rule {
 	return out
 }
 
+// perNode reports whether the rule is about the evaluating node itself
+// (its disk, its certificate) rather than state every node shares.
+func (r Rule) perNode() bool { return r.Kind == KindDiskFree || r.Kind == KindCertExpiry }
+
 // Describe says what the rule watches, for people: "bounce rate above 5 %
 // over 1h (at least 100 sent)".
 func (r Rule) Describe() string {
@@ -117,21 +121,21 @@ func (r Rule) Describe() string {
 	}
 	switch r.Kind {
 	case KindBounceRate:
-		return fmt.Sprintf("bounce rate above %s over %s%s", pct(r.Threshold), r.Window, vol("sent"))
+		return fmt.Sprintf("bounce rate above %s over %s%s", pct(r.Threshold), human(r.Window), vol("sent"))
 	case KindComplaintRate:
-		return fmt.Sprintf("complaint rate above %s over %s%s", pct(r.Threshold), r.Window, vol("delivered"))
+		return fmt.Sprintf("complaint rate above %s over %s%s", pct(r.Threshold), human(r.Window), vol("delivered"))
 	case KindDeferralRate:
 		dest := "any destination"
 		if r.Destination != "" {
 			dest = r.Destination
 		}
-		return fmt.Sprintf("deferral rate of %s above %s over %s%s", dest, pct(r.Threshold), r.Window, vol("attempts"))
+		return fmt.Sprintf("deferral rate of %s above %s over %s%s", dest, pct(r.Threshold), human(r.Window), vol("attempts"))
 	case KindQueueBacklog:
 		return fmt.Sprintf("more than %d messages queued", int64(r.Threshold))
 	case KindQueueOldest:
 		return fmt.Sprintf("a queued message older than %s", seconds(r.Threshold))
 	case KindLatencyP99:
-		return fmt.Sprintf("99th percentile delivery latency above %s over %s%s", seconds(r.Threshold), r.Window, vol("deliveries"))
+		return fmt.Sprintf("99th percentile delivery latency above %s over %s%s", seconds(r.Threshold), human(r.Window), vol("deliveries"))
 	case KindBlocklisted:
 		return "a sending IP address or domain listed on a blocklist"
 	case KindDNSAuth:
@@ -153,7 +157,26 @@ func pct(f float64) string {
 }
 
 func seconds(s float64) string {
-	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+	return human(time.Duration(s * float64(time.Second)))
+}
+
+// human writes d compactly, to the second: "14d", "1d2h", "1h30m", "45s".
+func human(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if n := d / u.d; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			d -= n * u.d
+		}
+	}
+	return b.String()
 }
 
 // Measure is one measurement of a rule: whether it is beyond its
@@ -216,10 +239,10 @@ func (r Rule) measure(ctx context.Context, sig Signals, now time.Time) ([]Measur
 		}
 		v := p99.Seconds()
 		if n < r.MinVolume {
-			return []Measure{{Value: v, Detail: fmt.Sprintf("%d deliveries in %s, fewer than %d: not judged", n, r.Window, r.MinVolume)}}, nil
+			return []Measure{{Value: v, Detail: fmt.Sprintf("%d deliveries in %s, fewer than %d: not judged", n, human(r.Window), r.MinVolume)}}, nil
 		}
 		return []Measure{{Firing: v > r.Threshold, Value: v,
-			Detail: fmt.Sprintf("99th percentile delivery latency %s over %d deliveries in %s; threshold %s", seconds(v), n, r.Window, seconds(r.Threshold))}}, nil
+			Detail: fmt.Sprintf("99th percentile delivery latency %s over %d deliveries in %s; threshold %s", seconds(v), n, human(r.Window), seconds(r.Threshold))}}, nil
 	case KindBlocklisted:
 		ls, err := sig.Blocklistings(ctx)
 		if err != nil {
@@ -306,8 +329,8 @@ func (r Rule) rate(c Counts) Measure {
 		v = 0
 	}
 	if den < r.MinVolume {
-		return Measure{Value: v, Detail: fmt.Sprintf("%d %s of %d %s in %s, fewer than %d: not judged", num, what, den, of, r.Window, r.MinVolume)}
+		return Measure{Value: v, Detail: fmt.Sprintf("%d %s of %d %s in %s, fewer than %d: not judged", num, what, den, of, human(r.Window), r.MinVolume)}
 	}
 	return Measure{Firing: v > r.Threshold, Value: v,
-		Detail: fmt.Sprintf("%d %s of %d %s in %s (%s); threshold %s", num, what, den, of, r.Window, pct(v), pct(r.Threshold))}
+		Detail: fmt.Sprintf("%d %s of %d %s in %s (%s); threshold %s", num, what, den, of, human(r.Window), pct(v), pct(r.Threshold))}
 }

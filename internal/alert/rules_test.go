@@ -159,11 +159,11 @@ func TestNodeRules(t *testing.T) {
 	must(st.RecordWebhookAttempt(ctx, ds[0].ID, "pending", time.Now().Add(time.Hour), "HTTP 503", 503))
 
 	eval(t, e)
-	expect(t, "start", rec.take(), "FIRING disk_free", "FIRING queue_backlog")
+	expect(t, "start", rec.take(), "FIRING disk_free/"+hostname, "FIRING queue_backlog")
 	clk.Advance(61 * time.Minute)
 	cert = selfSigned(t, now.Add(10*24*time.Hour)) // renewed badly: 10 days left
 	eval(t, e)
-	expect(t, "an hour later", rec.take(), "FIRING cert_expiry", "FIRING queue_oldest", "FIRING webhook_failing/wh1")
+	expect(t, "an hour later", rec.take(), "FIRING cert_expiry/"+hostname, "FIRING queue_oldest", "FIRING webhook_failing/wh1")
 	// The queue drains, the webhook delivery succeeds, a good certificate.
 	msgs, err := st.List(ctx, "", 10)
 	must(err)
@@ -173,7 +173,7 @@ func TestNodeRules(t *testing.T) {
 	must(st.RecordWebhookAttempt(ctx, ds[0].ID, "delivered", time.Time{}, "", 200))
 	cert = selfSigned(t, now.Add(90*24*time.Hour))
 	eval(t, e)
-	expect(t, "repaired", rec.take(), "resolved cert_expiry", "resolved queue_backlog", "resolved queue_oldest", "resolved webhook_failing/wh1")
+	expect(t, "repaired", rec.take(), "resolved cert_expiry/"+hostname, "resolved queue_backlog", "resolved queue_oldest", "resolved webhook_failing/wh1")
 }
 
 func selfSigned(t *testing.T, notAfter time.Time) tls.Certificate {
@@ -305,7 +305,31 @@ min_volume = 5
 	if len(alert.DefaultRules()) != len(config.AlertKinds) {
 		t.Errorf("%d built-in rules, %d kinds", len(alert.DefaultRules()), len(config.AlertKinds))
 	}
-	if d := by["complaint_rate"].Describe(); d != "complaint rate above 0.3 % over 24h0m0s (at least 1000 delivered)" {
+	if d := by["complaint_rate"].Describe(); d != "complaint rate above 0.3 % over 1d (at least 1000 delivered)" {
 		t.Errorf("complaint_rate: %q", d)
 	}
+}
+
+// In a cluster each node's disk is an alert of its own: node a's full
+// disk does not flap as node b evaluates its healthy one.
+func TestPerNodeRulesDoNotFlap(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(t0)
+	st := openSQLite(t)
+	full, fine := rule(alert.KindDiskFree), rule(alert.KindDiskFree)
+	full.Threshold, fine.Threshold = 1, 0
+	var engines []*alert.Engine
+	rec := &recorder{}
+	for i, r := range []alert.Rule{full, fine} {
+		node := []string{"a", "b"}[i]
+		engines = append(engines, alert.New(alert.Options{Rules: []alert.Rule{r}, Store: st, Clock: clk, Notifier: rec, Hostname: hostname, Node: node,
+			Signals: &alert.NodeSignals{Store: st, DataDir: t.TempDir(), Clock: clk}}))
+	}
+	for range 3 {
+		for _, e := range engines {
+			eval(t, e)
+		}
+		clk.Advance(time.Minute)
+	}
+	expect(t, "two nodes", rec.take(), "FIRING disk_free/a")
 }
