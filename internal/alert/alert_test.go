@@ -398,7 +398,7 @@ func TestWebhookRetriesAndSSRFGuard(t *testing.T) {
 	hook := newReceiver(t)
 	hook.fail = 2
 	w := &alert.Webhook{URL: hook.srv.URL, Client: webhook.NewClient(5 * time.Second), Clock: clk, Attempts: 3, Backoff: time.Second}
-	n := alert.Notification{Rule: bounceRule(), Key: "bounce_rate", Firing: true, At: t0, Hostname: hostname, Detail: "x"}
+	n := alert.Notification{Rule: bounceRule(), Key: "bounce_rate", Firing: true, At: t0, Hostname: hostname, Detail: "x <!channel> & co"}
 	ctx := context.Background()
 	errc := make(chan error, 1)
 	go func() { errc <- w.Notify(ctx, n) }()
@@ -410,6 +410,9 @@ func TestWebhookRetriesAndSSRFGuard(t *testing.T) {
 	}
 	if err := <-errc; err != nil || len(hook.payloads()) != 1 {
 		t.Fatalf("Notify after two failures = %v, %d posts", err, len(hook.payloads()))
+	}
+	if p := hook.payloads()[0]; !strings.HasSuffix(p.Text, "x &lt;!channel&gt; &amp; co") || p.Herald.Detail != "x <!channel> & co" {
+		t.Errorf("Slack text not escaped (or the structured detail is): %q, %q", p.Text, p.Herald.Detail)
 	}
 	hook.mu.Lock()
 	hook.fail = 10

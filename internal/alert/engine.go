@@ -78,6 +78,10 @@ const (
 	DefaultInterval         = time.Minute
 	DefaultHistoryRetention = 90 * 24 * time.Hour
 	pruneEvery              = time.Hour
+	// MaxNotifications bounds the notifications of one evaluation (a
+	// storm of per-destination alerts); the transitions beyond it are
+	// recorded and shown, but not sent.
+	MaxNotifications = 30
 )
 
 // Engine evaluates the rules. Evaluate may be called directly (tests, a
@@ -89,6 +93,7 @@ type Engine struct {
 
 	mu        sync.Mutex // one evaluation at a time
 	lastPrune time.Time
+	sent      int // notifications of the current evaluation
 
 	fmu    sync.Mutex // guards firing, read by /metrics
 	firing map[string]float64
@@ -120,7 +125,7 @@ func New(opts Options) *Engine {
 	if reg := opts.Metrics; reg != nil {
 		reg.NewGaugeMapFunc("herald_alert_firing", "Alerts of each rule firing now (as this node last saw them).", "rule", e.Firing)
 		e.transitions = reg.NewCounterVec("herald_alert_transitions_total", "Alert transitions this node recorded (and notified), by rule and new state.", "rule", "state")
-		e.notified = reg.NewCounterVec("herald_alert_notifications_total", "Alert notifications sent, by result (sent, failed, silenced).", "result")
+		e.notified = reg.NewCounterVec("herald_alert_notifications_total", "Alert notifications, by result (sent, failed, silenced, capped).", "result")
 	}
 	return e
 }
@@ -158,6 +163,7 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.opts.Clock.Now()
+	e.sent = 0
 	list, err := e.opts.Store.AlertStates(ctx)
 	if err != nil {
 		return err
@@ -257,6 +263,12 @@ func (e *Engine) apply(ctx context.Context, r Rule, st store.AlertState, key str
 		e.count("silenced")
 		return nil
 	}
+	if e.sent >= MaxNotifications {
+		e.count("capped")
+		e.opts.Log.Warn("alert not notified: too many transitions at once; herald alert list shows them all", "rule", r.Name, "alert", key)
+		return nil
+	}
+	e.sent++
 	since := now
 	if !m.Firing {
 		since = st.Since

@@ -172,7 +172,7 @@ func (w *Webhook) Notify(ctx context.Context, n Notification) error {
 		state = "firing"
 	}
 	body, err := json.Marshal(Payload{
-		Text: n.Title() + "\n" + n.Detail,
+		Text: slackEscape(n.Title() + "\n" + n.Detail),
 		Herald: PayloadFields{Alert: n.Key, Rule: n.Rule.Name, Kind: n.Rule.Kind, Subject: n.Subject, State: state,
 			Value: n.Value, Threshold: n.Rule.Threshold, Detail: n.Detail, Since: n.Since.UTC(), At: n.At.UTC(), Host: n.Hostname},
 	})
@@ -231,4 +231,11 @@ func (ns Notifiers) Notify(ctx context.Context, n Notification) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// slackEscape escapes the three characters Slack's message format gives
+// a meaning (<!channel>, <url|text>), so that measured text cannot
+// mention or link.
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }

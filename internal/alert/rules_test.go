@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/netip"
 	"slices"
@@ -332,4 +333,23 @@ func TestPerNodeRulesDoNotFlap(t *testing.T) {
 		clk.Advance(time.Minute)
 	}
 	expect(t, "two nodes", rec.take(), "FIRING disk_free/a")
+}
+
+// A storm of transitions (many destinations at once) sends at most
+// MaxNotifications; every transition is still recorded.
+func TestNotificationStormIsCapped(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(t0)
+	st := openSQLite(t)
+	for i := range alert.MaxNotifications + 10 {
+		events(t, st, clk.Now(), store.EventDeferred, fmt.Sprintf("d%d.test", i), 20)
+	}
+	e, rec := engine(st, clk, &alert.NodeSignals{Store: st, Clock: clk}, rule(alert.KindDeferralRate))
+	eval(t, e)
+	if got := rec.take(); len(got) != alert.MaxNotifications {
+		t.Fatalf("%d notifications, want %d", len(got), alert.MaxNotifications)
+	}
+	if sts, _ := st.AlertStates(context.Background()); len(sts) != alert.MaxNotifications+10 {
+		t.Fatalf("%d alerts recorded, want %d", len(sts), alert.MaxNotifications+10)
+	}
 }
