@@ -82,6 +82,10 @@ const (
 	// storm of per-destination alerts); the transitions beyond it are
 	// recorded and shown, but not sent.
 	MaxNotifications = 30
+	// MeasureTimeout bounds one rule's measurement (the DNS doctor's
+	// sweep of the local domains is the slowest); a rule that runs out
+	// keeps its state.
+	MeasureTimeout = time.Minute
 )
 
 // Engine evaluates the rules. Evaluate may be called directly (tests, a
@@ -185,7 +189,9 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		if !r.Enabled {
 			continue
 		}
-		ms, err := r.measure(ctx, e.opts.Signals, now)
+		mctx, cancel := context.WithTimeout(ctx, MeasureTimeout)
+		ms, err := r.measure(mctx, e.opts.Signals, now)
+		cancel()
 		if errors.Is(err, ErrNoData) {
 			continue
 		}
