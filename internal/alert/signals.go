@@ -107,6 +107,40 @@ type NodeSignals struct {
 	dnsAt    time.Time
 	dnsCache []DNSProblem
 	dnsErr   error
+
+	cmu    sync.Mutex
+	counts map[countKey]countEntry // the event log's counts, reused for a 60th of their window
+}
+
+type countKey struct {
+	window  time.Duration
+	perDest bool
+	limit   int
+}
+
+type countEntry struct {
+	at    time.Time
+	total Counts
+	per   map[string]Counts
+}
+
+// cached returns the counts of k measured less than a 60th of its window
+// ago: a day's window is counted again every 24 minutes, an hour's every
+// minute.
+func (s *NodeSignals) cached(k countKey) (countEntry, bool) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	e, ok := s.counts[k]
+	return e, ok && s.now().Sub(e.at) < k.window/60
+}
+
+func (s *NodeSignals) keep(k countKey, e countEntry) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if s.counts == nil {
+		s.counts = map[countKey]countEntry{}
+	}
+	s.counts[k] = e
 }
 
 // Limits of NodeSignals.
@@ -143,7 +177,12 @@ func add(c *Counts, typ string, n int64) {
 
 // Counts counts the event log (interim; see NodeSignals).
 func (s *NodeSignals) Counts(ctx context.Context, window time.Duration) (Counts, error) {
-	cs, err := s.Store.CountEvents(ctx, s.now().Add(-window), countTypes, false, 0)
+	k := countKey{window: window}
+	if e, ok := s.cached(k); ok {
+		return e.total, nil
+	}
+	now := s.now()
+	cs, err := s.Store.CountEvents(ctx, now.Add(-window), countTypes, false, 0)
 	if err != nil {
 		return Counts{}, err
 	}
@@ -151,13 +190,19 @@ func (s *NodeSignals) Counts(ctx context.Context, window time.Duration) (Counts,
 	for _, e := range cs {
 		add(&c, e.Type, e.Count)
 	}
+	s.keep(k, countEntry{at: now, total: c})
 	return c, nil
 }
 
 // DestinationCounts counts the event log per recipient domain (interim;
 // see NodeSignals).
 func (s *NodeSignals) DestinationCounts(ctx context.Context, window time.Duration, limit int) (map[string]Counts, error) {
-	cs, err := s.Store.CountEvents(ctx, s.now().Add(-window), countTypes[:3], true, limit)
+	k := countKey{window: window, perDest: true, limit: limit}
+	if e, ok := s.cached(k); ok {
+		return e.per, nil
+	}
+	now := s.now()
+	cs, err := s.Store.CountEvents(ctx, now.Add(-window), countTypes[:3], true, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +215,7 @@ func (s *NodeSignals) DestinationCounts(ctx context.Context, window time.Duratio
 		add(&c, e.Type, e.Count)
 		out[e.Domain] = c
 	}
+	s.keep(k, countEntry{at: now, per: out})
 	return out, nil
 }
 
