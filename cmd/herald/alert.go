@@ -102,31 +102,17 @@ func (e *cmdEnv) alertCmd(args []string) error {
 	})
 }
 
-// listAlerts prints every rule, its firing alerts and its silence.
+// listAlerts prints every rule, its state and silence, then what fires.
 func (e *cmdEnv) listAlerts(ctx context.Context, st store.Store, rules []alert.Rule, now time.Time) error {
-	states, err := st.AlertStates(ctx)
+	v, err := alert.Overview(ctx, st, rules, now, 0)
 	if err != nil {
 		return err
-	}
-	sl, err := st.AlertSilences(ctx, now)
-	if err != nil {
-		return err
-	}
-	silenced := map[string]store.AlertSilence{}
-	for _, s := range sl {
-		silenced[s.Rule] = s
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RULE\tSTATE\tSILENCED UNTIL\tWATCHES")
-	for _, r := range rules {
+	for _, r := range v.Rules {
 		state := "ok"
-		n := 0
-		for _, s := range states {
-			if s.Rule == r.Name && s.Firing {
-				n++
-			}
-		}
-		switch {
+		switch n := len(r.Firing); {
 		case !r.Enabled:
 			state = "disabled"
 		case n == 1:
@@ -135,27 +121,26 @@ func (e *cmdEnv) listAlerts(ctx context.Context, st store.Store, rules []alert.R
 			state = fmt.Sprintf("FIRING (%d)", n)
 		}
 		until := "-"
-		if s, ok := silenced[r.Name]; ok {
-			until = s.Until.UTC().Format(time.RFC3339)
-			if s.Reason != "" {
-				until += " (" + clean(s.Reason) + ")"
+		if r.SilencedUntil != nil {
+			until = r.SilencedUntil.Format(time.RFC3339)
+			if r.SilenceReason != "" {
+				until += " (" + clean(r.SilenceReason) + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, state, until, r.Describe())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, state, until, r.Description)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	first := true
-	for _, s := range states {
-		if !s.Firing {
-			continue
+	for _, r := range v.Rules {
+		for _, f := range r.Firing {
+			if first {
+				fmt.Fprintln(e.stdout, "\nFiring:")
+				first = false
+			}
+			fmt.Fprintf(e.stdout, "  %s since %s: %s\n", clean(f.Alert), f.Since.Format(time.RFC3339), clean(f.Detail))
 		}
-		if first {
-			fmt.Fprintln(e.stdout, "\nFiring:")
-			first = false
-		}
-		fmt.Fprintf(e.stdout, "  %s since %s: %s\n", clean(s.Key), s.Since.UTC().Format(time.RFC3339), clean(s.Detail))
 	}
 	return nil
 }
