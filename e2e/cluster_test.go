@@ -426,6 +426,9 @@ source_ipv4 = %[7]q
 [platform]
 webhook_allow_private = true
 webhook_timeout = %[8]q
+[alerts]
+# Alert mail would join the traffic the test counts.
+enabled = false
 `, id, filepath.Join(dir, "data"), dsn, n.addr, resolver, clusterLeaseTimeout.String(), ip, clusterHookTimeout.String())
 	must(t, os.WriteFile(n.cfgPath, []byte(cfg), 0o644))
 	return n

@@ -86,6 +86,7 @@ func startHeraldWith(t *testing.T, mutate func(*config.Config), dmut func(*deliv
 	cfg.Limits.QueueMinFree = 1 << 20
 	cfg.Limits.PregreetWait = 10 * time.Millisecond // the real default is 1s per new client
 	cfg.Platform.WebhookAllowPrivate = true         // the test receivers listen on loopback
+	cfg.Alerts.Enabled = false                      // alert mail would join the queues the tests watch (TestAlerts turns it on)
 	if mutate != nil {
 		mutate(cfg)
 	}

@@ -46,6 +46,9 @@ Usage:
   herald dns check DOMAIN [--ip ADDR]...   check MX, SPF, DKIM, DMARC, PTR, MTA-STS records
   herald route add ADDRESS URL | list | del ADDRESS   POST a local address's mail to a URL
   herald dmarc reports [DOMAIN]            DMARC aggregate reports received for our domains
+  herald alert list                        alert rules, their state and silences
+  herald alert silence RULE [--for 2h] [--reason TEXT] | unsilence RULE
+  herald alert history [RULE] [-n N]       fire and resolve events, newest first
   herald queue list                        show queued messages
   herald queue show|retry|delete ID
   herald trace ID                          a message's whole life from the log file
@@ -144,6 +147,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.routeCmd(args[1:])
 	case "dmarc":
 		err = env.dmarcCmd(args[1:])
+	case "alert":
+		err = env.alertCmd(args[1:])
 	case "dkim":
 		err = env.dkimCmd(args[1:])
 	case "dns":

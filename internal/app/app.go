@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/alert"
 	"github.com/heraldmail/herald/internal/auth"
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/config"
@@ -83,6 +84,7 @@ type App struct {
 	webhooks *webhook.Dispatcher
 	mtasts   *mtasts.Cache
 	tlsrpt   *tlsrpt.Aggregator
+	alerts   *alert.Engine
 	resolver resolve.Resolver
 	clock    clock.Clock
 	monitor  *dnsbl.Monitor // our own listings on DNS lists
@@ -229,6 +231,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 			return checker.Begin(ctx, ip, helo, from)
 		}})
 	notifier.Submit = a.pipeline
+	if a.alerts, err = newAlerts(cfg, a, res); err != nil {
+		return nil, err
+	}
 
 	authn, err := auth.NewAuthenticator(auth.Config{
 		Users: a.store, MaxFailures: cfg.Auth.MaxFailures, FailureWindow: cfg.Auth.FailureWindow,
@@ -278,7 +283,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize), UploadTimeout: cfg.HTTP.UploadTimeout,
 		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
-		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg},
+		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(),
 	}))
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -411,6 +416,13 @@ func (a *App) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			a.tlsReportSender().Run(ctx)
+		}()
+	}
+	if a.alerts != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.alerts.Run(ctx)
 		}()
 	}
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))

@@ -2,9 +2,12 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"sync"
 	"time"
 
+	"github.com/heraldmail/herald/internal/diskguard"
 	"github.com/heraldmail/herald/internal/metrics"
 	"github.com/heraldmail/herald/internal/queue"
 	"github.com/heraldmail/herald/internal/smtpserver"
@@ -112,4 +115,38 @@ func (o observers) AttemptDone(msg *store.Message, a queue.Attempt, d time.Durat
 	for _, ob := range o {
 		ob.AttemptDone(msg, a, d)
 	}
+}
+
+// watchNode exports the data directory's disk space and the TLS
+// certificate's expiry (the inputs of the disk_free and cert_expiry alert
+// rules, for Prometheus rules of their own).
+func (m *appMetrics) watchNode(dataDir string, cert func() *tls.Certificate) {
+	m.reg.NewGaugeFunc("herald_disk_free_bytes", "Bytes available on the data directory's filesystem.", func() float64 {
+		free, _, err := diskguard.Space(dataDir)
+		if err != nil {
+			return 0
+		}
+		return float64(free)
+	})
+	m.reg.NewGaugeFunc("herald_disk_size_bytes", "Size of the data directory's filesystem.", func() float64 {
+		_, total, err := diskguard.Space(dataDir)
+		if err != nil {
+			return 0
+		}
+		return float64(total)
+	})
+	m.reg.NewGaugeFunc("herald_tls_certificate_expiry_timestamp_seconds", "When the TLS certificate in use expires (Unix time).", func() float64 {
+		c := cert()
+		if c == nil || len(c.Certificate) == 0 {
+			return 0
+		}
+		leaf := c.Leaf
+		if leaf == nil {
+			var err error
+			if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+				return 0
+			}
+		}
+		return float64(leaf.NotAfter.Unix())
+	})
 }

@@ -36,6 +36,7 @@ var stages = map[string]int{
 	"internal/feedback":        5, // what comes back about sent mail
 	"internal/delivery/mtasts": 5,
 	"internal/delivery/dane":   5,
+	"internal/alert":           5, // what the server says about itself (alert rules, notifications)
 }
 
 // Services are used by stages but know none: logins (password hashes,

@@ -48,6 +48,7 @@ type Config struct {
 	TLSRPT      TLSRPTConfig   `toml:"tlsrpt"`
 	Platform    PlatformConfig `toml:"platform"`
 	DNSBL       DNSBLConfig    `toml:"dnsbl"` // DNS blocklists (dnsbl.go)
+	Alerts      AlertsConfig   `toml:"alerts"`
 }
 
 // PlatformConfig is the [platform] section: delivery tracking, bounce
@@ -385,6 +386,13 @@ func Default() *Config {
 			WebhookMaxAge:  24 * time.Hour,
 
 			MaxWebhooksPerAccount: 20,
+		},
+		Alerts: AlertsConfig{
+			Enabled:          true,
+			Interval:         time.Minute,
+			Email:            []string{},
+			HistoryRetention: 90 * 24 * time.Hour,
+			Rules:            map[string]AlertRule{},
 		},
 	}
 }

@@ -191,6 +191,30 @@ own_domains = ["example.net"]
 [delivery.routes]
 "Example.ORG." = "mx.internal:25"
 "example.com" = "[2001:db8::25]:2525"
+
+[alerts]
+enabled = false
+interval = "30s"
+email = ["ops@example.net", "oncall@example.net"]
+webhook_url = "https://hooks.example.net/T0/B0/x"
+webhook_allow_private = true
+history_retention = "240h"
+
+[alerts.rules.bounce_rate]
+threshold = "2%"
+window = "2h"
+min_volume = 50
+
+[alerts.rules.disk_free]
+enabled = false
+
+[alerts.rules.gmail]
+kind = "deferral_rate"
+destination = "Gmail.COM."
+threshold = 0.1
+
+[alerts.rules.queue_oldest]
+threshold = "30m"
 `
 
 func TestFullFile(t *testing.T) {
@@ -251,6 +275,16 @@ func TestFullFile(t *testing.T) {
 			OwnIPs:                []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")},
 			OwnDomains:            []string{"example.net"},
 		},
+		Alerts: AlertsConfig{Enabled: false, Interval: 30 * time.Second, Email: []string{"ops@example.net", "oncall@example.net"},
+			WebhookURL: "https://hooks.example.net/T0/B0/x", WebhookAllowPrivate: true, HistoryRetention: 240 * time.Hour,
+			Rules: map[string]AlertRule{
+				"bounce_rate": {Kind: "bounce_rate", Enabled: true, Threshold: 0.02, Window: 2 * time.Hour, MinVolume: 50,
+					Set: map[string]bool{"threshold": true, "window": true, "min_volume": true}},
+				"disk_free": {Kind: "disk_free", Enabled: false, Set: map[string]bool{"enabled": true}},
+				"gmail": {Kind: "deferral_rate", Enabled: true, Threshold: 0.1, Destination: "gmail.com",
+					Set: map[string]bool{"kind": true, "destination": true, "threshold": true}},
+				"queue_oldest": {Kind: "queue_oldest", Enabled: true, Threshold: 1800, Set: map[string]bool{"threshold": true}},
+			}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse(full) =\n%+v\nwant\n%+v", c, want)
@@ -689,5 +723,35 @@ func TestStoreURL(t *testing.T) {
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("url %q: the error shows the password: %v", bad, err)
 		}
+	}
+}
+
+// Bad alert rules are reported at the line of the key at fault.
+func TestAlertRuleErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ file, want string }{
+		{"[alerts.rules.bounce_rate]\nwindow = \"1h\"\nthreshold = 5\n",
+			`a.toml:3: alerts.rules: rule "bounce_rate": threshold: 5 is not a fraction between 0 and 1 (write 0.05 or "5%" for 5 %)`},
+		{"[alerts.rules.x]\nthreshold = 1\n", `a.toml:1: alerts.rules: rule "x" is not a built-in rule: give its kind`},
+		{"[alerts]\nenabled = true\n\n[alerts.rules.x]\nkind = \"bogus\"\n", `a.toml:5: alerts.rules: rule "x": kind: "bogus" is not a kind of rule`},
+		{"[alerts.rules.dns_auth]\nthreshold = 1\n", `a.toml:2: alerts.rules: rule "dns_auth": threshold: a dns_auth rule has no threshold`},
+		{"[alerts.rules.queue_oldest]\nthreshold = 3600\n", `a.toml:2: alerts.rules: rule "queue_oldest": threshold: expected a duration string`},
+		{"[alerts.rules.queue_backlog]\nthreshold = \"1h\"\n", `a.toml:2: alerts.rules: rule "queue_backlog": threshold: expected a positive integer`},
+		{"[alerts.rules.disk_free]\nwindow = \"1h\"\n", `a.toml:2: alerts.rules: rule "disk_free": window: a disk_free rule has no window`},
+		{"[alerts.rules.bounce_rate]\nwindow = \"10s\"\n", `a.toml:2: alerts.rules: rule "bounce_rate": window: 10s is outside [1m, 168h]`},
+		{"[alerts.rules.bounce_rate]\ndestination = \"a.example\"\n", `a.toml:2: alerts.rules: rule "bounce_rate": destination: only a deferral_rate rule`},
+		{"[alerts.rules.bounce_rate]\nthreshhold = 0.1\n", `a.toml:2: alerts.rules: rule "bounce_rate": threshhold: unknown key`},
+		{"[alerts.rules.\"Bad Name\"]\nenabled = true\n", `a.toml:1: alerts.rules: rule name "Bad Name"`},
+		{"[alerts]\nwebhook_url = \"ftp://x.example/\"\n", `a.toml:2: alerts.webhook_url: "ftp://x.example/" is not an http or https URL`},
+		{"[alerts]\nemail = [\"not an address\"]\n", `a.toml:2: alerts.email: `},
+	} {
+		_, err := Parse("a.toml", []byte(tc.file), nil)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v\nwant prefix %s", tc.file, err, tc.want)
+		}
+	}
+	c, err := Parse("a.toml", []byte("[alerts.rules.complaint_rate]\nthreshold = \"0.3%\"\n"), nil)
+	if err != nil || c.Alerts.Rules["complaint_rate"].Threshold != 0.003 {
+		t.Errorf("0.3%% = %+v, %v", c.Alerts.Rules, err)
 	}
 }

@@ -177,7 +177,12 @@ func setTable(f *field, v any, doc *document, sec, key, name string) *Error {
 		sort.SliceStable(keys, func(i, j int) bool { return doc.line(sec, key, keys[i]) < doc.line(sec, key, keys[j]) })
 		for _, k := range keys {
 			if err := f.set(map[string]any{k: m[k]}); err != nil {
-				return &Error{File: name, Line: doc.line(sec, key, k), Msg: fmt.Sprintf("%s: %v", f.name, err)}
+				line := doc.line(sec, key, k)
+				var ke *keyError
+				if errors.As(err, &ke) && doc.line(sec, key, k, ke.key) > 0 {
+					line = doc.line(sec, key, k, ke.key) // the key at fault inside the entry
+				}
+				return &Error{File: name, Line: line, Msg: fmt.Sprintf("%s: %v", f.name, err)}
 			}
 		}
 	}

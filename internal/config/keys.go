@@ -158,6 +158,14 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
+
+		boolField("alerts.enabled", &c.Alerts.Enabled),
+		durField("alerts.interval", &c.Alerts.Interval, false),
+		listField("alerts.email", &c.Alerts.Email, checkMailbox),
+		strField("alerts.webhook_url", &c.Alerts.WebhookURL, checkWebhookURL),
+		boolField("alerts.webhook_allow_private", &c.Alerts.WebhookAllowPrivate),
+		durField("alerts.history_retention", &c.Alerts.HistoryRetention, false),
+		alertRulesField("alerts.rules", &c.Alerts.Rules),
 	}, c.dnsblFields()...)
 }
 

@@ -4,6 +4,7 @@
 package diskguard
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -115,4 +116,15 @@ func (g *Guard) Check(size int64) error {
 // free bytes (0 disables it).
 func New(dir string, min int64, log *slog.Logger) *Guard {
 	return &Guard{dir: dir, min: min, log: log}
+}
+
+// Space returns the bytes available to unprivileged users and the total
+// size of the filesystem holding dir (the alert rule disk_free and
+// /metrics read it).
+func Space(dir string) (free, total int64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("diskguard: statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }

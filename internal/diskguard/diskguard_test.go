@@ -227,3 +227,13 @@ func TestFullDisk(t *testing.T) {
 	}
 	waitReserve(t, dir, min/2)
 }
+
+func TestSpace(t *testing.T) {
+	free, total, err := diskguard.Space(t.TempDir())
+	if err != nil || total <= 0 || free < 0 || free > total {
+		t.Fatalf("Space = %d, %d, %v", free, total, err)
+	}
+	if _, _, err := diskguard.Space(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("Space of a missing directory succeeded")
+	}
+}

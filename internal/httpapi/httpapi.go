@@ -177,8 +177,9 @@ type Deps struct {
 	Platform  Platform
 	Messages  Messages
 	Submitter Submitter
-	DNS       DNSChecker // optional: GET /v1/domains/{domain}/dns
-	Limits    RateLimits // optional: X-RateLimit-* headers on sends
+	DNS       DNSChecker  // optional: GET /v1/domains/{domain}/dns
+	Alerts    AlertLister // optional: GET /v1/alerts
+	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -191,15 +192,16 @@ func OpenAPI() []byte { return openAPIDoc }
 
 // api is the handler state.
 type api struct {
-	cfg   Config
-	p     Platform
-	msgs  Messages
-	sub   Submitter
-	dns   DNSChecker
-	rates RateLimits
-	log   *slog.Logger
-	clock clock.Clock
-	mux   *http.ServeMux
+	cfg    Config
+	p      Platform
+	msgs   Messages
+	sub    Submitter
+	dns    DNSChecker
+	alerts AlertLister
+	rates  RateLimits
+	log    *slog.Logger
+	clock  clock.Clock
+	mux    *http.ServeMux
 
 	idem keyLocks // serialises requests sharing an Idempotency-Key
 }
@@ -249,6 +251,7 @@ var routes = []route{
 	{"POST", "/v1/accounts", operator, nil, (*api).addAccount},
 	{"PATCH", "/v1/accounts/{id}", operator, nil, (*api).patchAccount},
 	{"DELETE", "/v1/accounts/{id}", operator, []string{"force"}, (*api).deleteAccount},
+	{"GET", "/v1/alerts", operator, []string{"history"}, (*api).listAlerts},
 	{"GET", "/v1/keys", needAdmin, []string{"account"}, (*api).listKeys},
 	{"POST", "/v1/keys", needAdmin, nil, (*api).addKey},
 	{"DELETE", "/v1/keys/{id}", needAdmin, nil, (*api).deleteKey},
@@ -257,7 +260,7 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, rates: deps.Limits, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

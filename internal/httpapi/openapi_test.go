@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldmail/herald/internal/alert"
+	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/dnscheck"
 	"github.com/heraldmail/herald/internal/resolve"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -103,6 +105,17 @@ func (d loopbackDoctor) CheckDomain(ctx context.Context, domain string) (any, er
 	}), nil
 }
 
+// storeAlerts is internal/app's view of the alerts: the built-in rules
+// and their state in the store.
+type storeAlerts struct {
+	st    store.Alerts
+	clock clock.Clock
+}
+
+func (a storeAlerts) Alerts(ctx context.Context, history int) (any, error) {
+	return alert.Overview(ctx, a.st, alert.DefaultRules(), a.clock.Now(), history)
+}
+
 // newDocEnv is an API whose DNS doctor asks a loopback DNS server: mail for
 // acme.example is set up (its hostname resolves), beta.example has nothing
 // (no sending address known, the report's sending_ips is empty).
@@ -116,7 +129,10 @@ func newDocEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	var e *env
-	e = newEnvDeps(t, cfg, func(d *Deps) { d.DNS = loopbackDoctor{res: res, keys: d.Platform.(dnscheck.KeySource)} })
+	e = newEnvDeps(t, cfg, func(d *Deps) {
+		d.DNS = loopbackDoctor{res: res, keys: d.Platform.(dnscheck.KeySource)}
+		d.Alerts = storeAlerts{st: d.Platform.(store.Alerts), clock: d.Clock}
+	})
 	return e
 }
 
@@ -294,6 +310,32 @@ func TestOpenAPIResponses(t *testing.T) {
 	status(e.del("/v1/accounts/shop?force=maybe", op), 400)
 	status(e.del("/v1/accounts/shop", op), 204)
 	status(e.del("/v1/accounts/shop", op), 404)
+
+	// alerts: one firing for a destination, one resolved, one rule silenced
+	for _, tr := range []struct {
+		st   store.AlertState
+		from int64
+	}{
+		{store.AlertState{Key: "deferral_rate/gmail.com", Rule: "deferral_rate", Firing: true, Since: now, Value: 0.4, Detail: "40 deferred of 100"}, 0},
+		{store.AlertState{Key: "disk_free", Rule: "disk_free", Firing: true, Since: now, Value: 0.05, Detail: "5 % free"}, 0},
+		{store.AlertState{Key: "disk_free", Rule: "disk_free", Firing: false, Since: now, Value: 0.5, Detail: "50 % free"}, 1},
+	} {
+		if _, ok, err := e.st.TransitionAlert(ctx, tr.st, tr.from); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+	}
+	if err := e.st.SilenceAlert(ctx, store.AlertSilence{Rule: "disk_free", Until: now.Add(time.Hour), Reason: "new disk", Created: now}); err != nil {
+		t.Fatal(err)
+	}
+	r = status(e.get("/v1/alerts?history=2", op), 200)
+	var av alert.View
+	r.json(t, &av)
+	if len(av.History) != 2 || av.History[0].State != "resolved" || len(av.Rules) != len(alert.DefaultRules()) {
+		t.Errorf("alerts view: %s", r.body)
+	}
+	status(e.get("/v1/alerts", op), 200)
+	status(e.get("/v1/alerts?history=5000", op), 400)
+	status(e.get("/v1/alerts", adm), 403)
 
 	// keys
 	status(e.get("/v1/keys", adm), 200)

@@ -166,6 +166,10 @@ var CopyTables = []*Table{
 		Columns: reset(cols("id:i webhook_id event_id:i status attempts:i next_attempt:i lease_until:i last_error"), "lease_until", int64(0))},
 	{Kind: "webhook attempts", Name: "webhook_attempts", Key: []string{"delivery_id", "time"},
 		Columns: cols("delivery_id:i time:i http_status:i error")},
+	// An operator's silences are decisions to keep; alert states are
+	// measured again by the cluster within a minute.
+	{Kind: "alert silences", Name: "alert_silences", Key: []string{"rule"},
+		Columns: cols("rule until:i reason created:i")},
 }
 
 // MessageTable is the queue's message rows (the body, stored apart, is

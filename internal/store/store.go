@@ -343,6 +343,8 @@ type Store interface {
 	TLSReports
 	RateCounters
 	Destinations
+	Alerts
+	AlertInputs
 	Close() error
 }
 

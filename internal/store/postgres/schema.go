@@ -294,6 +294,36 @@ var schema = []string{
 		id     text COLLATE "C" PRIMARY KEY,
 		copied bigint NOT NULL
 	);`,
+	// 4: alerts (issue 10): the state of every alert (the version is the
+	// compare-and-set that makes one node notify a transition), the
+	// history of transitions and the silences of rules.
+	`CREATE TABLE alert_states (
+		key     text COLLATE "C" PRIMARY KEY,
+		rule    text COLLATE "C" NOT NULL,
+		firing  boolean NOT NULL,
+		version bigint NOT NULL,
+		since   bigint NOT NULL,
+		value   double precision NOT NULL,
+		detail  text NOT NULL
+	);
+	CREATE TABLE alert_history (
+		id     bigserial PRIMARY KEY,
+		key    text COLLATE "C" NOT NULL,
+		rule   text COLLATE "C" NOT NULL,
+		firing boolean NOT NULL,
+		time   bigint NOT NULL,
+		value  double precision NOT NULL,
+		detail text NOT NULL,
+		node   text NOT NULL
+	);
+	CREATE INDEX alert_history_rule ON alert_history (rule, id);
+	CREATE INDEX alert_history_time ON alert_history (time);
+	CREATE TABLE alert_silences (
+		rule    text COLLATE "C" PRIMARY KEY,
+		until   bigint NOT NULL,
+		reason  text NOT NULL,
+		created bigint NOT NULL
+	);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

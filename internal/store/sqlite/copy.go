@@ -26,6 +26,8 @@ var (
 var NotCopied = map[string]string{
 	"schema_version":  "the schema's own version",
 	"copied_messages": "which messages a copy brought in: the destination's own record",
+	"alert_states":    "measured again by the nodes of the destination within a minute",
+	"alert_history":   "this node's alert transitions: operations history, not state",
 	"messages":        "copied as store.MessageTable, with the bodies",
 	"recipients":      "copied as store.RecipientTable, with their messages",
 }

@@ -574,6 +574,35 @@ var schema = []string{
 		id     TEXT PRIMARY KEY,
 		copied INTEGER NOT NULL -- unix ns
 	) WITHOUT ROWID;`,
+	// 12: alerts (issue 10): the state of every alert (the version is the
+	// compare-and-set that makes one node notify a transition), the
+	// history of transitions and the silences of rules.
+	`CREATE TABLE alert_states (
+		key     TEXT PRIMARY KEY,
+		rule    TEXT NOT NULL,
+		firing  INTEGER NOT NULL,
+		version INTEGER NOT NULL,
+		since   INTEGER NOT NULL, -- unix ns
+		value   REAL NOT NULL,
+		detail  TEXT NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE alert_history (
+		id     INTEGER PRIMARY KEY,
+		key    TEXT NOT NULL,
+		rule   TEXT NOT NULL,
+		firing INTEGER NOT NULL,
+		time   INTEGER NOT NULL, -- unix ns
+		value  REAL NOT NULL,
+		detail TEXT NOT NULL,
+		node   TEXT NOT NULL
+	);
+	CREATE INDEX alert_history_rule ON alert_history(rule, id);
+	CREATE TABLE alert_silences (
+		rule    TEXT PRIMARY KEY,
+		until   INTEGER NOT NULL, -- unix ns
+		reason  TEXT NOT NULL,
+		created INTEGER NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // pageSize is the database page size, set when the database is created.

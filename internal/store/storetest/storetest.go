@@ -62,6 +62,7 @@ func Run(t *testing.T, b Backend) {
 		{"DKIM", dkimTests},
 		{"Platform", platformTests},
 		{"Shared", sharedTests},
+		{"Alerts", alertTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -85,7 +86,7 @@ func Run(t *testing.T, b Backend) {
 	})
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range slices.Concat(nodeTests, sharedNodeTests) {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)
