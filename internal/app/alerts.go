@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/heraldmail/herald/internal/alert"
 	"github.com/heraldmail/herald/internal/clock"
@@ -48,7 +49,8 @@ func newAlerts(cfg *config.Config, a *App, res resolve.Resolver) (*alert.Engine,
 		Signals: &alert.NodeSignals{Store: a.store, DataDir: cfg.Server.DataDir, Certificate: a.tls.Certificate, Clock: a.clock,
 			DNSReport: func(ctx context.Context, domain string) dnscheck.Report {
 				return DNSReport(ctx, cfg, res, a.store, domain, nil)
-			}},
+			},
+			Blocklists: a.ownListings()},
 		Notifier:         notifiers,
 		Clock:            a.clock,
 		Log:              a.log,
@@ -78,4 +80,26 @@ func (a *App) alertLister() httpapi.AlertLister {
 		return nil
 	}
 	return alertView{st: a.store, rules: alert.Rules(a.cfg.Alerts.Rules), clock: a.clock}
+}
+
+// ownListings gives the alert engine this node's listings on DNS lists, or
+// nil (no data) when no reputation list is configured.
+func (a *App) ownListings() func(context.Context) ([]alert.Listing, error) {
+	if a.monitor == nil || !a.monitor.Enabled() {
+		return nil
+	}
+	return func(context.Context) ([]alert.Listing, error) {
+		if a.monitor.LastCheck().IsZero() {
+			return nil, fmt.Errorf("no blocklist round finished yet: %w", alert.ErrNoData)
+		}
+		var out []alert.Listing
+		for _, l := range a.monitor.Status() {
+			detail := l.Reason
+			if detail == "" {
+				detail = strings.Join(l.Codes, ", ")
+			}
+			out = append(out, alert.Listing{Subject: l.Target, List: l.List, Detail: detail})
+		}
+		return out, nil
+	}
 }
