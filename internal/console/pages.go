@@ -2,11 +2,15 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
+	"net/mail"
 	"net/netip"
 	"slices"
 	"sort"
@@ -347,6 +351,7 @@ func (c *Console) messages(w http.ResponseWriter, r *http.Request, v *viewer) {
 type timelineData struct {
 	ID       string
 	Msg      *store.Message
+	Header   []headerField
 	Events   []store.Event
 	Webhooks []webhookSent
 	Pending  bool
@@ -376,6 +381,7 @@ func (c *Console) message(w http.ResponseWriter, r *http.Request, v *viewer) {
 	case err == nil && (acct == "" || m.Account == acct):
 		d.Msg = m
 		d.Account = m.Account
+		d.Header = c.headerOf(ctx, id)
 		for _, rc := range m.Recipients {
 			if !rc.Status.Final() {
 				d.Pending = true
@@ -940,4 +946,39 @@ func (c *Console) blocklists(w http.ResponseWriter, r *http.Request, v *viewer) 
 		}
 	}
 	c.render(w, r, v, http.StatusOK, "blocklists", d)
+}
+
+type headerField struct{ Name, Value string }
+
+// shownHeaders are the header fields the timeline shows.
+var shownHeaders = []string{"From", "To", "Subject", "Date", "Message-ID"}
+
+// headerOf reads the shown header fields of a queued message (the first
+// 64 KiB of its body), MIME words decoded; nothing when unreadable.
+func (c *Console) headerOf(ctx context.Context, id string) []headerField {
+	rc, err := c.st.OpenBody(ctx, id)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	msg, err := mail.ReadMessage(io.LimitReader(rc, 64<<10))
+	if err != nil {
+		return nil
+	}
+	dec := new(mime.WordDecoder)
+	var out []headerField
+	for _, name := range shownHeaders {
+		v := msg.Header.Get(name)
+		if v == "" {
+			continue
+		}
+		if d, err := dec.DecodeHeader(v); err == nil {
+			v = d
+		}
+		if len(v) > 1000 {
+			v = v[:1000] + "…"
+		}
+		out = append(out, headerField{name, v})
+	}
+	return out
 }
