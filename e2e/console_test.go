@@ -118,7 +118,7 @@ func (u *consoleUI) screenshot(name string) {
 	if u.shot == "" {
 		return
 	}
-	png := value(u, "screenshot "+name, chromedp.FullScreenshot(90))
+	png := value(u, "screenshot "+name, chromedp.CaptureScreenshot())
 	if err := os.WriteFile(filepath.Join(u.shot, name+".png"), png, 0o644); err != nil {
 		u.t.Fatal(err)
 	}

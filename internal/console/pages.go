@@ -258,7 +258,7 @@ type messagesData struct {
 	Q        messageQuery
 	Problem  string
 	Queued   []*store.Message
-	Events   []store.Event
+	Found    []foundMessage
 	Statuses []string
 	Types    []string
 	Account  string
@@ -340,12 +340,61 @@ func (c *Console) messages(w http.ResponseWriter, r *http.Request, v *viewer) {
 		f.After = page[len(page)-1].ID
 		d.Truncate = read >= searchMaxEvents
 	}
-	slices.Reverse(evs)
-	if len(evs) > searchShow {
-		evs = evs[:searchShow]
+	d.Found = groupByMessage(evs)
+	if len(d.Found) > searchShow {
+		d.Found = d.Found[:searchShow]
 	}
-	d.Events = evs
 	c.render(w, r, v, http.StatusOK, "messages", d)
+}
+
+// foundMessage is one message of the event search: its events summed up.
+type foundMessage struct {
+	ID         string
+	Account    string
+	Sender     string
+	Recipients []string // up to 5
+	More       int      // recipients beyond those
+	First      time.Time
+	Last       time.Time
+	LastType   string
+	LastReply  string
+	Events     int
+}
+
+// groupByMessage sums events (oldest first) up per message, the most
+// recently active message first.
+func groupByMessage(evs []store.Event) []foundMessage {
+	by := make(map[string]*foundMessage)
+	var order []*foundMessage
+	for _, e := range evs {
+		m := by[e.MessageID]
+		if m == nil {
+			m = &foundMessage{ID: e.MessageID, Account: e.Account, First: e.Time}
+			by[e.MessageID] = m
+			order = append(order, m)
+		}
+		m.Events++
+		m.Last, m.LastType = e.Time, e.Type
+		if e.Sender != "" {
+			m.Sender = e.Sender
+		}
+		if e.Reply != "" {
+			m.LastReply = e.Reply
+		}
+		if e.Recipient != "" && !slices.Contains(m.Recipients, e.Recipient) {
+			if len(m.Recipients) < 5 {
+				m.Recipients = append(m.Recipients, e.Recipient)
+			} else {
+				m.More++
+			}
+		}
+	}
+	out := make([]foundMessage, len(order))
+	for i, m := range order {
+		out[i] = *m
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Last.After(out[j].Last) })
+	return out
 }
 
 type timelineData struct {
