@@ -58,7 +58,8 @@ type ConsoleSources struct {
 
 // newConsole builds the web console served at "/" on the HTTP listener.
 func (a *App) newConsole(cfg *config.Config, res resolve.Resolver, src ConsoleSources) (*console.Console, error) {
-	return console.New(console.Config{Hostname: cfg.Server.Hostname}, console.Deps{
+	return console.New(console.Config{Hostname: cfg.Server.Hostname, IdleTimeout: cfg.Console.IdleTimeout,
+		MaxAge: cfg.Console.MaxAge}, console.Deps{
 		Store: a.store, Bouncer: a.sched, DNS: &consoleDNS{res: res, keys: a.store, cfg: cfg},
 		APIKeys: verifyAPIKey(a.store), Overview: src.Overview, Destinations: src.Destinations,
 		Alerts: src.Alerts, Blocklists: src.Blocklists, Clock: a.clock, Logger: a.log,

@@ -157,6 +157,10 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
+
+		boolField("console.enabled", &c.Console.Enabled),
+		durField("console.idle_timeout", &c.Console.IdleTimeout, false),
+		durField("console.max_age", &c.Console.MaxAge, false),
 	}
 }
 
