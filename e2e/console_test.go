@@ -6,9 +6,15 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -348,5 +354,66 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if txt := u.open("/alerts"); !strings.Contains(txt, "Not allowed") {
 		t.Errorf("member on the alerts page:\n%s", txt)
+	}
+}
+
+// The console is in the binary: `herald serve` serves it, with its
+// assets, beside the API, with no other step than adding an operator.
+func TestConsoleServedByBinary(t *testing.T) {
+	t.Parallel()
+	bin := heraldBinary(t)
+	dir := t.TempDir()
+	httpAddr := freePort(t)
+	cfgPath := filepath.Join(dir, "herald.toml")
+	cfg := fmt.Sprintf("[server]\nhostname = \"mx.console.test\"\ndata_dir = %q\n[smtp]\nlisten = [%q]\n[submission]\nlisten = []\n"+
+		"[submissions]\nlisten = []\n[http]\nlisten = [%q]\n", filepath.Join(dir, "data"), freePort(t), httpAddr)
+	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+	add := exec.Command(bin, "operator", "add", "admin", "--config", cfgPath)
+	add.Stdin = strings.NewReader("a long operator password\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("operator add: %v\n%s", err, out)
+	}
+	p := startProc(t, bin, cfgPath, filepath.Join(dir, "herald.log"))
+	defer p.term(t)
+	waitListening(t, httpAddr)
+	base := "http://" + httpAddr
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string) (*http.Response, string) {
+		resp, err := hc.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, _ := get("/"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+		t.Fatalf("GET /: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, page := get("/login")
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("GET /login: %d", resp.StatusCode)
+	}
+	resp, err := hc.PostForm(base+"/login", url.Values{"csrf": {m[1]}, "name": {"admin"}, "password": {"a long operator password"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %d", resp.StatusCode)
+	}
+	if resp, body := get("/"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "<h1>Overview") {
+		t.Fatalf("overview after login: %d", resp.StatusCode)
+	}
+	if resp, body := get("/assets/vendor/uplot/uPlot.iife.min.js"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "uPlot") {
+		t.Errorf("embedded uPlot: %d", resp.StatusCode)
+	}
+	if resp, _ := get("/v1/events"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the API under /v1 without a key: %d, want 401", resp.StatusCode)
+	}
+	if resp, body := get("/healthz"); resp.StatusCode != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", resp.StatusCode, body)
 	}
 }
