@@ -592,3 +592,14 @@ func TestSafeNext(t *testing.T) {
 		}
 	}
 }
+
+func openBenchStore(b *testing.B) *sqlite.Store {
+	st, err := sqlite.Open(b.TempDir(), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
