@@ -586,7 +586,7 @@ func TestEscapedEverywhere(t *testing.T) {
 
 func TestSafeNext(t *testing.T) {
 	for in, want := range map[string]string{"/messages?id=1": "/messages?id=1", "//evil.example/": "/", "https://evil.example/": "/",
-		"/\\evil.example": "/", "": "/"} {
+		"/\\evil.example": "/", "": "/", "/\t/evil.example": "/", "/\n/evil.example": "/", "/ok?x=%2F%2F": "/ok?x=%2F%2F"} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
@@ -603,3 +603,16 @@ func openBenchStore(b *testing.B) *sqlite.Store {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestFlashOnlyOwnWords(t *testing.T) {
+	e := newEnv(t, false)
+	e.addOperator("admin")
+	c := e.client()
+	c.mustLogin("admin")
+	if _, body := c.get("/suppressions?done=removed"); !strings.Contains(body, "Done: removed") {
+		t.Error("own confirmation not shown")
+	}
+	if _, body := c.get("/suppressions?done=" + url.QueryEscape("your password expired, log in at evil.example")); strings.Contains(body, "evil.example") {
+		t.Error("a link put its text on the page")
+	}
+}

@@ -37,14 +37,17 @@ type page struct {
 
 type errorPage struct{ Title, Message string }
 
+// flashes are the confirmations an action's redirect may show.
+var flashes = []string{"retry scheduled", "deleted", "bounced", "added", "removed"}
+
 func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
 
 // render writes a page; a template error is logged and answered with 500.
 func (c *Console) render(w http.ResponseWriter, r *http.Request, v *viewer, status int, name string, data any) {
 	t := c.pages[name]
-	p := page{Title: name, Nav: name, V: v, Now: c.clock.Now(), Hostname: c.cfg.Hostname, Data: data, Flash: r.URL.Query().Get("done")}
-	if len(p.Flash) > 200 {
-		p.Flash = ""
+	p := page{Title: name, Nav: name, V: v, Now: c.clock.Now(), Hostname: c.cfg.Hostname, Data: data}
+	if f := r.URL.Query().Get("done"); slices.Contains(flashes, f) {
+		p.Flash = f // only the console's own words: a link cannot put text on the page
 	}
 	if v != nil {
 		p.CSRF = v.s.CSRF

@@ -237,9 +237,19 @@ type loginData struct {
 	CSRF, Next, Name, Error string
 }
 
-// safeNext keeps a post-login redirect on this site: a path, not "//host".
+// safeNext keeps a post-login redirect on this site: a path and query of
+// printable characters, not "//host" or "/\\host" (browsers drop tabs and
+// newlines in URLs, and read a backslash as a slash).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || len(next) > 2000 {
+	if !strings.HasPrefix(next, "/") || len(next) > 2000 {
+		return "/"
+	}
+	for _, r := range next {
+		if r <= ' ' || r == '\\' || r >= 0x7f {
+			return "/"
+		}
+	}
+	if strings.HasPrefix(next, "//") {
 		return "/"
 	}
 	return next
