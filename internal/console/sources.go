@@ -289,7 +289,7 @@ func (s *StoreStats) Destinations(ctx context.Context, account string, now time.
 		if e.TLS != "" && e.TLS != "none" && !strings.HasPrefix(e.TLS, "none") {
 			d.TLS++
 		}
-		if e.Reply != "" && len(d.LastReplies) < 3 {
+		if e.Reply != "" && len(d.LastReplies) < 3 && !slices.Contains(d.LastReplies, e.Reply) {
 			d.LastReplies = append(d.LastReplies, e.Reply)
 		}
 	}
