@@ -459,6 +459,7 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`ALTER TABLE recipients DROP COLUMN lease_owner`,
 		`ALTER TABLE recipients DROP COLUMN lease_token`,
 		`DROP TABLE secrets`, `DROP TABLE dmarc_reports`, `DROP TABLE tlsrpt_counts`, `DROP TABLE tlsrpt_claims`, // schema 10
+		`DROP TABLE operators`, `DROP TABLE console_sessions`, // schema 11 (the console)
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {
