@@ -51,6 +51,7 @@ type Store interface {
 	store.Platform
 	store.DMARCReports
 	store.ConsoleAccess
+	store.RateCounters
 	DestinationState(ctx context.Context, key string) (store.DestinationState, error)
 }
 
@@ -77,7 +78,7 @@ type Config struct {
 	MaxAge time.Duration
 	// LoginPerIP and LoginPerName bound login attempts (successful or
 	// not, counted before the password is checked) per client address
-	// (IPv6: per /64) and per login name. Zero fields get the defaults:
+	// (IPv6: per /64) and per login name, on all nodes together. Zero fields get the defaults:
 	// 20 a minute and 100 an hour per address, 10 a minute and 30 an hour
 	// per name.
 	LoginPerIP, LoginPerName ratelimit.Limits
@@ -112,8 +113,6 @@ type Console struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 	pages map[string]*template.Template
-	// login limits, counted before the password check
-	limits  *ratelimit.Windows
 	hashSem chan struct{} // bounds concurrent argon2id checks (memory)
 
 	pruneMu   sync.Mutex
@@ -156,7 +155,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 		}
 	}
 	c := &Console{cfg: cfg, st: d.Store, deps: d, clock: d.Clock, log: d.Logger.With("component", "console"),
-		limits: ratelimit.NewWindows(d.Clock), hashSem: make(chan struct{}, 2)}
+		hashSem: make(chan struct{}, 2)}
 	var err error
 	if c.pages, err = parsePages(); err != nil {
 		return nil, err

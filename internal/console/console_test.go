@@ -616,3 +616,25 @@ func TestFlashOnlyOwnWords(t *testing.T) {
 		t.Error("a link put its text on the page")
 	}
 }
+
+// Two nodes (two consoles on one store) share the login limits.
+func TestLoginLimitsSharedByNodes(t *testing.T) {
+	e := newEnv(t, false)
+	e.addOperator("admin")
+	other, err := New(Config{}, Deps{Store: e.st, Clock: e.clk, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2 := httptest.NewServer(other)
+	defer srv2.Close()
+	c := e.client()
+	for range 10 {
+		c.login("admin", "wrong", "")
+	}
+	e2 := *e
+	e2.srv = srv2
+	c2 := e2.client()
+	if resp := c2.login("admin", password, ""); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("on the other node after 10 attempts: %d, want 429", resp.StatusCode)
+	}
+}

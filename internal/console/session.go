@@ -294,7 +294,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		limName = "key:" + strings.SplitN(strings.TrimPrefix(key, "hk_"), "_", 2)[0]
 	}
-	if !c.allowAttempt(clientIP(r), limName) {
+	allowed, err := c.allowAttempt(r.Context(), clientIP(r), limName)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	if !allowed {
 		c.log.Warn("console login rate-limited", "ip", clientIP(r), "name", limName)
 		w.Header().Set("Retry-After", "60")
 		c.showLogin(w, r, http.StatusTooManyRequests, name, "Too many login attempts; wait a minute and try again.")
@@ -328,14 +333,16 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 // allowAttempt counts a login attempt for the client's address and the
 // name, and reports whether both are within their limits. Every attempt
 // counts, before its check, so that parallel guesses cannot outrun the
-// count.
-func (c *Console) allowAttempt(ip netip.Addr, name string) bool {
-	okIP, _ := c.limits.Take("ip:"+ratelimit.Key(ip).String(), c.cfg.LoginPerIP, 1)
-	if !okIP {
-		return false
+// count; the windows are the store's (store.RateCounters), shared by every
+// node, so that a cluster does not multiply the allowance.
+func (c *Console) allowAttempt(ctx context.Context, ip netip.Addr, name string) (bool, error) {
+	now := c.clock.Now()
+	ok, _, err := c.st.TakeRate(ctx, "console-login-ip:"+ratelimit.Key(ip).String(), c.cfg.LoginPerIP, 1, now)
+	if err != nil || !ok {
+		return false, err
 	}
-	okName, _ := c.limits.Take("name:"+name, c.cfg.LoginPerName, 1)
-	return okName
+	ok, _, err = c.st.TakeRate(ctx, "console-login-name:"+name, c.cfg.LoginPerName, 1, now)
+	return ok, err
 }
 
 // authenticate checks an API key, or a name and password against the
