@@ -106,13 +106,13 @@ type Deps struct {
 
 // Console is the web console's HTTP handler.
 type Console struct {
-	cfg   Config
-	st    Store
-	deps  Deps
-	clock clock.Clock
-	log   *slog.Logger
-	mux   *http.ServeMux
-	pages map[string]*template.Template
+	cfg     Config
+	st      Store
+	deps    Deps
+	clock   clock.Clock
+	log     *slog.Logger
+	mux     *http.ServeMux
+	pages   map[string]*template.Template
 	hashSem chan struct{} // bounds concurrent argon2id checks (memory)
 
 	pruneMu   sync.Mutex
