@@ -298,6 +298,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	u.screenshot("domain")
 	u.open("/destinations")
 	u.screenshot("destinations")
+	// The DNS doctor's findings, with the records to publish.
+	if txt := u.open("/domains/acme.test?check=1"); !strings.Contains(txt, "errors,") || !strings.Contains(txt, "record to publish") ||
+		!strings.Contains(txt, "_dmarc.acme.test") {
+		t.Errorf("DNS doctor results missing:\n%s", txt)
+	}
+	u.screenshot("domain-dns")
 
 	// The CSP blocks inline script even when one gets into the DOM.
 	inline := value(u, "inline script", chromedp.Evaluate[bool](`(function(){var s=document.createElement('script');s.textContent='window.__inline=1';document.body.appendChild(s);return window.__inline===1})()`))
