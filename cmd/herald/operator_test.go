@@ -66,3 +66,24 @@ func TestOperatorCommands(t *testing.T) {
 		t.Errorf("operators after delete: %+v", ops)
 	}
 }
+
+// A user's new password ends the user's console logins.
+func TestUserPasswdEndsConsoleSessions(t *testing.T) {
+	c := newCLI(t, "")
+	c.ok("", "domain", "add", "example.com")
+	c.ok("first user password\n", "user", "add", "ann@example.com")
+	st := c.store()
+	now := time.Now()
+	id := []byte("0123456789abcdef0123456789abcdef")
+	if err := st.AddSession(context.Background(), store.Session{IDHash: id, Kind: store.SessionUser, Subject: "ann@example.com",
+		Account: store.DefaultAccount, Created: now, LastSeen: now, Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	c.ok("second user password\n", "user", "passwd", "ann@example.com")
+	st = c.store()
+	defer st.Close()
+	if _, err := st.GetSession(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("console session survived the password change: %v", err)
+	}
+}
