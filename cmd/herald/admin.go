@@ -283,6 +283,10 @@ func (e *cmdEnv) userCmd(args []string) error {
 				if err := st.SetPassword(ctx, name, hash); err != nil {
 					return fmt.Errorf("user %s: %w", name, err)
 				}
+				// A new password ends the user's console logins.
+				if _, err := st.DeleteSessionsOf(ctx, store.SessionUser, name); err != nil {
+					return fmt.Errorf("user %s: ending its console sessions: %w", name, err)
+				}
 				fmt.Fprintf(e.stdout, "user %s: password changed\n", name)
 				return nil
 			}

@@ -39,6 +39,8 @@ Usage:
   herald user send-as ADDRESS [GRANT...]   what else it may send as: addresses or @domain
   herald user del ADDRESS
   herald user list
+  herald operator add|passwd NAME         web console operator (sees every account); password from stdin
+  herald operator del NAME | list
   herald alias add ADDRESS TARGET...       ADDRESS may be @domain (catch-all)
   herald alias del ADDRESS
   herald alias list
@@ -141,6 +143,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.apikeyCmd(args[1:])
 	case "user":
 		err = env.userCmd(args[1:])
+	case "operator":
+		err = env.operatorCmd(args[1:])
 	case "alias":
 		err = env.aliasCmd(args[1:])
 	case "route":

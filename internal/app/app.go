@@ -285,6 +285,13 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(),
 	}))
+	if cfg.Console.Enabled {
+		con, err := a.newConsole(cfg, res, ConsoleSources{})
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/", con)
+	}
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	a.http = httpapi.NewServer(mux, httpapi.ServerConfig{ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,

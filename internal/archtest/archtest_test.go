@@ -42,7 +42,10 @@ var stages = map[string]int{
 // Services are used by stages but know none: logins (password hashes,
 // SASL, brute-force limits), webhook delivery from the event log, TLS
 // reporting, the DNS doctor, destination throttling.
-var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle")
+// The web console is a service too: it reads the store and acts on the
+// queue only through interfaces it declares (Bouncer, the statistics).
+var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
+	"internal/console")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",

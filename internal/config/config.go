@@ -49,6 +49,19 @@ type Config struct {
 	Platform    PlatformConfig `toml:"platform"`
 	DNSBL       DNSBLConfig    `toml:"dnsbl"` // DNS blocklists (dnsbl.go)
 	Alerts      AlertsConfig   `toml:"alerts"`
+	Console     ConsoleConfig  `toml:"console"`
+}
+
+// ConsoleConfig is the [console] section: the web console served on the
+// HTTP listener under "/".
+type ConsoleConfig struct {
+	// Enabled serves the console; off, "/" answers 404 (the API,
+	// metrics and health stay).
+	Enabled bool `toml:"enabled"`
+	// IdleTimeout ends a login session not used for this long.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// MaxAge ends a login session this long after the login, used or not.
+	MaxAge time.Duration `toml:"max_age"`
 }
 
 // PlatformConfig is the [platform] section: delivery tracking, bounce
@@ -394,6 +407,7 @@ func Default() *Config {
 			HistoryRetention: 90 * 24 * time.Hour,
 			Rules:            map[string]AlertRule{},
 		},
+		Console: ConsoleConfig{Enabled: true, IdleTimeout: 30 * time.Minute, MaxAge: 12 * time.Hour},
 	}
 }
 
@@ -554,6 +568,9 @@ func (c *Config) crossCheck(idx *index) errList {
 	}
 	if c.HTTP.UploadTimeout < c.HTTP.ReadTimeout {
 		errs = append(errs, at("http.upload_timeout", "http.read_timeout").err("http.upload_timeout (%s) is less than http.read_timeout (%s): uploads would get less time than other requests", c.HTTP.UploadTimeout, c.HTTP.ReadTimeout))
+	}
+	if c.Console.IdleTimeout > c.Console.MaxAge {
+		errs = append(errs, at("console.idle_timeout", "console.max_age").err("console.idle_timeout (%s) is more than console.max_age (%s)", c.Console.IdleTimeout, c.Console.MaxAge))
 	}
 	if c.Queue.MaxPerDestination > c.Queue.Workers {
 		errs = append(errs, at("queue.max_per_destination", "queue.workers").err("queue.max_per_destination (%d) is more than queue.workers (%d)", c.Queue.MaxPerDestination, c.Queue.Workers))

@@ -164,6 +164,11 @@ webhook_max_age = "12h"
 webhook_allow_private = true
 max_webhooks_per_account = 5
 
+[console]
+enabled = false
+idle_timeout = "10m"
+max_age = "8h"
+
 [tlsrpt]
 enabled = false
 organization = "Example Net"
@@ -262,6 +267,7 @@ func TestFullFile(t *testing.T) {
 		Platform: PlatformConfig{EventRetention: 48 * time.Hour, VERP: "all", UserPerMinute: 10, UserPerHour: 100, UserPerDay: 1000,
 			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour, WebhookAllowPrivate: true,
 			MaxWebhooksPerAccount: 5},
+		Console: ConsoleConfig{Enabled: false, IdleTimeout: 10 * time.Minute, MaxAge: 8 * time.Hour},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},
 		DNSBL: DNSBLConfig{
@@ -408,6 +414,7 @@ func TestErrors(t *testing.T) {
 		{"bad listen port", "[http]\nlisten = [\"127.0.0.1:http\"]\n", `herald.toml:2: http.listen: "127.0.0.1:http": port "http" is not a number 0-65535`},
 		{"listen bad host", "[http]\nlisten = [\"bad_host:80\"]\n", `herald.toml:2: http.listen: "bad_host:80": "bad_host" is not an IP address or host name`},
 		{"listen short IP", "[smtp]\nlisten = [\"127.0.0:25\"]\n", `herald.toml:2: smtp.listen: "127.0.0:25": "127.0.0" is not an IP address or host name`},
+		{"console idle longer than max age", "[console]\nidle_timeout = \"13h\"\n", `herald.toml:2: console.idle_timeout (13h0m0s) is more than console.max_age (12h0m0s)`},
 		{"cross check names the key set", "[limits]\n\nmax_connections = 5\n", `herald.toml:3: limits.max_connections_per_ip (20) is more than limits.max_connections (5)`},
 		{"http per-IP over total", "[http]\nmax_connections = 10\n", `herald.toml:2: http.max_connections_per_ip (64) is more than http.max_connections (10)`},
 		{"http header timeout over read timeout", "[http]\nread_timeout = \"5s\"\n", `herald.toml:2: http.read_header_timeout (10s) is more than http.read_timeout (5s), which bounds the header too`},

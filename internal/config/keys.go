@@ -166,6 +166,9 @@ func (c *Config) fields() []field {
 		boolField("alerts.webhook_allow_private", &c.Alerts.WebhookAllowPrivate),
 		durField("alerts.history_retention", &c.Alerts.HistoryRetention, false),
 		alertRulesField("alerts.rules", &c.Alerts.Rules),
+		boolField("console.enabled", &c.Console.Enabled),
+		durField("console.idle_timeout", &c.Console.IdleTimeout, false),
+		durField("console.max_age", &c.Console.MaxAge, false),
 	}, c.dnsblFields()...)
 }
 

@@ -170,6 +170,8 @@ var CopyTables = []*Table{
 	// measured again by the cluster within a minute.
 	{Kind: "alert silences", Name: "alert_silences", Key: []string{"rule"},
 		Columns: cols("rule until:i reason created:i")},
+	{Kind: "console operators", Name: "operators", Key: []string{"name"},
+		Columns: cols("name password_hash created:i")},
 }
 
 // MessageTable is the queue's message rows (the body, stored apart, is

@@ -345,6 +345,7 @@ type Store interface {
 	Destinations
 	Alerts
 	AlertInputs
+	ConsoleAccess
 	Close() error
 }
 

@@ -324,6 +324,25 @@ var schema = []string{
 		reason  text NOT NULL,
 		created bigint NOT NULL
 	);`,
+	// 5: the web console's operators and login sessions (issue 10); a
+	// session is found by the SHA-256 of its ID.
+	`CREATE TABLE operators (
+		name          text COLLATE "C" PRIMARY KEY,
+		password_hash text NOT NULL,
+		created       bigint NOT NULL
+	);
+	CREATE TABLE console_sessions (
+		id_hash   bytea PRIMARY KEY,
+		kind      text NOT NULL,
+		subject   text COLLATE "C" NOT NULL,
+		account   text NOT NULL,
+		csrf      text NOT NULL,
+		created   bigint NOT NULL,
+		last_seen bigint NOT NULL,
+		expires   bigint NOT NULL
+	);
+	CREATE INDEX console_sessions_subject ON console_sessions (kind, subject);
+	CREATE INDEX console_sessions_expires ON console_sessions (expires);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

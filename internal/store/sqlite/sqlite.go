@@ -603,6 +603,25 @@ var schema = []string{
 		reason  TEXT NOT NULL,
 		created INTEGER NOT NULL
 	) WITHOUT ROWID;`,
+	// 13: the web console's operators and login sessions (issue 10),
+	// shared by every node; a session is found by the SHA-256 of its ID.
+	`CREATE TABLE operators (
+		name          TEXT PRIMARY KEY,
+		password_hash TEXT NOT NULL,
+		created       INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;
+	CREATE TABLE console_sessions (
+		id_hash   BLOB PRIMARY KEY,
+		kind      TEXT NOT NULL,
+		subject   TEXT NOT NULL,
+		account   TEXT NOT NULL,
+		csrf      TEXT NOT NULL,
+		created   INTEGER NOT NULL, -- unix ns
+		last_seen INTEGER NOT NULL,
+		expires   INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX console_sessions_subject ON console_sessions(kind, subject);
+	CREATE INDEX console_sessions_expires ON console_sessions(expires);`,
 }
 
 // pageSize is the database page size, set when the database is created.

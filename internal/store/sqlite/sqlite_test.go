@@ -459,8 +459,9 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`ALTER TABLE recipients DROP COLUMN lease_owner`,
 		`ALTER TABLE recipients DROP COLUMN lease_token`,
 		`DROP TABLE secrets`, `DROP TABLE dmarc_reports`, `DROP TABLE tlsrpt_counts`, `DROP TABLE tlsrpt_claims`, // schema 10
-		`DROP TABLE copied_messages`, // schema 11
+		`DROP TABLE copied_messages`,                                                       // schema 11
 		`DROP TABLE alert_states`, `DROP TABLE alert_history`, `DROP TABLE alert_silences`, // schema 12
+		`DROP TABLE operators`, `DROP TABLE console_sessions`, // schema 13 (the console)
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {

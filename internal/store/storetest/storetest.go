@@ -63,6 +63,7 @@ func Run(t *testing.T, b Backend) {
 		{"Platform", platformTests},
 		{"Shared", sharedTests},
 		{"Alerts", alertTests},
+		{"Console", consoleTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -86,7 +87,7 @@ func Run(t *testing.T, b Backend) {
 	})
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests) {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)
