@@ -286,7 +286,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(),
 	}))
 	if cfg.Console.Enabled {
-		con, err := a.newConsole(cfg, res, ConsoleSources{})
+		con, err := a.newConsole(cfg, res, a.consoleSources())
 		if err != nil {
 			return nil, err
 		}
