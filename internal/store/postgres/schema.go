@@ -287,6 +287,27 @@ var schema = []string{
 		touched      bigint NOT NULL DEFAULT 0 -- Unix ns of the last session or change
 	);
 	CREATE INDEX destinations_touched ON destinations (touched);`,
+	// ACME (issue 11): the certificates obtained for each host name, the
+	// claims that make one node at a time order a host name's
+	// certificate, and the challenge responses of orders in progress.
+	`CREATE TABLE IF NOT EXISTS acme_certs (
+		name       text COLLATE "C" PRIMARY KEY,
+		cert_pem   bytea NOT NULL,
+		key_pem    bytea NOT NULL,
+		not_before bigint NOT NULL, -- unix ns
+		not_after  bigint NOT NULL,
+		updated    bigint NOT NULL
+	);
+	CREATE TABLE IF NOT EXISTS acme_orders (
+		name  text COLLATE "C" PRIMARY KEY,
+		token text NOT NULL,
+		until bigint NOT NULL -- unix ns
+	);
+	CREATE TABLE IF NOT EXISTS acme_challenges (
+		key     text COLLATE "C" PRIMARY KEY,
+		value   bytea NOT NULL,
+		expires bigint NOT NULL -- unix ns
+	);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

@@ -565,6 +565,27 @@ var schema = []string{
 		done   INTEGER NOT NULL, -- 1: sent (or given up)
 		PRIMARY KEY (day, domain)
 	) WITHOUT ROWID;`,
+	// ACME (issue 11): the certificates obtained for each host name, the
+	// claims that make one node at a time order a host name's
+	// certificate, and the challenge responses of orders in progress.
+	`CREATE TABLE IF NOT EXISTS acme_certs (
+		name       TEXT PRIMARY KEY,
+		cert_pem   BLOB NOT NULL,
+		key_pem    BLOB NOT NULL,
+		not_before INTEGER NOT NULL, -- unix ns
+		not_after  INTEGER NOT NULL,
+		updated    INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE IF NOT EXISTS acme_orders (
+		name  TEXT PRIMARY KEY,
+		token TEXT NOT NULL,
+		until INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;
+	CREATE TABLE IF NOT EXISTS acme_challenges (
+		key     TEXT PRIMARY KEY,
+		value   BLOB NOT NULL,
+		expires INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;`,
 }
 
 // pageSize is the database page size, set when the database is created.
