@@ -41,12 +41,12 @@ var stages = map[string]int{
 // Services are used by stages but know none: logins (password hashes,
 // SASL, brute-force limits), webhook delivery from the event log, TLS
 // reporting, the DNS doctor, destination throttling.
-var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle")
+var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle", "internal/acme", "internal/wellknown")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
-	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest",
+	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest", "internal/testutil/testacme",
 	"internal/exitcode", "internal/pidlock")
 
 // Protocol and format packages speak or parse a standard; they hold no
