@@ -83,6 +83,7 @@ type App struct {
 	listeners []listener
 	http      *http.Server
 	httpLns   []net.Listener
+	web       web // MTA-STS, autoconfig; ACME certificates and listeners
 }
 
 type listener struct {
@@ -164,6 +165,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	a.remote = delivery.New(dcfg, res, a.log)
 	a.resolver = res
 	a.clock = clk
+	if err := a.setupWeb(cfg, opts); err != nil {
+		return nil, err
+	}
 
 	verpKey, err := loadVERPKey(cfg, a.store, a.log)
 	if err != nil {
@@ -270,6 +274,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg},
 	}))
+	a.mountWellKnown(mux)
 	mux.Handle("GET /metrics", a.metrics.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	a.http = httpapi.NewServer(mux, httpapi.ServerConfig{ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
@@ -309,6 +314,7 @@ func (a *App) Addrs() map[string][]string {
 	for _, l := range a.httpLns {
 		out["http"] = append(out["http"], l.Addr().String())
 	}
+	a.webAddrs(out)
 	return out
 }
 
@@ -321,7 +327,7 @@ func (a *App) Logger() *slog.Logger { return a.log }
 // unfinished delivery stays in the queue.
 func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, len(a.listeners)+len(a.httpLns))
+	errc := make(chan error, len(a.listeners)+len(a.httpLns)+len(a.web.httpLns)+len(a.web.httpsLns))
 	for _, l := range a.listeners {
 		wg.Add(1)
 		go func() {
@@ -340,6 +346,16 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// Its own context: a failed listener ends Run without ctx ending.
+	webCtx, stopWeb := context.WithCancel(ctx)
+	defer stopWeb()
+	a.runWeb(webCtx, errc, func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	})
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -380,6 +396,8 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	_ = a.http.Shutdown(sctx)
+	a.shutdownWeb(sctx)
+	stopWeb()
 	wg.Wait()
 	stopSched()
 	<-schedDone
@@ -388,8 +406,12 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
-// Reload re-reads the TLS certificate files (SIGHUP).
+// Reload re-reads the TLS certificate files and, with ACME on, checks the
+// certificates at once (a domain added since) (SIGHUP).
 func (a *App) Reload() error {
+	if a.web.acme != nil {
+		a.web.acme.Kick()
+	}
 	return a.tls.Reload()
 }
 
@@ -454,6 +476,7 @@ func (a *App) closeAll() {
 	for _, ln := range a.httpLns {
 		ln.Close()
 	}
+	a.closeWeb()
 	if a.mtasts != nil {
 		a.mtasts.Close()
 	}
