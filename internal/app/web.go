@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,35 +31,34 @@ type web struct {
 }
 
 // newWellKnown builds the handler of the documents clients and senders
-// fetch.
-func newWellKnown(cfg *config.Config, dir wellknown.Directory, a *App) *wellknown.Handler {
+// fetch; it announces the ports the submission listeners are bound to.
+func (a *App) newWellKnown(cfg *config.Config) *wellknown.Handler {
 	w := cfg.WellKnown
 	wc := wellknown.Config{Hostname: cfg.Server.Hostname, MX: w.MTASTSMX, MaxAge: w.MTASTSMaxAge,
-		Submission: listenPort(cfg.Submission.Listen), Submissions: listenPort(cfg.Submissions.Listen),
-		Autoconfig: w.Autoconfig, Dir: dir, Log: a.log}
+		Submission: a.boundPort("submission"), Submissions: a.boundPort("submissions"),
+		Autoconfig: w.Autoconfig, Dir: a.store, Log: a.log}
 	if w.IMAPHost != "" {
 		wc.IMAP = wellknown.Server{Host: w.IMAPHost, Port: w.IMAPPort}
 	}
 	return wellknown.New(wc)
 }
 
-// listenPort returns the port of the first listen address, 0 for none.
-func listenPort(addrs []string) int {
-	if len(addrs) == 0 {
-		return 0
+// boundPort returns the port of the first listener of section name, 0
+// for none.
+func (a *App) boundPort(name string) int {
+	for _, l := range a.listeners {
+		if l.name == name {
+			if tcp, ok := l.ln.Addr().(*net.TCPAddr); ok {
+				return tcp.Port
+			}
+		}
 	}
-	_, p, err := net.SplitHostPort(addrs[0])
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(p)
-	return n
+	return 0
 }
 
-// setupWeb builds the well-known handler and, when ACME is on, the
-// certificate manager (a source of a.tls) and its listeners.
+// setupWeb builds, when ACME is on, the certificate manager (a source of
+// a.tls) and its listeners.
 func (a *App) setupWeb(cfg *config.Config, opts Options) error {
-	a.web.wk = newWellKnown(cfg, a.store, a)
 	if !cfg.ACME.Enabled {
 		return nil
 	}
@@ -114,9 +112,11 @@ func (a *App) setupWeb(cfg *config.Config, opts Options) error {
 	}
 	scfg := httpapi.ServerConfig{ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
 		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes, Logger: a.log}
-	a.web.https = httpapi.NewServer(a.web.wk, scfg)
+	// The handler is built once the submission listeners are bound.
+	wk := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.web.wk.ServeHTTP(w, r) })
+	a.web.https = httpapi.NewServer(wk, scfg)
 	a.web.https.TLSConfig = m.TLSConfig(a.tls)
-	a.web.http = httpapi.NewServer(m.HTTPHandler(plainHandler(a.web.wk, m)), scfg)
+	a.web.http = httpapi.NewServer(m.HTTPHandler(plainHandler(wk, m)), scfg)
 	return nil
 }
 
@@ -124,7 +124,7 @@ func (a *App) setupWeb(cfg *config.Config, opts Options) error {
 // Thunderbird's autoconfig (it tries http:// too; the document holds no
 // secret), and a redirect to https:// for the certified names. The
 // MTA-STS policy is only ever served over HTTPS (RFC 8461).
-func plainHandler(wk *wellknown.Handler, m *acme.Manager) http.Handler {
+func plainHandler(wk http.Handler, m *acme.Manager) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := strings.ToLower(r.URL.Path); p {
 		case wellknown.AutoconfigPath, wellknown.WellKnownAutoconfigPath:
@@ -142,8 +142,10 @@ func plainHandler(wk *wellknown.Handler, m *acme.Manager) http.Handler {
 
 // mountWellKnown routes the well-known documents on the API listener too,
 // by Host header: for a reverse proxy that terminates TLS with its own
-// certificates, or a deployment without ACME.
+// certificates, or a deployment without ACME. It builds the handler, so
+// it is called once the listeners are bound.
 func (a *App) mountWellKnown(mux *http.ServeMux) {
+	a.web.wk = a.newWellKnown(a.cfg)
 	for _, p := range []string{wellknown.MTASTSPath, wellknown.AutoconfigPath, wellknown.WellKnownAutoconfigPath,
 		wellknown.AutodiscoverPath, "/Autodiscover/Autodiscover.xml"} {
 		mux.Handle(p, a.web.wk)

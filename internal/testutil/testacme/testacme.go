@@ -7,6 +7,7 @@ package testacme
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"log"
 	"net/http"
@@ -42,6 +43,9 @@ type CA struct {
 	DirectoryURL string
 	// Client trusts the CA's HTTPS server certificate.
 	Client *http.Client
+	// ServerCertPEM is that certificate, for clients configured by file
+	// (acme.ca_file).
+	ServerCertPEM []byte
 	ca     *ca.CAImpl
 	mu     sync.Mutex
 	hits   map[string]int
@@ -82,6 +86,7 @@ func Start(t testing.TB, o Options) *CA {
 	out.DirectoryURL = srv.URL + wfe.DirectoryPath
 	out.Client = srv.Client()
 	out.Client.Timeout = 30 * time.Second
+	out.ServerCertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	return out
 }
 
