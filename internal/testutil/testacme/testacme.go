@@ -46,9 +46,9 @@ type CA struct {
 	// ServerCertPEM is that certificate, for clients configured by file
 	// (acme.ca_file).
 	ServerCertPEM []byte
-	ca     *ca.CAImpl
-	mu     sync.Mutex
-	hits   map[string]int
+	ca            *ca.CAImpl
+	mu            sync.Mutex
+	hits          map[string]int
 }
 
 var envOnce sync.Once
