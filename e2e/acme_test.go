@@ -24,11 +24,19 @@ import (
 // TestACMEEndToEnd runs a node with ACME on against Pebble on loopback:
 // the certificates of the hostname and of mta-sts/autoconfig of a domain
 // added while running are obtained (tls-alpn-01 on the node's :443
-// listener), every TLS listener serves them by SNI, and the HTTPS listener
+// listener, or http-01 on :80), every TLS listener serves them by SNI, and the HTTPS listener
 // serves the MTA-STS policy and the autoconfig document under names a
 // client verifies; the API listener serves the policy by Host header too.
 func TestACMEEndToEnd(t *testing.T) {
-	t.Parallel()
+	for _, chal := range []string{"tls-alpn-01", "http-01"} {
+		t.Run(chal, func(t *testing.T) {
+			t.Parallel()
+			testACMEEndToEnd(t, chal)
+		})
+	}
+}
+
+func testACMEEndToEnd(t *testing.T, chal string) {
 	dns := testdns.Start(t)
 	for _, n := range []string{"mx.herald.test", "mta-sts.example.org", "autoconfig.example.org"} {
 		dns.AddA(n, "127.0.0.1")
@@ -46,7 +54,7 @@ func TestACMEEndToEnd(t *testing.T) {
 		c.ACME.CAFile = caFile
 		c.ACME.Email = "postmaster@example.org"
 		c.ACME.HTTPAddress, c.ACME.HTTPSAddress = httpAddr, httpsAddr
-		c.ACME.Challenges = []string{"tls-alpn-01"}
+		c.ACME.Challenges = []string{chal}
 		c.ACME.Hosts = []string{"mta-sts", "autoconfig"}
 	})
 	roots := ca.Roots()
@@ -138,6 +146,17 @@ func TestACMEEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "https://mta-sts.example.org/.well-known/mta-sts.txt" {
 		t.Errorf("plain HTTP: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// Thunderbird also tries autoconfig over plain HTTP.
+	req, _ = http.NewRequest("GET", "http://"+httpAddr+"/mail/config-v1.1.xml", nil)
+	req.Host = "autoconfig.example.org"
+	if resp, err = noRedirect.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "<domain>example.org</domain>") {
+		t.Errorf("autoconfig over plain HTTP: %d %q", resp.StatusCode, b)
 	}
 	if got := ca.NewOrders(); got != 3 {
 		t.Errorf("%d orders, want 3 (hostname, mta-sts, autoconfig)", got)
