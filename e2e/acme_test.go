@@ -161,6 +161,21 @@ func testACMEEndToEnd(t *testing.T, chal string) {
 	if got := ca.NewOrders(); got != 3 {
 		t.Errorf("%d orders, want 3 (hostname, mta-sts, autoconfig)", got)
 	}
+
+	// Restarted on the same data: the certificates are served from the
+	// first handshake, and nothing is ordered again.
+	h.stop()
+	h2 := startHerald(t, func(c *config.Config) {
+		*c = *h.cfg
+	})
+	for _, sni := range []string{"mx.herald.test", "mta-sts.example.org"} {
+		if _, err := tlsLeaf(h2.addr("submissions"), sni, roots); err != nil {
+			t.Errorf("after a restart, first handshake for %s: %v", sni, err)
+		}
+	}
+	if got := ca.NewOrders(); got != 3 {
+		t.Errorf("%d orders after a restart, want still 3", got)
+	}
 }
 
 func portOf(t *testing.T, addr string) int {

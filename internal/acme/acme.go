@@ -225,6 +225,56 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
+// Load reads the names to certify and the certificates the store holds for
+// them, without ordering anything: called before the listeners serve, so
+// that a node whose certificates were obtained earlier (by itself or by
+// another node) serves them from its first handshake.
+func (m *Manager) Load(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names, err := m.loadNames(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		sc, err := m.cfg.Store.ACMECertificate(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("acme: %s: %w", name, err))
+			continue
+		}
+		if cert, err := parseStored(sc, name); err == nil {
+			m.setCert(name, cert)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// loadNames refreshes the whitelist and drops the certificates of names no
+// longer on it (a domain was deleted).
+func (m *Manager) loadNames(ctx context.Context) ([]string, error) {
+	names, err := m.Names(ctx)
+	if err != nil {
+		return nil, err
+	}
+	white := make(map[string]bool, len(names))
+	for _, n := range names {
+		white[n] = true
+	}
+	m.names.Store(&white)
+	certs := map[string]*tls.Certificate{}
+	for n, c := range *m.certs.Load() {
+		if white[n] {
+			certs[n] = c
+		}
+	}
+	m.certs.Store(&certs)
+	return names, nil
+}
+
 // Maintain loads every name's certificate from the store and orders those
 // missing or due for renewal that no other node is ordering. pending
 // reports that another node holds the order of a name that needs one. A
@@ -233,25 +283,10 @@ func (m *Manager) Run(ctx context.Context) {
 func (m *Manager) Maintain(ctx context.Context) (pending bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	names, err := m.Names(ctx)
+	names, err := m.loadNames(ctx)
 	if err != nil {
 		return false, err
 	}
-	white := make(map[string]bool, len(names))
-	for _, n := range names {
-		white[n] = true
-	}
-	m.names.Store(&white)
-	// Certificates of names no longer listed (a domain was deleted) are
-	// no longer served.
-	certs := map[string]*tls.Certificate{}
-	for n, c := range *m.certs.Load() {
-		if white[n] {
-			certs[n] = c
-		}
-	}
-	m.certs.Store(&certs)
-
 	var errs []error
 	for _, name := range names {
 		p, err := m.maintain(ctx, name)

@@ -181,6 +181,20 @@ func TestIssue(t *testing.T) {
 			if got := e.ca.NewOrders(); got != 4 {
 				t.Errorf("%d orders after a second pass, want still 4", got)
 			}
+			// A node started later on the same store serves them after
+			// Load, before any Maintain, and orders nothing.
+			later := newNode(t, e, st, []string{"example.org"}, []string{chal})
+			if err := later.m.Load(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range want {
+				if _, err := served(t, later.tls, e.ca.Roots(), name); err != nil {
+					t.Errorf("after Load, %s: %v", name, err)
+				}
+			}
+			if got := e.ca.NewOrders(); got != 4 {
+				t.Errorf("%d orders after Load, want still 4", got)
+			}
 		})
 	}
 }

@@ -89,6 +89,13 @@ func (a *App) setupWeb(cfg *config.Config, opts Options) error {
 	}
 	a.web.acme = m
 	a.tls.AddSource(m)
+	// Certificates obtained before (by this node or another) are served
+	// from the first handshake; missing ones are ordered by Run.
+	lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Load(lctx); err != nil {
+		return storeError(cfg, err)
+	}
 
 	var addrs = func(s string) []string {
 		if s == "" {
