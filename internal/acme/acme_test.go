@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -404,6 +405,48 @@ func TestHTTPChallengeResponder(t *testing.T) {
 	} {
 		if code, _ := get(c.host, c.path); code != 404 {
 			t.Errorf("%s%s: %d, want 404", c.host, c.path, code)
+		}
+	}
+}
+
+// A failing order (the name does not resolve to us) is not retried at
+// every pass: it waits 5 minutes, then 10, and the names that work are
+// obtained meanwhile.
+func TestFailedOrderBacksOff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 0)
+	st := openSQLite(t)
+	m, err := acme.New(acme.Config{DirectoryURL: e.ca.DirectoryURL, Hostname: hostname, HostPrefixes: []string{"mta-sts"},
+		Domains:    func(context.Context) ([]string, error) { return []string{"nowhere.example"}, nil }, // no DNS
+		Challenges: []string{acme.HTTP01}, HTTPClient: e.ca.Client, PollInterval: 20 * time.Millisecond, Store: st, Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, _ := tlsconf.New("", "", t.TempDir(), hostname, 0, nil)
+	(&node{m: m, tls: tm}).serve(t, e)
+	pass := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := m.Maintain(ctx)
+		return err
+	}
+	if err := pass(); err == nil || !strings.Contains(err.Error(), "mta-sts.nowhere.example") {
+		t.Fatalf("first pass: %v, want the failure of mta-sts.nowhere.example", err)
+	}
+	if m.Certificate(hostname) == nil {
+		t.Fatal("the hostname's certificate was not obtained beside the failing name")
+	}
+	if got := e.ca.NewOrders(); got != 2 {
+		t.Fatalf("%d orders, want 2", got)
+	}
+	for _, step := range []struct {
+		advance time.Duration
+		orders  int
+	}{{time.Minute, 2}, {4 * time.Minute, 3}, {9 * time.Minute, 3}, {time.Minute, 4}} {
+		e.clk.Advance(step.advance)
+		_ = pass()
+		if got := e.ca.NewOrders(); got != step.orders {
+			t.Fatalf("after %s more: %d orders, want %d", step.advance, got, step.orders)
 		}
 	}
 }
