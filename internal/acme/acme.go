@@ -61,6 +61,7 @@ const (
 	defaultInterval = 10 * time.Minute
 	pendingInterval = time.Minute // when another node was ordering
 	maxTokenLen     = 256
+	minRenewAge     = time.Hour // see due
 )
 
 // Store is what the manager keeps in the store.
@@ -309,7 +310,7 @@ func (m *Manager) maintain(ctx context.Context, name string) (pending bool, err 
 			m.log.Warn("stored ACME certificate unusable; ordering a new one", "name", name, "err", perr)
 		} else {
 			m.setCert(name, cert)
-			if !m.due(cert.Leaf, now) {
+			if !m.due(cert.Leaf, sc.Updated, now) {
 				return false, nil
 			}
 		}
@@ -335,7 +336,7 @@ func (m *Manager) maintain(ctx context.Context, name string) (pending bool, err 
 	// Another node may have stored a fresh certificate between our read
 	// and our claim.
 	if sc, err := m.cfg.Store.ACMECertificate(ctx, name); err == nil {
-		if cert, perr := parseStored(sc, name); perr == nil && !m.due(cert.Leaf, now) {
+		if cert, perr := parseStored(sc, name); perr == nil && !m.due(cert.Leaf, sc.Updated, now) {
 			m.setCert(name, cert)
 			return false, nil
 		}
@@ -364,11 +365,19 @@ func (m *Manager) maintain(ctx context.Context, name string) (pending bool, err 
 	return false, nil
 }
 
-// due reports whether leaf should be renewed at now.
-func (m *Manager) due(leaf *x509.Certificate, now time.Time) bool {
+// due reports whether leaf, stored at updated, should be renewed at now:
+// at two thirds of its lifetime (or RenewBefore its end). A certificate
+// stored less than minRenewAge ago is not renewed unless it expires
+// within that time: when the CA's clock and ours disagree, or a CA issues
+// certificates shorter-lived than renew_before, this keeps the nodes from
+// ordering again and again.
+func (m *Manager) due(leaf *x509.Certificate, updated, now time.Time) bool {
 	renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
 	if m.cfg.RenewBefore > 0 {
 		renewAt = leaf.NotAfter.Add(-m.cfg.RenewBefore)
+	}
+	if now.Before(updated.Add(minRenewAge)) && now.Before(leaf.NotAfter.Add(-minRenewAge)) {
+		return false
 	}
 	return !now.Before(renewAt)
 }

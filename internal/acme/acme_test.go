@@ -263,13 +263,14 @@ func TestRenewBefore(t *testing.T) {
 	}
 }
 
-// Two nodes on one PostgreSQL store: one order per name, placed by the
-// node that claims it; the other node serves the same certificate. The CA
-// validates on the other node's listeners: the challenge response is read
-// from the store.
+// Two nodes on one PostgreSQL store. Node a orders while only node b
+// answers the CA: b reads a's challenge responses from the store. Node b
+// then serves a's certificates without ordering. At renewal both nodes run
+// at once: one order per name in all, and both serve the renewed
+// certificates.
 func TestTwoNodesOneOrder(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 0)
+	e := newEnv(t, 90*24*time.Hour)
 	_, dsn := pgtest.NewSchema(t)
 	var stores []store.Store
 	for i := range 2 {
@@ -280,9 +281,42 @@ func TestTwoNodesOneOrder(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		stores = append(stores, st)
 	}
-	a := newNode(t, e, stores[0], []string{"example.org"}, []string{acme.HTTP01})
-	b := newNode(t, e, stores[1], []string{"example.org"}, []string{acme.HTTP01})
-	b.serve(t, e) // only b answers the CA
+	a := newNode(t, e, stores[0], []string{"example.org"}, []string{acme.HTTP01, acme.TLSALPN01})
+	b := newNode(t, e, stores[1], []string{"example.org"}, []string{acme.HTTP01, acme.TLSALPN01})
+	b.serve(t, e)                                          // only b answers the CA
+	if err := b.m.Load(context.Background()); err != nil { // b's list of names
+		t.Fatal(err)
+	}
+	maintain(t, a.m)
+	if a.m.Orders.Load() != 4 || e.ca.NewOrders() != 4 {
+		t.Fatalf("node a placed %d orders (CA saw %d), want 4", a.m.Orders.Load(), e.ca.NewOrders())
+	}
+	maintain(t, b.m)
+	if b.m.Orders.Load() != 0 || e.ca.NewOrders() != 4 {
+		t.Fatalf("node b ordered %d certificates it could read from the store", b.m.Orders.Load())
+	}
+	same := func(phase string) []*x509.Certificate {
+		var leaves []*x509.Certificate
+		for _, name := range []string{hostname, "mta-sts.example.org", "autoconfig.example.org", "autodiscover.example.org"} {
+			la, err := served(t, a.tls, e.ca.Roots(), name)
+			if err != nil {
+				t.Fatalf("%s: node a, %s: %v", phase, name, err)
+			}
+			lb, err := served(t, b.tls, e.ca.Roots(), name)
+			if err != nil {
+				t.Fatalf("%s: node b, %s: %v", phase, name, err)
+			}
+			if !la.Equal(lb) {
+				t.Fatalf("%s: %s: the nodes serve different certificates", phase, name)
+			}
+			leaves = append(leaves, la)
+		}
+		return leaves
+	}
+	first := same("issued")
+
+	// Renewal, both nodes at once.
+	e.clk.Advance(61 * 24 * time.Hour)
 	var wg sync.WaitGroup
 	pending := make([]bool, 2)
 	for i, n := range []*node{a, b} {
@@ -295,33 +329,22 @@ func TestTwoNodesOneOrder(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := e.ca.NewOrders(); got != 4 {
-		t.Fatalf("%d orders by two nodes, want 4 (one per name)", got)
-	}
-	if a.m.Orders.Load()+b.m.Orders.Load() != 4 {
-		t.Fatalf("orders placed: a %d, b %d", a.m.Orders.Load(), b.m.Orders.Load())
+	if got := e.ca.NewOrders(); got != 8 {
+		t.Fatalf("%d orders after renewal by two nodes, want 8 (one per name)", got)
 	}
 	// A node that found a name claimed picks the certificate up on its
-	// next pass.
+	// next pass (Run comes back after a minute).
 	for i, n := range []*node{a, b} {
 		if pending[i] {
 			maintain(t, n.m)
 		}
 	}
-	if got := e.ca.NewOrders(); got != 4 {
-		t.Fatalf("%d orders after the second pass, want 4", got)
+	if got := e.ca.NewOrders(); got != 8 {
+		t.Fatalf("%d orders after the second pass, want 8", got)
 	}
-	for _, name := range []string{hostname, "mta-sts.example.org"} {
-		la, err := served(t, a.tls, e.ca.Roots(), name)
-		if err != nil {
-			t.Fatalf("node a, %s: %v", name, err)
-		}
-		lb, err := served(t, b.tls, e.ca.Roots(), name)
-		if err != nil {
-			t.Fatalf("node b, %s: %v", name, err)
-		}
-		if !la.Equal(lb) {
-			t.Errorf("%s: the nodes serve different certificates", name)
+	for i, leaf := range same("renewed") {
+		if leaf.Equal(first[i]) {
+			t.Errorf("%v: not renewed", leaf.DNSNames)
 		}
 	}
 }
