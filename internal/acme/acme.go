@@ -96,9 +96,11 @@ type Config struct {
 	// PollInterval is how often an authorization's or order's state is
 	// polled (0: 1 s, or the CA's Retry-After).
 	PollInterval time.Duration
-	Store        Store
-	Clock        clock.Clock  // nil: the wall clock
-	Log          *slog.Logger // nil: discarded
+	// Store keeps the certificates, claims, challenge responses and the
+	// account key.
+	Store Store
+	Clock clock.Clock  // nil: the wall clock
+	Log   *slog.Logger // nil: discarded
 }
 
 // Manager obtains and renews the certificates; it is a tlsconf.Source.
