@@ -233,14 +233,15 @@ func (m *Manager) ForName(name string) *tls.Certificate {
 	return m.cert.Load()
 }
 
-// lookup returns the certificate that covers name, or nil.
+// lookup returns the certificate of the first source that covers name,
+// or nil. The sources are, in order: the certificate file, the added
+// sources, the self-signed certificate.
 func (m *Manager) lookup(name string) *tls.Certificate {
 	if name == "" {
 		return nil
 	}
-	base := m.cert.Load()
-	if !m.selfSigned && base.Leaf.VerifyHostname(name) == nil {
-		return base
+	if c := m.own(false).Certificate(name); c != nil {
+		return c
 	}
 	if list := m.sources.Load(); list != nil {
 		for _, s := range *list {
@@ -249,8 +250,28 @@ func (m *Manager) lookup(name string) *tls.Certificate {
 			}
 		}
 	}
-	if m.selfSigned && base.Leaf.VerifyHostname(name) == nil {
-		return base
+	return m.own(true).Certificate(name)
+}
+
+// ownSource is the Manager's own certificate (file or self-signed) as a
+// Source: it covers the names its leaf is valid for.
+type ownSource struct {
+	m       *Manager
+	enabled bool
+}
+
+// own returns the Manager's certificate as a Source in the file position
+// (selfSigned false) or the self-signed position (true): it has
+// certificates only in the position that matches what it is.
+func (m *Manager) own(selfSigned bool) Source { return ownSource{m, m.selfSigned == selfSigned} }
+
+// Certificate returns the Manager's certificate if it covers name.
+func (o ownSource) Certificate(name string) *tls.Certificate {
+	if !o.enabled {
+		return nil
+	}
+	if c := o.m.cert.Load(); c.Leaf.VerifyHostname(name) == nil {
+		return c
 	}
 	return nil
 }
