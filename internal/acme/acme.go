@@ -61,6 +61,10 @@ const (
 	defaultInterval = 10 * time.Minute
 	pendingInterval = time.Minute // when another node was ordering
 	maxTokenLen     = 256
+	// maxLookups bounds the store lookups of challenge responses per
+	// second: anyone may ask for random tokens; a CA asks a few times
+	// per order.
+	maxLookups = 50
 	minRenewAge     = time.Hour // see due
 )
 
@@ -117,8 +121,10 @@ type Manager struct {
 	failures map[string]int
 	retryAt  map[string]time.Time
 
-	chalMu sync.Mutex
-	chal   map[string][]byte // this node's challenge responses, by store key
+	chalMu    sync.Mutex
+	chal      map[string][]byte // this node's challenge responses, by store key
+	lookupSec int64             // the second (Unix) of lookupN
+	lookupN   int               // store lookups of challenges in that second
 
 	kick chan struct{}
 	// Orders counts the orders this manager placed (tests, metrics).
@@ -645,13 +651,24 @@ func challengeErrors(z *acme.Authorization) string {
 // challenge returns the response stored under key: this node's, or one
 // another node stored.
 func (m *Manager) challenge(ctx context.Context, key string) ([]byte, bool) {
+	now := m.clk.Now()
 	m.chalMu.Lock()
 	v, ok := m.chal[key]
+	if !ok {
+		if sec := now.Unix(); sec != m.lookupSec {
+			m.lookupSec, m.lookupN = sec, 0
+		}
+		m.lookupN++
+	}
+	over := m.lookupN > maxLookups
 	m.chalMu.Unlock()
 	if ok {
 		return v, true
 	}
-	v, err := m.cfg.Store.ACMEChallenge(ctx, key, m.clk.Now())
+	if over {
+		return nil, false
+	}
+	v, err := m.cfg.Store.ACMEChallenge(ctx, key, now)
 	return v, err == nil
 }
 

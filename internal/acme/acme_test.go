@@ -430,6 +430,18 @@ func TestHTTPChallengeResponder(t *testing.T) {
 			t.Errorf("%s%s: %d, want 404", c.host, c.path, code)
 		}
 	}
+	// Guessing tokens is bounded: beyond 50 store lookups in a second,
+	// nothing is looked up (not even a real token) until the next one.
+	for i := range 50 {
+		get(hostname, fmt.Sprintf("/.well-known/acme-challenge/guess%d", i))
+	}
+	if code, _ := get(hostname, "/.well-known/acme-challenge/tok_en-1"); code != 404 {
+		t.Errorf("lookup over the limit: %d, want 404", code)
+	}
+	e.clk.Advance(time.Second)
+	if code, body := get(hostname, "/.well-known/acme-challenge/tok_en-1"); code != 200 || body != "tok_en-1.thumb" {
+		t.Errorf("the next second: %d %q", code, body)
+	}
 }
 
 // A failing order (the name does not resolve to us) is not retried at
