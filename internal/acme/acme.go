@@ -64,8 +64,8 @@ const (
 	// maxLookups bounds the store lookups of challenge responses per
 	// second: anyone may ask for random tokens; a CA asks a few times
 	// per order.
-	maxLookups = 50
-	minRenewAge     = time.Hour // see due
+	maxLookups  = 50
+	minRenewAge = time.Hour // see due
 )
 
 // Store is what the manager keeps in the store.
