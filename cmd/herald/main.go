@@ -27,6 +27,7 @@ Usage:
   herald domain add|del DOMAIN             manage local domains
   herald domain list
   herald domain policy DOMAIN [--dmarc enforce|quarantine|monitor|default] [--spf-reject on|off|default]
+                             [--mta-sts testing|enforce|none|default]
   herald domain assign DOMAIN ACCOUNT      give a domain to an account
   herald account add ID [--name N]         manage accounts (tenants)
   herald account list | del ID [--force]   (--force: give its domains and users back to default, drop its queued mail)

@@ -294,4 +294,11 @@ func TestDomainPolicyCommand(t *testing.T) {
 	if out := c.ok("", "domain", "policy", "example.com", "--dmarc", "default"); !strings.Contains(out, "dmarc default") || !strings.Contains(out, "spf-reject on") {
 		t.Errorf("policy reset %q", out)
 	}
+	if out := c.ok("", "domain", "policy", "example.com"); !strings.Contains(out, "mta-sts testing (default)") {
+		t.Errorf("MTA-STS default %q", out)
+	}
+	if out := c.ok("", "domain", "policy", "example.com", "--mta-sts", "enforce"); !strings.Contains(out, "mta-sts enforce") || !strings.Contains(out, "spf-reject on") {
+		t.Errorf("MTA-STS set %q", out)
+	}
+	c.fails(2, "--mta-sts must be", "domain", "policy", "example.com", "--mta-sts", "strict")
 }

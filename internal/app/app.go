@@ -93,6 +93,7 @@ type App struct {
 	listeners []listener
 	http      *http.Server
 	httpLns   []net.Listener
+	web       web // MTA-STS, autoconfig; ACME certificates and listeners
 }
 
 type listener struct {
@@ -174,6 +175,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	a.remote = delivery.New(dcfg, res, a.log)
 	a.resolver = res
 	a.clock = clk
+	if err := a.setupWeb(cfg, opts); err != nil {
+		return nil, err
+	}
 
 	verpKey, err := loadVERPKey(cfg, a.store, a.log)
 	if err != nil {
@@ -285,6 +289,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(),
 	}))
+	a.mountWellKnown(mux)
 	if cfg.Console.Enabled {
 		con, err := a.newConsole(cfg, res, a.consoleSources())
 		if err != nil {
@@ -367,6 +372,7 @@ func (a *App) Addrs() map[string][]string {
 	for _, l := range a.httpLns {
 		out["http"] = append(out["http"], l.Addr().String())
 	}
+	a.webAddrs(out)
 	return out
 }
 
@@ -379,7 +385,7 @@ func (a *App) Logger() *slog.Logger { return a.log }
 // unfinished delivery stays in the queue.
 func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, len(a.listeners)+len(a.httpLns))
+	errc := make(chan error, len(a.listeners)+len(a.httpLns)+len(a.web.httpLns)+len(a.web.httpsLns))
 	for _, l := range a.listeners {
 		wg.Add(1)
 		go func() {
@@ -398,6 +404,16 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// Its own context: a failed listener ends Run without ctx ending.
+	webCtx, stopWeb := context.WithCancel(ctx)
+	defer stopWeb()
+	a.runWeb(webCtx, errc, func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	})
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -452,6 +468,8 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	_ = a.http.Shutdown(sctx)
+	a.shutdownWeb(sctx)
+	stopWeb()
 	wg.Wait()
 	stopSched()
 	<-schedDone
@@ -460,9 +478,13 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
-// Reload re-reads the TLS certificate files and reopens the log file
-// (SIGHUP: logrotate renames the file, then signals).
+// Reload re-reads the TLS certificate files, reopens the log file
+// (SIGHUP: logrotate renames the file, then signals) and, with ACME on,
+// checks the certificates at once (a domain added since).
 func (a *App) Reload() error {
+	if a.web.acme != nil {
+		a.web.acme.Kick()
+	}
 	var errs []error
 	if a.logFile != nil {
 		if err := a.logFile.Reopen(); err != nil {
@@ -536,6 +558,7 @@ func (a *App) closeAll() {
 	for _, ln := range a.httpLns {
 		ln.Close()
 	}
+	a.closeWeb()
 	if a.mtasts != nil {
 		a.mtasts.Close()
 	}

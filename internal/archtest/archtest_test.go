@@ -45,12 +45,12 @@ var stages = map[string]int{
 // The web console is a service too: it reads the store and acts on the
 // queue only through interfaces it declares (Bouncer, the statistics).
 var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
-	"internal/console")
+	"internal/console", "internal/acme", "internal/wellknown")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
-	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest",
+	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest", "internal/testutil/testacme",
 	"internal/exitcode", "internal/pidlock", "internal/logfile", "internal/privdrop", "internal/dnsbl")
 
 // Protocol and format packages speak or parse a standard; they hold no

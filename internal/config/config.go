@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -30,26 +31,28 @@ const EnvPrefix = "HERALD_"
 
 // Config is Herald's boot configuration. The toml tags name the file keys.
 type Config struct {
-	Server      ServerConfig   `toml:"server"`
-	Store       StoreConfig    `toml:"store"`
-	Log         LogConfig      `toml:"log"`
-	SMTP        ListenConfig   `toml:"smtp"`        // MX listener (port 25 in production)
-	Submission  ListenConfig   `toml:"submission"`  // submission with STARTTLS (587)
-	Submissions ListenConfig   `toml:"submissions"` // submission with implicit TLS (465)
-	HTTP        HTTPConfig     `toml:"http"`        // API, metrics, dashboard
-	TLS         TLSConfig      `toml:"tls"`
-	Limits      LimitsConfig   `toml:"limits"`
-	Auth        AuthConfig     `toml:"auth"`
-	Relay       RelayConfig    `toml:"relay"`
-	DNS         DNSConfig      `toml:"dns"`
-	Queue       QueueConfig    `toml:"queue"`
-	Delivery    DeliveryConfig `toml:"delivery"`
-	Checks      ChecksConfig   `toml:"checks"`
-	TLSRPT      TLSRPTConfig   `toml:"tlsrpt"`
-	Platform    PlatformConfig `toml:"platform"`
-	DNSBL       DNSBLConfig    `toml:"dnsbl"` // DNS blocklists (dnsbl.go)
-	Alerts      AlertsConfig   `toml:"alerts"`
-	Console     ConsoleConfig  `toml:"console"`
+	Server      ServerConfig    `toml:"server"`
+	Store       StoreConfig     `toml:"store"`
+	Log         LogConfig       `toml:"log"`
+	SMTP        ListenConfig    `toml:"smtp"`        // MX listener (port 25 in production)
+	Submission  ListenConfig    `toml:"submission"`  // submission with STARTTLS (587)
+	Submissions ListenConfig    `toml:"submissions"` // submission with implicit TLS (465)
+	HTTP        HTTPConfig      `toml:"http"`        // API, metrics, dashboard
+	TLS         TLSConfig       `toml:"tls"`
+	Limits      LimitsConfig    `toml:"limits"`
+	Auth        AuthConfig      `toml:"auth"`
+	Relay       RelayConfig     `toml:"relay"`
+	DNS         DNSConfig       `toml:"dns"`
+	Queue       QueueConfig     `toml:"queue"`
+	Delivery    DeliveryConfig  `toml:"delivery"`
+	Checks      ChecksConfig    `toml:"checks"`
+	TLSRPT      TLSRPTConfig    `toml:"tlsrpt"`
+	Platform    PlatformConfig  `toml:"platform"`
+	DNSBL       DNSBLConfig     `toml:"dnsbl"` // DNS blocklists (dnsbl.go)
+	Alerts      AlertsConfig    `toml:"alerts"`
+	Console     ConsoleConfig   `toml:"console"`
+	ACME        ACMEConfig      `toml:"acme"`
+	WellKnown   WellKnownConfig `toml:"wellknown"`
 }
 
 // ConsoleConfig is the [console] section: the web console served on the
@@ -62,6 +65,32 @@ type ConsoleConfig struct {
 	IdleTimeout time.Duration `toml:"idle_timeout"`
 	// MaxAge ends a login session this long after the login, used or not.
 	MaxAge time.Duration `toml:"max_age"`
+}
+
+// ACMEConfig is the [acme] section: certificates from an ACME CA (Let's
+// Encrypt by default) for server.hostname and the hosts of each local
+// domain, with the listeners the CA validates on.
+type ACMEConfig struct {
+	Enabled      bool          `toml:"enabled"`
+	DirectoryURL string        `toml:"directory_url"` // the CA's ACME directory
+	Email        string        `toml:"email"`         // account contact ("" for none)
+	HTTPAddress  string        `toml:"http_address"`  // listener for http-01 (port 80), redirects and autoconfig; "" for none
+	HTTPSAddress string        `toml:"https_address"` // listener for tls-alpn-01 (port 443), MTA-STS and autoconfig; "" for none
+	RenewBefore  time.Duration `toml:"renew_before"`  // renew this long before expiry; 0: at two thirds of the lifetime
+	Challenges   []string      `toml:"challenges"`    // "tls-alpn-01", "http-01", in order of preference
+	Hosts        []string      `toml:"hosts"`         // per-domain host prefixes certified: "mta-sts", "autoconfig", "autodiscover"
+	CAFile       string        `toml:"ca_file"`       // extra roots (PEM) trusted for the directory URL (a private CA); "" for the system roots
+}
+
+// WellKnownConfig is the [wellknown] section: what Herald publishes for
+// the local domains over HTTPS (the MTA-STS policy, mail client
+// autoconfiguration).
+type WellKnownConfig struct {
+	MTASTSMaxAge time.Duration `toml:"mta_sts_max_age"` // max_age of the MTA-STS policies
+	MTASTSMX     []string      `toml:"mta_sts_mx"`      // mx lines of the policies; empty: server.hostname
+	Autoconfig   bool          `toml:"autoconfig"`      // serve Thunderbird autoconfig and Outlook autodiscover
+	IMAPHost     string        `toml:"imap_host"`       // an IMAP server to announce to clients ("" for none)
+	IMAPPort     int           `toml:"imap_port"`       // its port: 993 (implicit TLS) or 143 (STARTTLS)
 }
 
 // PlatformConfig is the [platform] section: delivery tracking, bounce
@@ -316,7 +345,10 @@ func Default() *Config {
 			DataDir:         "./herald-data",
 			ShutdownTimeout: 30 * time.Second,
 		},
-		Log:         LogConfig{Level: slog.LevelInfo, Format: "text"},
+		Log: LogConfig{Level: slog.LevelInfo, Format: "text"},
+		ACME: ACMEConfig{DirectoryURL: "https://acme-v02.api.letsencrypt.org/directory", HTTPAddress: ":80", HTTPSAddress: ":443",
+			Challenges: []string{"tls-alpn-01", "http-01"}, Hosts: []string{"mta-sts", "autoconfig", "autodiscover"}},
+		WellKnown:   WellKnownConfig{MTASTSMaxAge: 7 * 24 * time.Hour, MTASTSMX: []string{}, Autoconfig: true, IMAPPort: 993},
 		SMTP:        ListenConfig{Listen: []string{"127.0.0.1:2525"}},
 		Submission:  ListenConfig{Listen: []string{"127.0.0.1:2587"}},
 		Submissions: ListenConfig{Listen: []string{"127.0.0.1:2465"}},
@@ -576,12 +608,48 @@ func (c *Config) crossCheck(idx *index) errList {
 		errs = append(errs, at("queue.max_per_destination", "queue.workers").err("queue.max_per_destination (%d) is more than queue.workers (%d)", c.Queue.MaxPerDestination, c.Queue.Workers))
 	}
 	errs = append(errs, c.dnsblCrossCheck(at)...)
+	errs = append(errs, c.checkACME(at)...)
 	if c.Delivery.SmarthostUser != "" || c.Delivery.SmarthostPass != "" {
 		if c.Delivery.Smarthost == "" {
 			errs = append(errs, at("delivery.smarthost_username", "delivery.smarthost_password").err("delivery.smarthost_username/smarthost_password are set but delivery.smarthost is empty"))
 		} else if c.Delivery.SmarthostUser == "" || c.Delivery.SmarthostPass == "" {
 			errs = append(errs, at("delivery.smarthost_username", "delivery.smarthost_password").err("delivery.smarthost_username and delivery.smarthost_password must be set together"))
 		}
+	}
+	return errs
+}
+
+// maxMTASTSMaxAge is RFC 8461's limit on max_age (about a year).
+const maxMTASTSMaxAge = 31557600 * time.Second
+
+// checkACME validates the [acme] and [wellknown] keys against each other
+// and the rest.
+func (c *Config) checkACME(at func(keys ...string) source) errList {
+	var errs errList
+	a := c.ACME
+	if a.Enabled {
+		if !strings.Contains(c.Server.Hostname, ".") {
+			errs = append(errs, at("acme.enabled", "server.hostname").err("acme.enabled needs server.hostname to be the server's public DNS name, not %q", c.Server.Hostname))
+		}
+		if a.DirectoryURL == "" {
+			errs = append(errs, at("acme.directory_url", "acme.enabled").err("acme.enabled needs acme.directory_url"))
+		}
+		if len(a.Challenges) == 0 {
+			errs = append(errs, at("acme.challenges", "acme.enabled").err("acme.challenges is empty: list \"tls-alpn-01\", \"http-01\" or both"))
+		}
+		if slices.Contains(a.Challenges, "tls-alpn-01") && a.HTTPSAddress == "" {
+			errs = append(errs, at("acme.https_address", "acme.challenges").err("acme.challenges has tls-alpn-01 but acme.https_address is empty: the CA validates on port 443"))
+		}
+		if slices.Contains(a.Challenges, "http-01") && a.HTTPAddress == "" {
+			errs = append(errs, at("acme.http_address", "acme.challenges").err("acme.challenges has http-01 but acme.http_address is empty: the CA validates on port 80"))
+		}
+		if a.HTTPAddress != "" && a.HTTPAddress == a.HTTPSAddress {
+			errs = append(errs, at("acme.https_address", "acme.http_address").err("acme.http_address and acme.https_address are both %q", a.HTTPAddress))
+		}
+	}
+	w := c.WellKnown
+	if w.MTASTSMaxAge > maxMTASTSMaxAge || w.MTASTSMaxAge < time.Second {
+		errs = append(errs, at("wellknown.mta_sts_max_age").err("wellknown.mta_sts_max_age (%s) must be between 1s and %s (RFC 8461)", w.MTASTSMaxAge, maxMTASTSMaxAge))
 	}
 	return errs
 }

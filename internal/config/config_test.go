@@ -291,6 +291,8 @@ func TestFullFile(t *testing.T) {
 					Set: map[string]bool{"kind": true, "destination": true, "threshold": true}},
 				"queue_oldest": {Kind: "queue_oldest", Enabled: true, Threshold: 1800, Set: map[string]bool{"threshold": true}},
 			}},
+		ACME:      Default().ACME,
+		WellKnown: Default().WellKnown,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Parse(full) =\n%+v\nwant\n%+v", c, want)
@@ -403,6 +405,16 @@ func TestErrors(t *testing.T) {
 			`herald.toml:5: limits.max_message_size: "12XB" is not a size`},
 		{"size not positive", "[limits]\nmax_message_size = 0\n", `herald.toml:2: limits.max_message_size: 0 is not positive`},
 		{"size overflow", "[limits]\nmax_message_size = \"99999999999999GiB\"\n", `herald.toml:2: limits.max_message_size: "99999999999999GiB" is too large`},
+		{"acme on localhost", "[acme]\n\nenabled = true\n", `herald.toml:3: acme.enabled needs server.hostname to be the server's public DNS name, not "localhost"`},
+		{"acme challenge", "[acme]\nchallenges = [\"dns-01\"]\n", `herald.toml:2: acme.challenges: "dns-01" is not one of "tls-alpn-01", "http-01"`},
+		{"acme host", "[acme]\nhosts = [\"www\"]\n", `herald.toml:2: acme.hosts: "www" is not one of "mta-sts", "autoconfig", "autodiscover"`},
+		{"acme directory", "[acme]\ndirectory_url = \"http://ca.example/dir\"\n", `herald.toml:2: acme.directory_url: "http://ca.example/dir" is not an https:// URL`},
+		{"acme tls-alpn without https", "[server]\nhostname = \"mail.example.org\"\n[acme]\nenabled = true\nhttps_address = \"\"\n",
+			`herald.toml:5: acme.challenges has tls-alpn-01 but acme.https_address is empty: the CA validates on port 443`},
+		{"acme same address", "[server]\nhostname = \"mail.example.org\"\n[acme]\nenabled = true\nhttp_address = \"127.0.0.1:8443\"\nhttps_address = \"127.0.0.1:8443\"\n",
+			`herald.toml:6: acme.http_address and acme.https_address are both "127.0.0.1:8443"`},
+		{"mta-sts max_age", "[wellknown]\nmta_sts_max_age = \"9000h\"\n", `herald.toml:2: wellknown.mta_sts_max_age (9000h0m0s) must be between 1s and 8766h0m0s (RFC 8461)`},
+		{"mta-sts mx", "[wellknown]\nmta_sts_mx = [\"*.*.example\"]\n", `herald.toml:2: wellknown.mta_sts_mx: "*.*.example" is not a host name or *.domain pattern`},
 		{"bad duration", "[dns]\ntimeout = \"5 minutes\"\n",
 			`herald.toml:2: dns.timeout: "5 minutes" is not a duration (use e.g. "90s", "5m", "120h")`},
 		{"negative duration", "[queue]\nretry_initial = \"-5m\"\n", `herald.toml:2: queue.retry_initial: "-5m" is not a positive duration`},

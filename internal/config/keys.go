@@ -169,6 +169,22 @@ func (c *Config) fields() []field {
 		boolField("console.enabled", &c.Console.Enabled),
 		durField("console.idle_timeout", &c.Console.IdleTimeout, false),
 		durField("console.max_age", &c.Console.MaxAge, false),
+
+		boolField("acme.enabled", &c.ACME.Enabled),
+		strField("acme.directory_url", &c.ACME.DirectoryURL, checkOptional(checkHTTPSURL)),
+		strField("acme.email", &c.ACME.Email, checkOptional(checkMailbox)),
+		strField("acme.http_address", &c.ACME.HTTPAddress, checkOptional(checkListen)),
+		strField("acme.https_address", &c.ACME.HTTPSAddress, checkOptional(checkListen)),
+		durField("acme.renew_before", &c.ACME.RenewBefore, true),
+		listField("acme.challenges", &c.ACME.Challenges, checkOneOf("tls-alpn-01", "http-01")),
+		listField("acme.hosts", &c.ACME.Hosts, checkOneOf("mta-sts", "autoconfig", "autodiscover")),
+		strField("acme.ca_file", &c.ACME.CAFile, nil),
+
+		durField("wellknown.mta_sts_max_age", &c.WellKnown.MTASTSMaxAge, false),
+		listField("wellknown.mta_sts_mx", &c.WellKnown.MTASTSMX, checkMXPattern),
+		boolField("wellknown.autoconfig", &c.WellKnown.Autoconfig),
+		strField("wellknown.imap_host", &c.WellKnown.IMAPHost, checkOptional(checkHostname)),
+		intField("wellknown.imap_port", &c.WellKnown.IMAPPort, 1, 65535),
 	}, c.dnsblFields()...)
 }
 
@@ -792,6 +808,34 @@ func checkResolver(s string) error {
 	}
 	if _, err := netip.ParseAddr(h); err != nil || port == 0 {
 		return fmt.Errorf("%q is not an ip:port address (e.g. \"127.0.0.1:53\", \"[::1]:53\")", s)
+	}
+	return nil
+}
+
+// checkHTTPSURL accepts an absolute https:// URL with a host.
+func checkHTTPSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q is not an https:// URL", s)
+	}
+	return nil
+}
+
+// checkOneOf accepts one of values.
+func checkOneOf(values ...string) func(string) error {
+	return func(s string) error {
+		if !slices.Contains(values, s) {
+			return fmt.Errorf("%q is not one of %s", s, quoteList(values))
+		}
+		return nil
+	}
+}
+
+// checkMXPattern accepts a host name, or "*." and a host name (RFC 8461
+// section 3.2).
+func checkMXPattern(s string) error {
+	if !isHostname(strings.TrimPrefix(s, "*.")) {
+		return fmt.Errorf("%q is not a host name or *.domain pattern", s)
 	}
 	return nil
 }

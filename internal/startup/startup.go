@@ -81,12 +81,18 @@ func describe(code int, what, why, hint string, err error) error {
 // ("smtp", "submission", "submissions", "http").
 func Listener(section, addr string, err error) error {
 	key := section + ".listen"
+	switch section { // the ACME listeners have a key of their own
+	case "acme_http":
+		key = "acme.http_address"
+	case "acme_https":
+		key = "acme.https_address"
+	}
 	what := section + " listener " + addr
 	var dnsErr *net.DNSError
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
 		hint := "is another MTA running? stop it, or change " + key
-		if section == "http" {
+		if section == "http" || section == "acme_http" || section == "acme_https" {
 			hint = "is another program using it? stop it, or change " + key
 		}
 		return describe(exitcode.Unavailable, what, reason(err), hint, err)

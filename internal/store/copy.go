@@ -172,6 +172,10 @@ var CopyTables = []*Table{
 		Columns: cols("rule until:i reason created:i")},
 	{Kind: "console operators", Name: "operators", Key: []string{"name"},
 		Columns: cols("name password_hash created:i")},
+	// Certificates keep serving on the destination's nodes from their
+	// first handshake (the ACME account key is among the secrets).
+	{Kind: "acme certificates", Name: "acme_certs", Key: []string{"name"},
+		Columns: cols("name cert_pem:x key_pem:x not_before:i not_after:i updated:i")},
 }
 
 // MessageTable is the queue's message rows (the body, stored apart, is

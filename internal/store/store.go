@@ -261,6 +261,9 @@ type DomainPolicy struct {
 	DMARC string `json:"dmarc,omitempty"`
 	// SPFReject is "on" (refuse SPF hard fails at RCPT), "off" or "".
 	SPFReject string `json:"spf_reject,omitempty"`
+	// MTASTS is the mode of the MTA-STS policy Herald publishes for the
+	// domain (RFC 8461): "enforce", "testing", "none", or "" for testing.
+	MTASTS string `json:"mta_sts,omitempty"`
 }
 
 // Directory holds the local domains, users and aliases. Reads reflect
@@ -346,6 +349,7 @@ type Store interface {
 	Alerts
 	AlertInputs
 	ConsoleAccess
+	ACMEStore
 	Close() error
 }
 

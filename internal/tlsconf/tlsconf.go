@@ -1,7 +1,9 @@
-// Package tlsconf provides the server certificate for Herald's listeners:
-// loaded from PEM files and reloaded on demand (SIGHUP), or, when no files
-// are configured, a self-signed development certificate generated once and
-// kept in the data directory.
+// Package tlsconf provides the server certificates for Herald's listeners,
+// chosen per handshake by the name the client asks for (SNI): a
+// certificate loaded from PEM files and reloaded on demand (SIGHUP),
+// further sources such as ACME (internal/acme) behind the Source
+// interface, and, when no files are configured, a self-signed development
+// certificate generated once and kept in the data directory.
 package tlsconf
 
 import (
@@ -40,16 +42,36 @@ const (
 	selfSignedKey  = "selfsigned.key"
 )
 
-// Manager holds the current server certificate. It is safe for concurrent
-// use: handshakes read the certificate while Reload replaces it.
+// Source is a provider of server certificates by host name, such as the
+// ACME manager.
+type Source interface {
+	// Certificate returns the certificate to serve for name (lower-case
+	// ASCII, no trailing dot), or nil when the source has none for it. It
+	// is called during handshakes: it must not block, and must never
+	// obtain a certificate for a name it was not configured with.
+	Certificate(name string) *tls.Certificate
+}
+
+// Manager holds the server certificates and picks one per handshake. It is
+// safe for concurrent use: handshakes read the certificates while Reload
+// and the sources replace them.
+//
+// For the name a client asks for, the configured certificate file comes
+// first when it covers the name, then the sources added with AddSource in
+// their order, then the self-signed certificate when it covers the name.
+// A client that asks for no name or for a name nothing covers gets the
+// certificate of the server's hostname, found the same way, or else the
+// file or self-signed certificate.
 type Manager struct {
 	certFile, keyFile string
 	selfSigned        bool
 	minVersion        uint16
+	hostname          string
 	log               *slog.Logger
 
-	mu   sync.Mutex // serialises Reload
-	cert atomic.Pointer[tls.Certificate]
+	mu      sync.Mutex // serialises Reload and AddSource
+	cert    atomic.Pointer[tls.Certificate]
+	sources atomic.Pointer[[]Source]
 }
 
 // New returns a Manager for the given PEM certificate chain and key files.
@@ -70,7 +92,7 @@ func New(certFile, keyFile, dataDir, hostname string, minVersion uint16, log *sl
 	default:
 		return nil, fmt.Errorf("tlsconf: minimum TLS version %s is not supported (use 1.2 or 1.3)", tls.VersionName(minVersion))
 	}
-	m := &Manager{certFile: certFile, keyFile: keyFile, minVersion: minVersion, log: log}
+	m := &Manager{certFile: certFile, keyFile: keyFile, minVersion: minVersion, hostname: NormalizeName(hostname), log: log}
 	switch {
 	case certFile != "" && keyFile != "":
 		cert, err := loadPair(certFile, keyFile)
@@ -168,18 +190,115 @@ func (m *Manager) Reload() error {
 	return nil
 }
 
-// ServerConfig returns a new TLS configuration for a listener. It fetches
-// the certificate per handshake, so Reload applies to new connections.
+// ServerConfig returns a new TLS configuration for a listener. It picks
+// the certificate per handshake (GetCertificate), so Reload and the
+// sources' renewals apply to new connections.
 func (m *Manager) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion: m.minVersion,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return m.cert.Load(), nil
-		},
+		MinVersion:     m.minVersion,
+		GetCertificate: m.GetCertificate,
 	}
 }
 
-// Certificate returns the certificate currently served.
+// MinVersion returns the lowest TLS version the listeners accept.
+func (m *Manager) MinVersion() uint16 { return m.minVersion }
+
+// AddSource adds a certificate source after the configured file and the
+// sources added before, ahead of the self-signed certificate.
+func (m *Manager) AddSource(s Source) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var list []Source
+	if old := m.sources.Load(); old != nil {
+		list = slices.Clone(*old)
+	}
+	list = append(list, s)
+	m.sources.Store(&list)
+}
+
+// GetCertificate returns the certificate for the name hello asks for (see
+// Manager); it never fails.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return m.ForName(hello.ServerName), nil
+}
+
+// ForName returns the certificate served to a client asking for name.
+func (m *Manager) ForName(name string) *tls.Certificate {
+	if c := m.lookup(NormalizeName(name)); c != nil {
+		return c
+	}
+	if c := m.lookup(m.hostname); c != nil {
+		return c
+	}
+	return m.cert.Load()
+}
+
+// lookup returns the certificate of the first source that covers name,
+// or nil. The sources are, in order: the certificate file, the added
+// sources, the self-signed certificate.
+func (m *Manager) lookup(name string) *tls.Certificate {
+	if name == "" {
+		return nil
+	}
+	if c := m.own(false).Certificate(name); c != nil {
+		return c
+	}
+	if list := m.sources.Load(); list != nil {
+		for _, s := range *list {
+			if c := s.Certificate(name); c != nil {
+				return c
+			}
+		}
+	}
+	return m.own(true).Certificate(name)
+}
+
+// ownSource is the Manager's own certificate (file or self-signed) as a
+// Source: it covers the names its leaf is valid for.
+type ownSource struct {
+	m       *Manager
+	enabled bool
+}
+
+// own returns the Manager's certificate as a Source in the file position
+// (selfSigned false) or the self-signed position (true): it has
+// certificates only in the position that matches what it is.
+func (m *Manager) own(selfSigned bool) Source { return ownSource{m, m.selfSigned == selfSigned} }
+
+// Certificate returns the Manager's certificate if it covers name.
+func (o ownSource) Certificate(name string) *tls.Certificate {
+	if !o.enabled {
+		return nil
+	}
+	if c := o.m.cert.Load(); c.Leaf.VerifyHostname(name) == nil {
+		return c
+	}
+	return nil
+}
+
+// NormalizeName returns a TLS server name as sources see it: lower-case,
+// without a trailing dot; "" for anything that is not a plausible DNS
+// name (an IP address, empty labels, bytes outside letters, digits, '-',
+// '_' and '.', or longer than 253 bytes).
+func NormalizeName(name string) string {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if name == "" || len(name) > 253 || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+		return ""
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return ""
+		}
+	}
+	if net.ParseIP(name) != nil {
+		return ""
+	}
+	return name
+}
+
+// Certificate returns the file or self-signed certificate (the one served
+// when no source has a better one).
 func (m *Manager) Certificate() *tls.Certificate { return m.cert.Load() }
 
 // SelfSigned reports whether the certificate is Herald's generated one.

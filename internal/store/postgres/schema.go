@@ -343,6 +343,30 @@ var schema = []string{
 	);
 	CREATE INDEX console_sessions_subject ON console_sessions (kind, subject);
 	CREATE INDEX console_sessions_expires ON console_sessions (expires);`,
+	// 6: ACME (issue 11): the certificates obtained for each host name, the
+	// claims that make one node at a time order a host name's
+	// certificate, and the challenge responses of orders in progress.
+	// IF NOT EXISTS: the step stands alone, wherever the integrator numbers
+	// it, and a test that rolls the schema back to an earlier version and
+	// migrates again does not need to know these tables.
+	`CREATE TABLE IF NOT EXISTS acme_certs (
+		name       text COLLATE "C" PRIMARY KEY,
+		cert_pem   bytea NOT NULL,
+		key_pem    bytea NOT NULL,
+		not_before bigint NOT NULL, -- unix ns
+		not_after  bigint NOT NULL,
+		updated    bigint NOT NULL
+	);
+	CREATE TABLE IF NOT EXISTS acme_orders (
+		name  text COLLATE "C" PRIMARY KEY,
+		token text NOT NULL,
+		until bigint NOT NULL -- unix ns
+	);
+	CREATE TABLE IF NOT EXISTS acme_challenges (
+		key     text COLLATE "C" PRIMARY KEY,
+		value   bytea NOT NULL,
+		expires bigint NOT NULL -- unix ns
+	);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

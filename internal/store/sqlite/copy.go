@@ -29,6 +29,8 @@ var NotCopied = map[string]string{
 	"alert_states":     "measured again by the nodes of the destination within a minute",
 	"alert_history":    "this node's alert transitions: operations history, not state",
 	"console_sessions": "console logins: operators log in again on the new store",
+	"acme_orders":      "claims of certificate orders in progress: none while the node is stopped",
+	"acme_challenges":  "challenge responses of orders in progress: short-lived",
 	"messages":         "copied as store.MessageTable, with the bodies",
 	"recipients":       "copied as store.RecipientTable, with their messages",
 }

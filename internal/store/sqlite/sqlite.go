@@ -622,6 +622,30 @@ var schema = []string{
 	) WITHOUT ROWID;
 	CREATE INDEX console_sessions_subject ON console_sessions(kind, subject);
 	CREATE INDEX console_sessions_expires ON console_sessions(expires);`,
+	// 14: ACME (issue 11): the certificates obtained for each host name, the
+	// claims that make one node at a time order a host name's
+	// certificate, and the challenge responses of orders in progress.
+	// IF NOT EXISTS: the step stands alone, wherever the integrator numbers
+	// it, and a test that rolls the schema back to an earlier version and
+	// migrates again does not need to know these tables.
+	`CREATE TABLE IF NOT EXISTS acme_certs (
+		name       TEXT PRIMARY KEY,
+		cert_pem   BLOB NOT NULL,
+		key_pem    BLOB NOT NULL,
+		not_before INTEGER NOT NULL, -- unix ns
+		not_after  INTEGER NOT NULL,
+		updated    INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE IF NOT EXISTS acme_orders (
+		name  TEXT PRIMARY KEY,
+		token TEXT NOT NULL,
+		until INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;
+	CREATE TABLE IF NOT EXISTS acme_challenges (
+		key     TEXT PRIMARY KEY,
+		value   BLOB NOT NULL,
+		expires INTEGER NOT NULL -- unix ns
+	) WITHOUT ROWID;`,
 }
 
 // pageSize is the database page size, set when the database is created.

@@ -64,6 +64,7 @@ func Run(t *testing.T, b Backend) {
 		{"Shared", sharedTests},
 		{"Alerts", alertTests},
 		{"Console", consoleTests},
+		{"ACME", acmeTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -87,7 +88,7 @@ func Run(t *testing.T, b Backend) {
 	})
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests) {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests, acmeNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)
