@@ -81,25 +81,44 @@ func (e *cmdEnv) dkimCmd(args []string) error {
 }
 
 func (e *cmdEnv) dkimKeygen(ctx context.Context, st store.Store, domain, selector, algorithm string) error {
+	k, err := newDKIMKey(ctx, st, domain, selector, algorithm, time.Now())
+	if err != nil {
+		return err
+	}
+	state := "inactive: publish the record, wait for it to propagate, then run\n  herald dkim activate " + domain + " " + k.Selector
+	if k.Active {
+		state = "active (the domain's first " + k.Algorithm + " key): mail from " + domain + " is signed with it from now on"
+	}
+	fmt.Fprintf(e.stdout, "DKIM key %s of %s created, %s\n\nPublish this DNS TXT record:\n\n", k.Selector, domain, state)
+	return e.printDKIMRecord(k)
+}
+
+// newDKIMKey generates a key of algorithm (rsa: 2048 bits, or ed25519)
+// for domain and adds it to the store under selector (""; the default
+// selector of now). The domain's first key of an algorithm is active at
+// once, so that a new domain signs from its first message; a later one
+// (a rotation) stays inactive until its record is published. Used by
+// "dkim keygen" and "setup".
+func newDKIMKey(ctx context.Context, st store.DKIMKeys, domain, selector, algorithm string, now time.Time) (store.DKIMKey, error) {
 	algorithm = strings.ToLower(algorithm)
 	if algorithm != store.DKIMAlgorithmRSA && algorithm != store.DKIMAlgorithmEd25519 {
-		return fmt.Errorf("%w: --algorithm must be rsa or ed25519, not %q", errUsage, algorithm)
+		return store.DKIMKey{}, fmt.Errorf("%w: --algorithm must be rsa or ed25519, not %q", errUsage, algorithm)
 	}
 	if selector == "" {
-		selector = defaultSelector(time.Now(), algorithm)
+		selector = defaultSelector(now, algorithm)
 	}
 	selector = strings.ToLower(selector)
 	if !dkim.ValidSelector(selector) {
-		return fmt.Errorf("invalid selector %q", selector)
+		return store.DKIMKey{}, fmt.Errorf("invalid selector %q", selector)
 	}
 	existing, err := st.ListDKIMKeys(ctx, domain)
 	if err != nil {
-		return err
+		return store.DKIMKey{}, err
 	}
 	first := true
 	for _, k := range existing {
 		if k.Selector == selector {
-			return fmt.Errorf("DKIM key %s of %s: %w (choose another --selector)", selector, domain, store.ErrExists)
+			return store.DKIMKey{}, fmt.Errorf("DKIM key %s of %s: %w (choose another --selector)", selector, domain, store.ErrExists)
 		}
 		if k.Algorithm == algorithm {
 			first = false
@@ -107,18 +126,13 @@ func (e *cmdEnv) dkimKeygen(ctx context.Context, st store.Store, domain, selecto
 	}
 	priv, err := dkim.GenerateKey(algorithm)
 	if err != nil {
-		return err
+		return store.DKIMKey{}, err
 	}
-	k := store.DKIMKey{Domain: domain, Selector: selector, Algorithm: algorithm, PrivateKey: priv, Active: first, Created: time.Now()}
+	k := store.DKIMKey{Domain: domain, Selector: selector, Algorithm: algorithm, PrivateKey: priv, Active: first, Created: now}
 	if err := st.AddDKIMKey(ctx, k); err != nil {
-		return fmt.Errorf("DKIM key %s of %s: %w", selector, domain, err)
+		return store.DKIMKey{}, fmt.Errorf("DKIM key %s of %s: %w", selector, domain, err)
 	}
-	state := "inactive: publish the record, wait for it to propagate, then run\n  herald dkim activate " + domain + " " + selector
-	if first {
-		state = "active (the domain's first " + algorithm + " key): mail from " + domain + " is signed with it from now on"
-	}
-	fmt.Fprintf(e.stdout, "DKIM key %s of %s created, %s\n\nPublish this DNS TXT record:\n\n", selector, domain, state)
-	return e.printDKIMRecord(k)
+	return k, nil
 }
 
 // printDKIMRecord prints a key's public TXT record in zone-file form.

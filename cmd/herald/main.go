@@ -24,6 +24,10 @@ const usage = `herald: a secure, self-hosted mail server
 Usage:
   herald serve [--config FILE]             run the server (no config: development default)
   herald config check FILE                 validate a configuration file
+  herald setup DOMAIN --hostname mail.DOMAIN [--ip ADDR]... [--acme] [--email ADDR]
+               [--config FILE] [--data-dir DIR] [--force]
+                                           write a production config, create the domain, DKIM keys,
+                                           postmaster (password printed once); print the DNS records
   herald domain add|del DOMAIN             manage local domains
   herald domain list
   herald domain policy DOMAIN [--dmarc enforce|quarantine|monitor|default] [--spf-reject on|off|default]
@@ -158,6 +162,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.dkimCmd(args[1:])
 	case "dns":
 		err = env.dnsCmd(args[1:])
+	case "setup":
+		err = env.setupCmd(args[1:])
 	case "queue":
 		err = env.queueCmd(args[1:])
 	case "trace":
