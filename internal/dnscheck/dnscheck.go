@@ -11,8 +11,10 @@
 // this server). WARN means weak or optional: DMARC p=none, pct<100 or no
 // rua, SPF ending ?all or without all, more than 2 void lookups, a PTR name
 // other than the HELO name, no SPF for the HELO name, no DKIM key in the
-// store, a null MX, and the optional MTA-STS and TLS-RPT records when
-// missing. A fully correct zone with MTA-STS and TLS-RPT gives no WARN.
+// store, a null MX, a hostname not resolving to the given sending
+// addresses, and the optional MTA-STS, TLS-RPT, autoconfig/autodiscover
+// and SRV records when missing. A zone with every record Records suggests
+// gives no WARN.
 package dnscheck
 
 import (
@@ -164,7 +166,9 @@ func Check(ctx context.Context, r resolve.Resolver, keys KeySource, opts Options
 	opts.Domain = normName(opts.Domain)
 	opts.Hostname = normName(opts.Hostname)
 	c := &checker{r: newCachedResolver(r), keys: keys, opts: opts, rep: &Report{Domain: opts.Domain, Hostname: opts.Hostname}}
+	given := opts.SendingIPs
 	c.checkHost(ctx)
+	c.checkHostAddrs(given)
 	c.rep.SendingIPs = c.opts.SendingIPs
 	c.checkMX(ctx)
 	c.checkSPF(ctx)
@@ -174,6 +178,7 @@ func Check(ctx context.Context, r resolve.Resolver, keys KeySource, opts Options
 	c.checkPTR(ctx)
 	c.checkMTASTS(ctx)
 	c.checkTLSRPT(ctx)
+	c.checkClients(ctx)
 	return *c.rep
 }
 

@@ -123,14 +123,19 @@ func goodSetup(t *testing.T) *setup {
 				`TXT "v=spf1 mx -all"`,
 				`TXT "google-site-verification=abc"`,
 			},
-			hostname:                    {"A " + ip4, "AAAA " + ip6, `TXT "v=spf1 a -all"`},
-			"rsa1._domainkey." + domain: {fmt.Sprintf(`TXT "v=DKIM1; k=rsa; p=%s" "%s"`, rk.p[:200], rk.p[200:])},
-			"ed1._domainkey." + domain:  {`TXT "v=DKIM1; k=ed25519; p=` + ek.p + `"`},
-			"_dmarc." + domain:          {`TXT "v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
-			"_mta-sts." + domain:        {`TXT "v=STSv1; id=20260101T000000"`},
-			"_smtp._tls." + domain:      {`TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"`},
-			"10.2.0.192.in-addr.arpa":   {"PTR mail.example.com."},
-			reverse6(ip6):               {"PTR mail.example.com."},
+			hostname:                       {"A " + ip4, "AAAA " + ip6, `TXT "v=spf1 a -all"`},
+			"rsa1._domainkey." + domain:    {fmt.Sprintf(`TXT "v=DKIM1; k=rsa; p=%s" "%s"`, rk.p[:200], rk.p[200:])},
+			"ed1._domainkey." + domain:     {`TXT "v=DKIM1; k=ed25519; p=` + ek.p + `"`},
+			"_dmarc." + domain:             {`TXT "v=DMARC1; p=reject; rua=mailto:dmarc@example.com"`},
+			"_mta-sts." + domain:           {`TXT "v=STSv1; id=20260101T000000"`},
+			"_smtp._tls." + domain:         {`TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"`},
+			"10.2.0.192.in-addr.arpa":      {"PTR mail.example.com."},
+			reverse6(ip6):                  {"PTR mail.example.com."},
+			"autoconfig." + domain:         {"CNAME mail.example.com."},
+			"autodiscover." + domain:       {"CNAME mail.example.com."},
+			"_submissions._tcp." + domain:  {"SRV 0 1 465 mail.example.com."},
+			"_submission._tcp." + domain:   {"SRV 10 1 587 mail.example.com."},
+			"_autodiscover._tcp." + domain: {"SRV 0 1 443 autodiscover.example.com."},
 		},
 		keys:   memKeys{rk.key, ek.key},
 		policy: policy,
@@ -187,7 +192,7 @@ func checkFixSyntax(t *testing.T, rep dnscheck.Report) {
 	for _, f := range rep.Findings {
 		for line := range strings.SplitSeq(f.Fix, "\n") {
 			fields := strings.Fields(line)
-			if len(fields) < 3 || !strings.HasSuffix(fields[0], ".") || !slices.Contains([]string{"TXT", "MX", "A", "AAAA"}, fields[1]) {
+			if len(fields) < 3 || !strings.HasSuffix(fields[0], ".") || !slices.Contains([]string{"TXT", "MX", "A", "AAAA", "CNAME", "SRV"}, fields[1]) {
 				continue
 			}
 			rr, err := dns.NewRR(line)
@@ -404,7 +409,7 @@ func TestBrokenZones(t *testing.T) {
 		{"no DMARC", func(t *testing.T, s *setup) { delete(s.zone, "_dmarc."+domain) },
 			func(t *testing.T, rep dnscheck.Report) {
 				want(t, rep, "dmarc", dnscheck.LevelError, "example.com has no DMARC record",
-					`_dmarc.example.com. TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@example.com"`)
+					`_dmarc.example.com. TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@example.com"`)
 				only(t, rep, "ERROR dmarc")
 			}},
 		{"DMARC p=none", func(t *testing.T, s *setup) {
@@ -417,7 +422,7 @@ func TestBrokenZones(t *testing.T) {
 		{"DMARC pct and no rua", func(t *testing.T, s *setup) { setTXT(s, "_dmarc."+domain, "v=DMARC1; p=reject; pct=50") },
 			func(t *testing.T, rep dnscheck.Report) {
 				want(t, rep, "dmarc", dnscheck.LevelWarn, "pct=50", `"v=DMARC1; p=reject; pct=100"`)
-				want(t, rep, "dmarc", dnscheck.LevelWarn, "no rua=", `"v=DMARC1; p=reject; pct=50; rua=mailto:dmarc@example.com"`)
+				want(t, rep, "dmarc", dnscheck.LevelWarn, "no rua=", `"v=DMARC1; p=reject; pct=50; rua=mailto:dmarc-reports@example.com"`)
 				only(t, rep, "WARN dmarc", "WARN dmarc")
 			}},
 		{"DMARC bad policy", func(t *testing.T, s *setup) {
@@ -452,7 +457,8 @@ func TestBrokenZones(t *testing.T) {
 			setTXT(s, hostname, "v=spf1 ip4:192.0.2.99 -all")
 		}, func(t *testing.T, rep dnscheck.Report) {
 			want(t, rep, "ptr", dnscheck.LevelError, "does not resolve back", "mail.example.com. A 192.0.2.99")
-			only(t, rep, "ERROR ptr")
+			want(t, rep, "host", dnscheck.LevelWarn, "resolves to 192.0.2.10, 2001:db8::10, not to 192.0.2.99", "mail.example.com. A 192.0.2.99")
+			only(t, rep, "ERROR ptr", "WARN host")
 		}},
 		{"MX not pointing to us", func(t *testing.T, s *setup) {
 			s.zone[domain][0] = "MX 10 mx.elsewhere.example."
@@ -482,12 +488,25 @@ func TestBrokenZones(t *testing.T) {
 			want(t, rep, "mx", dnscheck.LevelError, "example.com has no MX record", "example.com. MX 10 mail.example.com.")
 			only(t, rep, "ERROR mx")
 		}},
+		{"no autoconfig, SRV to the wrong port (optional)", func(t *testing.T, s *setup) {
+			delete(s.zone, "autoconfig."+domain)
+			s.zone["autodiscover."+domain] = []string{"A 203.0.113.9"}
+			s.zone["_submissions._tcp."+domain] = []string{"SRV 0 1 993 mail.example.com."}
+			delete(s.zone, "_submission._tcp."+domain)
+		}, func(t *testing.T, rep dnscheck.Report) {
+			want(t, rep, "clients", dnscheck.LevelWarn, "autoconfig.example.com does not resolve", "autoconfig.example.com. CNAME mail.example.com.")
+			want(t, rep, "clients", dnscheck.LevelWarn, "autodiscover.example.com resolves to 203.0.113.9, not to this server", "autodiscover.example.com. CNAME mail.example.com.")
+			want(t, rep, "clients", dnscheck.LevelWarn, "SRV _submissions._tcp.example.com is 0 1 993 mail.example.com, not port 465", "_submissions._tcp.example.com. SRV 0 1 465 mail.example.com.")
+			want(t, rep, "clients", dnscheck.LevelWarn, "no SRV record _submission._tcp.example.com", "_submission._tcp.example.com. SRV 10 1 587 mail.example.com.")
+			want(t, rep, "clients", dnscheck.LevelOK, "SRV _autodiscover._tcp.example.com: 0 1 443 autodiscover.example.com", "")
+			only(t, rep, "WARN clients", "WARN clients", "WARN clients", "WARN clients")
+		}},
 		{"no MTA-STS, no TLS-RPT (optional)", func(t *testing.T, s *setup) {
 			delete(s.zone, "_mta-sts."+domain)
 			delete(s.zone, "_smtp._tls."+domain)
 		}, func(t *testing.T, rep dnscheck.Report) {
 			want(t, rep, "mta-sts", dnscheck.LevelWarn, "no MTA-STS policy (optional)", "mx: mail.example.com\nmax_age: 604800")
-			want(t, rep, "tls-rpt", dnscheck.LevelWarn, "no TLS-RPT record (optional)", `_smtp._tls.example.com. TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"`)
+			want(t, rep, "tls-rpt", dnscheck.LevelWarn, "no TLS-RPT record (optional)", `_smtp._tls.example.com. TXT "v=TLSRPTv1; rua=mailto:tls-reports@example.com"`)
 			only(t, rep, "WARN mta-sts", "WARN tls-rpt")
 			if rep.Errors() != 0 {
 				t.Errorf("Errors() = %d", rep.Errors())
@@ -495,7 +514,7 @@ func TestBrokenZones(t *testing.T) {
 		}},
 		{"MTA-STS policy unreachable", func(t *testing.T, s *setup) { s.policy = "" },
 			func(t *testing.T, rep dnscheck.Report) {
-				want(t, rep, "mta-sts", dnscheck.LevelError, "cannot be fetched: 404", "serve at https://mta-sts.example.com/.well-known/mta-sts.txt")
+				want(t, rep, "mta-sts", dnscheck.LevelError, "cannot be fetched: 404", "Herald serves the policy at https://mta-sts.example.com/.well-known/mta-sts.txt itself: with [acme] enabled = true")
 				only(t, rep, "ERROR mta-sts")
 			}},
 		{"MTA-STS wildcard, testing mode, short max_age", func(t *testing.T, s *setup) {

@@ -33,8 +33,8 @@ func recordWith(tags map[string]string, order []string, set map[string]string, n
 func (c *checker) checkDMARC(ctx context.Context) {
 	d := c.opts.Domain
 	name := "_dmarc." + d
-	rua := "mailto:dmarc@" + d
-	fix := txtRecord(name, "v=DMARC1; p=quarantine; rua="+rua)
+	rua := "mailto:" + DMARCReportsLocal + "@" + d
+	fix := txtRecord(name, DMARCRecord(d))
 	txts, err := c.txtWithPrefix(ctx, name, "v=DMARC1")
 	if err != nil && !errors.Is(err, resolve.ErrNotFound) {
 		c.add(CheckDMARC, LevelError, "", "DMARC record %s: %s", name, describe(err))
@@ -189,7 +189,7 @@ func (c *checker) stsPolicyText() string {
 		mx = []string{c.opts.Hostname}
 	}
 	var b strings.Builder
-	b.WriteString("version: STSv1\nmode: enforce\n")
+	b.WriteString("version: STSv1\nmode: testing\n")
 	for _, h := range mx {
 		b.WriteString("mx: " + h + "\n")
 	}
@@ -201,8 +201,10 @@ func (c *checker) checkMTASTS(ctx context.Context) {
 	d := c.opts.Domain
 	name := "_mta-sts." + d
 	url := "https://mta-sts." + d + "/.well-known/mta-sts.txt"
-	policyFix := "serve at " + url + " (valid certificate for mta-sts." + d + "):\n" + c.stsPolicyText()
-	id := time.Now().UTC().Format("20060102150405")
+	policyFix := "Herald serves the policy at " + url + " itself: with [acme] enabled = true (it gets the certificate of mta-sts." + d +
+		" and answers on port 443), or through a reverse proxy with that certificate passing mta-sts." + d + " to http.listen; publish\n" +
+		fqdn("mta-sts."+d) + " CNAME " + fqdn(c.opts.Hostname) + "\nThe policy it serves (mode from herald domain policy " + d + " --mta-sts):\n" + c.stsPolicyText()
+	id := MTASTSID(time.Now())
 	txts, err := c.txtWithPrefix(ctx, name, "v=STSv1")
 	if err != nil && !errors.Is(err, resolve.ErrNotFound) {
 		c.add(CheckMTASTS, LevelError, "", "MTA-STS record %s: %s", name, describe(err))
@@ -279,7 +281,7 @@ func (c *checker) checkMTASTS(ctx context.Context) {
 func (c *checker) checkTLSRPT(ctx context.Context) {
 	d := c.opts.Domain
 	name := "_smtp._tls." + d
-	fix := txtRecord(name, "v=TLSRPTv1; rua=mailto:tlsrpt@"+d)
+	fix := txtRecord(name, TLSRPTRecord(d))
 	txts, err := c.txtWithPrefix(ctx, name, "v=TLSRPTv1")
 	if err != nil && !errors.Is(err, resolve.ErrNotFound) {
 		c.add(CheckTLSRPT, LevelError, "", "TLS-RPT record %s: %s", name, describe(err))
