@@ -106,3 +106,13 @@ func (c *CA) NewOrders() int {
 	defer c.mu.Unlock()
 	return c.hits["/order-plz"]
 }
+
+// RootsPEM returns the CA's roots in PEM, for a process that trusts them
+// through a file (SSL_CERT_FILE).
+func (c *CA) RootsPEM() []byte {
+	var out []byte
+	for i := range c.ca.GetNumberOfRootCerts() {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.ca.GetRootCert(i).Cert.Raw})...)
+	}
+	return out
+}
