@@ -43,6 +43,11 @@ func dnsZone(t *testing.T, extraConfig string) (*cli, *testdns.Server) {
 	d.AddTXT("_dmarc.example.org", "v=DMARC1; p=reject; rua=mailto:dmarc@example.org")
 	d.AddPTR("192.0.2.20", "host.example")
 	d.AddTXT("_smtp._tls.example.org", "v=TLSRPTv1; rua=mailto:tls@example.org")
+	d.AddCNAME("autoconfig.example.org", "host.example")
+	d.AddCNAME("autodiscover.example.org", "host.example")
+	d.Add("_submissions._tcp.example.org. SRV 0 1 465 host.example.")
+	d.Add("_submission._tcp.example.org. SRV 10 1 587 host.example.")
+	d.Add("_autodiscover._tcp.example.org. SRV 0 1 443 autodiscover.example.org.")
 	return c, d
 }
 
@@ -58,9 +63,11 @@ func TestDNSCheckCommand(t *testing.T) {
 		// MTA-STS is optional: a warning, not an error.
 		"WARN   mta-sts: example.org publishes no MTA-STS policy (optional)",
 		"       fix: _mta-sts.example.org. TXT \"v=STSv1; id=",
-		"            and serve at https://mta-sts.example.org/.well-known/mta-sts.txt",
+		"            and Herald serves the policy at https://mta-sts.example.org/.well-known/mta-sts.txt itself: with [acme] enabled = true",
+		"            mta-sts.example.org. CNAME host.example.\n",
 		"            mx: host.example\n",
-		"example.org: 8 OK, 1 warning, 0 errors\n",
+		"OK     clients: SRV _submissions._tcp.example.org: 0 1 465 host.example\n",
+		"example.org: 13 OK, 1 warning, 0 errors\n",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q:\n%s", s, out)
@@ -76,12 +83,13 @@ func TestDNSCheckCommand(t *testing.T) {
 	}
 	for _, s := range []string{
 		"ERROR  dmarc: example.org has no DMARC record",
-		"       fix: _dmarc.example.org. TXT \"v=DMARC1; p=quarantine; rua=mailto:dmarc@example.org\"\n",
+		"       fix: _dmarc.example.org. TXT \"v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@example.org\"\n",
 		"ERROR  spf: SPF does not authorise sending address 192.0.2.99: result fail",
 		"       fix: example.org. TXT \"v=spf1 mx ip4:192.0.2.99 -all\"\n",
 		"ERROR  ptr: PTR of 192.0.2.99 is host.example, which does not resolve back to 192.0.2.99",
 		"       fix: host.example. A 192.0.2.99\n",
 		"WARN   spf-helo: SPF of the HELO name host.example does not authorise 192.0.2.99",
+		"WARN   host: hostname host.example resolves to 192.0.2.20, not to 192.0.2.99",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q:\n%s", s, out)
