@@ -271,7 +271,9 @@ func (e *cmdEnv) banner(cfg *config.Config, a *app.App) {
 	if cfg.TLS.CertFile == "" {
 		fmt.Fprintf(e.stderr, "  tls          self-signed certificate in %s/tls (set tls.cert_file/key_file for production)\n", cfg.Server.DataDir)
 	}
-	fmt.Fprintf(e.stderr, "Add a domain, a user, a DKIM key and an API key:\n  herald domain add example.com\n"+
+	fmt.Fprintf(e.stderr, "Set up a domain for production (config, DKIM keys, postmaster, DNS records):\n"+
+		"  herald setup example.com --hostname mail.example.com --ip ADDR --acme\n")
+	fmt.Fprintf(e.stderr, "Or one by one: a domain, a user, a DKIM key and an API key:\n  herald domain add example.com\n"+
 		"  echo 'a-long-password' | herald user add you@example.com\n  herald dkim keygen example.com\n"+
 		"  herald apikey add default --scope send,read\n")
 }

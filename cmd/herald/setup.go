@@ -410,7 +410,7 @@ func installConfig(path, text string, force bool) (*config.Config, error) {
 	}
 	if _, err := os.Lstat(path); err == nil && !force {
 		return nil, exitcode.New(exitcode.CantCreat,
-			fmt.Sprintf("%s exists: not replaced (give --force to replace it; the old file is kept as %s.bak)", path, path), nil)
+			fmt.Sprintf("%s exists: not replaced (give --force to replace it; the current file is then kept as %s.bak)", path, path), nil)
 	}
 	tmp, err := os.CreateTemp(dir, ".herald-setup-*.toml")
 	if err != nil {
