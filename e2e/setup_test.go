@@ -136,6 +136,7 @@ func TestSetupEndToEnd(t *testing.T) {
 	env := []string{"HERALD_DNS_RESOLVER=" + zone.Addr(), "SSL_CERT_FILE=" + rootsFile}
 	// Nothing published yet: the doctor finds errors.
 	out, _, code = runHerald(t, bin, env, "dns", "check", "example.test", "--config", cfgPath)
+	t.Logf("herald dns check example.test, before publishing:\n%s", out)
 	if code == 0 || !strings.Contains(out, "ERROR") {
 		t.Errorf("doctor before publishing: exit %d\n%s", code, out)
 	}
