@@ -61,12 +61,12 @@ var protocols = set("internal/smtp", "internal/message", "internal/smtpserver", 
 
 // State: the store's interfaces and types, its backends, its conformance
 // suite, and directory logic over it.
-var state = set("internal/store", "internal/backup", "internal/store/sqlite", "internal/store/postgres", "internal/store/storetest", "internal/alias")
+var state = set("internal/store", "internal/store/sqlite", "internal/store/postgres", "internal/store/storetest", "internal/alias")
 
 // The composition root and the entry adapters that translate protocols
 // into pipeline transactions; they may import anything, and only commands
 // import them.
-var composition = set("internal/app", "internal/gateway", "internal/startup")
+var composition = set("internal/app", "internal/backup", "internal/gateway", "internal/startup")
 
 func set(xs ...string) map[string]bool {
 	m := make(map[string]bool, len(xs))

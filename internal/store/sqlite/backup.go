@@ -12,7 +12,7 @@ import (
 
 // Snapshot is a consistent copy of a data directory's database, taken
 // while the server may be writing to it (see TakeSnapshot). It keeps a
-// read-only connection to the live database open, to tell a message that
+// connection open on the live database, which it only reads, to tell a message that
 // finished after the snapshot from a damaged store.
 type Snapshot struct {
 	path   string
@@ -37,7 +37,9 @@ func TakeSnapshot(ctx context.Context, dir, dest string) (*Snapshot, error) {
 		return nil, fmt.Errorf("sqlite store: snapshot: %s already exists", dest)
 	}
 	busyMS := DefaultBusyTimeout.Milliseconds()
-	live, err := sql.Open("sqlite", fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_pragma=query_only(1)", src, busyMS))
+	// Not query_only: that pragma refuses VACUUM INTO. This connection
+	// only reads the live database.
+	live, err := sql.Open("sqlite", fmt.Sprintf("%s?_pragma=busy_timeout(%d)", src, busyMS))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: snapshot: open %s: %w", src, err)
 	}
