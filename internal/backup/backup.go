@@ -99,10 +99,11 @@ type Options struct {
 
 // skipTop are the entries of a data directory that Backup does not copy
 // as files: the database (snapshotted), its WAL and lock files, the
-// server's pidlock, and the blobs (copied per message of the snapshot).
+// server's pidlock, the blobs (copied per message of the snapshot), and
+// the disk-full reserve file, which the server writes again at start.
 var skipTop = map[string]bool{
 	"herald.db": true, "herald.db-wal": true, "herald.db-shm": true, "herald.db-journal": true,
-	"herald.lock": true, "herald.pid": true, "blobs": true,
+	"herald.lock": true, "herald.pid": true, "blobs": true, "reserve.space": true,
 }
 
 // Backup copies data directory dataDir into dest, a new or empty
