@@ -30,9 +30,10 @@ func (e *cmdEnv) backupCmd(args []string) error {
 	}
 	if cfg.Store.URL != "" {
 		url := postgres.Redact(cfg.Store.URL)
+		dump := filepath.Join(pos[0], "herald.dump")
 		return exitcode.New(exitcode.Unavailable, fmt.Sprintf(
-			"the store is PostgreSQL (store.url): back it up with pg_dump --format=custom --file=%s '%s' (restore: pg_restore --clean --if-exists --dbname='%s' %s), and the data directory %s (Maildir, TLS files) with a file copy",
-			filepath.Join(pos[0], "herald.dump"), url, url, filepath.Join(pos[0], "herald.dump"), cfg.Server.DataDir), nil)
+			"the store is PostgreSQL (store.url), which herald backup does not copy: back it up with mkdir -p %s && pg_dump --format=custom --file=%s '%s' (the password from PGPASSWORD or ~/.pgpass; restore with pg_restore --clean --if-exists --dbname='%s' %s), and the data directory %s (Maildir, TLS files) with a file copy",
+			pos[0], dump, url, url, dump, cfg.Server.DataDir), nil)
 	}
 	if err := becomeServerUser(cfg); err != nil {
 		return err
@@ -74,7 +75,7 @@ func (e *cmdEnv) restoreCmd(args []string) error {
 	}
 	if cfg.Store.URL != "" {
 		return exitcode.New(exitcode.Unavailable, fmt.Sprintf(
-			"the store is PostgreSQL (store.url): restore it with pg_restore --clean --if-exists --dbname='%s' herald.dump", postgres.Redact(cfg.Store.URL)), nil)
+			"the store is PostgreSQL (store.url), which herald restore does not write: restore a pg_dump with pg_restore --clean --if-exists --dbname='%s' DEST/herald.dump", postgres.Redact(cfg.Store.URL)), nil)
 	}
 	if err := becomeServerUser(cfg); err != nil {
 		return err
