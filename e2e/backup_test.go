@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,5 +232,68 @@ func TestBackupUnderLoadRestoreDeliversOnce(t *testing.T) {
 		if r := fmt.Sprintf("r%d@remote.test", i); per[r] != 1 {
 			t.Errorf("%s, acknowledged before the backup, delivered %d times, want once", r, per[r])
 		}
+	}
+}
+
+// Run as root with server.user set, herald backup and herald restore work
+// as that user: the backup's files and the restored data directory are
+// its own, so the server can use them.
+func TestBackupRestoreAsRootOwnedByServerUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	base := startupBase(t)
+	withUser := func(path string) string {
+		cfg := strings.Replace(readFile(t, path), "[server]\n", "[server]\nuser = \"nobody\"\n", 1)
+		must(t, os.WriteFile(path, []byte(cfg), 0o644))
+		return path
+	}
+	cfg := withUser(startupConfig(t, base, filepath.Join(base, "data"), freePortOn(t, "127.0.0.1"), ""))
+	for _, args := range [][]string{{"domain", "add", "example.com"}, {"user", "add", "alice@example.com"}} {
+		if code, out, errs := runBinary(t, 0, "a-long-enough-password\n", append(args, "--config", cfg)...); code != 0 {
+			t.Fatalf("%v: %d %s %s", args, code, out, errs)
+		}
+	}
+	backups := filepath.Join(base, "backups")
+	must(t, os.Mkdir(backups, 0o700))
+	must(t, os.Chown(backups, nobody, nobody))
+	dest := filepath.Join(backups, "bk")
+	if code, out, errs := runBinary(t, 0, "", "backup", dest, "--config", cfg); code != 0 {
+		t.Fatalf("backup as root: %d %s %s", code, out, errs)
+	}
+	ownedByNobody := func(root string) {
+		t.Helper()
+		n := 0
+		must(t, filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != nobody {
+				t.Errorf("%s is owned by uid %d, want nobody (%d)", p, st.Uid, nobody)
+			}
+			n++
+			return nil
+		}))
+		if n < 3 {
+			t.Errorf("%s holds %d entries, want the store", root, n)
+		}
+	}
+	ownedByNobody(dest)
+
+	cfg2Dir := filepath.Join(base, "two")
+	must(t, os.Mkdir(cfg2Dir, 0o755))
+	data2 := filepath.Join(base, "data2")
+	cfg2 := withUser(startupConfig(t, cfg2Dir, data2, freePortOn(t, "127.0.0.1"), ""))
+	if code, out, errs := runBinary(t, 0, "", "restore", dest, "--config", cfg2); code != 0 {
+		t.Fatalf("restore as root: %d %s %s", code, out, errs)
+	}
+	ownedByNobody(data2)
+	if code, out, errs := runBinary(t, nobody, "", "user", "list", "--config", cfg2); code != 0 || !strings.Contains(out, "alice@example.com") {
+		t.Errorf("user list as nobody on the restored data directory: %d %q %s", code, out, errs)
 	}
 }
