@@ -479,3 +479,28 @@ func BenchmarkBackup(b *testing.B) {
 	b.ReportMetric(float64(m.Bytes)/(1<<20), "MiB")
 	b.ReportMetric(float64(m.Messages), "messages")
 }
+
+// BenchmarkRestore measures a restore (verify, copy, release the leases)
+// of the backup of BenchmarkBackup.
+func BenchmarkRestore(b *testing.B) {
+	data := b.TempDir()
+	s := open(b, data, sqlite.Options{})
+	for i := range 2000 {
+		size := 2 << 10
+		if i%4 == 0 {
+			size = 100 << 10
+		}
+		storetest.Enqueue(b, s, storetest.NewMessage(t0, "rcpt@example.net"), storetest.Body(uint64(i), size), time.Time{})
+	}
+	s.Close()
+	src := filepath.Join(b.TempDir(), "bk")
+	if _, err := Backup(context.Background(), data, src, quiet()); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Restore(context.Background(), src, b.TempDir(), RestoreOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
