@@ -333,6 +333,19 @@ func TestRestoreRefuses(t *testing.T) {
 			t.Errorf("restored %d messages, want 1", len(got))
 		}
 	})
+	t.Run("backup inside the data directory", func(t *testing.T) {
+		target := t.TempDir()
+		inside := filepath.Join(target, "bk")
+		if err := os.CopyFS(inside, os.DirFS(src)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Restore(ctx, inside, target, RestoreOptions{Force: true}); err == nil || !strings.Contains(err.Error(), "overlap") {
+			t.Errorf("Restore --force of a backup inside the data directory: %v, want a refusal", err)
+		}
+		if _, err := os.Stat(filepath.Join(inside, ManifestName)); err != nil {
+			t.Errorf("the backup is gone: %v", err)
+		}
+	})
 	damaged := func(name string, f func(t *testing.T, dir string), want string) {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "copy")
@@ -397,9 +410,13 @@ func TestBackupUnderLoad(t *testing.T) {
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	started := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; i < 400; i++ {
+			if i == 20 {
+				close(started) // the backup starts with the load under way
+			}
 			select {
 			case <-stop:
 				return
@@ -422,6 +439,11 @@ func TestBackupUnderLoad(t *testing.T) {
 			}
 		}
 	}()
+	select {
+	case <-started:
+	case <-done:
+		t.Fatal("the load ended early")
+	}
 	m, err := Backup(ctx, data, dest, quiet())
 	close(stop)
 	<-done

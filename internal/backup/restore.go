@@ -134,6 +134,9 @@ func Restore(ctx context.Context, src, dataDir string, opts RestoreOptions) (*Re
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if err := apart(src, dataDir); err != nil {
+		return nil, err
+	}
 	m, err := Verify(src)
 	if err != nil {
 		return nil, err
@@ -209,6 +212,25 @@ func Restore(ctx context.Context, src, dataDir string, opts RestoreOptions) (*Re
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return res, nil
+}
+
+// apart refuses a backup inside the data directory or the other way
+// round: emptying the data directory would delete the backup.
+func apart(src, dataDir string) error {
+	absSrc, err := filepath.Abs(src)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	absData, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	for _, p := range [][2]string{{absData, absSrc}, {absSrc, absData}} {
+		if rel, err := filepath.Rel(p[0], p[1]); err == nil && (rel == "." || filepath.IsLocal(rel)) {
+			return fmt.Errorf("restore: the backup %s and the data directory %s overlap; move the backup out of the data directory first", src, dataDir)
+		}
+	}
+	return nil
 }
 
 // restoreFile copies file f of the backup in src into dataDir, checking
