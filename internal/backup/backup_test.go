@@ -130,6 +130,9 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 			t.Errorf("%s was backed up", skip)
 		}
 	}
+	if fi, err := os.Stat(filepath.Join(dest, "herald.db")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup's herald.db: %v %v, want mode 0600 (keys, password hashes)", fi, err)
+	}
 	if fi, err := os.Stat(filepath.Join(dest, "tls", "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("backup's tls/key.pem: %v %v, want mode 0600", fi, err)
 	}

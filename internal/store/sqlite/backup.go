@@ -33,9 +33,13 @@ func TakeSnapshot(ctx context.Context, dir, dest string) (*Snapshot, error) {
 	if _, err := os.Stat(src); err != nil {
 		return nil, fmt.Errorf("sqlite store: snapshot: %w", err)
 	}
-	if _, err := os.Lstat(dest); err == nil {
-		return nil, fmt.Errorf("sqlite store: snapshot: %s already exists", dest)
+	// Created empty first, mode 0600 (the database holds keys and password
+	// hashes): VACUUM INTO writes into an empty file.
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: snapshot: %w", err)
 	}
+	f.Close()
 	busyMS := DefaultBusyTimeout.Milliseconds()
 	// Not query_only: that pragma refuses VACUUM INTO. This connection
 	// only reads the live database.
