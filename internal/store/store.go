@@ -343,6 +343,7 @@ type Store interface {
 	TLSReports
 	RateCounters
 	Destinations
+	Rollups
 	Close() error
 }
 

@@ -61,6 +61,7 @@ func Run(t *testing.T, b Backend) {
 		{"DKIM", dkimTests},
 		{"Platform", platformTests},
 		{"Shared", sharedTests},
+		{"Rollups", rollupTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -75,7 +76,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range slices.Concat(nodeTests, sharedNodeTests) {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, rollupNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)
