@@ -40,8 +40,10 @@ var stages = map[string]int{
 
 // Services are used by stages but know none: logins (password hashes,
 // SASL, brute-force limits), webhook delivery from the event log, TLS
-// reporting, the DNS doctor, destination throttling.
-var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle")
+// reporting, the DNS doctor, destination throttling, delivery statistics
+// from the rollups.
+var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
+	"internal/stats")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
