@@ -459,6 +459,8 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`ALTER TABLE recipients DROP COLUMN lease_owner`,
 		`ALTER TABLE recipients DROP COLUMN lease_token`,
 		`DROP TABLE secrets`, `DROP TABLE dmarc_reports`, `DROP TABLE tlsrpt_counts`, `DROP TABLE tlsrpt_claims`, // schema 10
+		`DROP TABLE rollup_counts`, `DROP TABLE rollup_latency`, `DROP TABLE rollup_dest`, // the rollups' step
+		`DROP INDEX messages_received`, `DROP INDEX messages_account_received`,
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {
