@@ -93,3 +93,55 @@ func TestRollupsBackfill(t *testing.T) {
 		}
 	}
 }
+
+// The rollup reads of the console's overview must be range reads of the
+// rollup tables' primary keys, and the queue summary must use the
+// received-time indexes: never a scan whatever the number of events.
+func TestRollupQueryPlans(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	defer s.Close()
+	for _, tc := range []struct {
+		name, query string
+		args        []any
+		want        []string // steps the plan must contain
+	}{
+		{"event counts", qEventCounts, []any{60, "a", 0, 1, 60},
+			[]string{"SEARCH rollup_counts USING PRIMARY KEY (res=? AND account=? AND bucket>? AND bucket<?)"}},
+		{"latency counts", qLatencyCounts, []any{60, "a", 0, 1, 0},
+			[]string{"SEARCH rollup_latency USING PRIMARY KEY (res=? AND account=? AND bucket>? AND bucket<?)"}},
+		{"destination counts", qDestCounts, []any{3600, "", 0, 1, 10},
+			[]string{"SEARCH rollup_dest USING PRIMARY KEY (res=? AND account=? AND bucket>? AND bucket<?)"}},
+		{"oldest of an account", `SELECT min(received) FROM messages WHERE account = ?`, []any{"a"},
+			[]string{"USING COVERING INDEX messages_account_received"}},
+		{"oldest", `SELECT min(received) FROM messages`, nil, []string{"USING COVERING INDEX messages_received"}},
+	} {
+		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+tc.query, tc.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		text := strings.Join(plan, "; ")
+		t.Logf("%s: %s", tc.name, text)
+		for _, w := range tc.want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s: plan %q lacks %q", tc.name, text, w)
+			}
+		}
+		for _, step := range plan {
+			if strings.HasPrefix(step, "SCAN") && !strings.Contains(step, "INDEX") {
+				t.Errorf("%s: plan scans a table: %q", tc.name, text)
+			}
+		}
+	}
+}

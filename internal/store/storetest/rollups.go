@@ -20,6 +20,7 @@ var rollupTests = []test{
 	{"CompactKeepsHours", testRollupCompact},
 	{"AccountQueue", testRollupAccountQueue},
 	{"BadQuery", testRollupBadQuery},
+	{"DeleteAccount", testRollupDeleteAccount},
 }
 
 // rollupNodeTests covers two nodes writing the same buckets.
@@ -425,5 +426,31 @@ func testNodesRollupsConcurrent(t *testing.T, s store.Store, open func(string) s
 		q = store.RollupQuery{Account: "ca", Res: store.RollupHour, Since: now.Add(-time.Hour), Until: now.Add(time.Hour), Total: true}
 		expectStrings(t, "accepted by both nodes", counts(t, st, q), []string{
 			fmt.Sprintf("all accepted %d", 2*workers*msgs)})
+	}
+}
+
+// testRollupDeleteAccount: a deleted account's rollups go with it; those
+// of all accounts keep its events.
+func testRollupDeleteAccount(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	addAccount(t, s, "gone")
+	e := ev(base, store.EventDelivered, "gone", "r@x.example")
+	e.Queued = base.Add(-time.Second)
+	must(t, "AddEvents", s.AddEvents(ctx, []store.Event{e, ev(base, store.EventAccepted, "kept", "r@x.example")}))
+	if _, err := s.DeleteAccount(ctx, "gone", true); err != nil {
+		t.Fatalf("DeleteAccount: %v", err)
+	}
+	for _, res := range []time.Duration{store.RollupMinute, store.RollupHour} {
+		q := store.RollupQuery{Account: "gone", Res: res, Since: base, Until: base.Add(time.Hour), Total: true}
+		expectStrings(t, "counts of the deleted account", counts(t, s, q), []string{})
+		lat, err := s.LatencyCounts(ctx, q)
+		must(t, "LatencyCounts", err)
+		ds, err := s.DestCounts(ctx, q, 10)
+		must(t, "DestCounts", err)
+		if len(lat) != 0 || len(ds) != 0 {
+			t.Errorf("rollups of the deleted account at %v: %+v, %+v", res, lat, ds)
+		}
+		q.Account = store.AllAccounts
+		expectStrings(t, "counts of all accounts", counts(t, s, q), []string{"all accepted 1", "all delivered 1"})
 	}
 }
