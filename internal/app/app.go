@@ -395,7 +395,7 @@ func (a *App) Reload() error {
 
 // pruneEvents deletes delivery events older than the retention, hourly,
 // and compacts the rollups (minute buckets after two days, hour buckets
-// after 90; pruning events changes no rollup).
+// after 90, day buckets after 400; pruning events changes no rollup).
 func (a *App) pruneEvents(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -407,7 +407,8 @@ func (a *App) pruneEvents(ctx context.Context) {
 		} else if n > 0 {
 			a.log.Info("pruned old events", "count", n)
 		}
-		n, err = a.store.CompactRollups(ctx, now.Add(-store.RollupMinuteRetention), now.Add(-store.RollupHourRetention))
+		n, err = a.store.CompactRollups(ctx, now.Add(-store.RollupMinuteRetention), now.Add(-store.RollupHourRetention),
+			now.Add(-store.RollupDayRetention))
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("compacting rollups", "err", err)
 		} else if n > 0 {

@@ -32,17 +32,22 @@ const (
 	benchQueued   = 2000
 	// benchFill names the data set in the cache: change it when the data
 	// set changes.
-	benchFill = "overview-v1"
+	benchFill = "overview-v3"
 )
 
 var benchNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
-// benchEventsBatch returns batch i of the data set (deterministic).
+// benchEventsBatch returns batch i of the data set (deterministic): the
+// batches are in time order, as the events of a server arrive, each one
+// covering 1/(benchEvents/benchBatch) of the 30 days.
 func benchEventsBatch(i int) []store.Event {
 	r := rand.New(rand.NewPCG(uint64(i), 7))
 	evs := make([]store.Event, benchBatch)
+	const batches = benchEvents / benchBatch
+	span := 30 * 24 * time.Hour / batches
+	start := benchNow.Add(-30 * 24 * time.Hour).Add(time.Duration(i) * span)
 	for j := range evs {
-		at := benchNow.Add(-time.Duration(r.Int64N(int64(30 * 24 * time.Hour))))
+		at := start.Add(time.Duration(r.Int64N(int64(span))))
 		e := store.Event{
 			Time:      at,
 			Account:   fmt.Sprintf("acct%d", r.IntN(benchAccounts)),
@@ -85,7 +90,8 @@ func fillBench(b *testing.B, s store.Store) {
 		m.Account = fmt.Sprintf("acct%d", i%benchAccounts)
 		storetest.Enqueue(b, s, m, []byte("x\r\n"), time.Time{})
 	}
-	if _, err := s.CompactRollups(ctx, benchNow.Add(-store.RollupMinuteRetention), benchNow.Add(-store.RollupHourRetention)); err != nil {
+	if _, err := s.CompactRollups(ctx, benchNow.Add(-store.RollupMinuteRetention), benchNow.Add(-store.RollupHourRetention),
+		benchNow.Add(-store.RollupDayRetention)); err != nil {
 		b.Fatalf("CompactRollups: %v", err)
 	}
 	b.Logf("filled %d events in %v (%.0f events/s through AddEvents)", benchEvents, added, float64(benchEvents)/added.Seconds())
@@ -118,7 +124,7 @@ func BenchmarkOverview(b *testing.B) {
 		benchOverview(b, s)
 	})
 	b.Run("postgres", func(b *testing.B) {
-		schema := fmt.Sprintf("herald_bench_%s_schema%d", "overview_v1", postgres.SchemaVersion())
+		schema := fmt.Sprintf("herald_bench_%s_schema%d", "overview_v3", postgres.SchemaVersion())
 		filled := pgtest.Query[bool](b, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema+"_filled")
 		if !filled {
 			pgtest.Exec(b, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)

@@ -135,7 +135,7 @@ func (s *Stats) Overview(ctx context.Context, account string, now time.Time) (Ov
 	if o.Day, err = s.window(ctx, account, now, store.RollupHour, time.Hour, 24); err != nil {
 		return o, err
 	}
-	if o.Month, err = s.window(ctx, account, now, store.RollupHour, 24*time.Hour, 30); err != nil {
+	if o.Month, err = s.window(ctx, account, now, store.RollupDay, 24*time.Hour, 30); err != nil {
 		return o, err
 	}
 	q, err := s.src.AccountQueue(ctx, account)
@@ -258,17 +258,20 @@ const MaxDestinations = 1000
 
 // Destinations returns the receiving domains account sent to from since
 // until now, most attempts first, at most limit (1 to MaxDestinations;
-// other values mean MaxDestinations). A period of up to six hours that
-// starts within the minute rollups' retention is counted per minute (since
-// rounded down to the minute); a longer one per hour (since rounded down
-// to the hour).
+// other values mean MaxDestinations). A period of up to six hours is
+// counted per minute (since rounded down to the minute), one of up to a
+// week per hour (since rounded down to the hour), a longer one per UTC
+// day (since rounded down to midnight).
 func (s *Stats) Destinations(ctx context.Context, account string, since, now time.Time, limit int) ([]Destination, error) {
 	if limit < 1 || limit > MaxDestinations {
 		limit = MaxDestinations
 	}
-	res := store.RollupHour
-	if now.Sub(since) <= 6*time.Hour && now.Sub(since) < store.RollupMinuteRetention {
+	res := store.RollupDay
+	switch span := now.Sub(since); {
+	case span <= 6*time.Hour:
 		res = store.RollupMinute
+	case span <= 7*24*time.Hour:
+		res = store.RollupHour
 	}
 	ds, err := s.src.DestCounts(ctx, store.RollupQuery{Account: account, Res: res, Since: since, Until: now}, limit)
 	if err != nil {
@@ -307,13 +310,16 @@ const MaxRatesWindow = store.RollupMinuteRetention
 // from now - window, rounded down to the minute, to the end of the minute
 // holding now (so the window read is up to a minute longer than asked).
 // Windows longer than MaxRatesWindow are read per hour (rounded down to
-// the hour).
+// the hour), longer than store.RollupHourRetention per UTC day.
 func (s *Stats) Rates(ctx context.Context, account string, window time.Duration, now time.Time) (Rates, error) {
 	if window <= 0 {
 		return Rates{}, fmt.Errorf("stats: rates: window %v is not positive", window)
 	}
 	res := store.RollupMinute
-	if window > MaxRatesWindow {
+	switch {
+	case window > store.RollupHourRetention:
+		res = store.RollupDay
+	case window > MaxRatesWindow:
 		res = store.RollupHour
 	}
 	now = now.UTC()

@@ -15,12 +15,15 @@ import (
 // A backend maintains them in the transaction that writes the events
 // (Enqueue's accepted events, Update's outcome events, AddEvents), so
 // they always agree with the events that were committed, on every node
-// sharing the store. Each event is counted twice, in its minute bucket
-// and in its hour bucket, and twice again: under its account and under
+// sharing the store. Each event is counted three times, in its minute,
+// hour and (UTC) day buckets, and twice again: under its account and under
 // AllAccounts. Pruning events never changes the rollups; CompactRollups
-// drops minute buckets after RollupMinuteRetention and hour buckets after
-// RollupHourRetention (the hour buckets already hold the minutes' counts,
-// so nothing is lost when minutes go).
+// drops minute buckets after RollupMinuteRetention, hour buckets after
+// RollupHourRetention and day buckets after RollupDayRetention (the
+// coarser buckets already hold the finer ones' counts, so nothing is lost
+// but resolution). Reading a window at the coarsest resolution that
+// serves it keeps every read to a few thousand rows: 30 days are 30 day
+// rows per event type, not 43,200 minutes.
 
 // AllAccounts is the account of the rollup rows that count every
 // account's events (the operators' view).
@@ -31,12 +34,14 @@ const AllAccounts = ""
 const (
 	RollupMinute = time.Minute
 	RollupHour   = time.Hour
+	RollupDay    = 24 * time.Hour
 )
 
 // Default retention of the rollup buckets (CompactRollups).
 const (
 	RollupMinuteRetention = 48 * time.Hour
 	RollupHourRetention   = 90 * 24 * time.Hour
+	RollupDayRetention    = 400 * 24 * time.Hour
 )
 
 // The accept→delivered latency histogram has log-scale bins: bin 0 holds
@@ -115,7 +120,7 @@ func TLSUsed(tls string) bool { return tls != "" && tls != "none" }
 // Since is rounded down and Until up to a multiple of Res.
 type RollupQuery struct {
 	Account string
-	Res     time.Duration // RollupMinute or RollupHour
+	Res     time.Duration // RollupMinute, RollupHour or RollupDay
 	Since   time.Time
 	Until   time.Time
 	// Step groups the buckets into steps of this width (a multiple of
@@ -131,9 +136,9 @@ type RollupQuery struct {
 // backend's helper).
 func (q RollupQuery) Seconds() (res, since, until, step int64, err error) {
 	switch q.Res {
-	case RollupMinute, RollupHour:
+	case RollupMinute, RollupHour, RollupDay:
 	default:
-		return 0, 0, 0, 0, fmt.Errorf("rollup resolution %v: not a minute or an hour", q.Res)
+		return 0, 0, 0, 0, fmt.Errorf("rollup resolution %v: not a minute, an hour or a day", q.Res)
 	}
 	res = int64(q.Res / time.Second)
 	if q.Step < 0 || q.Step%q.Res != 0 {
@@ -210,10 +215,10 @@ type Rollups interface {
 	// receiving domain, most attempts first (then by domain), at most
 	// limit (1 to 1000; other values mean 1000).
 	DestCounts(ctx context.Context, q RollupQuery, limit int) ([]DestCount, error)
-	// CompactRollups deletes minute buckets that start before
-	// minuteBefore and hour buckets that start before hourBefore, and
-	// returns how many rows went. It is what the event-pruning job runs.
-	CompactRollups(ctx context.Context, minuteBefore, hourBefore time.Time) (int, error)
+	// CompactRollups deletes the minute, hour and day buckets that start
+	// before minuteBefore, hourBefore and dayBefore, and returns how many
+	// rows went. It is what the event-pruning job runs.
+	CompactRollups(ctx context.Context, minuteBefore, hourBefore, dayBefore time.Time) (int, error)
 	// AccountQueue summarises the pending queue of one account through an
 	// index (account, received); AllAccounts is the whole queue.
 	AccountQueue(ctx context.Context, account string) (AccountQueue, error)

@@ -35,7 +35,7 @@ func rollupCTEs(src string) string {
 	return `, rk AS (
 	SELECT g.res, CASE k.k WHEN 0 THEN s.account ELSE '' END AS account, (s.t / 1000000000) / g.res * g.res AS bucket,
 		s.type, s.rcpt, s.tls, s.lat
-	FROM ` + src + ` s, (VALUES (60), (3600)) g(res), (VALUES (0), (1)) k(k)
+	FROM ` + src + ` s, (VALUES (60), (3600), (86400)) g(res), (VALUES (0), (1)) k(k)
 ), rc AS (
 	INSERT INTO rollup_counts AS x (res, account, bucket, type, shard, n)
 	SELECT res, account, bucket, type, ` + shard + `, count(*) FROM rk
@@ -67,7 +67,7 @@ func rollupCTEs(src string) string {
 // message's first accepted event), and indexes the queue's received time
 // so that the oldest pending message is cheap to find.
 var rollupsMigration = `CREATE TABLE rollup_counts (
-		res     integer NOT NULL,            -- bucket width, seconds: 60 or 3600
+		res     integer NOT NULL,            -- bucket width, seconds: 60, 3600 or 86400
 		account text COLLATE "C" NOT NULL,   -- '' counts every account
 		bucket  bigint NOT NULL,             -- bucket start, Unix seconds
 		type    text COLLATE "C" NOT NULL,
@@ -206,14 +206,15 @@ func (s *Store) DestCounts(ctx context.Context, q store.RollupQuery, limit int) 
 	return out, nil
 }
 
-// CompactRollups deletes minute buckets before minuteBefore and hour
-// buckets before hourBefore; see store.Rollups. Rows of the past are no
+// CompactRollups deletes minute, hour and day buckets that start before
+// minuteBefore, hourBefore and dayBefore; see store.Rollups. Rows of the past are no
 // longer written, so deleting them never waits for a writer.
-func (s *Store) CompactRollups(ctx context.Context, minuteBefore, hourBefore time.Time) (int, error) {
+func (s *Store) CompactRollups(ctx context.Context, minuteBefore, hourBefore, dayBefore time.Time) (int, error) {
 	total := 0
 	for _, tbl := range []string{"rollup_counts", "rollup_latency", "rollup_dest"} {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM `+tbl+` WHERE (res = 60 AND bucket < $1) OR (res = 3600 AND bucket < $2)`,
-			minuteBefore.Unix(), hourBefore.Unix())
+		tag, err := s.pool.Exec(ctx, `DELETE FROM `+tbl+`
+			WHERE (res = 60 AND bucket < $1) OR (res = 3600 AND bucket < $2) OR (res = 86400 AND bucket < $3)`,
+			minuteBefore.Unix(), hourBefore.Unix(), dayBefore.Unix())
 		if err != nil {
 			return total, mapErr(fmt.Errorf("postgres store: compact rollups: %w", err))
 		}

@@ -17,7 +17,7 @@ import (
 // upserts, not one per event.
 
 // rollupRes are the bucket widths, in seconds, every event is counted in.
-var rollupRes = [2]int64{60, 3600}
+var rollupRes = [3]int64{60, 3600, 86400}
 
 type rollKey struct {
 	res     int64
@@ -251,9 +251,9 @@ func (s *Store) DestCounts(ctx context.Context, q store.RollupQuery, limit int) 
 	return out, nil
 }
 
-// CompactRollups deletes minute buckets before minuteBefore and hour
-// buckets before hourBefore; see store.Rollups.
-func (s *Store) CompactRollups(ctx context.Context, minuteBefore, hourBefore time.Time) (int, error) {
+// CompactRollups deletes minute, hour and day buckets that start before
+// minuteBefore, hourBefore and dayBefore; see store.Rollups.
+func (s *Store) CompactRollups(ctx context.Context, minuteBefore, hourBefore, dayBefore time.Time) (int, error) {
 	var n int64
 	err := s.w.do(ctx, false, func(w *writer) error {
 		n = 0
@@ -261,7 +261,7 @@ func (s *Store) CompactRollups(ctx context.Context, minuteBefore, hourBefore tim
 			for _, p := range []struct {
 				res    int64
 				before time.Time
-			}{{60, minuteBefore}, {3600, hourBefore}} {
+			}{{60, minuteBefore}, {3600, hourBefore}, {86400, dayBefore}} {
 				r, err := w.conn.ExecContext(context.Background(),
 					`DELETE FROM `+tbl+` WHERE res = ? AND bucket < ?`, p.res, p.before.Unix())
 				if err != nil {
@@ -314,7 +314,7 @@ func (s *Store) AccountQueue(ctx context.Context, account string) (store.Account
 // message's first accepted event). The domain and latency-bin
 // expressions compute what store.RecipientDomain and store.LatencyBin do.
 const rollupsMigration = `CREATE TABLE rollup_counts (
-		res     INTEGER NOT NULL, -- bucket width, seconds: 60 or 3600
+		res     INTEGER NOT NULL, -- bucket width, seconds: 60, 3600 or 86400
 		account TEXT NOT NULL,    -- '' counts every account
 		bucket  INTEGER NOT NULL, -- bucket start, Unix seconds
 		type    TEXT NOT NULL,
@@ -344,7 +344,7 @@ const rollupsMigration = `CREATE TABLE rollup_counts (
 	INSERT INTO rollup_counts (res, account, bucket, type, n)
 	SELECT g.res, CASE k.k WHEN 0 THEN e.account ELSE '' END AS acct, (e.time / 1000000000) / g.res * g.res AS b,
 		e.type, count(*)
-	FROM events e, (SELECT 60 AS res UNION ALL SELECT 3600) g, (SELECT 0 AS k UNION ALL SELECT 1) k
+	FROM events e, (SELECT 60 AS res UNION ALL SELECT 3600 UNION ALL SELECT 86400) g, (SELECT 0 AS k UNION ALL SELECT 1) k
 	GROUP BY g.res, acct, b, e.type;
 	WITH acc AS (
 		SELECT message_id, min(time) AS t FROM events
@@ -357,13 +357,13 @@ const rollupsMigration = `CREATE TABLE rollup_counts (
 	INSERT INTO rollup_latency (res, account, bucket, bin, n)
 	SELECT g.res, CASE k.k WHEN 0 THEN d.account ELSE '' END AS acct, (d.time / 1000000000) / g.res * g.res AS b,
 		CASE WHEN d.ms < 1 THEN 0 ELSE min(1 + CAST(floor(16 * log2(d.ms)) AS INTEGER), 497) END AS bin, count(*)
-	FROM d, (SELECT 60 AS res UNION ALL SELECT 3600) g, (SELECT 0 AS k UNION ALL SELECT 1) k
+	FROM d, (SELECT 60 AS res UNION ALL SELECT 3600 UNION ALL SELECT 86400) g, (SELECT 0 AS k UNION ALL SELECT 1) k
 	GROUP BY g.res, acct, b, bin;
 	INSERT INTO rollup_dest (res, account, bucket, domain, attempts, delivered, deferred, bounced, tls)
 	SELECT g.res, CASE k.k WHEN 0 THEN e.account ELSE '' END AS acct, (e.time / 1000000000) / g.res * g.res AS b,
 		lower(substr(substr(e.recipient, length(rtrim(e.recipient, replace(e.recipient, '@', ''))) + 1), 1, 255)) AS dom,
 		count(*), sum(e.type = 'delivered'), sum(e.type = 'deferred'), sum(e.type = 'bounced'),
 		sum(e.tls != '' AND e.tls != 'none')
-	FROM events e, (SELECT 60 AS res UNION ALL SELECT 3600) g, (SELECT 0 AS k UNION ALL SELECT 1) k
+	FROM events e, (SELECT 60 AS res UNION ALL SELECT 3600 UNION ALL SELECT 86400) g, (SELECT 0 AS k UNION ALL SELECT 1) k
 	WHERE e.type IN ('delivered', 'deferred', 'bounced')
 	GROUP BY g.res, acct, b, dom;`

@@ -237,38 +237,44 @@ func testRollupDestinations(t *testing.T, s store.Store) {
 
 func testRollupCompact(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	old, mid, recent := base.Add(-100*24*time.Hour), base.Add(-72*time.Hour), base.Add(-time.Hour)
-	for _, at := range []time.Time{old, mid, recent} {
+	ancient, old, mid, recent := base.Add(-500*24*time.Hour), base.Add(-100*24*time.Hour), base.Add(-72*time.Hour), base.Add(-time.Hour)
+	for _, at := range []time.Time{ancient, old, mid, recent} {
 		e := ev(at, store.EventDelivered, "c", "r@x.example")
 		e.Queued = at.Add(-time.Second)
 		must(t, "AddEvents", s.AddEvents(ctx, []store.Event{e, ev(at, store.EventAccepted, "c", "r@x.example")}))
 	}
 	all := func(res time.Duration) store.RollupQuery {
-		return store.RollupQuery{Account: "c", Res: res, Since: old.Add(-time.Hour), Until: base, Total: true}
+		return store.RollupQuery{Account: "c", Res: res, Since: ancient.Add(-24 * time.Hour), Until: base, Total: true}
 	}
-	expectStrings(t, "minutes before compaction", counts(t, s, all(store.RollupMinute)),
-		[]string{"all accepted 3", "all delivered 3"})
+	for _, res := range []time.Duration{store.RollupMinute, store.RollupHour, store.RollupDay} {
+		expectStrings(t, fmt.Sprint(res, " before compaction"), counts(t, s, all(res)),
+			[]string{"all accepted 4", "all delivered 4"})
+	}
 	// Pruning every event changes no rollup.
 	if _, err := s.PruneEvents(ctx, base.Add(time.Hour)); err != nil {
 		t.Fatalf("PruneEvents: %v", err)
 	}
 	expectStrings(t, "minutes after pruning the events", counts(t, s, all(store.RollupMinute)),
-		[]string{"all accepted 3", "all delivered 3"})
+		[]string{"all accepted 4", "all delivered 4"})
 
-	n, err := s.CompactRollups(ctx, base.Add(-store.RollupMinuteRetention), base.Add(-store.RollupHourRetention))
+	n, err := s.CompactRollups(ctx, base.Add(-store.RollupMinuteRetention), base.Add(-store.RollupHourRetention),
+		base.Add(-store.RollupDayRetention))
 	must(t, "CompactRollups", err)
-	// Minute rows of old and mid, hour rows of old: per account and for all
-	// accounts; counts: 2 types, latency: 1 bin, destinations: 1 domain.
-	if n != (2*2+2*1)*(2+1+1) {
-		t.Errorf("CompactRollups deleted %d rows, want %d", n, (2*2+2*1)*(2+1+1))
+	// Minute rows of ancient, old and mid, hour rows of ancient and old,
+	// day rows of ancient, each per account and for all accounts, each
+	// 4 rows: counts of 2 types, 1 latency bin, 1 destination.
+	if want := (3 + 2 + 1) * 2 * 4; n != want {
+		t.Errorf("CompactRollups deleted %d rows, want %d", n, want)
 	}
+	expectStrings(t, "days after compaction", counts(t, s, all(store.RollupDay)),
+		[]string{"all accepted 3", "all delivered 3"})
 	expectStrings(t, "minutes after compaction", counts(t, s, all(store.RollupMinute)),
 		[]string{"all accepted 1", "all delivered 1"})
 	expectStrings(t, "hours after compaction", counts(t, s, all(store.RollupHour)),
 		[]string{"all accepted 2", "all delivered 2"})
 	q := all(store.RollupHour)
 	q.Step, q.Total = 24*time.Hour, false
-	expectStrings(t, "days after compaction", counts(t, s, q),
+	expectStrings(t, "days of hours after compaction", counts(t, s, q),
 		[]string{"11-23T00:00 accepted 1", "11-23T00:00 delivered 1", "11-26T00:00 accepted 1", "11-26T00:00 delivered 1"})
 	lat, err := s.LatencyCounts(ctx, all(store.RollupHour))
 	must(t, "LatencyCounts", err)
@@ -281,7 +287,8 @@ func testRollupCompact(t *testing.T, s store.Store) {
 		t.Errorf("destination hours after compaction: %+v", ds)
 	}
 	// A second compaction has nothing left to do.
-	if n, err := s.CompactRollups(ctx, base.Add(-store.RollupMinuteRetention), base.Add(-store.RollupHourRetention)); err != nil || n != 0 {
+	if n, err := s.CompactRollups(ctx, base.Add(-store.RollupMinuteRetention), base.Add(-store.RollupHourRetention),
+		base.Add(-store.RollupDayRetention)); err != nil || n != 0 {
 		t.Errorf("second CompactRollups: %d, %v", n, err)
 	}
 }
