@@ -26,7 +26,8 @@ import (
 // the reads sum the shards.
 
 // rollupCTEs returns the CTEs, to append after the others of a WITH, that
-// add the rows of src to the rollups. src is a relation with the columns
+// add the rows of src to the rollups (the receiving domain computed once
+// per event, not per bucket). src is a relation with the columns
 // t (Unix ns), account, type, rcpt, tls and lat (accept-to-delivered
 // latency in ns, NULL when unknown). The domain and bin expressions
 // compute what store.RecipientDomain and store.LatencyBin do.
@@ -34,8 +35,10 @@ func rollupCTEs(src string) string {
 	const shard = `(pg_backend_pid() % 8)::smallint`
 	return `, rk AS (
 	SELECT g.res, CASE k.k WHEN 0 THEN s.account ELSE '' END AS account, (s.t / 1000000000) / g.res * g.res AS bucket,
-		s.type, s.rcpt, s.tls, s.lat
-	FROM ` + src + ` s, (VALUES (60), (3600), (86400)) g(res), (VALUES (0), (1)) k(k)
+		s.type, s.domain, s.tls, s.lat
+	FROM (SELECT *, CASE WHEN type IN ('delivered', 'deferred', 'bounced')
+			THEN lower(left(reverse(split_part(reverse(rcpt), '@', 1)), 255)) END AS domain
+		FROM ` + src + ` s0) s, (VALUES (60), (3600), (86400)) g(res), (VALUES (0), (1)) k(k)
 ), rc AS (
 	INSERT INTO rollup_counts AS x (res, account, bucket, type, shard, n)
 	SELECT res, account, bucket, type, ` + shard + `, count(*) FROM rk
@@ -51,7 +54,7 @@ func rollupCTEs(src string) string {
 	ON CONFLICT (res, account, bucket, bin, shard) DO UPDATE SET n = x.n + excluded.n
 ), rd AS (
 	INSERT INTO rollup_dest AS x (res, account, bucket, domain, shard, attempts, delivered, deferred, bounced, tls)
-	SELECT res, account, bucket, lower(left(substring(rcpt FROM '[^@]*$'), 255)) AS domain, ` + shard + `, count(*),
+	SELECT res, account, bucket, domain, ` + shard + `, count(*),
 		count(*) FILTER (WHERE type = 'delivered'), count(*) FILTER (WHERE type = 'deferred'),
 		count(*) FILTER (WHERE type = 'bounced'), count(*) FILTER (WHERE tls <> '' AND tls <> 'none')
 	FROM rk WHERE type IN ('delivered', 'deferred', 'bounced')
