@@ -267,6 +267,12 @@ func TestDestinationsAndRates(t *testing.T) {
 			t.Errorf("Destinations of the day: %+v", ds)
 		}
 
+		ds, err = st.Destinations(ctx, "d", now.Add(-30*24*time.Hour), now, 0) // per day
+		must(t, "Destinations", err)
+		if len(ds) != 3 || ds[0] != want[0] || ds[1].Domain != "old.example" || ds[1].Delivered != 9 {
+			t.Errorf("Destinations of 30 days: %+v", ds)
+		}
+
 		r, err := st.Rates(ctx, "d", 10*time.Minute, now)
 		must(t, "Rates", err)
 		if r.Counts != (stats.Counts{Accepted: 4, Delivered: 6, Deferred: 2, Bounced: 2}) || r.ByType[store.EventDeferred] != 2 ||

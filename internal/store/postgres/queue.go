@@ -433,7 +433,7 @@ var updateSQL = `WITH o AS (
 	SELECT w.id, e.id, $13 FROM e JOIN webhooks w
 		ON w.account = e.account AND (w.event_types = '' OR strpos(w.event_types, ',' || e.type || ',') > 0)
 )` + rollupCTEs(`(SELECT $13::bigint AS t, m.account, u.typ AS type, u.address AS rcpt, u.tls,
-	CASE WHEN u.typ = 'delivered' THEN $13::bigint - m.received END AS lat FROM u, m WHERE u.typ <> '')`) + `
+	CASE WHEN u.typ = 'delivered' AND m.received > 0 THEN $13::bigint - m.received END AS lat FROM u, m WHERE u.typ <> '')`) + `
 SELECT EXISTS (SELECT 1 FROM m), (SELECT unknown FROM chk), (SELECT lost FROM chk), (SELECT count(*) FROM u)`
 
 // deleteDoneSQL deletes a message, its recipients and body chunks when

@@ -361,7 +361,7 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 			if err != nil {
 				return err
 			}
-			w.roll.add(now.UnixNano(), account, typ, addr, o.TLS, time.Duration(now.UnixNano()-received), true)
+			w.roll.add(now.UnixNano(), account, typ, addr, o.TLS, time.Duration(now.UnixNano()-received), received > 0)
 			if hooked {
 				if err := w.fanOut(res, now.UnixNano(), account, typ); err != nil {
 					return err
