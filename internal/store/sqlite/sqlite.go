@@ -646,6 +646,16 @@ var schema = []string{
 		value   BLOB NOT NULL,
 		expires INTEGER NOT NULL -- unix ns
 	) WITHOUT ROWID;`,
+	// 15: rollups of the event log (issue 10; store/rollups.go): event
+	// counts, the accept-to-delivered latency histogram and delivery
+	// attempts per receiving domain, per minute and per hour (res, the
+	// bucket width in seconds), per account and for all accounts
+	// (account ''). Filled once from the events already stored; from then
+	// on the writer maintains them with the events. Indexes on the
+	// queue's received time make the oldest pending message cheap to find.
+	rollupsMigration + `
+	CREATE INDEX messages_received ON messages(received);
+	CREATE INDEX messages_account_received ON messages(account, received);`,
 }
 
 // pageSize is the database page size, set when the database is created.
