@@ -62,6 +62,8 @@ Usage:
   herald sendmail [-t] [-i] [-f FROM] [-F NAME] [RCPT...]   sendmail(1) interface
   herald store migrate                     apply pending schema migrations (PostgreSQL: once per upgrade)
   herald store copy --to postgres://... [--replace]   copy everything into another store (node stopped)
+  herald backup DEST                       consistent copy of the data directory, server running (SQLite store)
+  herald restore SRC [--force]             bring a backup back into the data directory (server stopped)
   herald version
 
 Every command but "config check" accepts --config FILE (or HERALD_CONFIG) to
@@ -172,6 +174,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.sendmail(args[1:])
 	case "store":
 		err = env.storeCmd(args[1:])
+	case "backup":
+		err = env.backupCmd(args[1:])
+	case "restore":
+		err = env.restoreCmd(args[1:])
 	case "version", "--version":
 		fmt.Fprintln(stdout, "herald", version)
 	case "help", "-h", "--help":

@@ -260,9 +260,36 @@ func TestNoDataKeepsState(t *testing.T) {
 	down = false
 	eval(t, e)
 	expect(t, "delisted", rec.take(), "resolved blocklisted/192.0.2.25@zen.spamhaus.example")
-	if _, _, err := sig.LatencyP99(context.Background(), time.Hour); !errors.Is(err, alert.ErrNoData) {
-		t.Errorf("LatencyP99 without a source = %v, want ErrNoData", err)
+	if _, err := (&alert.NodeSignals{Store: st, Clock: clk}).Blocklistings(context.Background()); !errors.Is(err, alert.ErrNoData) {
+		t.Errorf("Blocklistings without a monitor = %v, want ErrNoData", err)
 	}
+}
+
+// The p99 latency rule reads the rollups' histogram: deliveries whose
+// messages waited 20 minutes fire it, quick ones resolve it.
+func TestLatencyFromRollups(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	st := openSQLite(t)
+	r := rule(alert.KindLatencyP99)
+	e, rec := engine(st, clk, &alert.NodeSignals{Store: st, Clock: clk}, r)
+	deliver := func(n int, waited time.Duration) {
+		evs := make([]store.Event, n)
+		for i := range evs {
+			evs[i] = store.Event{Time: clk.Now(), Type: store.EventDelivered, Account: store.DefaultAccount,
+				Recipient: "r@a.test", Queued: clk.Now().Add(-waited)}
+		}
+		if err := st.AddEvents(context.Background(), evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(int(r.MinVolume), 20*time.Minute)
+	eval(t, e)
+	expect(t, "slow", rec.take(), "FIRING latency_p99")
+	clk.Advance(2 * r.Window)
+	deliver(int(r.MinVolume), time.Second)
+	eval(t, e)
+	expect(t, "fast again", rec.take(), "resolved latency_p99")
 }
 
 // The configuration changes built-in rules and adds rules of a kind.

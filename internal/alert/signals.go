@@ -12,6 +12,7 @@ import (
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/diskguard"
 	"github.com/heraldmail/herald/internal/dnscheck"
+	"github.com/heraldmail/herald/internal/stats"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -75,17 +76,14 @@ type SignalStore interface {
 	Stats(ctx context.Context) (store.QueueStats, error)
 	ListDomains(ctx context.Context) ([]string, error)
 	store.AlertInputs
+	store.Rollups
 }
 
-// NodeSignals are the Signals Herald has today: the queue and webhook
-// deliveries from the store, the free disk space (diskguard), the TLS
-// certificate in use (tlsconf) and the DNS doctor (dnscheck).
-//
-// Interim: Counts and DestinationCounts count the event log in the store
-// (store.AlertInputs.CountEvents) until the windowed rollups of
-// internal/stats replace them; LatencyP99 and Blocklistings return
-// ErrNoData until internal/stats and internal/dnsbl provide them (set
-// Latency and Blocklists to plug them in).
+// NodeSignals are the Signals Herald has: event counts, destinations and
+// latency from the store's rollups (internal/stats, every node's events),
+// the queue and webhook deliveries from the store, the free disk space
+// (diskguard), the TLS certificate in use (tlsconf) and the DNS doctor
+// (dnscheck); Blocklistings from the DNS list monitor when set.
 type NodeSignals struct {
 	Store   SignalStore
 	DataDir string
@@ -94,9 +92,8 @@ type NodeSignals struct {
 	// DNSReport runs the DNS doctor on a local domain (app.DNSReport); nil
 	// disables the dns_auth rule's input.
 	DNSReport func(ctx context.Context, domain string) dnscheck.Report
-	// Latency and Blocklists, when set, answer LatencyP99 and
-	// Blocklistings.
-	Latency    func(ctx context.Context, window time.Duration) (time.Duration, int64, error)
+	// Blocklists, when set, answers Blocklistings (internal/dnsbl's
+	// monitor); nil means no data.
 	Blocklists func(ctx context.Context) ([]Listing, error)
 	Clock      clock.Clock
 	// DNSEvery is how long a domain's DNS doctor report is reused; default
@@ -108,39 +105,19 @@ type NodeSignals struct {
 	dnsCache []DNSProblem
 	dnsErr   error
 
-	cmu    sync.Mutex
-	counts map[countKey]countEntry // the event log's counts, reused for a 60th of their window
+	smu   sync.Mutex
+	stats *stats.Stats
 }
 
-type countKey struct {
-	window  time.Duration
-	perDest bool
-	limit   int
-}
-
-type countEntry struct {
-	at    time.Time
-	total Counts
-	per   map[string]Counts
-}
-
-// cached returns the counts of k measured less than a 60th of its window
-// ago: a day's window is counted again every 24 minutes, an hour's every
-// minute.
-func (s *NodeSignals) cached(k countKey) (countEntry, bool) {
-	s.cmu.Lock()
-	defer s.cmu.Unlock()
-	e, ok := s.counts[k]
-	return e, ok && s.now().Sub(e.at) < k.window/60
-}
-
-func (s *NodeSignals) keep(k countKey, e countEntry) {
-	s.cmu.Lock()
-	defer s.cmu.Unlock()
-	if s.counts == nil {
-		s.counts = map[countKey]countEntry{}
+// rates reads the rollups of every account over the window ending now.
+func (s *NodeSignals) rates(ctx context.Context, window time.Duration) (stats.Rates, error) {
+	s.smu.Lock()
+	if s.stats == nil {
+		s.stats = stats.New(s.Store)
 	}
-	s.counts[k] = e
+	st := s.stats
+	s.smu.Unlock()
+	return st.Rates(ctx, store.AllAccounts, window, s.now())
 }
 
 // Limits of NodeSignals.
@@ -152,8 +129,6 @@ const (
 	// MaxFailingWebhooks bounds the webhooks judged per evaluation.
 	MaxFailingWebhooks = 100
 )
-
-var countTypes = []string{store.EventDelivered, store.EventBounced, store.EventDeferred, store.EventComplained}
 
 func (s *NodeSignals) now() time.Time {
 	if s.Clock == nil {
@@ -175,56 +150,40 @@ func add(c *Counts, typ string, n int64) {
 	}
 }
 
-// Counts counts the event log (interim; see NodeSignals).
+// Counts reads the window's outcomes from the rollups.
 func (s *NodeSignals) Counts(ctx context.Context, window time.Duration) (Counts, error) {
-	k := countKey{window: window}
-	if e, ok := s.cached(k); ok {
-		return e.total, nil
-	}
-	now := s.now()
-	cs, err := s.Store.CountEvents(ctx, now.Add(-window), countTypes, false, 0)
+	r, err := s.rates(ctx, window)
 	if err != nil {
 		return Counts{}, err
 	}
-	var c Counts
-	for _, e := range cs {
-		add(&c, e.Type, e.Count)
-	}
-	s.keep(k, countEntry{at: now, total: c})
-	return c, nil
+	return Counts{Delivered: r.Counts.Delivered, Bounced: r.Counts.Bounced, Deferred: r.Counts.Deferred,
+		Complained: r.Counts.Complained}, nil
 }
 
-// DestinationCounts counts the event log per recipient domain (interim;
-// see NodeSignals).
+// DestinationCounts reads the window's outcomes per recipient domain from
+// the rollups, the limit busiest.
 func (s *NodeSignals) DestinationCounts(ctx context.Context, window time.Duration, limit int) (map[string]Counts, error) {
-	k := countKey{window: window, perDest: true, limit: limit}
-	if e, ok := s.cached(k); ok {
-		return e.per, nil
-	}
-	now := s.now()
-	cs, err := s.Store.CountEvents(ctx, now.Add(-window), countTypes[:3], true, limit)
+	r, err := s.rates(ctx, window)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]Counts{}
-	for _, e := range cs {
-		if e.Domain == "" {
-			continue
+	for i, d := range r.Destinations {
+		if limit > 0 && i >= limit {
+			break
 		}
-		c := out[e.Domain]
-		add(&c, e.Type, e.Count)
-		out[e.Domain] = c
+		out[d.Domain] = Counts{Delivered: d.Delivered, Bounced: d.Bounced, Deferred: d.Deferred}
 	}
-	s.keep(k, countEntry{at: now, per: out})
 	return out, nil
 }
 
-// LatencyP99 returns ErrNoData unless Latency is set.
+// LatencyP99 reads the window's latency histogram from the rollups.
 func (s *NodeSignals) LatencyP99(ctx context.Context, window time.Duration) (time.Duration, int64, error) {
-	if s.Latency == nil {
-		return 0, 0, fmt.Errorf("delivery latency is not measured yet: %w", ErrNoData)
+	r, err := s.rates(ctx, window)
+	if err != nil {
+		return 0, 0, err
 	}
-	return s.Latency(ctx, window)
+	return r.Latency.P99, r.Latency.Samples, nil
 }
 
 // Queue reads the queue's statistics.

@@ -497,16 +497,26 @@ func (a *App) Reload() error {
 	return errors.Join(errs...)
 }
 
-// pruneEvents deletes delivery events older than the retention, hourly.
+// pruneEvents deletes delivery events older than the retention, hourly,
+// and compacts the rollups (minute buckets after two days, hour buckets
+// after 90, day buckets after 400; pruning events changes no rollup).
 func (a *App) pruneEvents(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := a.store.PruneEvents(ctx, a.clock.Now().Add(-a.cfg.Platform.EventRetention))
+		now := a.clock.Now()
+		n, err := a.store.PruneEvents(ctx, now.Add(-a.cfg.Platform.EventRetention))
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("pruning events", "err", err)
 		} else if n > 0 {
 			a.log.Info("pruned old events", "count", n)
+		}
+		n, err = a.store.CompactRollups(ctx, now.Add(-store.RollupMinuteRetention), now.Add(-store.RollupHourRetention),
+			now.Add(-store.RollupDayRetention))
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("compacting rollups", "err", err)
+		} else if n > 0 {
+			a.log.Debug("compacted rollups", "rows", n)
 		}
 		select {
 		case <-ctx.Done():

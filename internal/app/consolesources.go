@@ -8,6 +8,7 @@ import (
 	"github.com/heraldmail/herald/internal/alert"
 	"github.com/heraldmail/herald/internal/console"
 	"github.com/heraldmail/herald/internal/dnsbl"
+	"github.com/heraldmail/herald/internal/stats"
 )
 
 // consoleAlerts shows the alert engine's state (the same view as GET
@@ -62,6 +63,8 @@ func (c consoleBlocklists) Listings(context.Context) ([]console.Listing, error) 
 // consoleSources are the providers the console reads besides the store.
 func (a *App) consoleSources() ConsoleSources {
 	var src ConsoleSources
+	cs := consoleStats{stats: stats.New(a.store), recent: &console.StoreStats{Store: a.store}}
+	src.Overview, src.Destinations = cs, cs
 	if v, ok := a.alertLister().(alertView); ok {
 		src.Alerts = consoleAlerts{view: v}
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/heraldmail/herald/internal/alert"
 	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/console"
+	"github.com/heraldmail/herald/internal/stats"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 )
@@ -50,5 +52,55 @@ func TestConsoleAlertsFromStore(t *testing.T) {
 	}
 	if len(hist) != 3 || hist[1].Subject != "gmail.com" || hist[1].Resolved.IsZero() || hist[2].Since.IsZero() {
 		t.Fatalf("history = %+v, want 3 transitions, newest first, the resolve of gmail.com second", hist)
+	}
+}
+
+// The console's overview and destinations come from the rollups: counts,
+// charts, delivery rate and latency of what the store recorded.
+func TestConsoleStatsFromRollups(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC()
+	var evs []store.Event
+	for i := 0; i < 9; i++ {
+		evs = append(evs, store.Event{Time: now, Type: store.EventDelivered, Account: store.DefaultAccount,
+			Recipient: "r@gmail.test", Queued: now.Add(-2 * time.Second), TLS: "opportunistic"})
+	}
+	evs = append(evs, store.Event{Time: now, Type: store.EventBounced, Account: store.DefaultAccount, Recipient: "x@yahoo.test"})
+	if err := st.AddEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	cs := consoleStats{stats: stats.New(st), recent: &console.StoreStats{Store: st}}
+	ov, err := cs.Overview(ctx, "", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ov.Totals[store.EventDelivered] != 9 || ov.Totals[store.EventBounced] != 1 || !ov.HasRate || ov.DeliveryRate != 0.9 {
+		t.Errorf("totals %v, rate %v %v", ov.Totals, ov.DeliveryRate, ov.HasRate)
+	}
+	if ov.LatencyP50 < 1900*time.Millisecond || ov.LatencyP50 > 2100*time.Millisecond {
+		t.Errorf("p50 latency %v, want about 2s", ov.LatencyP50)
+	}
+	if len(ov.Series) != 3 || ov.Series[0].Range != "hour" {
+		t.Fatalf("series %+v", ov.Series)
+	}
+	var charted int64
+	for _, n := range ov.Series[0].Counts[store.EventDelivered] {
+		charted += n
+	}
+	if charted != 9 {
+		t.Errorf("the hour chart shows %d deliveries, want 9", charted)
+	}
+	other, err := cs.Overview(ctx, "another", now)
+	if err != nil || other.Totals[store.EventDelivered] != 0 {
+		t.Errorf("another account sees %v (%v)", other.Totals, err)
+	}
+	ds, _, err := cs.Destinations(ctx, "", now)
+	if err != nil || len(ds) != 2 || ds[0].Destination != "gmail.test" || ds[0].Delivered != 9 || ds[0].TLS != 9 || ds[1].Bounced != 1 {
+		t.Fatalf("destinations %+v (%v)", ds, err)
 	}
 }

@@ -44,8 +44,9 @@ var stages = map[string]int{
 // reporting, the DNS doctor, destination throttling.
 // The web console is a service too: it reads the store and acts on the
 // queue only through interfaces it declares (Bouncer, the statistics).
+// internal/stats: delivery statistics from the rollups.
 var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
-	"internal/console", "internal/acme", "internal/wellknown")
+	"internal/console", "internal/acme", "internal/wellknown", "internal/stats")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
@@ -66,7 +67,7 @@ var state = set("internal/store", "internal/store/sqlite", "internal/store/postg
 // The composition root and the entry adapters that translate protocols
 // into pipeline transactions; they may import anything, and only commands
 // import them.
-var composition = set("internal/app", "internal/gateway", "internal/startup")
+var composition = set("internal/app", "internal/backup", "internal/gateway", "internal/startup")
 
 func set(xs ...string) map[string]bool {
 	m := make(map[string]bool, len(xs))

@@ -71,14 +71,6 @@ type Alerts interface {
 	AlertSilences(ctx context.Context, now time.Time) ([]AlertSilence, error)
 }
 
-// EventCount is how many events of a type a window holds, for one
-// recipient domain or ("" ) for all.
-type EventCount struct {
-	Type   string
-	Domain string
-	Count  int64
-}
-
 // WebhookFailure describes a webhook whose deliveries keep failing.
 type WebhookFailure struct {
 	WebhookID    string
@@ -91,10 +83,6 @@ type WebhookFailure struct {
 // AlertInputs are the inputs of the alert rules that only the store can
 // compute.
 type AlertInputs interface {
-	// CountEvents counts the events of the given types since since, by
-	// type (Domain ""), and if byDomain also by type and recipient domain
-	// for the limit domains with the most of those events.
-	CountEvents(ctx context.Context, since time.Time, types []string, byDomain bool, limit int) ([]EventCount, error)
 	// FailingWebhooks returns the webhooks with pending deliveries whose
 	// attempts failed, at most limit, the longest failing first.
 	FailingWebhooks(ctx context.Context, limit int) ([]WebhookFailure, error)

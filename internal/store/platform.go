@@ -80,6 +80,13 @@ type Event struct {
 	Attempt   int
 	Tags      []string
 	Metadata  map[string]string
+
+	// Queued is, for a delivered event passed to AddEvents, when its
+	// message was accepted: the latency rollup counts Time - Queued. It is
+	// not stored with the event (zero when read back). The queue's own
+	// delivered events (Queue.Update) take the message's Received instead,
+	// which every node sees in the shared queue.
+	Queued time.Time
 }
 
 // EventFilter selects events. Zero fields do not filter.

@@ -350,6 +350,7 @@ type Store interface {
 	AlertInputs
 	ConsoleAccess
 	ACMEStore
+	Rollups
 	Close() error
 }
 

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -132,49 +131,6 @@ func (s *Store) AlertSilences(ctx context.Context, now time.Time) ([]store.Alert
 	})
 	if err != nil {
 		return nil, mapErr(fmt.Errorf("postgres store: alert silences: %w", err))
-	}
-	return out, nil
-}
-
-// CountEvents counts recent events (see store.AlertInputs). Events carry
-// no index on their time: the window is found as the IDs after the newest
-// event older than since (IDs grow with time), so the cost is the
-// window's events, not the whole log.
-func (s *Store) CountEvents(ctx context.Context, since time.Time, types []string, byDomain bool, limit int) ([]store.EventCount, error) {
-	if len(types) == 0 {
-		return nil, nil
-	}
-	var cut int64
-	err := s.pool.QueryRow(ctx, `SELECT id FROM events WHERE time < $1 ORDER BY id DESC LIMIT 1`, nanos(since)).Scan(&cut)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return nil, mapErr(fmt.Errorf("postgres store: count events: %w", err))
-	}
-	out, err := s.countRows(ctx, `SELECT type, '', count(*) FROM events WHERE id > $1 AND time >= $2 AND type = ANY($3)
-		GROUP BY type ORDER BY type`, cut, nanos(since), types)
-	if err != nil || !byDomain {
-		return out, err
-	}
-	limit = max(1, min(limit, 10000))
-	per, err := s.countRows(ctx, `WITH w AS (SELECT type, lower(split_part(recipient, '@', 2)) AS domain FROM events
-			WHERE id > $1 AND time >= $2 AND type = ANY($3) AND recipient <> ''),
-		top AS (SELECT domain FROM w GROUP BY domain ORDER BY count(*) DESC, domain COLLATE "C" LIMIT $4)
-		SELECT type, domain, count(*) FROM w WHERE domain IN (SELECT domain FROM top)
-		GROUP BY type, domain ORDER BY domain COLLATE "C", type COLLATE "C"`, cut, nanos(since), types, limit)
-	return append(out, per...), err
-}
-
-func (s *Store) countRows(ctx context.Context, q string, args ...any) ([]store.EventCount, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, mapErr(fmt.Errorf("postgres store: count events: %w", err))
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.EventCount, error) {
-		var c store.EventCount
-		err := r.Scan(&c.Type, &c.Domain, &c.Count)
-		return c, err
-	})
-	if err != nil {
-		return nil, mapErr(fmt.Errorf("postgres store: count events: %w", err))
 	}
 	return out, nil
 }

@@ -107,12 +107,13 @@ func scanEvent(sc pgx.Row, dst *store.Event) error {
 	return nil
 }
 
-// addEventsSQL inserts events (IDs in input order) and fans each out to the
-// matching webhooks of its account, in one statement.
-const addEventsSQL = `WITH v AS (
+// addEventsSQL inserts events (IDs in input order), fans each out to the
+// matching webhooks of its account and counts them in the rollups, in one
+// statement. $15 is each event's Queued time (0: none).
+var addEventsSQL = `WITH v AS (
 	SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-		$8::text[], $9::text[], $10::text[], $11::text[], $12::integer[], $13::text[], $14::text[]) WITH ORDINALITY
-		AS v(` + eventInsCols + `, ord)
+		$8::text[], $9::text[], $10::text[], $11::text[], $12::integer[], $13::text[], $14::text[], $15::bigint[]) WITH ORDINALITY
+		AS v(` + eventInsCols + `, queued, ord)
 ), e AS (
 	INSERT INTO events (id, ` + eventInsCols + `)
 	SELECT nextval('events_id_seq'), ` + eventInsCols + ` FROM v ORDER BY ord
@@ -121,7 +122,8 @@ const addEventsSQL = `WITH v AS (
 	INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
 	SELECT w.id, e.id, e.time FROM e JOIN webhooks w
 		ON w.account = e.account AND (w.event_types = '' OR strpos(w.event_types, ',' || e.type || ',') > 0)
-)
+)` + rollupCTEs(`(SELECT time AS t, account, type, recipient AS rcpt, tls,
+	CASE WHEN queued <> 0 THEN time - queued END AS lat FROM v)`) + `
 SELECT id FROM e ORDER BY id`
 
 // AddEvents appends events not tied to a queue change and fans them out
@@ -136,7 +138,7 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 	times, attempts := make([]int64, n), make([]int32, n)
 	types, accounts, msgIDs, rcpts, senders := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	mtas, replies, enhs, tlss, bounces := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	tagss, metas := make([]string, n), make([]string, n)
+	tagss, metas, queued := make([]string, n), make([]string, n), make([]int64, n)
 	now := time.Now()
 	for i := range evs {
 		e := &evs[i]
@@ -156,15 +158,26 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 		times[i], types[i], accounts[i], msgIDs[i], rcpts[i], senders[i] = e.Time.UnixNano(), e.Type, e.Account, e.MessageID, e.Recipient, e.Sender
 		mtas[i], replies[i], enhs[i], tlss[i], bounces[i] = e.RemoteMTA, e.Reply, e.Enhanced, e.TLS, e.Bounce
 		attempts[i], tagss[i], metas[i] = int32(e.Attempt), tags, meta
+		if !e.Queued.IsZero() {
+			queued[i] = e.Queued.UnixNano()
+		}
 	}
-	rows, err := s.pool.Query(ctx, addEventsSQL, times, types, accounts, msgIDs, rcpts, senders, mtas, replies, enhs,
-		tlss, bounces, attempts, tagss, metas)
-	if err != nil {
-		return mapErr(fmt.Errorf("postgres store: add events: %w", err))
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return mapErr(fmt.Errorf("postgres store: add events: %w", err))
+	var ids []int64
+	for retries := 0; ; retries++ {
+		rows, err := s.pool.Query(ctx, addEventsSQL, times, types, accounts, msgIDs, rcpts, senders, mtas, replies, enhs,
+			tlss, bounces, attempts, tagss, metas, queued)
+		if err == nil {
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		}
+		if retryable(err) && retries < maxBatchRetries {
+			// A rollup row of a shard another session shares, locked
+			// in the other order (rollups.go).
+			continue
+		}
+		if err != nil {
+			return mapErr(fmt.Errorf("postgres store: add events: %w", err))
+		}
+		break
 	}
 	if len(ids) != n {
 		return fmt.Errorf("postgres store: add events: %d of %d stored", len(ids), n)

@@ -44,11 +44,12 @@ func validID(id string) bool {
 
 // enqueueSQL stores a message, its recipients (IDs in input order: nextval
 // runs after the sort), one accepted event per recipient with its webhook
-// deliveries, and the last chunk of a chunked body, in one statement. It
+// deliveries and their rollups, and the last chunk of a chunked body, in
+// one statement. It
 // returns the recipient IDs, and whether the body's earlier chunks ($27:
 // there are some) are still pending. A duplicate ID, or chunks collected
 // as abandoned, insert nothing and return no IDs.
-const enqueueSQL = `WITH m AS (
+var enqueueSQL = `WITH m AS (
 	INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8,
 		account, tags, metadata, headers, body_id, body)
 	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
@@ -70,7 +71,8 @@ const enqueueSQL = `WITH m AS (
 	INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
 	SELECT w.id, e.id, $24 FROM e JOIN webhooks w
 		ON w.account = $12 AND (w.event_types = '' OR strpos(w.event_types, ',accepted,') > 0)
-), c AS (
+)` + rollupCTEs(`(SELECT $24::bigint AS t, $12::text AS account, 'accepted'::text AS type, r.address AS rcpt,
+	''::text AS tls, NULL::bigint AS lat FROM r)`) + `, c AS (
 	INSERT INTO body_chunks (body_id, seq, data) SELECT $16, $25, $26 FROM m WHERE $26::bytea IS NOT NULL
 ), p AS (
 	DELETE FROM pending_bodies WHERE id = $16 AND EXISTS (SELECT 1 FROM m)
@@ -399,15 +401,15 @@ const lockMessageSQL = `SELECT 1 FROM messages WHERE id = $1 FOR NO KEY UPDATE`
 // updateSQL checks and records outcomes, all or none: every outcome's
 // recipient must be leased under token $14 (or, for "", have no live lease
 // at $13). If so it writes the outcomes and their events with webhook
-// deliveries. It returns whether the message exists, how many outcomes
+// deliveries and rollups. It returns whether the message exists, how many outcomes
 // name unknown recipients and how many recipients are not held, and how
 // many were updated.
-const updateSQL = `WITH o AS (
+var updateSQL = `WITH o AS (
 	SELECT * FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $7::text[], $8::boolean[],
 		$9::text[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY
 		AS o(rid, status, inc, next, reply, mta, dw, tls, enh, bounce, typ, ord)
 ), m AS (
-	SELECT account, sender, tags, metadata FROM messages WHERE id = $1
+	SELECT account, sender, tags, metadata, received FROM messages WHERE id = $1
 ), chk AS (
 	SELECT count(*) FILTER (WHERE r.id IS NULL) AS unknown,
 		count(*) FILTER (WHERE r.id IS NOT NULL AND NOT CASE WHEN $14 = '' THEN r.lease_until = 0 OR r.lease_until < $13
@@ -430,7 +432,8 @@ const updateSQL = `WITH o AS (
 	INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
 	SELECT w.id, e.id, $13 FROM e JOIN webhooks w
 		ON w.account = e.account AND (w.event_types = '' OR strpos(w.event_types, ',' || e.type || ',') > 0)
-)
+)` + rollupCTEs(`(SELECT $13::bigint AS t, m.account, u.typ AS type, u.address AS rcpt, u.tls,
+	CASE WHEN u.typ = 'delivered' AND m.received > 0 THEN $13::bigint - m.received END AS lat FROM u, m WHERE u.typ <> '')`) + `
 SELECT EXISTS (SELECT 1 FROM m), (SELECT unknown FROM chk), (SELECT lost FROM chk), (SELECT count(*) FROM u)`
 
 // deleteDoneSQL deletes a message, its recipients and body chunks when

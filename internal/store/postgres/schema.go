@@ -367,6 +367,13 @@ var schema = []string{
 		value   bytea NOT NULL,
 		expires bigint NOT NULL -- unix ns
 	);`,
+	// 7: rollups of the event log (issue 10; store/rollups.go): event
+	// counts, the accept-to-delivered latency histogram and delivery
+	// attempts per receiving domain, per minute and per hour (res, the
+	// bucket width in seconds), per account and for all accounts
+	// (account ''), in shards (rollups.go). Filled once from the events
+	// already stored; from then on every event insert maintains them.
+	rollupsMigration,
 }
 
 // SchemaVersion is the newest schema version this program writes.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/heraldmail/herald/internal/store"
@@ -171,57 +170,6 @@ func (s *Store) AlertSilences(ctx context.Context, now time.Time) ([]store.Alert
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite store: alert silences: %w", err)
-	}
-	return out, nil
-}
-
-// CountEvents counts recent events (see store.AlertInputs). Events carry
-// no index on their time: the window is found as the IDs after the newest
-// event older than since (IDs grow with time), so the cost is the
-// window's events, not the whole log.
-func (s *Store) CountEvents(ctx context.Context, since time.Time, types []string, byDomain bool, limit int) ([]store.EventCount, error) {
-	if len(types) == 0 {
-		return nil, nil
-	}
-	var cut int64
-	err := s.rdb.QueryRowContext(ctx, `SELECT id FROM events WHERE time < ? ORDER BY id DESC LIMIT 1`, nanos(since)).Scan(&cut)
-	if err != nil && err != sql.ErrNoRows {
-		return nil, fmt.Errorf("sqlite store: count events: %w", err)
-	}
-	in := strings.Repeat(",?", len(types))[1:]
-	args := []any{cut, nanos(since)}
-	for _, t := range types {
-		args = append(args, t)
-	}
-	out, err := s.countRows(ctx, `SELECT type, '', count(*) FROM events WHERE id > ? AND time >= ? AND type IN (`+in+`) GROUP BY type ORDER BY type`, args...)
-	if err != nil || !byDomain {
-		return out, err
-	}
-	limit = max(1, min(limit, 10000))
-	const dom = `lower(substr(recipient, instr(recipient, '@') + 1))`
-	q := `WITH w AS (SELECT type, ` + dom + ` AS domain FROM events WHERE id > ? AND time >= ? AND type IN (` + in + `) AND recipient != ''),
-		top AS (SELECT domain FROM w GROUP BY domain ORDER BY count(*) DESC, domain LIMIT ?)
-		SELECT type, domain, count(*) FROM w WHERE domain IN (SELECT domain FROM top) GROUP BY type, domain ORDER BY domain, type`
-	per, err := s.countRows(ctx, q, append(args, limit)...)
-	return append(out, per...), err
-}
-
-func (s *Store) countRows(ctx context.Context, q string, args ...any) ([]store.EventCount, error) {
-	rows, err := s.rdb.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite store: count events: %w", err)
-	}
-	defer rows.Close()
-	var out []store.EventCount
-	for rows.Next() {
-		var c store.EventCount
-		if err := rows.Scan(&c.Type, &c.Domain, &c.Count); err != nil {
-			return nil, fmt.Errorf("sqlite store: count events: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite store: count events: %w", err)
 	}
 	return out, nil
 }

@@ -31,6 +31,9 @@ var NotCopied = map[string]string{
 	"console_sessions": "console logins: operators log in again on the new store",
 	"acme_orders":      "claims of certificate orders in progress: none while the node is stopped",
 	"acme_challenges":  "challenge responses of orders in progress: short-lived",
+	"rollup_counts":    "statistics: the destination counts what it records from then on (see README, Moving from SQLite)",
+	"rollup_latency":   "statistics, as rollup_counts",
+	"rollup_dest":      "statistics, as rollup_counts",
 	"messages":         "copied as store.MessageTable, with the bodies",
 	"recipients":       "copied as store.RecipientTable, with their messages",
 }

@@ -207,6 +207,7 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 			if ids[i], err = res.LastInsertId(); err != nil {
 				return err
 			}
+			w.roll.add(r.t, e.Account, e.Type, e.Recipient, e.TLS, e.Time.Sub(e.Queued), !e.Queued.IsZero())
 			hooked, err := w.hasWebhooks(e.Account)
 			if err != nil {
 				return err

@@ -156,6 +156,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 			if err != nil {
 				return err
 			}
+			w.roll.add(now.UnixNano(), msg.Account, store.EventAccepted, r.Address, "", 0, false)
 			if hooked {
 				if err := w.fanOut(res, now.UnixNano(), msg.Account, store.EventAccepted); err != nil {
 					return err
@@ -314,7 +315,8 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 	err := s.w.do(ctx, false, func(w *writer) error {
 		var blob bool
 		var account, sender, tags, meta string
-		if err := w.st.msgEvent.QueryRow(id).Scan(&blob, &account, &sender, &tags, &meta); errors.Is(err, sql.ErrNoRows) {
+		var received int64
+		if err := w.st.msgEvent.QueryRow(id).Scan(&blob, &account, &sender, &tags, &meta, &received); errors.Is(err, sql.ErrNoRows) {
 			if token != "" {
 				return clean(fmt.Errorf("message %s: %w: %w", id, store.ErrLeaseLost, store.ErrNotFound))
 			}
@@ -359,6 +361,7 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 			if err != nil {
 				return err
 			}
+			w.roll.add(now.UnixNano(), account, typ, addr, o.TLS, time.Duration(now.UnixNano()-received), received > 0)
 			if hooked {
 				if err := w.fanOut(res, now.UnixNano(), account, typ); err != nil {
 					return err

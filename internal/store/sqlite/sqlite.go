@@ -622,7 +622,17 @@ var schema = []string{
 	) WITHOUT ROWID;
 	CREATE INDEX console_sessions_subject ON console_sessions(kind, subject);
 	CREATE INDEX console_sessions_expires ON console_sessions(expires);`,
-	// 14: ACME (issue 11): the certificates obtained for each host name, the
+	// 14: rollups of the event log (issue 10; store/rollups.go): event
+	// counts, the accept-to-delivered latency histogram and delivery
+	// attempts per receiving domain, per minute and per hour (res, the
+	// bucket width in seconds), per account and for all accounts
+	// (account ''). Filled once from the events already stored; from then
+	// on the writer maintains them with the events. Indexes on the
+	// queue's received time make the oldest pending message cheap to find.
+	rollupsMigration + `
+	CREATE INDEX messages_received ON messages(received);
+	CREATE INDEX messages_account_received ON messages(account, received);`,
+	// 15: ACME (issue 11): the certificates obtained for each host name, the
 	// claims that make one node at a time order a host name's
 	// certificate, and the challenge responses of orders in progress.
 	// IF NOT EXISTS: the step stands alone, wherever the integrator numbers

@@ -462,6 +462,8 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`DROP TABLE copied_messages`,                                                       // schema 11
 		`DROP TABLE alert_states`, `DROP TABLE alert_history`, `DROP TABLE alert_silences`, // schema 12
 		`DROP TABLE operators`, `DROP TABLE console_sessions`, // schema 13 (the console)
+		`DROP TABLE rollup_counts`, `DROP TABLE rollup_latency`, `DROP TABLE rollup_dest`, // schema 14 (rollups)
+		`DROP INDEX messages_received`, `DROP INDEX messages_account_received`,
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {

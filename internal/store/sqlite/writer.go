@@ -53,6 +53,10 @@ type writer struct {
 
 	hooks webhookCache
 
+	// roll accumulates the rollup increments of the batch's events,
+	// written just before it commits.
+	roll rollAcc
+
 	st stmts
 }
 
@@ -69,6 +73,9 @@ type stmts struct {
 	// event of Enqueue and the general event insert.
 	msgEvent, insAccepted, insEvent   *sql.Stmt
 	fanOut, dataVersion, hookAccounts *sql.Stmt
+
+	// Rollup upserts (rollups.go).
+	rollCount, rollLat, rollDest *sql.Stmt
 
 	all []*sql.Stmt // every statement above, for close
 }
@@ -132,7 +139,10 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 		{&w.st.updRcpt, qUpdRcpt},
 		{&w.st.rcptExists, qRcptExists},
 		{&w.st.renew, qRenew},
-		{&w.st.msgEvent, `SELECT blob, account, sender, tags, metadata FROM messages WHERE id = ?`},
+		{&w.st.msgEvent, `SELECT blob, account, sender, tags, metadata, received FROM messages WHERE id = ?`},
+		{&w.st.rollCount, qRollCount},
+		{&w.st.rollLat, qRollLat},
+		{&w.st.rollDest, qRollDest},
 		{&w.st.insAccepted, `INSERT INTO events (time, type, account, message_id, recipient, sender, tags, metadata)
 			VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?)`},
 		{&w.st.insEvent, `INSERT INTO events (` + eventInsCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -229,6 +239,7 @@ retry:
 	for len(pending) > 0 {
 		w.afterCommit = w.afterCommit[:0]
 		w.hooks.checked = false
+		w.roll.reset()
 		if _, err := w.st.begin.ExecContext(ctx); err != nil {
 			w.failAll(pending, fmt.Errorf("sqlite store: begin: %w", err))
 			return
@@ -254,6 +265,11 @@ retry:
 			o.done <- mapErr(err)
 			pending = append(pending[:i:i], pending[i+1:]...)
 			continue retry
+		}
+		if err := w.flushRollups(); err != nil {
+			w.rollback()
+			w.failAll(pending, fmt.Errorf("sqlite store: %w", err))
+			return
 		}
 		if blob {
 			if err := syncDir(w.s.blobDir); err != nil {

@@ -3,7 +3,6 @@ package storetest
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ var alertTests = []test{
 	{"Transitions", testAlertTransitions},
 	{"History", testAlertHistory},
 	{"Silences", testAlertSilences},
-	{"CountEvents", testAlertCountEvents},
 	{"FailingWebhooks", testAlertFailingWebhooks},
 }
 
@@ -153,41 +151,6 @@ func testAlertSilences(t *testing.T, s store.Store) {
 	}
 }
 
-func testAlertCountEvents(t *testing.T, s store.Store) {
-	ctx := context.Background()
-	var evs []store.Event
-	add := func(at time.Time, typ, rcpt string, n int) {
-		for range n {
-			evs = append(evs, store.Event{Time: at, Type: typ, Account: store.DefaultAccount, Recipient: rcpt})
-		}
-	}
-	old := alertT0.Add(-2 * time.Hour)
-	add(old, store.EventBounced, "x@old.example", 5)
-	add(alertT0, store.EventDelivered, "a@Big.Example", 6)
-	add(alertT0, store.EventDeferred, "b@big.example", 4)
-	add(alertT0, store.EventDeferred, "c@small.example", 2)
-	add(alertT0, store.EventBounced, "d@small.example", 1)
-	add(alertT0, store.EventAccepted, "e@small.example", 9)
-	must(t, "AddEvents", s.AddEvents(ctx, evs))
-	types := []string{store.EventDelivered, store.EventDeferred, store.EventBounced}
-	got, err := s.CountEvents(ctx, alertT0.Add(-time.Hour), types, false, 0)
-	must(t, "CountEvents", err)
-	want := []store.EventCount{ec("bounced", "", 1), ec("deferred", "", 6), ec("delivered", "", 6)}
-	if !slices.Equal(got, want) {
-		t.Errorf("CountEvents = %v, want %v", got, want)
-	}
-	got, err = s.CountEvents(ctx, alertT0.Add(-3*time.Hour), types, true, 1)
-	must(t, "CountEvents by domain", err)
-	want = []store.EventCount{ec("bounced", "", 6), ec("deferred", "", 6), ec("delivered", "", 6),
-		ec("deferred", "big.example", 4), ec("delivered", "big.example", 6)}
-	if !slices.Equal(got, want) {
-		t.Errorf("CountEvents by domain = %v, want %v", got, want)
-	}
-	if got, err := s.CountEvents(ctx, alertT0.Add(time.Second), types, true, 10); err != nil || len(got) != 0 {
-		t.Errorf("CountEvents of an empty window = %v, %v", got, err)
-	}
-}
-
 func testAlertFailingWebhooks(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	addAccount(t, s, "acme")
@@ -253,8 +216,4 @@ func testNodesAlertTransitionOnce(t *testing.T, s store.Store, open func(string)
 	if len(h) != 6 {
 		t.Fatalf("history has %d transitions, want 6", len(h))
 	}
-}
-
-func ec(typ, domain string, n int64) store.EventCount {
-	return store.EventCount{Type: typ, Domain: domain, Count: n}
 }

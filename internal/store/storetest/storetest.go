@@ -65,6 +65,7 @@ func Run(t *testing.T, b Backend) {
 		{"Alerts", alertTests},
 		{"Console", consoleTests},
 		{"ACME", acmeTests},
+		{"Rollups", rollupTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
@@ -88,7 +89,7 @@ func Run(t *testing.T, b Backend) {
 	})
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests, acmeNodeTests) {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests, acmeNodeTests, rollupNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)
