@@ -274,8 +274,11 @@ func (e *cmdEnv) banner(cfg *config.Config, a *app.App) {
 	show("submissions", "submission, implicit TLS, AUTH")
 	show("http", "HTTP: API under /v1 (/v1/openapi.json), /metrics, /healthz")
 	fmt.Fprintf(e.stderr, "  data         %s\n", cfg.Server.DataDir)
-	if cfg.TLS.CertFile == "" {
-		fmt.Fprintf(e.stderr, "  tls          self-signed certificate in %s/tls (set tls.cert_file/key_file for production)\n", cfg.Server.DataDir)
+	switch {
+	case cfg.ACME.Enabled:
+		fmt.Fprintf(e.stderr, "  tls          certificates from ACME (%s); self-signed until they arrive\n", cfg.ACME.DirectoryURL)
+	case cfg.TLS.CertFile == "":
+		fmt.Fprintf(e.stderr, "  tls          self-signed certificate in %s/tls (set tls.cert_file/key_file or acme.enabled for production)\n", cfg.Server.DataDir)
 	}
 	fmt.Fprintf(e.stderr, "Set up a domain for production (config, DKIM keys, postmaster, DNS records):\n"+
 		"  herald setup example.com --hostname mail.example.com --ip ADDR --acme\n")
