@@ -137,7 +137,6 @@ func (s *NodeSignals) now() time.Time {
 	return s.Clock.Now()
 }
 
-
 // Counts reads the window's outcomes from the rollups.
 func (s *NodeSignals) Counts(ctx context.Context, window time.Duration) (Counts, error) {
 	r, err := s.rates(ctx, window)
