@@ -143,6 +143,10 @@ type Client struct {
 	perDom map[string]*domSem
 	idle   map[string][]*session
 	closed bool
+
+	// noPipelining sends MAIL, RCPT and DATA in lock-step even to a server
+	// that offers PIPELINING (set by tests and benchmarks only).
+	noPipelining bool
 }
 
 type domSem struct {
@@ -806,35 +810,24 @@ func (d *attempt) transact(ctx context.Context, s *session) {
 	}
 	defer body.Close()
 
-	if err := conn.Mail(ctx, req.Sender, d.mailParams(conn)...); err != nil {
-		d.finishErr(err, remote, tlsDesc)
-		_, isReply := smtp.AsError(err)
-		healthy = isReply && !is421(err)
+	// With PIPELINING, DATA went with the envelope and got its 354.
+	_, pipelining := conn.Ext("PIPELINING")
+	pipelining = pipelining && !d.c.noPipelining
+	envelope := d.envelopeLockStep
+	if pipelining {
+		envelope = d.envelopePipelined
+	}
+	accepted, ok, reusable := envelope(ctx, conn, remote, tlsDesc)
+	if !ok {
+		healthy = reusable
 		return
 	}
-	accepted := make([]int, 0, len(req.Recipients))
-	for i, rc := range req.Recipients {
-		if strings.ContainsAny(rc.Address, "\r\n<>") {
-			d.finish(i, Permanent, 501, smtp.EnhancedCode{5, 1, 3}, "invalid recipient address", "", tlsDesc)
-			continue
-		}
-		err := conn.Rcpt(ctx, rc.Address, rcptParams(conn, rc)...)
-		if err == nil {
-			accepted = append(accepted, i)
-			continue
-		}
-		e, isReply := smtp.AsError(err)
-		if !isReply || e.Code == 421 {
-			d.finishErr(err, remote, tlsDesc) // connection gone: all pending temporary
-			return
-		}
-		d.finish(i, statusOf(e.Code), e.Code, e.Enhanced, e.Message, remote, tlsDesc)
+	var rep *smtpout.Reply
+	if pipelining {
+		rep, err = conn.Body(ctx, body)
+	} else {
+		rep, err = conn.Data(ctx, body)
 	}
-	if len(accepted) == 0 {
-		healthy = conn.Reset(ctx) == nil
-		return
-	}
-	rep, err := conn.Data(ctx, body)
 	switch {
 	case err == nil && rep.Code == 250:
 		enh := rep.Enhanced
@@ -856,6 +849,137 @@ func (d *attempt) transact(ctx context.Context, s *session) {
 		_, isReply := smtp.AsError(err)
 		healthy = isReply && !is421(err)
 	}
+}
+
+// envelopeLockStep sends MAIL and each RCPT, waiting for every reply, and
+// records the refusals. It returns the indexes of the accepted recipients
+// and ok when DATA is to follow; when not, everything is recorded and
+// healthy says whether the connection may be reused.
+func (d *attempt) envelopeLockStep(ctx context.Context, conn *smtpout.Conn, remote, tlsDesc string) (accepted []int, ok, healthy bool) {
+	req := d.req
+	if err := conn.Mail(ctx, req.Sender, d.mailParams(conn)...); err != nil {
+		d.finishErr(err, remote, tlsDesc)
+		_, isReply := smtp.AsError(err)
+		return nil, false, isReply && !is421(err)
+	}
+	accepted = make([]int, 0, len(req.Recipients))
+	for i, rc := range req.Recipients {
+		if strings.ContainsAny(rc.Address, "\r\n<>") {
+			d.finish(i, Permanent, 501, smtp.EnhancedCode{5, 1, 3}, "invalid recipient address", "", tlsDesc)
+			continue
+		}
+		err := conn.Rcpt(ctx, rc.Address, rcptParams(conn, rc)...)
+		if err == nil {
+			accepted = append(accepted, i)
+			continue
+		}
+		e, isReply := smtp.AsError(err)
+		if !isReply || e.Code == 421 {
+			d.finishErr(err, remote, tlsDesc) // connection gone: all pending temporary
+			return nil, false, false
+		}
+		d.finish(i, statusOf(e.Code), e.Code, e.Enhanced, e.Message, remote, tlsDesc)
+	}
+	if len(accepted) == 0 {
+		return nil, false, conn.Reset(ctx) == nil
+	}
+	return accepted, true, false
+}
+
+// envelopePipelined sends MAIL, every RCPT and DATA in one write (RFC 2920)
+// and reads their replies in order, recording refusals like
+// envelopeLockStep. ok means DATA got 354 with at least one recipient
+// accepted, and the body is to follow. EHLO, STARTTLS and AUTH came
+// before, each waited for; the body's final dot is waited for after.
+func (d *attempt) envelopePipelined(ctx context.Context, conn *smtpout.Conn, remote, tlsDesc string) (accepted []int, ok, healthy bool) {
+	req := d.req
+	lines := make([]string, 0, len(req.Recipients)+2)
+	lines = append(lines, withParams("MAIL FROM:<"+req.Sender+">", d.mailParams(conn)))
+	idx := make([]int, 0, len(req.Recipients)) // recipient of lines[1+k]
+	for i, rc := range req.Recipients {
+		if strings.ContainsAny(rc.Address, "\r\n<>") {
+			d.finish(i, Permanent, 501, smtp.EnhancedCode{5, 1, 3}, "invalid recipient address", "", tlsDesc)
+			continue
+		}
+		lines = append(lines, withParams("RCPT TO:<"+rc.Address+">", rcptParams(conn, rc)))
+		idx = append(idx, i)
+	}
+	if len(idx) == 0 {
+		return nil, false, true // nothing sent: every recipient refused locally
+	}
+	lines = append(lines, "DATA")
+	reps, err := conn.Pipeline(ctx, lines)
+	// A transaction broken off by 421 or a lost connection: what the
+	// replies read so far refused stays refused, the rest is that error.
+	broken := func() (accepted []int, ok, healthy bool) {
+		d.finishErr(err, remote, tlsDesc)
+		return nil, false, false
+	}
+	if len(reps) == 0 {
+		return broken()
+	}
+	if mail := reps[0]; mail.Code/100 != 2 {
+		// MAIL refused: the RCPTs and DATA fail too, and Pipeline has read
+		// their replies, so the connection is in a known state.
+		d.finishErr(mail.Error(), remote, tlsDesc)
+		if err != nil || mail.Code == 421 {
+			return nil, false, false
+		}
+		return nil, false, d.endRefusedData(ctx, conn, reps[len(reps)-1])
+	}
+	for k, rep := range reps[1:] {
+		if k >= len(idx) {
+			break // the DATA reply
+		}
+		i := idx[k]
+		if rep.Code/100 == 2 {
+			accepted = append(accepted, i)
+			continue
+		}
+		if rep.Code == 421 {
+			break // err is the 421 when more replies were due
+		}
+		e := rep.Error()
+		d.finish(i, statusOf(e.Code), e.Code, e.Enhanced, e.Message, remote, tlsDesc)
+	}
+	if err != nil {
+		return broken()
+	}
+	data := reps[len(reps)-1]
+	if len(accepted) == 0 {
+		return nil, false, d.endRefusedData(ctx, conn, data)
+	}
+	if data.Code/100 != 3 { // like Data, any 3xx invites the body
+		d.finishErr(data.Error(), remote, tlsDesc)
+		return nil, false, data.Code != 421
+	}
+	return accepted, true, false
+}
+
+// endRefusedData ends a pipelined transaction in which no recipient was
+// accepted: the server should have refused DATA (554 or 503); if it said
+// 354 all the same, a lone dot ends the empty message (RFC 2920 section
+// 3.1) and its reply is ignored. RSET then clears the transaction. It
+// reports whether the connection may be reused.
+func (d *attempt) endRefusedData(ctx context.Context, conn *smtpout.Conn, data *smtpout.Reply) bool {
+	if data.Code == 421 {
+		return false
+	}
+	if data.Code/100 == 3 {
+		if _, err := conn.Body(ctx, strings.NewReader("")); err != nil {
+			if _, isReply := smtp.AsError(err); !isReply || is421(err) {
+				return false
+			}
+		}
+	}
+	return conn.Reset(ctx) == nil
+}
+
+func withParams(s string, params []string) string {
+	for _, p := range params {
+		s += " " + p
+	}
+	return s
 }
 
 func is421(err error) bool {
