@@ -966,7 +966,7 @@ func (d *attempt) endRefusedData(ctx context.Context, conn *smtpout.Conn, data *
 		return false
 	}
 	if data.Code/100 == 3 {
-		if _, err := conn.Body(ctx, strings.NewReader("")); err != nil {
+		if _, err := conn.EmptyData(ctx); err != nil {
 			if _, isReply := smtp.AsError(err); !isReply || is421(err) {
 				return false
 			}

@@ -486,6 +486,13 @@ func (c *Conn) Body(ctx context.Context, body io.Reader) (*Reply, error) {
 	return rep, nil
 }
 
+// EmptyData ends the message at once after DATA got 354 when nothing is
+// to be sent (no recipient was accepted, RFC 2920 section 3.1): a lone
+// final dot. Its reply is returned like Data's.
+func (c *Conn) EmptyData(ctx context.Context) (*Reply, error) {
+	return c.cmd(ctx, 2, ".")
+}
+
 // ErrBody marks a failure to read the message body (a local error).
 var ErrBody = errors.New("smtpout: reading message body")
 
