@@ -97,6 +97,30 @@ func TestPipeliningMixedRecipients(t *testing.T) {
 		t.Fatalf("commands = %s", got)
 	}
 	envelopeBurst(t, cmds, 8, 1)
+	if cmds[7].Burst != cmds[8].Burst || cmds[7].Early {
+		t.Fatalf("RSET %+v, want it first in the envelope's burst %d", cmds[7], cmds[8].Burst)
+	}
+}
+
+// A pooled connection the remote has closed does not answer the RSET
+// pipelined ahead of the envelope: the message goes over a new
+// connection, and nothing is recorded from the dead one.
+func TestPipeliningStalePooledConnection(t *testing.T) {
+	t.Parallel()
+	s := testmx.StartScript(t, "127.0.0.1:0", testmx.ScriptConfig{Pipelining: true})
+	c := scriptClient(t, "pipe.test", s)
+	deliver(t, c, request("pipe.test", "a@pipe.test"))
+	s.DropConnections()
+	res := deliver(t, c, request("pipe.test", "b@pipe.test", "<bad>@pipe.test"))
+	expect(t, res[0], delivery.Delivered, 250, smtp.EnhancedCode{2, 0, 0})
+	expect(t, res[1], delivery.Permanent, 501, smtp.EnhancedCode{5, 1, 3})
+	got := strings.Join(verbs(s.Commands()), ",")
+	if !strings.HasSuffix(got, "DATA,EHLO out.herald.test,MAIL,RCPT TO:<b@pipe.test,DATA") {
+		t.Fatalf("commands = %s", got)
+	}
+	if b := s.Bodies(); len(b) != 2 {
+		t.Fatalf("%d bodies, want 2", len(b))
+	}
 }
 
 // When every RCPT is refused the pipelined DATA is refused too: no body

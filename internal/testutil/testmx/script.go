@@ -98,6 +98,17 @@ func (s *Script) Close() {
 	s.wg.Wait()
 }
 
+// DropConnections closes the open connections without a reply (a remote
+// that timed out an idle client); the server keeps listening.
+func (s *Script) DropConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+}
+
 // Commands returns the commands read so far, in order.
 func (s *Script) Commands() []ScriptCommand {
 	s.mu.Lock()
@@ -205,6 +216,9 @@ func (s *Script) serve(c net.Conn) {
 		s.mu.Lock()
 		s.bursts++
 		burst := s.bursts
+		// Early: replies were owed when the chunk arrived, or an earlier
+		// command of the same chunk is unanswered.
+		early := pending > 0
 		s.mu.Unlock()
 		buf = append(buf, chunk[:n]...)
 		for {
@@ -226,6 +240,7 @@ func (s *Script) serve(c net.Conn) {
 					body.Reset()
 					inMail, mailOK, accepted = false, false, 0
 					queue(now, s.cfg.EndReply, false)
+					early = true
 					continue
 				}
 				if body.Len()+len(line) > scriptMaxBody {
@@ -240,8 +255,9 @@ func (s *Script) serve(c net.Conn) {
 				return
 			}
 			s.mu.Lock()
-			s.cmds = append(s.cmds, ScriptCommand{Line: line, Burst: burst, Early: pending > 0})
+			s.cmds = append(s.cmds, ScriptCommand{Line: line, Burst: burst, Early: early})
 			s.mu.Unlock()
+			early = true
 			verb, arg, _ := strings.Cut(line, " ")
 			switch strings.ToUpper(verb) {
 			case "EHLO":
