@@ -1,6 +1,7 @@
 // Package smtpout is Herald's outbound SMTP client connection: greeting,
 // EHLO (HELO fallback), STARTTLS with any EHLO name, AUTH PLAIN, MAIL, RCPT,
-// DATA with dot-stuffing, RSET and QUIT. Every remote reply other than 2xx/3xx
+// DATA with dot-stuffing, RSET and QUIT, one at a time or pipelined
+// (RFC 2920, Pipeline). Every remote reply other than 2xx/3xx
 // is returned as an *smtp.Error carrying the remote code, enhanced code and
 // text; any other error means the connection is unusable.
 //
