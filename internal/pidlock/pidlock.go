@@ -46,13 +46,17 @@ func (l *Lock) Release() error {
 		return nil
 	}
 	terr := l.f.Truncate(0)
-	cerr := l.f.Close() // closing drops the flock
+	uerr := unlock(l.f)
+	cerr := l.f.Close()
 	l.f = nil
 	if cerr != nil {
 		return fmt.Errorf("pidlock: release %s: %w", l.path, cerr)
 	}
 	if terr != nil {
 		return fmt.Errorf("pidlock: release %s: %w", l.path, terr)
+	}
+	if uerr != nil {
+		return fmt.Errorf("pidlock: release %s: %w", l.path, uerr)
 	}
 	return nil
 }

@@ -52,3 +52,10 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// unlock drops the flock explicitly. Closing the file is not enough while
+// a child process forked at that moment (os/exec, before its exec closes
+// the inherited descriptors) still shares the open file description.
+func unlock(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
