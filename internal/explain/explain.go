@@ -254,7 +254,7 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 		}
 		rv.Sentences = append(rv.Sentences, pendingSentences(&rv, now)...)
 		if sup {
-			rv.Sentences = append(rv.Sentences, fmt.Sprintf("%s is on the account's suppression list now (added after this message was queued); the queued message is still attempted.", r.Address))
+			rv.Sentences = append(rv.Sentences, fmt.Sprintf("%s is on the account's suppression list now; a message already in the queue is still attempted (the list is checked when a message is accepted).", r.Address))
 		}
 		e.Recipients = append(e.Recipients, rv)
 	}
