@@ -367,7 +367,7 @@ func pendingSentences(rv *Recipient, now time.Time) []string {
 		if rv.Due {
 			out = append(out, fmt.Sprintf("%s: waiting for its first attempt, due now.", rv.Address))
 		} else {
-			out = append(out, fmt.Sprintf("%s: waiting for its first attempt; %s.", rv.Address, next))
+			out = append(out, fmt.Sprintf("%s: not attempted yet; its first attempt is at %s (in %s).", rv.Address, clockTime(*rv.NextAttempt), span(rv.NextAttempt.Sub(now))))
 		}
 	default:
 		when := ""

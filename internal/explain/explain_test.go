@@ -103,6 +103,21 @@ func TestQueuedFresh(t *testing.T) {
 	says(t, x.Summary, "delay notice from "+clockTime(m.Received.Add(4*time.Hour)))
 }
 
+// A message held for later (a scheduled send: queued, first attempt in
+// the future) says when it leaves.
+func TestScheduled(t *testing.T) {
+	e := newEnv(t)
+	m := e.enqueue("acme", time.Time{}, "bob@example.org")
+	at := e.clk.Now().Add(2 * time.Hour)
+	e.update(m, 0, store.Outcome{Status: store.StatusQueued, NextAttempt: at})
+	x := e.explain(m.ID, "acme")
+	r := x.Recipients[0]
+	if x.State != StateQueued || r.Due || r.Attempts != 0 || r.NextAttempt == nil || !r.NextAttempt.Equal(at) {
+		t.Fatalf("state %q recipient %+v, want queued, not due, first attempt at %s", x.State, r, at)
+	}
+	says(t, x.Summary, "bob@example.org: not attempted yet; its first attempt is at "+clockTime(at)+" (in 2 h)")
+}
+
 func TestDeferredWithReply(t *testing.T) {
 	e := newEnv(t)
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
