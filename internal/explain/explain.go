@@ -54,6 +54,10 @@ const (
 	StateFinished   = "finished"    // left the queue with mixed outcomes (see the recipients)
 )
 
+// heldBack starts the reply the queue records for recipients the throttle
+// held back without an attempt (queue.throttled).
+const heldBack = "held back:"
+
 // maxEvents bounds the events read for one message.
 const maxEvents = 1000
 
@@ -95,6 +99,10 @@ type Recipient struct {
 	// and Throttle its back-off when it has one.
 	Destination string    `json:"destination"`
 	Throttle    *Throttle `json:"throttle,omitempty"`
+	// RateLimited: the last attempt did not start; Herald held it back
+	// under the destination's limits (connections at once, messages per
+	// minute, reduced while backed off).
+	RateLimited bool `json:"rate_limited,omitempty"`
 	// Suppressed: the address is on the account's suppression list now.
 	Suppressed  bool     `json:"suppressed"`
 	DelayWarned bool     `json:"delay_warned,omitempty"`
@@ -248,6 +256,7 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 		}
 		rv.NextAttempt = ts(r.NextAttempt)
 		rv.Due = !r.NextAttempt.After(now)
+		rv.RateLimited = r.Status == store.StatusDeferred && strings.HasPrefix(r.LastReply, heldBack)
 		if l, ok := leaseOf[r.ID]; ok {
 			leased++
 			rv.Lease = &Lease{Node: l.Owner, Until: l.Until.UTC(), Expired: l.Until.Before(now)}
@@ -369,6 +378,8 @@ func pendingSentences(rv *Recipient, now time.Time) []string {
 		} else {
 			out = append(out, fmt.Sprintf("%s: not attempted yet; its first attempt is at %s (in %s).", rv.Address, clockTime(*rv.NextAttempt), span(rv.NextAttempt.Sub(now))))
 		}
+	case rv.RateLimited:
+		out = append(out, fmt.Sprintf("%s: held back by Herald's sending limits for %s (connections at once or messages per minute, on all nodes); %s.", rv.Address, d, next))
 	default:
 		when := ""
 		if rv.LastAttempt != nil {

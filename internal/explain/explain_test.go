@@ -177,6 +177,20 @@ func TestDestinationBackedOff(t *testing.T) {
 	}
 }
 
+// A recipient the throttle held back (no session started) is said to be
+// rate-limited by Herald, not refused by the remote side.
+func TestHeldBackByRateLimit(t *testing.T) {
+	e := newEnv(t)
+	m := e.enqueue("acme", time.Time{}, "ann@gmail.com")
+	next := e.clk.Now().Add(30 * time.Second)
+	e.update(m, 0, store.Outcome{Status: store.StatusDeferred, NextAttempt: next, Reply: "held back: destination rate limit"})
+	x := e.explain(m.ID, "acme")
+	if r := x.Recipients[0]; !r.RateLimited || r.Destination != "gmail.com" {
+		t.Fatalf("recipient %+v, want rate-limited for gmail.com", r)
+	}
+	says(t, x.Summary, "ann@gmail.com: held back by Herald's sending limits for gmail.com", "next attempt at "+clockTime(next), "(in 30 s)")
+}
+
 func TestInDelivery(t *testing.T) {
 	e := newEnv(t)
 	until := e.clk.Now().Add(time.Minute)
