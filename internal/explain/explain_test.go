@@ -3,32 +3,60 @@ package explain
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/postgres"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 	"github.com/heraldmail/herald/internal/store/storetest"
+	"github.com/heraldmail/herald/internal/testutil/pgtest"
 )
 
 // env is an Explainer over a real SQLite store acting as node mx1, with a
 // fake clock near the wall clock (the store stamps events with it).
 type env struct {
 	t   *testing.T
-	st  *sqlite.Store
+	st  backend
 	clk *clock.Fake
 	x   *Explainer
 }
 
-func newEnv(t *testing.T) *env {
+// backend is a store explanations read and tests write.
+type backend interface {
+	store.Store
+	store.QueueLeases
+}
+
+// both runs f on a SQLite store and on a PostgreSQL store (a private
+// schema of HERALD_TEST_POSTGRES), each acting as node mx1.
+func both(t *testing.T, f func(t *testing.T, e *env)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		st, err := sqlite.Open(t.TempDir(), sqlite.Options{Node: "mx1", ReadConns: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		f(t, newEnv(t, st))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		_, dsn := pgtest.NewSchema(t)
+		st, err := postgres.Open(context.Background(), dsn, postgres.Options{Node: "mx1", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		f(t, newEnv(t, st))
+	})
+}
+
+func newEnv(t *testing.T, st backend) *env {
 	t.Helper()
-	st, err := sqlite.Open(t.TempDir(), sqlite.Options{Node: "mx1", ReadConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
 	keys := map[string]string{"googlemail.com": "gmail.com"}
 	x := New(st, Config{MaxLifetime: 72 * time.Hour, DelayWarning: 4 * time.Hour, DestinationKey: func(d string) string {
@@ -81,8 +109,9 @@ func says(t *testing.T, sentences []string, parts ...string) {
 	t.Errorf("no sentence says %q:\n%s", parts, strings.Join(sentences, "\n"))
 }
 
-func TestQueuedFresh(t *testing.T) {
-	e := newEnv(t)
+func TestQueuedFresh(t *testing.T) { both(t, testQueuedFresh) }
+
+func testQueuedFresh(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
 	x := e.explain(m.ID, "acme")
 	if x.State != StateQueued || !x.InQueue || x.Account != "acme" {
@@ -105,8 +134,9 @@ func TestQueuedFresh(t *testing.T) {
 
 // A message held for later (a scheduled send: queued, first attempt in
 // the future) says when it leaves.
-func TestScheduled(t *testing.T) {
-	e := newEnv(t)
+func TestScheduled(t *testing.T) { both(t, testScheduled) }
+
+func testScheduled(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
 	at := e.clk.Now().Add(2 * time.Hour)
 	e.update(m, 0, store.Outcome{Status: store.StatusQueued, NextAttempt: at})
@@ -118,8 +148,9 @@ func TestScheduled(t *testing.T) {
 	says(t, x.Summary, "bob@example.org: not attempted yet; its first attempt is at "+clockTime(at)+" (in 2 h)")
 }
 
-func TestDeferredWithReply(t *testing.T) {
-	e := newEnv(t)
+func TestDeferredWithReply(t *testing.T) { both(t, testDeferredWithReply) }
+
+func testDeferredWithReply(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
 	next := e.clk.Now().Add(15 * time.Minute)
 	e.update(m, 0, store.Outcome{Status: store.StatusDeferred, NextAttempt: next, Reply: "421 4.7.0 Try again later",
@@ -145,8 +176,9 @@ func TestDeferredWithReply(t *testing.T) {
 	says(t, x.Summary, "the next attempt is due now")
 }
 
-func TestDestinationBackedOff(t *testing.T) {
-	e := newEnv(t)
+func TestDestinationBackedOff(t *testing.T) { both(t, testDestinationBackedOff) }
+
+func testDestinationBackedOff(t *testing.T, e *env) {
 	ctx := context.Background()
 	now := e.clk.Now()
 	paused, since := now.Add(10*time.Minute), now.Add(-4*time.Minute)
@@ -179,8 +211,9 @@ func TestDestinationBackedOff(t *testing.T) {
 
 // A recipient the throttle held back (no session started) is said to be
 // rate-limited by Herald, not refused by the remote side.
-func TestHeldBackByRateLimit(t *testing.T) {
-	e := newEnv(t)
+func TestHeldBackByRateLimit(t *testing.T) { both(t, testHeldBackByRateLimit) }
+
+func testHeldBackByRateLimit(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "ann@gmail.com")
 	next := e.clk.Now().Add(30 * time.Second)
 	e.update(m, 0, store.Outcome{Status: store.StatusDeferred, NextAttempt: next, Reply: "held back: destination rate limit"})
@@ -191,8 +224,9 @@ func TestHeldBackByRateLimit(t *testing.T) {
 	says(t, x.Summary, "ann@gmail.com: held back by Herald's sending limits for gmail.com", "next attempt at "+clockTime(next), "(in 30 s)")
 }
 
-func TestInDelivery(t *testing.T) {
-	e := newEnv(t)
+func TestInDelivery(t *testing.T) { both(t, testInDelivery) }
+
+func testInDelivery(t *testing.T, e *env) {
 	until := e.clk.Now().Add(time.Minute)
 	m := e.enqueue("acme", until, "bob@example.org")
 	x := e.explain(m.ID, "acme")
@@ -212,8 +246,9 @@ func TestInDelivery(t *testing.T) {
 	says(t, x.Summary, "hold ran out", "another node takes it over")
 }
 
-func TestSuppressedRecipient(t *testing.T) {
-	e := newEnv(t)
+func TestSuppressedRecipient(t *testing.T) { both(t, testSuppressedRecipient) }
+
+func testSuppressedRecipient(t *testing.T, e *env) {
 	ctx := context.Background()
 	m := e.enqueue("acme", time.Time{}, "bob@example.org", "eve@example.org")
 	if err := e.st.AddSuppression(ctx, store.Suppression{Account: "acme", Address: "eve@example.org", Reason: store.SuppressManual, Created: e.clk.Now()}); err != nil {
@@ -240,8 +275,9 @@ func TestSuppressedRecipient(t *testing.T) {
 	says(t, x.Summary, "eve@example.org: not sent", "suppression list")
 }
 
-func TestDeliveredFromEvents(t *testing.T) {
-	e := newEnv(t)
+func TestDeliveredFromEvents(t *testing.T) { both(t, testDeliveredFromEvents) }
+
+func testDeliveredFromEvents(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
 	e.update(m, 0, store.Outcome{Status: store.StatusDelivered, Reply: "250 2.0.0 OK queued as 123", RemoteMTA: "mx.example.org", Enhanced: "2.0.0", TLS: "TLSv1.3"})
 	if _, err := e.st.Get(context.Background(), m.ID); !errors.Is(err, store.ErrNotFound) {
@@ -259,8 +295,9 @@ func TestDeliveredFromEvents(t *testing.T) {
 	says(t, x.Summary, "bob@example.org: delivered", "by mx.example.org", "OK queued as 123")
 }
 
-func TestBounced(t *testing.T) {
-	e := newEnv(t)
+func TestBounced(t *testing.T) { both(t, testBounced) }
+
+func testBounced(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org", "amy@example.org")
 	e.update(m, 0, store.Outcome{Status: store.StatusFailed, Reply: "550 5.1.1 no such user", RemoteMTA: "mx.example.org", Enhanced: "5.1.1", Bounce: "hard:mailbox-unknown"})
 	// Half the message in the queue: the bounced recipient is final, the
@@ -279,8 +316,9 @@ func TestBounced(t *testing.T) {
 	says(t, x.Summary, "bounced for every recipient")
 }
 
-func TestExpired(t *testing.T) {
-	e := newEnv(t)
+func TestExpired(t *testing.T) { both(t, testExpired) }
+
+func testExpired(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
 	e.update(m, 0, store.Outcome{Status: store.StatusDeferred, NextAttempt: e.clk.Now().Add(time.Hour), Reply: "451 4.4.1 connection timed out"})
 	e.clk.Advance(73 * time.Hour)
@@ -294,8 +332,9 @@ func TestExpired(t *testing.T) {
 	says(t, x.Summary, "bob@example.org: expired", "connection timed out")
 }
 
-func TestNotFound(t *testing.T) {
-	e := newEnv(t)
+func TestNotFound(t *testing.T) { both(t, testNotFound) }
+
+func testNotFound(t *testing.T, e *env) {
 	ctx := context.Background()
 	for _, id := range []string{"NOSUCHMESSAGE", "", strings.Repeat("A", 65)} {
 		if _, err := e.x.Explain(ctx, id, "acme"); !errors.Is(err, store.ErrNotFound) {
@@ -330,8 +369,9 @@ func TestNotFound(t *testing.T) {
 
 // A remote reply is attacker-controlled: a sentence carries it on one
 // line, bounded.
-func TestReplyBounded(t *testing.T) {
-	e := newEnv(t)
+func TestReplyBounded(t *testing.T) { both(t, testReplyBounded) }
+
+func testReplyBounded(t *testing.T, e *env) {
 	m := e.enqueue("acme", time.Time{}, "bob@example.org")
 	e.update(m, 0, store.Outcome{Status: store.StatusDeferred, NextAttempt: e.clk.Now().Add(time.Hour), Reply: "451 evil\r\nInjected: line " + strings.Repeat("x", 5000)})
 	x := e.explain(m.ID, "acme")
