@@ -277,9 +277,14 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 	}
 	e.Summary = append(e.Summary, fmt.Sprintf("Message %s from %s is in the queue (received %s): %d of %d recipients pending.",
 		m.ID, e.Sender, clockTime(m.Received), pending, len(m.Recipients)))
+	// Every recipient's sentences, a destination's state said once.
+	said := make(map[string]bool)
 	for _, rv := range e.Recipients {
-		if rv.Status == string(store.StatusQueued) || rv.Status == string(store.StatusDeferred) {
-			e.Summary = append(e.Summary, rv.Sentences...)
+		for _, s := range rv.Sentences {
+			if !said[s] {
+				said[s] = true
+				e.Summary = append(e.Summary, s)
+			}
 		}
 	}
 	if pending > 0 {

@@ -185,7 +185,7 @@ func testDestinationBackedOff(t *testing.T, e *env) {
 	if ok, err := e.st.SetDestinationState(ctx, "gmail.com", 0, store.DestinationState{Factor: 0.5, Strikes: 2, PausedUntil: paused, LastChange: since}); err != nil || !ok {
 		t.Fatalf("SetDestinationState: %v %v", ok, err)
 	}
-	m := e.enqueue("acme", time.Time{}, "ann@googlemail.com", "bob@example.org")
+	m := e.enqueue("acme", time.Time{}, "ann@googlemail.com", "bob@example.org", "cid@gmail.com")
 	e.update(m, 0, store.Outcome{Status: store.StatusDeferred, NextAttempt: paused, Reply: "421 4.7.28 rate limited", Enhanced: "4.7.28"})
 	x := e.explain(m.ID, "acme")
 	r := x.Recipients[0]
@@ -199,6 +199,18 @@ func testDestinationBackedOff(t *testing.T, e *env) {
 	says(t, r.Sentences, "waiting for gmail.com", "rate limited")
 	says(t, x.Summary, "gmail.com is backed off to 50 % of its sending limits since "+clockTime(since))
 	says(t, x.Summary, "gmail.com is paused until "+clockTime(paused))
+	if r := x.Recipients[2]; r.Throttle == nil || r.Destination != "gmail.com" {
+		t.Errorf("the second gmail.com recipient: %+v", r)
+	}
+	n := 0
+	for _, s := range x.Summary {
+		if strings.Contains(s, "gmail.com is backed off") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the summary says %d times that gmail.com is backed off, want once", n)
+	}
 	// After the pause the destination is no longer said to be paused.
 	e.clk.Advance(11 * time.Minute)
 	x = e.explain(m.ID, "acme")
@@ -307,6 +319,7 @@ func testBounced(t *testing.T, e *env) {
 		t.Fatalf("state %q, recipient %+v", x.State, x.Recipients[0])
 	}
 	says(t, x.Summary, "1 of 2 recipients pending")
+	says(t, x.Summary, "bob@example.org: bounced")
 	says(t, x.Recipients[0].Sentences, "bob@example.org: bounced", "550 5.1.1 no such user", "hard:mailbox-unknown")
 	e.update(m, 1, store.Outcome{Status: store.StatusFailed, Reply: "550 5.7.1 refused", Enhanced: "5.7.1", Bounce: "hard:policy"})
 	x = e.explain(m.ID, "acme")
