@@ -3,6 +3,7 @@ package explain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -408,6 +409,38 @@ func TestSpan(t *testing.T) {
 	} {
 		if got := span(d); got != want {
 			t.Errorf("span(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// BenchmarkExplain1000Recipients: a message to 1,000 recipients over 10
+// domains, half deferred with a reply, on SQLite.
+func BenchmarkExplain1000Recipients(b *testing.B) {
+	st, err := sqlite.Open(b.TempDir(), sqlite.Options{Node: "mx1", ReadConns: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC()
+	var rcpts []string
+	for i := range 1000 {
+		rcpts = append(rcpts, fmt.Sprintf("u%d@d%d.example", i, i%10))
+	}
+	m := storetest.NewMessage(now, rcpts...)
+	m.Account = "acme"
+	storetest.Enqueue(b, st, m, []byte("Subject: x\r\n\r\nhi\r\n"), time.Time{})
+	var outs []store.Outcome
+	for i := 0; i < 1000; i += 2 {
+		outs = append(outs, store.Outcome{RecipientID: m.Recipients[i].ID, Status: store.StatusDeferred, NextAttempt: now.Add(time.Hour), Reply: "421 4.7.0 later"})
+	}
+	if err := st.Update(context.Background(), m.ID, "", outs); err != nil {
+		b.Fatal(err)
+	}
+	x := New(st, Config{}, clock.NewFake(now))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := x.Explain(context.Background(), m.ID, "acme"); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
