@@ -273,7 +273,7 @@ func (e *cmdEnv) banner(cfg *config.Config, a *app.App) {
 	show("smtp", "MX: mail for local domains")
 	show("submission", "submission, STARTTLS then AUTH")
 	show("submissions", "submission, implicit TLS, AUTH")
-	show("http", "HTTP: API under /v1 (/v1/openapi.json), /metrics, /healthz")
+	show("http", "HTTP: console at / (herald operator add NAME), API under /v1, /metrics, /healthz")
 	fmt.Fprintf(e.stderr, "  data         %s\n", cfg.Server.DataDir)
 	switch {
 	case cfg.ACME.Enabled:

@@ -137,19 +137,6 @@ func (s *NodeSignals) now() time.Time {
 	return s.Clock.Now()
 }
 
-func add(c *Counts, typ string, n int64) {
-	switch typ {
-	case store.EventDelivered:
-		c.Delivered += n
-	case store.EventBounced:
-		c.Bounced += n
-	case store.EventDeferred:
-		c.Deferred += n
-	case store.EventComplained:
-		c.Complained += n
-	}
-}
-
 // Counts reads the window's outcomes from the rollups.
 func (s *NodeSignals) Counts(ctx context.Context, window time.Duration) (Counts, error) {
 	r, err := s.rates(ctx, window)

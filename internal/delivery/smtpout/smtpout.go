@@ -1,6 +1,7 @@
 // Package smtpout is Herald's outbound SMTP client connection: greeting,
 // EHLO (HELO fallback), STARTTLS with any EHLO name, AUTH PLAIN, MAIL, RCPT,
-// DATA with dot-stuffing, RSET and QUIT. Every remote reply other than 2xx/3xx
+// DATA with dot-stuffing, RSET and QUIT, one at a time or pipelined
+// (RFC 2920, Pipeline). Every remote reply other than 2xx/3xx
 // is returned as an *smtp.Error carrying the remote code, enhanced code and
 // text; any other error means the connection is unusable.
 //
@@ -303,6 +304,54 @@ func (c *Conn) cmd(ctx context.Context, want int, line string) (*Reply, error) {
 	return rep, nil
 }
 
+// MaxPipeline bounds the commands that Pipeline sends in one burst.
+const MaxPipeline = 1000
+
+// Pipeline sends lines in one write (RFC 2920 command pipelining) and then
+// reads one reply per line, in order. Use it only when the server
+// advertised PIPELINING, and only for commands that may be pipelined (MAIL,
+// RCPT, RSET, and DATA as the last one); EHLO, STARTTLS, AUTH and the
+// body's final dot are synchronisation points and go through their own
+// methods.
+//
+// It returns the replies read, whatever their codes. The error is non-nil
+// when fewer replies than lines came back: the connection failed (it is
+// then unusable), or a reply was 421, after which the server closes the
+// connection and nothing more is read (the 421 is the last reply returned
+// and the error is its *smtp.Error). Nothing is sent if a line holds CR or
+// LF or there are more than MaxPipeline lines.
+func (c *Conn) Pipeline(ctx context.Context, lines []string) ([]*Reply, error) {
+	if len(lines) > MaxPipeline {
+		return nil, fmt.Errorf("smtpout: %d commands to pipeline, at most %d", len(lines), MaxPipeline)
+	}
+	for _, l := range lines {
+		if strings.ContainsAny(l, "\r\n") {
+			return nil, fmt.Errorf("smtpout: CR or LF in command")
+		}
+	}
+	stop := c.watch(ctx)
+	defer stop()
+	for _, l := range lines {
+		c.w.WriteString(l)      //nolint:errcheck // bufio keeps the first error for Flush
+		c.w.WriteString("\r\n") //nolint:errcheck // as above
+	}
+	if err := c.w.Flush(); err != nil {
+		return nil, wrapErr(ctx, fmt.Errorf("smtpout: writing commands: %w", err))
+	}
+	reps := make([]*Reply, 0, len(lines))
+	for range lines {
+		rep, err := c.ReadReply()
+		if err != nil {
+			return reps, wrapErr(ctx, err)
+		}
+		reps = append(reps, rep)
+		if rep.Code == 421 && len(reps) < len(lines) {
+			return reps, rep.Error()
+		}
+	}
+	return reps, nil
+}
+
 // Greet reads the server's greeting; anything but 220 is an *smtp.Error.
 func (c *Conn) Greet(ctx context.Context) (*Reply, error) {
 	stop := c.watch(ctx)
@@ -405,6 +454,13 @@ func (c *Conn) Data(ctx context.Context, body io.Reader) (*Reply, error) {
 	if _, err := c.cmd(ctx, 3, "DATA"); err != nil {
 		return nil, err
 	}
+	return c.Body(ctx, body)
+}
+
+// Body sends body dot-stuffed and the final dot after the server answered
+// DATA with 354 (through Data or Pipeline), and returns the final reply
+// like Data.
+func (c *Conn) Body(ctx context.Context, body io.Reader) (*Reply, error) {
 	stop := c.watch(ctx)
 	defer stop()
 	dw := textproto.NewWriter(c.w).DotWriter()
@@ -429,6 +485,13 @@ func (c *Conn) Data(ctx context.Context, body io.Reader) (*Reply, error) {
 		return rep, rep.Error()
 	}
 	return rep, nil
+}
+
+// EmptyData ends the message at once after DATA got 354 when nothing is
+// to be sent (no recipient was accepted, RFC 2920 section 3.1): a lone
+// final dot. Its reply is returned like Data's.
+func (c *Conn) EmptyData(ctx context.Context) (*Reply, error) {
+	return c.cmd(ctx, 2, ".")
 }
 
 // ErrBody marks a failure to read the message body (a local error).

@@ -158,3 +158,28 @@ func TestEncodeXtext(t *testing.T) {
 		t.Fatalf("EncodeXtext = %q", got)
 	}
 }
+
+// Pipeline reads one reply per command whatever its code, and stops at a
+// 421 (the server closes after it) with the 421 as the error.
+func TestPipeline(t *testing.T) {
+	t.Parallel()
+	c, sent := pipe(t, "220 mx\r\n250 2.1.0 ok\r\n550 5.1.1 no such user\r\n421 4.3.2 closing\r\n")
+	ctx := context.Background()
+	if _, err := c.Greet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Pipeline(ctx, []string{"MAIL FROM:<a@b>", "RCPT TO:<x@y>\r\nDATA"}); err == nil {
+		t.Fatal("CR LF in a pipelined command accepted")
+	}
+	reps, err := c.Pipeline(ctx, []string{"MAIL FROM:<a@b>", "RCPT TO:<x@y>", "RCPT TO:<z@y>", "RCPT TO:<w@y>", "DATA"})
+	if e, ok := smtp.AsError(err); !ok || e.Code != 421 {
+		t.Fatalf("err = %v, want the 421", err)
+	}
+	if len(reps) != 3 || reps[0].Code != 250 || reps[1].Code != 550 || reps[1].Text() != "no such user" || reps[2].Code != 421 {
+		t.Fatalf("replies %+v", reps)
+	}
+	c.Close()
+	if got, want := <-sent, "MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nRCPT TO:<w@y>\r\nDATA\r\n"; got != want {
+		t.Fatalf("sent %q, want %q", got, want)
+	}
+}
