@@ -368,6 +368,9 @@ func aliasSource(s string) (string, error) {
 
 func (e *cmdEnv) queueCmd(args []string) error {
 	verb, rest := sub(args)
+	if verb == "explain" {
+		return e.queueExplain(rest)
+	}
 	return e.withStore("queue", modeFor(verb), rest, nil, func(ctx context.Context, st store.Store, pos []string) error {
 		switch {
 		case verb == "list" && len(pos) == 0:
@@ -429,7 +432,7 @@ func (e *cmdEnv) queueCmd(args []string) error {
 			fmt.Fprintf(e.stdout, "message %s: deleted\n", pos[0])
 			return nil
 		}
-		return fmt.Errorf("%w: herald queue list, herald queue show|retry|delete ID", errUsage)
+		return fmt.Errorf("%w: herald queue list, herald queue show|explain|retry|delete ID", errUsage)
 	})
 }
 

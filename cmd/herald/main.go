@@ -58,6 +58,7 @@ Usage:
   herald alert history [RULE] [-n N]       fire and resolve events, newest first
   herald queue list                        show queued messages
   herald queue show|retry|delete ID
+  herald queue explain ID [--account A] [--json]   why a message is not delivered yet
   herald trace ID                          a message's whole life from the log file
   herald sendmail [-t] [-i] [-f FROM] [-F NAME] [RCPT...]   sendmail(1) interface
   herald store migrate                     apply pending schema migrations (PostgreSQL: once per upgrade)

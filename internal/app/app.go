@@ -27,6 +27,7 @@ import (
 	"github.com/heraldmail/herald/internal/diskguard"
 	"github.com/heraldmail/herald/internal/dnsbl"
 	"github.com/heraldmail/herald/internal/exitcode"
+	"github.com/heraldmail/herald/internal/explain"
 	"github.com/heraldmail/herald/internal/feedback"
 	"github.com/heraldmail/herald/internal/gateway"
 	"github.com/heraldmail/herald/internal/httpapi"
@@ -88,6 +89,8 @@ type App struct {
 	resolver resolve.Resolver
 	clock    clock.Clock
 	monitor  *dnsbl.Monitor // our own listings on DNS lists
+	// explainer answers GET /v1/messages/{id}/explain.
+	explainer *explain.Explainer
 
 	servers   []*smtpserver.Server
 	listeners []listener
@@ -205,9 +208,17 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	// each node as well). A delivery to a destination at its cap waits up
 	// to 2s for a connection (woken when one of this node's ends) before
 	// it is deferred.
-	a.sched.SetThrottle(&transport.RemoteThrottle{T: throttle.New(throttle.Config{Store: a.store, Clock: clk, Logger: a.log,
+	thr := throttle.New(throttle.Config{Store: a.store, Clock: clk, Logger: a.log,
 		MaxPerDestination: cfg.Queue.MaxPerDestination, Hold: cfg.Queue.LeaseTimeout, ConnWait: 2 * time.Second,
-		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff}), Dir: a.store})
+		FirstPause: cfg.Queue.ThrottleBackoff, MaxPause: 30 * cfg.Queue.ThrottleBackoff})
+	a.sched.SetThrottle(&transport.RemoteThrottle{T: thr, Dir: a.store})
+	ecfg := ExplainConfig(cfg)
+	ecfg.DestinationKey = thr.Key
+	est, err := ExplainStore(a.store)
+	if err != nil {
+		return nil, err
+	}
+	a.explainer = explain.New(est, ecfg, clk)
 	// A dead node's webhook deliveries are taken over like its mail: after
 	// queue.lease_timeout (beyond the request's own webhook_timeout).
 	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge,
@@ -287,7 +298,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize), UploadTimeout: cfg.HTTP.UploadTimeout,
 		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
-		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(),
+		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(), Explainer: a.explainer,
 	}))
 	a.mountWellKnown(mux)
 	if cfg.Console.Enabled {

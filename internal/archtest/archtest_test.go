@@ -45,8 +45,10 @@ var stages = map[string]int{
 // The web console is a service too: it reads the store and acts on the
 // queue only through interfaces it declares (Bouncer, the statistics).
 // internal/stats: delivery statistics from the rollups.
+// internal/explain: why a message is not delivered yet, from the queue,
+// the event log, the destinations' back-off and the suppressions.
 var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
-	"internal/console", "internal/acme", "internal/wellknown", "internal/stats")
+	"internal/console", "internal/acme", "internal/wellknown", "internal/stats", "internal/explain")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",

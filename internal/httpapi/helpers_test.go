@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/explain"
 	"github.com/heraldmail/herald/internal/store"
 	"github.com/heraldmail/herald/internal/store/sqlite"
 )
@@ -128,7 +129,8 @@ func newEnvDeps(t *testing.T, cfg Config, change func(*Deps)) *env {
 	if cfg.Hostname == "" {
 		cfg.Hostname = "mx.example.net"
 	}
-	deps := Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil))}
+	deps := Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil)),
+		Explainer: explain.New(st, explain.Config{}, e.clock)}
 	if change != nil {
 		change(&deps)
 	}

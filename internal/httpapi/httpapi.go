@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
+	"github.com/heraldmail/herald/internal/explain"
 	"github.com/heraldmail/herald/internal/store"
 )
 
@@ -57,6 +58,13 @@ type Platform interface {
 // the queue; the API then derives the status from the event log.
 type Messages interface {
 	Get(ctx context.Context, id string) (*store.Message, error)
+}
+
+// Explainer says where a message is and why (explain.Explainer). An
+// account other than "" sees only its own messages; others, and unknown
+// IDs, return an error wrapping store.ErrNotFound.
+type Explainer interface {
+	Explain(ctx context.Context, id, account string) (*explain.Explanation, error)
 }
 
 // Submission is a message handed to the Submitter: the envelope, the
@@ -180,6 +188,7 @@ type Deps struct {
 	DNS       DNSChecker  // optional: GET /v1/domains/{domain}/dns
 	Alerts    AlertLister // optional: GET /v1/alerts
 	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
+	Explainer Explainer   // optional: GET /v1/messages/{id}/explain (404 without)
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -199,6 +208,7 @@ type api struct {
 	dns    DNSChecker
 	alerts AlertLister
 	rates  RateLimits
+	expl   Explainer
 	log    *slog.Logger
 	clock  clock.Clock
 	mux    *http.ServeMux
@@ -236,6 +246,7 @@ var routes = []route{
 	{"GET", "/v1/openapi.json", public, nil, (*api).openapi},
 	{"POST", "/v1/messages", needSend, []string{"from", "to", "tag"}, (*api).sendMessage},
 	{"GET", "/v1/messages/{id}", needRead, nil, (*api).getMessage},
+	{"GET", "/v1/messages/{id}/explain", needRead, nil, (*api).explainMessage},
 	{"GET", "/v1/events", needRead, eventParams, (*api).listEvents},
 	{"GET", "/v1/suppressions", needRead, pageParams, (*api).listSuppressions},
 	{"POST", "/v1/suppressions", needAdmin, nil, (*api).addSuppression},
@@ -260,7 +271,7 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

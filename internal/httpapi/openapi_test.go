@@ -234,6 +234,12 @@ func TestOpenAPIResponses(t *testing.T) {
 		t.Fatal(err)
 	}
 	status(e.get("/v1/messages/live1", rd), 200)
+	status(e.get("/v1/messages/live1/explain", rd), 200)
+	status(e.get("/v1/messages/gone1/explain", rd), 200)
+	status(e.get("/v1/messages/nope/explain", rd), 404)
+	status(e.get("/v1/messages/live1/explain?verbose=1", rd), 400)
+	status(e.get("/v1/messages/live1/explain", ""), 401)
+	status(e.get("/v1/messages/live1/explain", snd), 403)
 	r = status(e.get("/v1/messages/gone1", rd), 200)
 	if !bytes.Contains(r.body, []byte(`"enhanced_status":"5.1.1"`)) {
 		t.Errorf("the event view does not say enhanced_status: %s", r.body)

@@ -89,7 +89,7 @@ func Run(t *testing.T, b Backend) {
 	})
 	t.Run("Nodes", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests, acmeNodeTests, rollupNodeTests) {
+		for _, tc := range slices.Concat(nodeTests, sharedNodeTests, alertNodeTests, consoleNodeTests, acmeNodeTests, rollupNodeTests, leaseReadNodeTests) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				first := openClosed(t, b.Open)

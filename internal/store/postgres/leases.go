@@ -1,0 +1,35 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/heraldmail/herald/internal/store"
+)
+
+// MessageLeases implements store.QueueLeases.
+func (s *Store) MessageLeases(ctx context.Context, id string) ([]store.RecipientLease, error) {
+	rows, err := s.pool.Query(ctx, `SELECT r.id, r.lease_owner, r.lease_until FROM recipients r
+		WHERE r.message_id = $1 AND `+pendingSQL+` AND r.lease_until != 0 ORDER BY r.id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: leases of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []store.RecipientLease
+	for rows.Next() {
+		var l store.RecipientLease
+		var until int64
+		if err := rows.Scan(&l.RecipientID, &l.Owner, &until); err != nil {
+			return nil, fmt.Errorf("postgres store: leases of %s: %w", id, err)
+		}
+		l.Until = fromNanos(until)
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres store: leases of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// The queue's leases can be read (to explain where a message is).
+var _ store.QueueLeases = (*Store)(nil)
