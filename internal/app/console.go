@@ -63,5 +63,12 @@ func (a *App) newConsole(cfg *config.Config, res resolve.Resolver, src ConsoleSo
 		Store: a.store, Bouncer: a.sched, DNS: &consoleDNS{res: res, keys: a.store, cfg: cfg},
 		APIKeys: verifyAPIKey(a.store), Overview: src.Overview, Destinations: src.Destinations,
 		Alerts: src.Alerts, Blocklists: src.Blocklists, Clock: a.clock, Logger: a.log,
+		Explain: func(ctx context.Context, id, account string) ([]string, error) {
+			e, err := a.explainer.Explain(ctx, id, account)
+			if err != nil {
+				return nil, err
+			}
+			return e.Summary, nil
+		},
 	})
 }

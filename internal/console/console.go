@@ -100,8 +100,12 @@ type Deps struct {
 	Destinations DestinationSource
 	Alerts       AlertSource
 	Blocklists   BlocklistSource
-	Clock        clock.Clock
-	Logger       *slog.Logger
+	// Explain, when set, says in sentences why a message of account
+	// ("" for an operator) is where it is (internal/explain); the
+	// message page shows them.
+	Explain func(ctx context.Context, id, account string) ([]string, error)
+	Clock   clock.Clock
+	Logger  *slog.Logger
 }
 
 // Console is the web console's HTTP handler.

@@ -561,8 +561,20 @@ func TestEscapedEverywhere(t *testing.T) {
 	if err := e.st.AddSuppression(ctx, store.Suppression{Account: store.DefaultAccount, Address: "a@b.test", Reason: "manual", Detail: payload}); err != nil {
 		t.Fatal(err)
 	}
+	// The explanation quotes the remote's reply: escaped like the rest.
+	var explained []string
+	e.con.deps.Explain = func(_ context.Context, mid, account string) ([]string, error) {
+		explained = append(explained, mid+"|"+account)
+		return []string{"victim@dest.test: bounced: 550 " + payload}, nil
+	}
 	c := e.client()
 	c.mustLogin("admin")
+	if _, body := c.get("/messages/" + id); !strings.Contains(body, `id="why"`) || !strings.Contains(body, "victim@dest.test: bounced: 550 &#34;&gt;&lt;img") {
+		t.Errorf("the message page lacks the escaped explanation")
+	}
+	if len(explained) != 1 || explained[0] != id+"|" {
+		t.Errorf("explained %q, want the message for an operator (every account)", explained)
+	}
 	for _, path := range []string{"/", "/messages", "/messages/" + id, "/suppressions", "/destinations", "/messages?sender=" + url.QueryEscape(payload)} {
 		resp, body := c.get(path)
 		if resp.StatusCode != http.StatusOK {

@@ -409,6 +409,7 @@ type timelineData struct {
 	Pending  bool
 	CanAct   bool
 	Account  string
+	Why      []string // the explanation's sentences (Deps.Explain)
 }
 
 type webhookSent struct {
@@ -474,6 +475,15 @@ func (c *Console) message(w http.ResponseWriter, r *http.Request, v *viewer) {
 					d.Webhooks = append(d.Webhooks, webhookSent{Webhook: h.ID, URL: h.URL, D: dl})
 				}
 			}
+		}
+	}
+	if c.deps.Explain != nil {
+		// The explanation is a help, not the page: without it the page
+		// still shows the queue and the timeline.
+		if why, err := c.deps.Explain(ctx, id, acct); err == nil {
+			d.Why = why
+		} else {
+			c.log.Warn("console: explaining a message", "id", id, "err", err)
 		}
 	}
 	c.render(w, r, v, http.StatusOK, "message", d)
