@@ -19,13 +19,14 @@ import (
 	"github.com/heraldmail/herald/internal/testutil/testmx"
 )
 
-// backupConfig writes a configuration for a node on dataDir relaying to
-// remote.test through the loopback DNS server.
-func backupConfig(t *testing.T, path, dataDir, dnsAddr string) string {
+// relayNodeConfig writes a configuration for a node named hostname on
+// dataDir, relaying for loopback clients through the loopback DNS server
+// with fast retries; it returns the SMTP and HTTP listen addresses.
+func relayNodeConfig(t *testing.T, path, hostname, dataDir, dnsAddr string) (smtpAddr, httpAddr string) {
 	t.Helper()
-	smtpAddr := freePortOn(t, "127.0.0.1")
+	smtpAddr, httpAddr = freePortOn(t, "127.0.0.1"), freePortOn(t, "127.0.0.1")
 	must(t, os.WriteFile(path, []byte(fmt.Sprintf(`[server]
-hostname = "backup.herald.test"
+hostname = %q
 data_dir = %q
 shutdown_timeout = "2s"
 [smtp]
@@ -49,7 +50,15 @@ retry_max = "300ms"
 [delivery]
 port = 25
 connect_timeout = "1s"
-`, dataDir, smtpAddr, freePortOn(t, "127.0.0.1"), dnsAddr)), 0o644))
+`, hostname, dataDir, smtpAddr, httpAddr, dnsAddr)), 0o644))
+	return smtpAddr, httpAddr
+}
+
+// backupConfig writes a relaying node's configuration on dataDir and
+// returns its SMTP address.
+func backupConfig(t *testing.T, path, dataDir, dnsAddr string) string {
+	t.Helper()
+	smtpAddr, _ := relayNodeConfig(t, path, "backup.herald.test", dataDir, dnsAddr)
 	return smtpAddr
 }
 

@@ -47,33 +47,7 @@ func TestStoreCopySQLiteToCluster(t *testing.T) {
 	// The SQLite node.
 	dir := t.TempDir()
 	oldCfg := filepath.Join(dir, "herald.toml")
-	smtpAddr, httpAddr := freePortOn(t, "127.0.0.1"), freePortOn(t, "127.0.0.1")
-	must(t, os.WriteFile(oldCfg, []byte(fmt.Sprintf(`[server]
-hostname = "single.herald.test"
-data_dir = %q
-shutdown_timeout = "2s"
-[smtp]
-listen = [%q]
-[submission]
-listen = []
-[submissions]
-listen = []
-[http]
-listen = [%q]
-[relay]
-allow = ["127.0.0.0/8"]
-[limits]
-pregreet_wait = "0"
-[dns]
-resolver = %q
-[queue]
-poll_interval = "100ms"
-retry_initial = "100ms"
-retry_max = "300ms"
-[delivery]
-port = 25
-connect_timeout = "1s"
-`, filepath.Join(dir, "data"), smtpAddr, httpAddr, dns.Addr())), 0o644))
+	smtpAddr, httpAddr := relayNodeConfig(t, oldCfg, "single.herald.test", filepath.Join(dir, "data"), dns.Addr())
 	herald := func(cfg string, args ...string) (int, string, string) {
 		t.Helper()
 		cmd := exec.Command(bin, append(args, "--config", cfg)...)
