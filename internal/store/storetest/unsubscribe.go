@@ -130,7 +130,7 @@ func testGroupSuppressions(t *testing.T, s store.Store) {
 		t.Errorf("ListSuppressions = %v", got)
 	}
 	for _, c := range []struct {
-		addr, group string
+		addr, group  string
 		global, for_ bool
 	}{
 		{"n@example.com", "news", false, true},
