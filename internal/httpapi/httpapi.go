@@ -208,8 +208,8 @@ type Deps struct {
 	// Unsubscribe makes one-click unsubscribe links; without it a message
 	// asking for one is refused.
 	Unsubscribe UnsubscribeLinks
-	Logger    *slog.Logger
-	Clock     clock.Clock
+	Logger      *slog.Logger
+	Clock       clock.Clock
 }
 
 //go:embed openapi.json
