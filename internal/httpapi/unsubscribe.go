@@ -39,9 +39,9 @@ const (
 	maxGroupDescription = 1000
 )
 
-// errOneRecipient refuses the link for a message with several recipients:
+// msgOneRecipient refuses the link for a message with several recipients:
 // one message carries one link, which would unsubscribe its recipient.
-var errOneRecipient = "a message with an unsubscribe link must have exactly one recipient (the link unsubscribes it); use personalizations: one recipient per message"
+const msgOneRecipient = "a message with an unsubscribe link must have exactly one recipient (the link unsubscribes it); use personalizations: one recipient per message"
 
 // listUnsubscribe adds the List-Unsubscribe and List-Unsubscribe-Post
 // fields to a JSON message that asks for them (unsubscribe_group or
@@ -65,7 +65,7 @@ func (a *api) listUnsubscribe(ctx context.Context, account string, req *MessageR
 		return errInvalid(field, "one-click unsubscribe is not available on this server")
 	}
 	if len(sub.Recipients) != 1 {
-		return errInvalid(field, "%s", errOneRecipient)
+		return errInvalid(field, "%s", msgOneRecipient)
 	}
 	for k := range req.Headers {
 		if strings.EqualFold(k, "List-Unsubscribe") || strings.EqualFold(k, "List-Unsubscribe-Post") {
@@ -120,7 +120,7 @@ type groupRequest struct {
 	Description *string `json:"description,omitempty"`
 }
 
-// checkGroupText validates the name and description given.
+// check validates the name and description given (create: the name is required).
 func (req *groupRequest) check(create bool) error {
 	if create && (req.Name == nil || strings.TrimSpace(*req.Name) == "") {
 		return errInvalid("name", "a name is required")
