@@ -374,6 +374,10 @@ var schema = []string{
 	// (account ''), in shards (rollups.go). Filled once from the events
 	// already stored; from then on every event insert maintains them.
 	rollupsMigration,
+	// 8: open and click tracking (issue 12): each account's default, off
+	// (store/tracking.go).
+	`ALTER TABLE accounts ADD COLUMN IF NOT EXISTS track_opens boolean NOT NULL DEFAULT false;
+	ALTER TABLE accounts ADD COLUMN IF NOT EXISTS track_clicks boolean NOT NULL DEFAULT false;`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

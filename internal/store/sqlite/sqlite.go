@@ -656,6 +656,10 @@ var schema = []string{
 		value   BLOB NOT NULL,
 		expires INTEGER NOT NULL -- unix ns
 	) WITHOUT ROWID;`,
+	// 16: open and click tracking (issue 12): each account's default,
+	// off (store/tracking.go).
+	`ALTER TABLE accounts ADD COLUMN track_opens INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE accounts ADD COLUMN track_clicks INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // pageSize is the database page size, set when the database is created.
