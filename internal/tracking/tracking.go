@@ -145,12 +145,17 @@ func (t *Tracker) Rewrite(doc string, tg Target) (string, Result) {
 	var out strings.Builder
 	out.Grow(len(doc) + 512)
 	bodyEnd := -1
+	consumed := 0 // bytes of doc tokenized so far
 	for {
 		tt := z.Next()
 		if tt == xhtml.ErrorToken {
-			break // io.EOF: a strings.Reader fails no other way
+			// io.EOF (a strings.Reader fails no other way). A tag left
+			// open at the end is not a token: copy what is left as is.
+			out.WriteString(doc[min(consumed, len(doc)):])
+			break
 		}
 		raw := z.Raw()
+		consumed += len(raw)
 		switch {
 		case tt == xhtml.EndTagToken && tagIs(raw[2:], "body"):
 			bodyEnd = out.Len()
