@@ -23,6 +23,7 @@ func (g *API) Submit(ctx context.Context, s *httpapi.Submission) (string, error)
 	}
 	req := &submit.Request{
 		Identity: submit.Identity{Kind: submit.APIKey, Account: s.Account, Source: "api"},
+		ID:       s.ID,
 		From:     from,
 		Body:     bytes.NewReader(s.Raw),
 		Tags:     s.Tags,

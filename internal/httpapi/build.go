@@ -31,6 +31,9 @@ type MessageRequest struct {
 	Headers     map[string]string `json:"headers,omitempty"` // custom header fields
 	Tags        []string          `json:"tags,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Tracking turns open and click tracking of the HTML part on or off
+	// for this message (tracking.go); absent: the account's default.
+	Tracking *TrackingOptions `json:"tracking,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

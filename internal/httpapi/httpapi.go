@@ -28,6 +28,7 @@ type Platform interface {
 	GetAccount(ctx context.Context, id string) (store.Account, error)
 	ListAccounts(ctx context.Context) ([]store.Account, error)
 	UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error
+	UpdateAccountTracking(ctx context.Context, id string, t store.AccountTracking) error
 	DeleteAccount(ctx context.Context, id string, force bool) (store.AccountDeletion, error)
 
 	SetDomainAccount(ctx context.Context, domain, account string) error
@@ -71,7 +72,10 @@ type Explainer interface {
 // complete RFC 5322 message (CRLF line endings) and the caller's tags and
 // metadata.
 type Submission struct {
-	Account      string            // the API key's account
+	Account string // the API key's account
+	// ID is the queue ID, chosen by the API before the message is built
+	// (open and click tracking tokens name it); "" lets the queue choose.
+	ID           string
 	EnvelopeFrom string            // MAIL FROM (the Submitter may replace it with a VERP address)
 	From         string            // address of the From header field
 	Recipients   []string          // envelope recipients: to + cc + bcc, deduplicated
@@ -189,6 +193,7 @@ type Deps struct {
 	Alerts    AlertLister // optional: GET /v1/alerts
 	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
 	Explainer Explainer   // optional: GET /v1/messages/{id}/explain (404 without)
+	Tracker   Tracker     // optional: open and click tracking (refused without)
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -201,17 +206,18 @@ func OpenAPI() []byte { return openAPIDoc }
 
 // api is the handler state.
 type api struct {
-	cfg    Config
-	p      Platform
-	msgs   Messages
-	sub    Submitter
-	dns    DNSChecker
-	alerts AlertLister
-	rates  RateLimits
-	expl   Explainer
-	log    *slog.Logger
-	clock  clock.Clock
-	mux    *http.ServeMux
+	cfg     Config
+	p       Platform
+	msgs    Messages
+	sub     Submitter
+	dns     DNSChecker
+	alerts  AlertLister
+	rates   RateLimits
+	expl    Explainer
+	tracker Tracker
+	log     *slog.Logger
+	clock   clock.Clock
+	mux     *http.ServeMux
 
 	idem keyLocks // serialises requests sharing an Idempotency-Key
 }
@@ -271,7 +277,7 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, tracker: deps.Tracker, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

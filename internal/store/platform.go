@@ -19,9 +19,9 @@ const DefaultAccount = "default"
 // Account is a tenant: it owns sending domains, SMTP users, API keys,
 // suppressions, webhooks and its own limits.
 type Account struct {
-	ID      string // short name, [a-z0-9-], unique
-	Name    string // display name
-	Limits  AccountLimits
+	ID     string // short name, [a-z0-9-], unique
+	Name   string // display name
+	Limits AccountLimits
 	// Tracking is the account's default for open and click tracking of
 	// the messages it sends through the API (a message may override it).
 	Tracking AccountTracking
