@@ -27,7 +27,7 @@ func (a *App) setupTracking(cfg *config.Config) error {
 		return storeError(cfg, err)
 	}
 	a.tracker, err = tracking.New(tracking.Config{BaseURL: TrackingBaseURL(cfg)}, key,
-		tracking.Deps{Events: a.store, Messages: a.store, Clock: a.clock, Logger: a.log})
+		tracking.Deps{Events: a.store, Messages: a.store, Accounts: a.store, Clock: a.clock, Logger: a.log})
 	return err
 }
 

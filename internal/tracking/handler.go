@@ -26,11 +26,21 @@ type Messages interface {
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 }
 
-// Deps are the tracker's collaborators; Events and Messages are needed to
-// serve links (Handler), not to rewrite.
+// Accounts says whether the account a token names still exists, and
+// since when (store.Platform.GetAccount; store.ErrNotFound if not).
+type Accounts interface {
+	GetAccount(ctx context.Context, id string) (store.Account, error)
+}
+
+// Deps are the tracker's collaborators; Events, Messages and Accounts are
+// needed to serve links (Handler), not to rewrite.
 type Deps struct {
 	Events   Events
 	Messages Messages
+	// Accounts, when set, drops the events of tokens whose account was
+	// deleted, or deleted and created anew after the message was sent:
+	// a new account of the same ID never sees the old one's recipients.
+	Accounts Accounts
 	Clock    clock.Clock
 	Logger   *slog.Logger
 }
@@ -134,6 +144,9 @@ func (t *Tracker) record(ctx context.Context, c claims, sum []byte) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
+	if !t.accountCurrent(ctx, c) {
+		return
+	}
 	ev := store.Event{Time: now, Type: store.EventOpened, Account: c.account, MessageID: c.messageID, Recipient: c.recipient}
 	if c.kind == kindClick {
 		ev.Type, ev.Reply = store.EventClicked, c.url
@@ -145,6 +158,23 @@ func (t *Tracker) record(ctx context.Context, c claims, sum []byte) {
 	if err := t.deps.Events.AddEvents(ctx, []store.Event{ev}); err != nil {
 		t.log.Error("tracking: recording event", "type", ev.Type, "account", ev.Account, "id", ev.MessageID, "err", err)
 	}
+}
+
+// accountCurrent reports whether the token's account exists and existed
+// when the token was made.
+func (t *Tracker) accountCurrent(ctx context.Context, c claims) bool {
+	if t.deps.Accounts == nil {
+		return true
+	}
+	ac, err := t.deps.Accounts.GetAccount(ctx, c.account)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false
+	case err != nil:
+		t.log.Warn("tracking: looking up account", "account", c.account, "err", err)
+		return true
+	}
+	return ac.Created.Unix() <= c.issued
 }
 
 // describe copies the message's sender, tags and metadata onto ev: from

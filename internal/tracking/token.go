@@ -39,6 +39,7 @@ var macPrefix = []byte("herald tracking token v1\x00")
 // click the URL it leads to.
 type claims struct {
 	kind      byte
+	issued    int64 // Unix seconds: when the message was rewritten
 	account   string
 	messageID string
 	recipient string // "" when the message had several recipients
@@ -50,8 +51,9 @@ var errBadToken = errors.New("tracking: invalid token")
 // sign encodes c as a token: base64url (no padding) of version, kind,
 // length-prefixed fields and a truncated HMAC-SHA256 over all of it.
 func sign(key []byte, c claims) string {
-	b := make([]byte, 0, 2+len(c.account)+len(c.messageID)+len(c.recipient)+len(c.url)+4*binary.MaxVarintLen16+macLen)
+	b := make([]byte, 0, 2+binary.MaxVarintLen64+len(c.account)+len(c.messageID)+len(c.recipient)+len(c.url)+4*binary.MaxVarintLen16+macLen)
 	b = append(b, tokenVersion, c.kind)
+	b = binary.AppendUvarint(b, uint64(c.issued))
 	for _, f := range []string{c.account, c.messageID, c.recipient, c.url} {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
@@ -87,6 +89,11 @@ func verify(key []byte, tok string, kind byte) (claims, []byte, error) {
 	}
 	c := claims{kind: kind}
 	rest := payload[2:]
+	issued, k := binary.Uvarint(rest)
+	if k <= 0 || issued > 1<<40 {
+		return claims{}, nil, errBadToken
+	}
+	c.issued, rest = int64(issued), rest[k:]
 	for i, f := range []*string{&c.account, &c.messageID, &c.recipient, &c.url} {
 		n, k := binary.Uvarint(rest)
 		if k <= 0 || n > uint64(len(rest)-k) || n > uint64([]int{maxAccountLen, maxMessageIDLen, maxRecipientLen, MaxURLLen}[i]) {

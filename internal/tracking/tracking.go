@@ -110,12 +110,14 @@ func New(cfg Config, key []byte, deps Deps) (*Tracker, error) {
 
 // OpenURL returns the pixel's URL for tg.
 func (t *Tracker) OpenURL(tg Target) string {
-	return t.base + OpenPath + sign(t.key, claims{kind: kindOpen, account: tg.Account, messageID: tg.MessageID, recipient: tg.Recipient})
+	return t.base + OpenPath + sign(t.key, claims{kind: kindOpen, issued: t.clock.Now().Unix(), account: tg.Account,
+		messageID: tg.MessageID, recipient: tg.Recipient})
 }
 
 // ClickURL returns the tracking URL leading to target for tg.
 func (t *Tracker) ClickURL(tg Target, target string) string {
-	return t.base + ClickPath + sign(t.key, claims{kind: kindClick, account: tg.Account, messageID: tg.MessageID, recipient: tg.Recipient, url: target})
+	return t.base + ClickPath + sign(t.key, claims{kind: kindClick, issued: t.clock.Now().Unix(), account: tg.Account,
+		messageID: tg.MessageID, recipient: tg.Recipient, url: target})
 }
 
 // trackable reports whether tg can carry tokens at all.

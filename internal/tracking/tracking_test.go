@@ -475,3 +475,46 @@ func (s *memSecrets) Secret(_ context.Context, name string, initial []byte) ([]b
 	s.m[name] = initial
 	return initial, nil
 }
+
+// accounts is a fake store.Platform.GetAccount.
+type accounts map[string]time.Time
+
+func (a accounts) GetAccount(_ context.Context, id string) (store.Account, error) {
+	created, ok := a[id]
+	if !ok {
+		return store.Account{}, fmt.Errorf("account %s: %w", id, store.ErrNotFound)
+	}
+	return store.Account{ID: id, Created: created}, nil
+}
+
+// Links of a deleted account, or of one deleted and created anew since
+// the message was sent, still answer but record nothing: the new
+// account's events never show the old one's recipients.
+func TestHandlerDropsDeletedAccounts(t *testing.T) {
+	t.Parallel()
+	fs := &fakeStore{}
+	clk := clock.NewFake(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC))
+	accts := accounts{"acme": clk.Now().Add(-time.Hour), "fresh": clk.Now()}
+	tr := newTracker(t, Deps{Events: fs, Messages: fs, Accounts: accts, Clock: clk})
+	srv := httptest.NewServer(tr.Handler())
+	defer srv.Close()
+	local := func(u string) string { return srv.URL + strings.TrimPrefix(u, base) }
+	links := map[string]string{}
+	for _, a := range []string{"acme", "fresh", "deleted", "recreated"} {
+		links[a] = local(tr.OpenURL(Target{Account: a, MessageID: "m-" + a}))
+	}
+	accts["recreated"] = clk.Now().Add(time.Second) // deleted and created again after the send
+	clk.Advance(time.Hour)
+	for _, a := range []string{"acme", "fresh", "deleted", "recreated"} {
+		if resp, _ := fetch(t, "GET", links[a]); resp.StatusCode != 200 {
+			t.Errorf("%s: pixel %d", a, resp.StatusCode)
+		}
+	}
+	var got []string
+	for _, ev := range fs.events() {
+		got = append(got, ev.Account)
+	}
+	if strings.Join(got, ",") != "acme,fresh" {
+		t.Errorf("events recorded for accounts %v, want acme and fresh (created the second the message was)", got)
+	}
+}
