@@ -49,6 +49,7 @@ import (
 	"github.com/heraldmail/herald/internal/throttle"
 	"github.com/heraldmail/herald/internal/tlsconf"
 	"github.com/heraldmail/herald/internal/tlsrpt"
+	"github.com/heraldmail/herald/internal/tracking"
 	"github.com/heraldmail/herald/internal/transport"
 	"github.com/heraldmail/herald/internal/webhook"
 )
@@ -91,6 +92,9 @@ type App struct {
 	monitor  *dnsbl.Monitor // our own listings on DNS lists
 	// explainer answers GET /v1/messages/{id}/explain.
 	explainer *explain.Explainer
+	// tracker rewrites API messages for open and click tracking and
+	// serves the links (/t/ on the HTTP and ACME HTTPS listeners).
+	tracker *tracking.Tracker
 
 	servers   []*smtpserver.Server
 	listeners []listener
@@ -219,6 +223,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	a.explainer = explain.New(est, ecfg, clk)
+	if err := a.setupTracking(cfg); err != nil {
+		return nil, err
+	}
 	// A dead node's webhook deliveries are taken over like its mail: after
 	// queue.lease_timeout (beyond the request's own webhook_timeout).
 	wopts := webhook.Options{Clock: clk, Logger: a.log, Timeout: cfg.Platform.WebhookTimeout, MaxAge: cfg.Platform.WebhookMaxAge,
@@ -304,7 +311,9 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(), Explainer: a.explainer,
 		Unsubscribe: links,
+		Tracker:     a.tracker,
 	}))
+	mux.Handle(trackingPrefix, a.tracker.Handler())
 	a.mountWellKnown(mux)
 	a.mountUnsubscribe(mux)
 	if cfg.Console.Enabled {

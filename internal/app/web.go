@@ -123,7 +123,7 @@ func (a *App) setupWeb(cfg *config.Config, opts Options) error {
 		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes, Logger: a.log}
 	// The handler is built once the submission listeners are bound.
 	wk := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.web.wk.ServeHTTP(w, r) })
-	a.web.https = httpapi.NewServer(withUnsubscribe(wk, a), scfg)
+	a.web.https = httpapi.NewServer(a.withTracking(withUnsubscribe(wk, a)), scfg)
 	a.web.https.TLSConfig = m.TLSConfig(a.tls)
 	a.web.http = httpapi.NewServer(m.HTTPHandler(plainHandler(wk, m)), scfg)
 	return nil

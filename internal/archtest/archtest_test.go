@@ -48,9 +48,11 @@ var stages = map[string]int{
 // internal/explain: why a message is not delivered yet, from the queue,
 // the event log, the destinations' back-off and the suppressions.
 // internal/unsubscribe: one-click unsubscribe tokens and their public page.
+// internal/tracking: open and click tracking (HTML rewriting, signed
+// tokens, the public pixel and redirect, their events).
 var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
 	"internal/console", "internal/acme", "internal/wellknown", "internal/stats", "internal/explain",
-	"internal/unsubscribe")
+	"internal/unsubscribe", "internal/tracking")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",

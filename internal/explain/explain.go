@@ -206,6 +206,8 @@ func history(evs []store.Event) map[string]*recipientHistory {
 		case store.EventComplained:
 			rh.complained = ev
 			continue
+		case store.EventOpened, store.EventClicked:
+			continue // tracking: nothing of the delivery
 		case store.EventDeferred, store.EventDelivered, store.EventBounced:
 			rh.attempt = ev
 		}

@@ -35,6 +35,9 @@ type MessageRequest struct {
 	// belongs to, and whether to add the link without a group.
 	UnsubscribeGroup string `json:"unsubscribe_group,omitempty"`
 	ListUnsubscribe  bool   `json:"list_unsubscribe,omitempty"`
+	// Tracking turns open and click tracking of the HTML part on or off
+	// for this message (tracking.go); absent: the account's default.
+	Tracking *TrackingOptions `json:"tracking,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

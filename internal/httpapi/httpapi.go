@@ -28,6 +28,7 @@ type Platform interface {
 	GetAccount(ctx context.Context, id string) (store.Account, error)
 	ListAccounts(ctx context.Context) ([]store.Account, error)
 	UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error
+	UpdateAccountTracking(ctx context.Context, id string, t store.AccountTracking) error
 	DeleteAccount(ctx context.Context, id string, force bool) (store.AccountDeletion, error)
 
 	SetDomainAccount(ctx context.Context, domain, account string) error
@@ -208,6 +209,7 @@ type Deps struct {
 	// Unsubscribe makes one-click unsubscribe links; without it a message
 	// asking for one is refused.
 	Unsubscribe UnsubscribeLinks
+	Tracker     Tracker // optional: open and click tracking (refused without)
 	Logger      *slog.Logger
 	Clock       clock.Clock
 }
@@ -220,19 +222,20 @@ func OpenAPI() []byte { return openAPIDoc }
 
 // api is the handler state.
 type api struct {
-	cfg    Config
-	p      Platform
-	msgs   Messages
-	sub    Submitter
-	dns    DNSChecker
-	alerts AlertLister
-	rates  RateLimits
-	expl   Explainer
-	links  UnsubscribeLinks
-	groups Groups
-	log    *slog.Logger
-	clock  clock.Clock
-	mux    *http.ServeMux
+	cfg     Config
+	p       Platform
+	msgs    Messages
+	sub     Submitter
+	dns     DNSChecker
+	alerts  AlertLister
+	rates   RateLimits
+	expl    Explainer
+	links   UnsubscribeLinks
+	groups  Groups
+	tracker Tracker
+	log     *slog.Logger
+	clock   clock.Clock
+	mux     *http.ServeMux
 
 	idem keyLocks // serialises requests sharing an Idempotency-Key
 }
@@ -297,7 +300,7 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock,
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, tracker: deps.Tracker, log: deps.Logger, clock: deps.Clock,
 		links: deps.Unsubscribe, groups: deps.Platform}
 	if a.log == nil {
 		a.log = slog.Default()

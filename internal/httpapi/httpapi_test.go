@@ -261,7 +261,7 @@ func TestValidationNamesField(t *testing.T) {
 			m["attachments"] = []map[string]string{{"filename": "a", "content_type": "nonsense", "content": "aGk="}}
 		}, 400, "validation_failed", "attachments[0].content_type"},
 		{"empty tag", func(m map[string]any) { m["tags"] = []string{"ok", ""} }, 400, "validation_failed", "tags[1]"},
-		{"unknown field", func(m map[string]any) { m["tracking"] = true }, 400, "unknown_field", "tracking"},
+		{"unknown field", func(m map[string]any) { m["tracking_pixel"] = true }, 400, "unknown_field", "tracking_pixel"},
 		{"wrong type", func(m map[string]any) { m["to"] = "b@example.org" }, 400, "invalid_json", "to"},
 	}
 	for _, c := range cases {
@@ -846,9 +846,9 @@ func TestWebhookValidation(t *testing.T) {
 	e := newEnv(t, Config{})
 	tok := e.key("acme", store.ScopeAdmin)
 	for body, field := range map[string]string{
-		`{"url":"ftp://x.example/"}`:                            "url",
-		`{"url":"/relative"}`:                                   "url",
-		`{"url":"https://x.example/","event_types":["opened"]}`: "event_types[0]",
+		`{"url":"ftp://x.example/"}`:                              "url",
+		`{"url":"/relative"}`:                                     "url",
+		`{"url":"https://x.example/","event_types":["exploded"]}`: "event_types[0]",
 	} {
 		r := e.post("/v1/webhooks", tok, body)
 		if _, f := r.apiErr(t); r.status != 400 || f != field {

@@ -58,10 +58,14 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
 		}
+		queueID := store.NewID()
+		if err := a.trackMessage(r.Context(), c.account(), queueID, &req); err != nil {
+			return err
+		}
 		var b *built
 		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
 		if err == nil {
-			sub = &Submission{EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
+			sub = &Submission{ID: queueID, EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
 			err = a.listUnsubscribe(r.Context(), c.account(), &req, sub)
 		}
 	default:
@@ -455,6 +459,9 @@ func (a *api) getMessage(w http.ResponseWriter, r *http.Request, c *caller) erro
 			v.Recipients = append(v.Recipients, recipientView{Address: e.Recipient})
 		}
 		rv := &v.Recipients[i]
+		if tracked(e.Type) {
+			continue // opens and clicks say nothing of the delivery
+		}
 		if e.Type != store.EventComplained {
 			rv.Status = eventStatus(e.Type)
 		}

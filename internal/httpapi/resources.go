@@ -27,8 +27,11 @@ const (
 var EventTypes = []string{
 	store.EventAccepted, store.EventDeferred, store.EventDelivered, store.EventBounced,
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
-	store.EventUnsubscribed,
+	store.EventUnsubscribed, store.EventOpened, store.EventClicked,
 }
+
+// tracked reports whether t is an event of open and click tracking.
+func tracked(t string) bool { return t == store.EventOpened || t == store.EventClicked }
 
 // query checks that the request has only the allowed query parameters.
 func query(r *http.Request, allowed ...string) (url.Values, error) {
@@ -418,14 +421,15 @@ func (a *api) accountExists(r *http.Request, field, account string) error {
 
 // accountView is an account as the API shows it.
 type accountView struct {
-	ID      string              `json:"id"`
-	Name    string              `json:"name,omitempty"`
-	Limits  store.AccountLimits `json:"limits"`
-	Created *time.Time          `json:"created,omitempty"`
+	ID       string                `json:"id"`
+	Name     string                `json:"name,omitempty"`
+	Limits   store.AccountLimits   `json:"limits"`
+	Tracking store.AccountTracking `json:"tracking"`
+	Created  *time.Time            `json:"created,omitempty"`
 }
 
 func toAccountView(ac store.Account) accountView {
-	return accountView{ID: ac.ID, Name: ac.Name, Limits: ac.Limits, Created: ts(ac.Created)}
+	return accountView{ID: ac.ID, Name: ac.Name, Limits: ac.Limits, Tracking: ac.Tracking, Created: ts(ac.Created)}
 }
 
 func (a *api) listAccounts(w http.ResponseWriter, r *http.Request, _ *caller) error {
@@ -470,9 +474,10 @@ func checkLimits(field string, l store.AccountLimits) error {
 }
 
 type accountRequest struct {
-	ID     string              `json:"id"`
-	Name   string              `json:"name,omitempty"`
-	Limits store.AccountLimits `json:"limits"`
+	ID       string                `json:"id"`
+	Name     string                `json:"name,omitempty"`
+	Limits   store.AccountLimits   `json:"limits"`
+	Tracking store.AccountTracking `json:"tracking"`
 }
 
 func (a *api) addAccount(w http.ResponseWriter, r *http.Request, _ *caller) error {
@@ -489,7 +494,7 @@ func (a *api) addAccount(w http.ResponseWriter, r *http.Request, _ *caller) erro
 	if err := checkLimits("limits", req.Limits); err != nil {
 		return err
 	}
-	ac := store.Account{ID: req.ID, Name: req.Name, Limits: req.Limits, Created: a.clock.Now()}
+	ac := store.Account{ID: req.ID, Name: req.Name, Limits: req.Limits, Tracking: req.Tracking, Created: a.clock.Now()}
 	if err := a.p.AddAccount(r.Context(), ac); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return &Error{Status: http.StatusConflict, Code: "account_exists", Field: "id", Message: fmt.Sprintf("account %q already exists", req.ID)}
@@ -508,7 +513,8 @@ type limitsPatch struct {
 }
 
 type accountPatch struct {
-	Limits *limitsPatch `json:"limits"`
+	Limits   *limitsPatch   `json:"limits"`
+	Tracking *trackingPatch `json:"tracking"`
 }
 
 func (a *api) patchAccount(w http.ResponseWriter, r *http.Request, _ *caller) error {
@@ -516,8 +522,8 @@ func (a *api) patchAccount(w http.ResponseWriter, r *http.Request, _ *caller) er
 	if err := decodeJSON(w, r, a.cfg.MaxRequestBytes, &req); err != nil {
 		return err
 	}
-	if req.Limits == nil {
-		return errInvalid("limits", "nothing to change: give limits")
+	if req.Limits == nil && req.Tracking == nil {
+		return errInvalid("limits", "nothing to change: give limits or tracking")
 	}
 	ac, err := a.p.GetAccount(r.Context(), r.PathValue("id"))
 	if err != nil {
@@ -527,21 +533,28 @@ func (a *api) patchAccount(w http.ResponseWriter, r *http.Request, _ *caller) er
 		return err
 	}
 	l := ac.Limits
-	for _, p := range []struct {
-		src *int
-		dst *int
-	}{{req.Limits.PerMinute, &l.PerMinute}, {req.Limits.PerHour, &l.PerHour}, {req.Limits.PerDay, &l.PerDay}} {
-		if p.src != nil {
-			*p.dst = *p.src
+	if req.Limits != nil {
+		for _, p := range []struct {
+			src *int
+			dst *int
+		}{{req.Limits.PerMinute, &l.PerMinute}, {req.Limits.PerHour, &l.PerHour}, {req.Limits.PerDay, &l.PerDay}} {
+			if p.src != nil {
+				*p.dst = *p.src
+			}
+		}
+		if err := checkLimits("limits", l); err != nil {
+			return err
 		}
 	}
-	if err := checkLimits("limits", l); err != nil {
+	if _, err := a.patchTracking(r.Context(), &ac, req.Tracking); err != nil {
 		return err
 	}
-	if err := a.p.UpdateAccountLimits(r.Context(), ac.ID, l); err != nil {
-		return err
+	if req.Limits != nil {
+		if err := a.p.UpdateAccountLimits(r.Context(), ac.ID, l); err != nil {
+			return err
+		}
+		ac.Limits = l
 	}
-	ac.Limits = l
 	writeJSON(w, http.StatusOK, toAccountView(ac))
 	return nil
 }

@@ -128,7 +128,7 @@ func reset(cs []Column, name string, v any) []Column {
 // not copied (the backends' tests check both lists against the schema).
 var CopyTables = []*Table{
 	{Kind: "accounts", Name: "accounts", Key: []string{"id"},
-		Columns: cols("id name per_minute:i per_hour:i per_day:i created:i")},
+		Columns: cols("id name per_minute:i per_hour:i per_day:i created:i track_opens:b track_clicks:b")},
 	{Kind: "account deletions", Name: "account_purges", Key: []string{"id"},
 		Columns: cols("id started:i")},
 	{Kind: "domains", Name: "domains", Key: []string{"name"},

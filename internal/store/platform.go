@@ -19,10 +19,13 @@ const DefaultAccount = "default"
 // Account is a tenant: it owns sending domains, SMTP users, API keys,
 // suppressions, webhooks and its own limits.
 type Account struct {
-	ID      string // short name, [a-z0-9-], unique
-	Name    string // display name
-	Limits  AccountLimits
-	Created time.Time
+	ID     string // short name, [a-z0-9-], unique
+	Name   string // display name
+	Limits AccountLimits
+	// Tracking is the account's default for open and click tracking of
+	// the messages it sends through the API (a message may override it).
+	Tracking AccountTracking
+	Created  time.Time
 }
 
 // AccountLimits are per-account sending limits; zero means unlimited.
@@ -61,6 +64,10 @@ const (
 	EventComplained = "complained" // a feedback-loop complaint (ARF) matched
 	EventSuppressed = "suppressed" // not sent: the recipient is on the suppression list
 	EventRejected   = "rejected"   // refused before queueing (policy, rate limit)
+	EventOpened     = "opened"     // the tracking pixel of the message was fetched (tracking.go)
+	// EventClicked: a tracked link of the message was followed; the
+	// event's Reply holds the link's URL (tracking.go).
+	EventClicked = "clicked"
 )
 
 // Event is one entry of the delivery log.

@@ -352,6 +352,7 @@ type Store interface {
 	ACMEStore
 	Rollups
 	Unsubscribes
+	TrackingSettings
 	Close() error
 }
 

@@ -56,12 +56,13 @@ func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
 	}
 	var inserted, purging bool
 	err := s.pool.QueryRow(ctx, `WITH p AS (SELECT 1 FROM account_purges WHERE id = $1), i AS (
-			INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created)
-			SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM p)
+			INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created, track_opens, track_clicks)
+			SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM p)
 			ON CONFLICT DO NOTHING RETURNING id
 		)
 		SELECT EXISTS (SELECT 1 FROM i), EXISTS (SELECT 1 FROM p)`,
-		a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created)).Scan(&inserted, &purging)
+		a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created),
+		a.Tracking.Opens, a.Tracking.Clicks).Scan(&inserted, &purging)
 	switch {
 	case err != nil:
 		return mapErr(fmt.Errorf("postgres store: add account %s: %w", a.ID, err))
@@ -73,12 +74,13 @@ func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
 	return nil
 }
 
-const accountCols = `id, name, per_minute, per_hour, per_day, created`
+const accountCols = `id, name, per_minute, per_hour, per_day, created, track_opens, track_clicks`
 
 func scanAccount(sc pgx.Row) (store.Account, error) {
 	var a store.Account
 	var created int64
-	if err := sc.Scan(&a.ID, &a.Name, &a.Limits.PerMinute, &a.Limits.PerHour, &a.Limits.PerDay, &created); err != nil {
+	if err := sc.Scan(&a.ID, &a.Name, &a.Limits.PerMinute, &a.Limits.PerHour, &a.Limits.PerDay, &created,
+		&a.Tracking.Opens, &a.Tracking.Clicks); err != nil {
 		return store.Account{}, err
 	}
 	a.Created = fromNanos(created)

@@ -392,6 +392,10 @@ var schema = []string{
 		WHEN 'unsubscribe' THEN 'unsubscribe' ELSE 'manual' END WHERE kind = '';
 	ALTER TABLE suppressions DROP CONSTRAINT IF EXISTS suppressions_pkey;
 	ALTER TABLE suppressions ADD CONSTRAINT suppressions_pkey PRIMARY KEY (account, address, grp);`,
+	// 9: open and click tracking (issue 12): each account's default, off
+	// (store/tracking.go).
+	`ALTER TABLE accounts ADD COLUMN IF NOT EXISTS track_opens boolean NOT NULL DEFAULT false;
+	ALTER TABLE accounts ADD COLUMN IF NOT EXISTS track_clicks boolean NOT NULL DEFAULT false;`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

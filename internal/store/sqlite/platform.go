@@ -91,8 +91,8 @@ func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
 			return clean(fmt.Errorf("a deleted account of that ID is still being purged: %w", store.ErrExists))
 		}
 		res, err := w.conn.ExecContext(bg,
-			`INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created))
+			`INSERT INTO accounts (id, name, per_minute, per_hour, per_day, created, track_opens, track_clicks) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			a.ID, a.Name, a.Limits.PerMinute, a.Limits.PerHour, a.Limits.PerDay, nanos(created), a.Tracking.Opens, a.Tracking.Clicks)
 		if err != nil {
 			return err
 		}
@@ -109,12 +109,13 @@ func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
 	return nil
 }
 
-const accountCols = `id, name, per_minute, per_hour, per_day, created`
+const accountCols = `id, name, per_minute, per_hour, per_day, created, track_opens, track_clicks`
 
 func scanAccount(sc scanner) (store.Account, error) {
 	var a store.Account
 	var created int64
-	if err := sc.Scan(&a.ID, &a.Name, &a.Limits.PerMinute, &a.Limits.PerHour, &a.Limits.PerDay, &created); err != nil {
+	if err := sc.Scan(&a.ID, &a.Name, &a.Limits.PerMinute, &a.Limits.PerHour, &a.Limits.PerDay, &created,
+		&a.Tracking.Opens, &a.Tracking.Clicks); err != nil {
 		return store.Account{}, err
 	}
 	a.Created = fromNanos(created)

@@ -685,6 +685,10 @@ var schema = []string{
 			WHEN 'unsubscribe' THEN 'unsubscribe' ELSE 'manual' END, reason, detail, created FROM suppressions;
 	DROP TABLE suppressions;
 	ALTER TABLE suppressions_v16 RENAME TO suppressions;`,
+	// 17: open and click tracking (issue 12): each account's default,
+	// off (store/tracking.go).
+	`ALTER TABLE accounts ADD COLUMN track_opens INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE accounts ADD COLUMN track_clicks INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // pageSize is the database page size, set when the database is created.

@@ -464,6 +464,7 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`DROP TABLE operators`, `DROP TABLE console_sessions`, // schema 13 (the console)
 		`DROP TABLE rollup_counts`, `DROP TABLE rollup_latency`, `DROP TABLE rollup_dest`, // schema 14 (rollups)
 		`DROP INDEX messages_received`, `DROP INDEX messages_account_received`,
+		`ALTER TABLE accounts DROP COLUMN track_opens`, `ALTER TABLE accounts DROP COLUMN track_clicks`, // tracking (issue 12)
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {

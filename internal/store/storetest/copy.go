@@ -54,7 +54,8 @@ func fillForCopy(t *testing.T, s store.Store) copyFixture {
 	t.Helper()
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	must(t, "account", s.AddAccount(ctx, store.Account{ID: "acme", Name: "Acme", Limits: store.AccountLimits{PerMinute: 5, PerDay: 100}, Created: now}))
+	must(t, "account", s.AddAccount(ctx, store.Account{ID: "acme", Name: "Acme", Limits: store.AccountLimits{PerMinute: 5, PerDay: 100},
+		Tracking: store.AccountTracking{Clicks: true}, Created: now}))
 	must(t, "domain", s.AddDomain(ctx, "acme.test"))
 	must(t, "assign", s.SetDomainAccount(ctx, "acme.test", "acme"))
 	must(t, "policy", s.SetDomainPolicy(ctx, "acme.test", store.DomainPolicy{DMARC: "monitor", SPFReject: "on"}))

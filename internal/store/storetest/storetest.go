@@ -67,6 +67,7 @@ func Run(t *testing.T, b Backend) {
 		{"ACME", acmeTests},
 		{"Rollups", rollupTests},
 		{"Unsubscribes", unsubscribeTests},
+		{"Tracking", trackingTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
