@@ -19,7 +19,7 @@ const (
 	// HeaderEventCount is sent with the requests of batched webhooks:
 	// the number of events in the body's "events" array.
 	HeaderEventCount = "Herald-Event-Count"
-	UserAgent       = "Herald-Webhook/1"
+	UserAgent        = "Herald-Webhook/1"
 )
 
 // DefaultTolerance is the replay window Verify applies when given none.
