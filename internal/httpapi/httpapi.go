@@ -50,6 +50,11 @@ type Platform interface {
 	ListWebhooks(ctx context.Context, account string) ([]store.Webhook, error)
 	DeleteWebhook(ctx context.Context, account, id string) error
 	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]store.WebhookDelivery, error)
+	// Batched webhooks and secret rotation (store.WebhookAdmin).
+	GetWebhook(ctx context.Context, id string) (store.Webhook, error)
+	UpdateWebhook(ctx context.Context, account, id string, c store.WebhookChange) (store.Webhook, error)
+	RotateWebhookSecret(ctx context.Context, account, id, secret string, now, previousExpires time.Time) (store.Webhook, error)
+	ExpireWebhookPreviousSecret(ctx context.Context, account, id string) (store.Webhook, error)
 
 	PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error)
 
@@ -283,6 +288,10 @@ var routes = []route{
 	{"GET", "/v1/webhooks", needRead, nil, (*api).listWebhooks},
 	{"POST", "/v1/webhooks", needAdmin, nil, (*api).addWebhook},
 	{"DELETE", "/v1/webhooks/{id}", needAdmin, nil, (*api).deleteWebhook},
+	{"GET", "/v1/webhooks/{id}", needRead, nil, (*api).getWebhook},
+	{"PATCH", "/v1/webhooks/{id}", needAdmin, nil, (*api).patchWebhook},
+	{"POST", "/v1/webhooks/{id}/rotate-secret", needAdmin, nil, (*api).rotateWebhookSecret},
+	{"DELETE", "/v1/webhooks/{id}/secrets/old", needAdmin, nil, (*api).expireWebhookSecret},
 	{"GET", "/v1/webhooks/{id}/deliveries", needRead, []string{"limit"}, (*api).listWebhookDeliveries},
 	{"GET", "/v1/domains", needRead, nil, (*api).listDomains},
 	{"POST", "/v1/domains", operator, nil, (*api).assignDomain},

@@ -294,6 +294,15 @@ func TestOpenAPIResponses(t *testing.T) {
 	status(e.get("/v1/webhooks/"+hook.ID+"/deliveries?limit=0", rd), 400)
 	status(e.get("/v1/webhooks/wh_none/deliveries", rd), 404)
 	status(e.del("/v1/webhooks/wh_none", adm), 404)
+	status(e.get("/v1/webhooks/"+hook.ID, rd), 200)
+	status(e.get("/v1/webhooks/wh_none", rd), 404)
+	status(e.do("PATCH", "/v1/webhooks/"+hook.ID, adm, "application/json", strings.NewReader(`{"batch":{"max_events":100,"max_wait_seconds":5}}`)), 200)
+	status(e.do("PATCH", "/v1/webhooks/"+hook.ID, adm, "application/json", strings.NewReader(`{"batch":{"max_events":1001}}`)), 400)
+	status(e.post("/v1/webhooks/"+hook.ID+"/rotate-secret", adm, map[string]int{"expires_in": 3600}), 200)
+	status(e.post("/v1/webhooks/"+hook.ID+"/rotate-secret", rd, map[string]int{}), 403)
+	status(e.get("/v1/webhooks/"+hook.ID, rd), 200) // with the rotation's times
+	status(e.del("/v1/webhooks/"+hook.ID+"/secrets/old", adm), 204)
+	status(e.del("/v1/webhooks/wh_none/secrets/old", adm), 404)
 
 	// domains
 	status(e.post("/v1/domains", op, map[string]string{"domain": "acme.example", "account": "acme"}), 200)

@@ -242,13 +242,15 @@ func (a *api) deleteSuppression(w http.ResponseWriter, r *http.Request, c *calle
 	return nil
 }
 
-// webhookView is a webhook; Secret is shown only in the creation response.
+// webhookView is a webhook; Secret is shown only in the creation and
+// rotation responses.
 type webhookView struct {
 	ID         string     `json:"id"`
 	URL        string     `json:"url"`
 	EventTypes []string   `json:"event_types"`
 	Secret     string     `json:"secret,omitempty"`
 	Created    *time.Time `json:"created,omitempty"`
+	webhookExtra
 }
 
 func toWebhookView(wh store.Webhook) webhookView {
@@ -256,7 +258,7 @@ func toWebhookView(wh store.Webhook) webhookView {
 	if et == nil {
 		et = []string{}
 	}
-	return webhookView{ID: wh.ID, URL: wh.URL, EventTypes: et, Created: ts(wh.Created)}
+	return webhookView{ID: wh.ID, URL: wh.URL, EventTypes: et, Created: ts(wh.Created), webhookExtra: toWebhookExtra(wh)}
 }
 
 func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -275,8 +277,9 @@ func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, c *caller) er
 }
 
 type webhookRequest struct {
-	URL        string   `json:"url"`
-	EventTypes []string `json:"event_types,omitempty"`
+	URL        string        `json:"url"`
+	EventTypes []string      `json:"event_types,omitempty"`
+	Batch      *batchRequest `json:"batch,omitempty"`
 }
 
 func (a *api) addWebhook(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -298,6 +301,9 @@ func (a *api) addWebhook(w http.ResponseWriter, r *http.Request, c *caller) erro
 	wh := store.Webhook{
 		ID: "wh_" + randomID(16), Account: c.account(), URL: u.String(), EventTypes: req.EventTypes,
 		Secret: "whsec_" + base64.RawURLEncoding.EncodeToString(sb[:]), Created: a.clock.Now(),
+	}
+	if wh.BatchMax, wh.BatchWait, err = req.Batch.settings(); err != nil {
+		return err
 	}
 	if err := a.p.AddWebhookLimited(r.Context(), wh, a.cfg.MaxWebhooks); err != nil {
 		if errors.Is(err, store.ErrLimit) {

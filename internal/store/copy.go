@@ -150,7 +150,7 @@ var CopyTables = []*Table{
 	{Kind: "routes", Name: "routes", Key: []string{"address"},
 		Columns: cols("address account action url secret")},
 	{Kind: "webhooks", Name: "webhooks", Key: []string{"id"},
-		Columns: cols("id account url secret event_types created:i")},
+		Columns: cols("id account url secret event_types created:i batch_max:i batch_wait:i prev_secret prev_expires:i secret_rotated:i")},
 	{Kind: "secrets", Name: "secrets", Key: []string{"name"}, Guarded: true,
 		Columns: cols("name value:x created:i")},
 	{Kind: "dmarc reports", Name: "dmarc_reports", Key: []string{"domain", "reporter", "report_id", "begin_at", "end_at"},

@@ -139,6 +139,18 @@ type Webhook struct {
 	Secret     string   // HMAC-SHA256 key for the signature header
 	EventTypes []string // empty: all
 	Created    time.Time
+	// BatchMax and BatchWait batch the webhook's requests (see
+	// WebhookAdmin): at most BatchMax events per request, waiting up to
+	// BatchWait for a batch to fill. BatchMax 0 or 1 is one event per
+	// request in the single-event body.
+	BatchMax  int
+	BatchWait time.Duration
+	// PreviousSecret, during a secret rotation, signs every request
+	// beside Secret until PreviousExpires; SecretRotated is when Secret
+	// was last replaced (zero: never).
+	PreviousSecret  string
+	PreviousExpires time.Time
+	SecretRotated   time.Time
 }
 
 // WebhookDelivery is one event due to one webhook.

@@ -353,6 +353,7 @@ type Store interface {
 	Rollups
 	Unsubscribes
 	TrackingSettings
+	WebhookAdmin
 	Close() error
 }
 

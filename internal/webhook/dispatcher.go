@@ -44,6 +44,15 @@ type WebhookGetter interface {
 	GetWebhook(ctx context.Context, id string) (store.Webhook, error)
 }
 
+// BatchStore is implemented by stores that can lease, hold and record
+// batches (store.WebhookAdmin). Without it, a Dispatcher sends every
+// event alone, whatever the webhook's batch settings.
+type BatchStore interface {
+	LeaseWebhookBatch(ctx context.Context, webhookID string, now time.Time, d time.Duration, limit int) ([]store.WebhookDelivery, error)
+	HoldWebhookDeliveries(ctx context.Context, ids []int64, until time.Time) error
+	RecordWebhookAttempts(ctx context.Context, attempts []store.WebhookAttempt) error
+}
+
 // DefaultBackoff is the retry schedule: the delay after the first, second,
 // ... failed attempt; the last value repeats.
 var DefaultBackoff = []time.Duration{10 * time.Second, 30 * time.Second, time.Minute,
@@ -168,12 +177,19 @@ func (d *Dispatcher) deliver(ctx context.Context, wd store.WebhookDelivery) {
 		d.record(ctx, log, wd, StatusFailed, time.Time{}, "invalid webhook URL", 0)
 		return
 	}
+	if bs, ok := d.store.(BatchStore); ok && hook.BatchMax > 1 {
+		d.deliverBatch(ctx, log, bs, hook, wd)
+		return
+	}
 	body, err := json.Marshal(NewPayload(wd.Event))
 	if err != nil {
 		d.record(ctx, log, wd, StatusFailed, time.Time{}, "encoding event: "+err.Error(), 0)
 		return
 	}
-	code, errText, detail := d.post(ctx, hook, wd.Event, body)
+	code, errText, detail := d.post(ctx, hook, body, func(h http.Header) {
+		h.Set(HeaderEventID, strconv.FormatInt(wd.Event.ID, 10))
+		h.Set(HeaderEventType, wd.Event.Type)
+	})
 	if errText == "" {
 		d.record(ctx, log, wd, StatusDelivered, time.Time{}, "", code)
 		return
@@ -240,10 +256,11 @@ func (d *Dispatcher) backoff(attempts int) time.Duration {
 	return delay
 }
 
-// post sends one request. It returns the HTTP status (0 if none) and "" on
-// success, or a fixed error text (see Do) and the underlying error for the
-// operator's log.
-func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, ev store.Event, body []byte) (int, string, error) {
+// post sends one request with body, the headers set by header and the
+// signature of every active secret. It returns the HTTP status (0 if
+// none) and "" on success, or a fixed error text (see Do) and the
+// underlying error for the operator's log.
+func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, body []byte, header func(http.Header)) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opt.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook.URL, bytes.NewReader(body))
@@ -252,14 +269,28 @@ func (d *Dispatcher) post(ctx context.Context, hook store.Webhook, ev store.Even
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
-	req.Header.Set(HeaderEventID, strconv.FormatInt(ev.ID, 10))
-	req.Header.Set(HeaderEventType, ev.Type)
-	if hook.Secret != "" {
-		req.Header.Set(HeaderSignature, Sign(hook.Secret, d.clock.Now(), body))
+	header(req.Header)
+	now := d.clock.Now()
+	if secrets := ActiveSecrets(hook, now); len(secrets) > 0 {
+		req.Header.Set(HeaderSignature, SignAll(secrets, now, body))
 	}
 	code, text, detail := do(d.client, req, d.opt.MaxResponseBytes)
 	if text != "" && ctx.Err() == context.DeadlineExceeded {
 		text = "timeout after " + d.opt.Timeout.String()
 	}
 	return code, text, detail
+}
+
+// ActiveSecrets returns the secrets that sign hook's requests at now: its
+// secret and, during a rotation's transition (before PreviousExpires), the
+// previous one. None for a webhook without a secret.
+func ActiveSecrets(hook store.Webhook, now time.Time) []string {
+	var out []string
+	if hook.Secret != "" {
+		out = append(out, hook.Secret)
+	}
+	if hook.PreviousSecret != "" && now.Before(hook.PreviousExpires) {
+		out = append(out, hook.PreviousSecret)
+	}
+	return out
 }

@@ -51,6 +51,40 @@
 // when unset); see Payload. Fields may be added in the future, never
 // removed or renamed.
 //
+// # Batches
+//
+// A webhook whose batch max_events (store.Webhook.BatchMax) is above 1
+// receives its events in batches: every request carries
+//
+//	{"events":[<Payload>, <Payload>, ...]}
+//
+// (BatchPayload: 1 to max_events events in the order they happened, each
+// exactly the single-event body) with the header Herald-Event-Count and
+// without Herald-Event-Id and Herald-Event-Type; the signature covers the
+// whole body. A webhook with max_events 1 (the default) keeps receiving
+// one event per request in the single-event body.
+//
+// A worker that leased one delivery of a batched webhook leases that
+// webhook's other ready deliveries up to max_events
+// (store.WebhookAdmin.LeaseWebhookBatch), under the same claim as every
+// lease, so dispatchers on several nodes never send the same delivery at
+// the same time. If the batch is not full and its oldest event is younger
+// than max_wait, the deliveries are held (leases released, no attempt
+// counted) until that event is max_wait old, and whichever dispatcher
+// leases one of them then sends them all with the events that arrived
+// meanwhile; no worker waits. A 2xx answer marks every delivery in the
+// batch delivered; a failure schedules the whole batch again with one
+// backoff (from its least-tried delivery), and each delivery gives up at
+// its own event's MaxAge. Every delivery keeps its own status, attempts
+// and attempt log.
+//
+// # Secret rotation
+//
+// Rotating a webhook's secret keeps the previous secret active until
+// store.Webhook.PreviousExpires: every request is signed with both
+// (SignAll, ActiveSecrets), the current secret's v1 first, so a receiver
+// verifies with whichever of the two it has deployed.
+//
 // # Signature
 //
 // Herald-Signature is "t=<unix seconds>,v1=<hex HMAC-SHA256>", where the
@@ -62,8 +96,10 @@
 // any JSON parsing), compares it in constant time with each v1 value, and
 // rejects a timestamp more than a few minutes from its clock to defeat
 // replays. Verify does all of this. Unknown keys in the header (a future
-// "v2") must be ignored; more than one v1 may appear during a secret
-// rotation. A webhook with an empty secret is sent unsigned.
+// "v2") must be ignored; during a secret rotation there are two v1 values,
+// "t=<t>,v1=<HMAC with the new secret>,v1=<HMAC with the old one>", and a
+// request is genuine if any of them matches. A webhook with an empty
+// secret is sent unsigned.
 //
 // Test vector: secret "whsec_test", t=1735689600 and body {"id":1} give
 //

@@ -53,3 +53,11 @@ func NewPayload(ev store.Event) Payload {
 	}
 	return p
 }
+
+// BatchPayload is the JSON body of a request of a batched webhook (batch
+// max_events > 1): the events in the order they happened, at most the
+// webhook's max_events, at least one. Each element is a Payload, exactly
+// as an unbatched webhook receives it alone.
+type BatchPayload struct {
+	Events []Payload `json:"events"`
+}

@@ -16,7 +16,10 @@ const (
 	HeaderSignature = "Herald-Signature"
 	HeaderEventID   = "Herald-Event-Id"
 	HeaderEventType = "Herald-Event-Type"
-	UserAgent       = "Herald-Webhook/1"
+	// HeaderEventCount is sent with the requests of batched webhooks:
+	// the number of events in the body's "events" array.
+	HeaderEventCount = "Herald-Event-Count"
+	UserAgent        = "Herald-Webhook/1"
 )
 
 // DefaultTolerance is the replay window Verify applies when given none.
@@ -32,8 +35,22 @@ var (
 // Sign returns the Herald-Signature header value for body sent at t:
 // "t=<unix seconds>,v1=<hex(HMAC-SHA256(secret, "<t>.<body>"))>".
 func Sign(secret string, t time.Time, body []byte) string {
+	return SignAll([]string{secret}, t, body)
+}
+
+// SignAll is Sign with several secrets, as during a secret rotation: one
+// v1 per secret, in the order given (the current secret first), all over
+// the same "<t>.<body>": "t=<unix seconds>,v1=<new>,v1=<old>". A receiver
+// that knows either secret verifies it (Verify accepts any v1).
+func SignAll(secrets []string, t time.Time, body []byte) string {
 	ts := strconv.FormatInt(t.Unix(), 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
+	var b strings.Builder
+	b.WriteString("t=" + ts)
+	for _, s := range secrets {
+		b.WriteString(",v1=")
+		b.WriteString(hex.EncodeToString(mac(s, ts, body)))
+	}
+	return b.String()
 }
 
 func mac(secret, ts string, body []byte) []byte {

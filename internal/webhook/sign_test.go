@@ -91,3 +91,31 @@ func TestPublicOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestSignAllRotation: during a rotation the header carries one v1 per
+// secret over the same timestamp and body, the current secret first; a
+// receiver holding either secret verifies it, a third secret does not.
+func TestSignAllRotation(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1735689600, 0)
+	body := []byte(`{"id":1}`)
+	got := SignAll([]string{"whsec_test", "whsec_old"}, now, body)
+	one := Sign("whsec_test", now, body)
+	if want := one + ",v1=" + Sign("whsec_old", now, body)[len("t=1735689600,v1="):]; got != want {
+		t.Fatalf("SignAll = %q, want %q", got, want)
+	}
+	if one != "t=1735689600,v1=8f1a3fef95ed7ec5882c49a5fe0c74a2b97c46d13fde2e873ded26a7699530e8" {
+		t.Fatalf("the documented vector changed: %q", one)
+	}
+	for _, s := range []string{"whsec_test", "whsec_old"} {
+		if err := Verify(s, got, body, now, 0); err != nil {
+			t.Errorf("Verify with %s: %v", s, err)
+		}
+	}
+	if err := Verify("whsec_other", got, body, now, 0); !errors.Is(err, ErrSignatureMismatch) {
+		t.Errorf("Verify with a third secret: %v, want mismatch", err)
+	}
+	if err := Verify("whsec_old", got, []byte(`{"id":2}`), now, 0); !errors.Is(err, ErrSignatureMismatch) {
+		t.Errorf("Verify of another body: %v, want mismatch", err)
+	}
+}

@@ -385,9 +385,10 @@ func (s *Store) AddWebhookLimited(ctx context.Context, wh store.Webhook, max int
 				return fmt.Errorf("account %q has %d webhooks (limit %d): %w", wh.Account, n, max, store.ErrLimit)
 			}
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO webhooks (id, account, url, secret, event_types, created)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-			wh.ID, wh.Account, wh.URL, wh.Secret, types, nanos(created))
+		tag, err := tx.Exec(ctx, `INSERT INTO webhooks (`+webhookCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING`,
+			wh.ID, wh.Account, wh.URL, wh.Secret, types, nanos(created), batchMax(wh.BatchMax), int64(wh.BatchWait),
+			wh.PreviousSecret, nanos(wh.PreviousExpires), nanos(wh.SecretRotated))
 		if err != nil {
 			return err
 		}
@@ -404,17 +405,8 @@ func (s *Store) AddWebhookLimited(ctx context.Context, wh store.Webhook, max int
 
 // ListWebhooks returns the webhooks of account ordered by ID.
 func (s *Store) ListWebhooks(ctx context.Context, account string) ([]store.Webhook, error) {
-	return queryList(ctx, s, "list webhooks", func(row pgx.Row) (store.Webhook, error) {
-		var wh store.Webhook
-		var types string
-		var created int64
-		if err := row.Scan(&wh.ID, &wh.Account, &wh.URL, &wh.Secret, &types, &created); err != nil {
-			return wh, err
-		}
-		wh.EventTypes = decodeTypes(types)
-		wh.Created = fromNanos(created)
-		return wh, nil
-	}, `SELECT id, account, url, secret, event_types, created FROM webhooks WHERE account = $1 ORDER BY id`, account)
+	return queryList(ctx, s, "list webhooks", scanWebhook,
+		`SELECT `+webhookCols+` FROM webhooks WHERE account = $1 ORDER BY id`, account)
 }
 
 // DeleteWebhook removes a webhook of account and drops its pending

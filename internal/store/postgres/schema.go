@@ -396,6 +396,17 @@ var schema = []string{
 	// (store/tracking.go).
 	`ALTER TABLE accounts ADD COLUMN IF NOT EXISTS track_opens boolean NOT NULL DEFAULT false;
 	ALTER TABLE accounts ADD COLUMN IF NOT EXISTS track_clicks boolean NOT NULL DEFAULT false;`,
+	// 10: batched webhooks and secret rotation (issue 12;
+	// store/webhooks.go): a webhook's batch size and wait, the previous
+	// secret of a rotation and when it stops signing, and an index of the
+	// pending deliveries of one webhook (a batch's lease). IF NOT EXISTS:
+	// the step stands alone, wherever the integrator numbers it.
+	`ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS batch_max integer NOT NULL DEFAULT 1;
+	ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS batch_wait bigint NOT NULL DEFAULT 0; -- ns
+	ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS prev_secret text NOT NULL DEFAULT '';
+	ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS prev_expires bigint NOT NULL DEFAULT 0; -- unix ns
+	ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS secret_rotated bigint NOT NULL DEFAULT 0; -- unix ns
+	CREATE INDEX IF NOT EXISTS webhook_deliveries_pending ON webhook_deliveries (webhook_id, event_id) WHERE status = 'pending';`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

@@ -431,8 +431,9 @@ func (s *Store) AddWebhookLimited(ctx context.Context, wh store.Webhook, max int
 			}
 		}
 		res, err := w.conn.ExecContext(context.Background(),
-			`INSERT INTO webhooks (id, account, url, secret, event_types, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			wh.ID, wh.Account, wh.URL, wh.Secret, types, nanos(created))
+			`INSERT INTO webhooks (`+webhookCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			wh.ID, wh.Account, wh.URL, wh.Secret, types, nanos(created), batchMax(wh.BatchMax), int64(wh.BatchWait),
+			wh.PreviousSecret, nanos(wh.PreviousExpires), nanos(wh.SecretRotated))
 		if err != nil {
 			return err
 		}
@@ -452,28 +453,8 @@ func (s *Store) AddWebhookLimited(ctx context.Context, wh store.Webhook, max int
 
 // ListWebhooks returns the webhooks of account ordered by ID.
 func (s *Store) ListWebhooks(ctx context.Context, account string) ([]store.Webhook, error) {
-	rows, err := s.rdb.QueryContext(ctx,
-		`SELECT id, account, url, secret, event_types, created FROM webhooks WHERE account = ? ORDER BY id`, account)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite store: list webhooks: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Webhook
-	for rows.Next() {
-		var wh store.Webhook
-		var types string
-		var created int64
-		if err := rows.Scan(&wh.ID, &wh.Account, &wh.URL, &wh.Secret, &types, &created); err != nil {
-			return nil, fmt.Errorf("sqlite store: list webhooks: %w", err)
-		}
-		wh.EventTypes = decodeTypes(types)
-		wh.Created = fromNanos(created)
-		out = append(out, wh)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite store: list webhooks: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, s, "list webhooks", scanWebhook,
+		`SELECT `+webhookCols+` FROM webhooks WHERE account = ? ORDER BY id`, account)
 }
 
 // DeleteWebhook removes a webhook of account and drops its pending

@@ -689,6 +689,16 @@ var schema = []string{
 	// off (store/tracking.go).
 	`ALTER TABLE accounts ADD COLUMN track_opens INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE accounts ADD COLUMN track_clicks INTEGER NOT NULL DEFAULT 0;`,
+	// 18: batched webhooks and secret rotation (issue 12;
+	// store/webhooks.go): a webhook's batch size and wait, the previous
+	// secret of a rotation and when it stops signing, and an index of the
+	// pending deliveries of one webhook (a batch's lease).
+	`ALTER TABLE webhooks ADD COLUMN batch_max INTEGER NOT NULL DEFAULT 1;
+	ALTER TABLE webhooks ADD COLUMN batch_wait INTEGER NOT NULL DEFAULT 0; -- ns
+	ALTER TABLE webhooks ADD COLUMN prev_secret TEXT NOT NULL DEFAULT '';
+	ALTER TABLE webhooks ADD COLUMN prev_expires INTEGER NOT NULL DEFAULT 0; -- unix ns
+	ALTER TABLE webhooks ADD COLUMN secret_rotated INTEGER NOT NULL DEFAULT 0; -- unix ns
+	CREATE INDEX IF NOT EXISTS webhook_deliveries_pending ON webhook_deliveries(webhook_id, event_id) WHERE status = 'pending';`,
 }
 
 // pageSize is the database page size, set when the database is created.

@@ -465,6 +465,9 @@ func TestMigrationLegacyLeases(t *testing.T) {
 		`DROP TABLE rollup_counts`, `DROP TABLE rollup_latency`, `DROP TABLE rollup_dest`, // schema 14 (rollups)
 		`DROP INDEX messages_received`, `DROP INDEX messages_account_received`,
 		`ALTER TABLE accounts DROP COLUMN track_opens`, `ALTER TABLE accounts DROP COLUMN track_clicks`, // tracking (issue 12)
+		`ALTER TABLE webhooks DROP COLUMN batch_max`, `ALTER TABLE webhooks DROP COLUMN batch_wait`, // batched webhooks
+		`ALTER TABLE webhooks DROP COLUMN prev_secret`, `ALTER TABLE webhooks DROP COLUMN prev_expires`,
+		`ALTER TABLE webhooks DROP COLUMN secret_rotated`, `DROP INDEX webhook_deliveries_pending`,
 		`UPDATE schema_version SET version = 8`,
 	} {
 		if _, err := db.Exec(q); err != nil {

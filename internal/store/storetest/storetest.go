@@ -68,6 +68,7 @@ func Run(t *testing.T, b Backend) {
 		{"Rollups", rollupTests},
 		{"Unsubscribes", unsubscribeTests},
 		{"Tracking", trackingTests},
+		{"Webhooks", webhookTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
