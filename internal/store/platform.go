@@ -61,6 +61,7 @@ const (
 	EventComplained = "complained" // a feedback-loop complaint (ARF) matched
 	EventSuppressed = "suppressed" // not sent: the recipient is on the suppression list
 	EventRejected   = "rejected"   // refused before queueing (policy, rate limit)
+	EventSandboxed  = "sandboxed"  // a sandbox send: checked and rendered, never queued
 )
 
 // Event is one entry of the delivery log.
