@@ -31,6 +31,9 @@ type MessageRequest struct {
 	Headers     map[string]string `json:"headers,omitempty"` // custom header fields
 	Tags        []string          `json:"tags,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Sandbox: check and render the message and record a "sandboxed"
+	// event per recipient, but queue and send nothing (answer 200).
+	Sandbox bool `json:"sandbox,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.
