@@ -76,7 +76,7 @@ func TestSandbox(t *testing.T) {
 	// recording nothing.
 	for _, c := range []struct {
 		name, from, msg, want string
-		rcpts              []string
+		rcpts                 []string
 	}{
 		{"sender of another account", "ceo@bank.test", "From: ceo@bank.test\r\n\r\nx\r\n", "5.7.1", []string{"a@remote.test"}},
 		{"unknown simulator address", "app@example.test", "From: app@example.test\r\n\r\nx\r\n", "5.1.1", []string{"nobody@simulator.herald.invalid"}},
