@@ -117,6 +117,19 @@ type PlatformConfig struct {
 	WebhookAllowPrivate bool `toml:"webhook_allow_private"`
 	// MaxWebhooksPerAccount caps the webhooks one account may create.
 	MaxWebhooksPerAccount int `toml:"max_webhooks_per_account"`
+	// PublicURL is the base URL (scheme and host, optionally a port; no
+	// path) of the links Herald puts into mail and serves itself, such as
+	// one-click unsubscribe; "" means "https://" + server.hostname.
+	PublicURL string `toml:"public_url"`
+}
+
+// PublicBaseURL returns platform.public_url without a trailing slash, or
+// "https://" + server.hostname when it is not set.
+func (c *Config) PublicBaseURL() string {
+	if c.Platform.PublicURL == "" {
+		return "https://" + c.Server.Hostname
+	}
+	return strings.TrimSuffix(c.Platform.PublicURL, "/")
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of

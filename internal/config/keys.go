@@ -158,6 +158,7 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
+		strField("platform.public_url", &c.Platform.PublicURL, checkOptional(checkPublicURL)),
 
 		boolField("alerts.enabled", &c.Alerts.Enabled),
 		durField("alerts.interval", &c.Alerts.Interval, false),

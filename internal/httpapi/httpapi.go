@@ -51,6 +51,8 @@ type Platform interface {
 	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]store.WebhookDelivery, error)
 
 	PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error)
+
+	Groups // unsubscribe groups and group suppressions (unsubscribe.go)
 }
 
 // Messages gives the live queue state of a message (per-recipient status).
@@ -78,6 +80,14 @@ type Submission struct {
 	Raw          []byte            // the message, CRLF line endings
 	Tags         []string          // copied onto every event
 	Metadata     map[string]string // copied onto every event
+	// ID is the queue ID chosen by the API before building, "" to let
+	// the pipeline choose (one-click unsubscribe and tracking links name
+	// it).
+	ID string
+	// UnsubscribeGroup is the message's unsubscribe group (one-click
+	// unsubscribe): recipients suppressed in it, or globally, are
+	// skipped. "" checks the global suppressions only.
+	UnsubscribeGroup string
 }
 
 // Submitter queues a message exactly like SMTP submission: it checks that
@@ -153,6 +163,9 @@ type Config struct {
 	WebhookAllowPrivate bool
 	// MaxWebhooks caps the webhooks of one account. Default 20.
 	MaxWebhooks int
+	// MaxUnsubscribeGroups caps the unsubscribe groups of one account.
+	// Default 100.
+	MaxUnsubscribeGroups int
 }
 
 func (c *Config) defaults() {
@@ -177,6 +190,9 @@ func (c *Config) defaults() {
 	if c.MaxWebhooks <= 0 {
 		c.MaxWebhooks = 20
 	}
+	if c.MaxUnsubscribeGroups <= 0 {
+		c.MaxUnsubscribeGroups = 100
+	}
 }
 
 // Deps are the API's collaborators. Platform, Messages and Submitter are
@@ -189,8 +205,11 @@ type Deps struct {
 	Alerts    AlertLister // optional: GET /v1/alerts
 	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
 	Explainer Explainer   // optional: GET /v1/messages/{id}/explain (404 without)
-	Logger    *slog.Logger
-	Clock     clock.Clock
+	// Unsubscribe makes one-click unsubscribe links; without it a message
+	// asking for one is refused.
+	Unsubscribe UnsubscribeLinks
+	Logger      *slog.Logger
+	Clock       clock.Clock
 }
 
 //go:embed openapi.json
@@ -209,6 +228,8 @@ type api struct {
 	alerts AlertLister
 	rates  RateLimits
 	expl   Explainer
+	links  UnsubscribeLinks
+	groups Groups
 	log    *slog.Logger
 	clock  clock.Clock
 	mux    *http.ServeMux
@@ -248,9 +269,14 @@ var routes = []route{
 	{"GET", "/v1/messages/{id}", needRead, nil, (*api).getMessage},
 	{"GET", "/v1/messages/{id}/explain", needRead, nil, (*api).explainMessage},
 	{"GET", "/v1/events", needRead, eventParams, (*api).listEvents},
-	{"GET", "/v1/suppressions", needRead, pageParams, (*api).listSuppressions},
+	{"GET", "/v1/suppressions", needRead, []string{"cursor", "limit", "kind", "group"}, (*api).listSuppressions},
 	{"POST", "/v1/suppressions", needAdmin, nil, (*api).addSuppression},
-	{"DELETE", "/v1/suppressions/{address}", needAdmin, nil, (*api).deleteSuppression},
+	{"DELETE", "/v1/suppressions/{address}", needAdmin, []string{"group"}, (*api).deleteSuppression},
+	{"GET", "/v1/unsubscribe-groups", needRead, nil, (*api).listGroups},
+	{"POST", "/v1/unsubscribe-groups", needAdmin, nil, (*api).addGroup},
+	{"GET", "/v1/unsubscribe-groups/{id}", needRead, nil, (*api).getGroup},
+	{"PATCH", "/v1/unsubscribe-groups/{id}", needAdmin, nil, (*api).patchGroup},
+	{"DELETE", "/v1/unsubscribe-groups/{id}", needAdmin, nil, (*api).deleteGroup},
 	{"GET", "/v1/webhooks", needRead, nil, (*api).listWebhooks},
 	{"POST", "/v1/webhooks", needAdmin, nil, (*api).addWebhook},
 	{"DELETE", "/v1/webhooks/{id}", needAdmin, nil, (*api).deleteWebhook},
@@ -271,7 +297,8 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock,
+		links: deps.Unsubscribe, groups: deps.Platform}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -53,6 +53,7 @@ func (p *Pipeline) Sandbox(ctx context.Context, req *Request) (SandboxResult, er
 		tx.id = req.ID
 	}
 	tx.tags, tx.metadata, tx.sandbox = req.Tags, req.Metadata, true
+	tx.group = req.UnsubscribeGroup
 	if err := tx.Mail(ctx, Mail{From: req.From, Ret: req.Ret, EnvID: req.EnvID, SMTPUTF8: req.SMTPUTF8}); err != nil {
 		return SandboxResult{}, err
 	}

@@ -35,6 +35,7 @@ var accountOwnRows = []string{
 	`DELETE FROM api_keys WHERE account = $1`,
 	`DELETE FROM webhooks WHERE account = $1`, // their deliveries go with the events
 	`DELETE FROM routes WHERE account = $1`,
+	`DELETE FROM unsubscribe_groups WHERE account = $1`,
 	// Its rollups (those of all accounts keep counting its events).
 	`DELETE FROM rollup_counts WHERE res IN (60, 3600, 86400) AND account = $1`,
 	`DELETE FROM rollup_latency WHERE res IN (60, 3600, 86400) AND account = $1`,
