@@ -290,6 +290,18 @@ func TestSandboxSend(t *testing.T) {
 	if got := h.messageEvents(tok, out.ID); len(got) != 3 {
 		t.Errorf("events of the sandbox message: %q", got)
 	}
+	// One-click unsubscribe headers are rendered (and signed) as for a
+	// real send.
+	var one struct {
+		Raw []byte `json:"raw"`
+	}
+	if code := h.api(tok, "POST", "/v1/messages", map[string]any{"from": "app@acme.test", "to": []string{"delivered" + sim}, "text": "x",
+		"list_unsubscribe": true, "sandbox": true}, &one); code != 200 {
+		t.Fatalf("sandbox send with list_unsubscribe: %d", code)
+	}
+	if !bytes.Contains(one.Raw, []byte("List-Unsubscribe-Post: List-Unsubscribe=One-Click")) || !bytes.HasPrefix(one.Raw, []byte("DKIM-Signature: ")) {
+		t.Errorf("the rendered message lacks the signed one-click unsubscribe headers:\n%s", one.Raw)
+	}
 	// A sandbox send is refused where a real one would be.
 	if code := h.api(tok, "POST", "/v1/messages", map[string]any{"from": "x@other.test", "to": []string{"bob@remote.test"}, "text": "x", "sandbox": true}, nil); code != 403 {
 		t.Errorf("sandbox send from a domain of no account: %d, want 403", code)
