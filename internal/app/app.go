@@ -205,6 +205,10 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	qcfg := queueConfig(cfg)
 	qcfg.OnStorageFull = a.disk.Release
 	a.sched = queue.New(qcfg, a.store, tr, notifier, clk, a.log, observers{a.metrics, fb})
+	// The mailbox simulator's complaints go through feedback processing
+	// once the delivery they are about is recorded.
+	tr.SetComplaints(fb)
+	a.sched.SetFollowUp(tr)
 	// The throttle's state is in the store: all nodes together respect
 	// queue.max_per_destination for every destination, the big providers'
 	// table, and the back-off of a destination that answers with

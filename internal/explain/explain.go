@@ -51,6 +51,7 @@ const (
 	StateExpired    = "expired"     // the queue lifetime ran out for every recipient
 	StateSuppressed = "suppressed"  // not sent: every recipient is on the suppression list
 	StateRejected   = "rejected"    // refused before it was queued
+	StateSandboxed  = "sandboxed"   // a sandbox send: checked, never queued
 	StateFinished   = "finished"    // left the queue with mixed outcomes (see the recipients)
 )
 
@@ -331,7 +332,8 @@ func (x *Explainer) fromHistory(rv *Recipient, rh *recipientHistory) {
 			rv.Attempts = a.Attempt
 		}
 	}
-	if l := rh.last; l != nil && (l.Type == store.EventExpired || l.Type == store.EventSuppressed || l.Type == store.EventRejected) {
+	if l := rh.last; l != nil && (l.Type == store.EventExpired || l.Type == store.EventSuppressed || l.Type == store.EventRejected ||
+		l.Type == store.EventSandboxed) {
 		if l.Reply != "" {
 			rv.LastReply = l.Reply
 		}
@@ -443,6 +445,8 @@ func finalSentence(rv *Recipient) string {
 		s = fmt.Sprintf("%s: not sent%s: the address is on the account's suppression list.", rv.Address, when)
 	case StateRejected:
 		s = fmt.Sprintf("%s: refused before queueing%s%s.", rv.Address, when, reply)
+	case StateSandboxed:
+		s = fmt.Sprintf("%s: a sandbox send%s, checked and never queued%s.", rv.Address, when, reply)
 	default:
 		s = fmt.Sprintf("%s: %s%s%s.", rv.Address, rv.Status, when, reply)
 	}
@@ -525,6 +529,8 @@ func stateWords(s string) string {
 		return "not sent, every recipient is on the suppression list"
 	case StateRejected:
 		return "it was refused before queueing"
+	case StateSandboxed:
+		return "a sandbox send, nothing was queued or sent"
 	}
 	return "the recipients ended differently"
 }

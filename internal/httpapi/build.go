@@ -38,6 +38,9 @@ type MessageRequest struct {
 	// Tracking turns open and click tracking of the HTML part on or off
 	// for this message (tracking.go); absent: the account's default.
 	Tracking *TrackingOptions `json:"tracking,omitempty"`
+	// Sandbox: check and render the message and record a "sandboxed"
+	// event per recipient, but queue and send nothing (answer 200).
+	Sandbox bool `json:"sandbox,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

@@ -47,6 +47,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	}{io.TeeReader(r.Body, fp), r.Body}
 	var sub *Submission
 	var err error
+	sandbox := false // a JSON request's "sandbox": checked and rendered, not sent
 	switch mt {
 	case "message/rfc822":
 		sub, err = a.rawSubmission(w, r)
@@ -63,6 +64,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 			return err
 		}
 		var b *built
+		sandbox = req.Sandbox
 		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
 		if err == nil {
 			sub = &Submission{ID: queueID, EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
@@ -75,6 +77,9 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		return err
 	}
 	sub.Account = c.account()
+	if sandbox {
+		return a.sandbox(w, r, sub)
+	}
 	send := func() (string, error) { return a.sub.Submit(r.Context(), sub) }
 	var id string
 	replayed := false

@@ -28,6 +28,7 @@ var EventTypes = []string{
 	store.EventAccepted, store.EventDeferred, store.EventDelivered, store.EventBounced,
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
 	store.EventUnsubscribed, store.EventOpened, store.EventClicked,
+	store.EventSandboxed,
 }
 
 // tracked reports whether t is an event of open and click tracking.

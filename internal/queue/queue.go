@@ -76,6 +76,11 @@ type Attempt struct {
 	// destination's budget is spent; try again after Wait (no attempt is
 	// counted and nothing is logged as a delivery attempt).
 	Wait time.Duration
+	// RetryAfter, when positive on a temporary failure, asks for the next
+	// attempt sooner than the retry schedule: it is due after the shorter
+	// of RetryAfter and the schedule's delay (the mailbox simulator's soft
+	// bounce is retried after a minute).
+	RetryAfter time.Duration
 }
 
 // Throttle shapes traffic per destination so mail waits instead of being
@@ -210,6 +215,7 @@ type Scheduler struct {
 	log       *slog.Logger
 	observer  Observer
 	throttle  Throttle
+	followUp  FollowUp
 
 	pool *workpool.Pool[store.Lease]
 }
@@ -231,6 +237,19 @@ func New(cfg Config, q store.Queue, t Transport, b Bouncer, clk clock.Clock, log
 
 // SetThrottle installs per-destination traffic shaping; call before Run.
 func (s *Scheduler) SetThrottle(t Throttle) { s.throttle = t }
+
+// FollowUp is told about a message's attempts once their outcomes are
+// recorded, for what must come after them: the mailbox simulator's
+// complaint follows the delivery it complains about. It runs on the
+// delivering worker and should be quick. It is not called when the
+// outcomes were not recorded (lease lost, store refusing); a crash between
+// recording and the call loses the follow-up.
+type FollowUp interface {
+	Recorded(ctx context.Context, msg *store.Message, attempts []Attempt)
+}
+
+// SetFollowUp installs f; call before Run.
+func (s *Scheduler) SetFollowUp(f FollowUp) { s.followUp = f }
 
 // LeaseTimeout is how long the spool should lease a message it hands over
 // with Submit (the worker renews the lease from then on).
@@ -399,7 +418,11 @@ func (s *Scheduler) record(ctx context.Context, k *keeper, msg *store.Message, a
 				break
 			}
 			o.Status = store.StatusDeferred
-			o.NextAttempt = now.Add(s.Backoff(r.Attempts + 1))
+			wait := s.Backoff(r.Attempts + 1)
+			if a.RetryAfter > 0 {
+				wait = min(wait, a.RetryAfter)
+			}
+			o.NextAttempt = now.Add(wait)
 			if s.cfg.DelayWarning > 0 && !r.DelayWarned && now.Sub(msg.Received) >= s.cfg.DelayWarning {
 				o.DelayWarned = true
 				delayed = append(delayed, BouncedRecipient{Recipient: r, Attempt: a, RetryTill: msg.Received.Add(s.cfg.MaxLifetime)})
@@ -434,7 +457,9 @@ func (s *Scheduler) record(ctx context.Context, k *keeper, msg *store.Message, a
 			}
 		}
 	}
-	s.update(ctx, k, msg.ID, outcomes)
+	if s.update(ctx, k, msg.ID, outcomes) && s.followUp != nil {
+		s.followUp.Recorded(ctx, msg, attempts)
+	}
 }
 
 // update records outcomes under k's token, retrying while the store
@@ -442,25 +467,26 @@ func (s *Scheduler) record(ctx context.Context, k *keeper, msg *store.Message, a
 // UpdateRetry; the lease is renewed meanwhile. Giving up leaves the
 // recipients leased: they are attempted again when the lease expires or
 // the node restarts, so the cost of failure is a duplicate, never a loss.
-// A lost lease drops the outcomes: the new owner records its own.
-func (s *Scheduler) update(ctx context.Context, k *keeper, id string, outcomes []store.Outcome) {
+// A lost lease drops the outcomes: the new owner records its own. It
+// reports whether the outcomes were recorded.
+func (s *Scheduler) update(ctx context.Context, k *keeper, id string, outcomes []store.Outcome) bool {
 	delay := 50 * time.Millisecond
 	deadline := time.Now().Add(s.cfg.UpdateRetry)
 	for {
 		err := k.update(ctx, outcomes)
 		if err == nil {
-			return
+			return true
 		}
 		if errors.Is(err, store.ErrLeaseLost) {
 			s.log.Warn("delivery lease lost before its outcome was recorded; outcome dropped (another node delivers)", "id", id, "err", err)
-			return
+			return false
 		}
 		if errors.Is(err, store.ErrStorageFull) && s.cfg.OnStorageFull != nil {
 			s.cfg.OnStorageFull()
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			s.log.Error("recording delivery outcome failed; will retry after the lease", "id", id, "err", err)
-			return
+			return false
 		}
 		s.log.Warn("recording delivery outcome failed; retrying", "id", id, "err", err, "in", delay)
 		t := time.NewTimer(delay)

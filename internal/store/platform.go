@@ -67,7 +67,8 @@ const (
 	EventOpened     = "opened"     // the tracking pixel of the message was fetched (tracking.go)
 	// EventClicked: a tracked link of the message was followed; the
 	// event's Reply holds the link's URL (tracking.go).
-	EventClicked = "clicked"
+	EventClicked   = "clicked"
+	EventSandboxed = "sandboxed" // a sandbox send: checked and rendered, never queued
 )
 
 // Event is one entry of the delivery log.

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/heraldmail/herald/internal/alias"
+	"github.com/heraldmail/herald/internal/simulator"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -36,6 +37,11 @@ type Tx struct {
 	tags     []string
 	metadata map[string]string
 	group    string // unsubscribe group whose suppressions apply too (Request)
+	// sandbox: a sandbox send (Pipeline.Sandbox) checks, records no
+	// "suppressed" event and queues nothing; sandboxSuppressed are the
+	// recipients a real send would skip.
+	sandbox           bool
+	sandboxSuppressed []string
 }
 
 // Mail is the envelope sender and its parameters.
@@ -113,6 +119,11 @@ func (t *Tx) Rcpt(ctx context.Context, r Recipient) error {
 	}
 	if !isLocal && !t.ident.Kind.relays() {
 		return refuseWith(ReasonRelayDenied, smtp.ErrRelayDenied)
+	}
+	if !isLocal {
+		if err := t.simulatorRcpt(norm); err != nil {
+			return err
+		}
 	}
 	if t.ident.Kind.relays() && t.ident.Kind != System {
 		if err := t.checkSuppressed(ctx, norm); err != nil {
@@ -233,8 +244,16 @@ func (t *Tx) checkSuppressed(ctx context.Context, addr string) error {
 	} else {
 		sup, err = t.p.st.IsSuppressed(ctx, acct, addr)
 	}
+	if o, ok := simulator.Lookup(addr); ok && o == simulator.Suppressed {
+		sup, err = true, nil // the simulator's suppressed@ is on every list
+	}
 	if err != nil || !sup {
 		return nil
+	}
+	if t.sandbox {
+		// A sandbox send records its own event for every recipient.
+		t.sandboxSuppressed = append(t.sandboxSuppressed, addr)
+		return t.suppressedRefusal(addr)
 	}
 	reply := "not sent: the address is on the suppression list"
 	if t.group != "" {
@@ -245,6 +264,10 @@ func (t *Tx) checkSuppressed(ctx context.Context, addr string) error {
 	if err := t.p.st.AddEvents(ctx, []store.Event{ev}); err != nil {
 		t.p.log.Error("recording a suppressed recipient", "account", acct, "rcpt", addr, "err", err)
 	}
+	return t.suppressedRefusal(addr)
+}
+
+func (t *Tx) suppressedRefusal(addr string) error {
 	r := refuse(ReasonSuppressed, 550, smtp.EnhancedCode{5, 1, 1}, "Recipient <%s> is on the suppression list (earlier hard bounce, complaint or unsubscribe)", addr)
 	r.mark = ErrSuppressed
 	return r

@@ -5,12 +5,13 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/queue"
+	"github.com/heraldmail/herald/internal/simulator"
 	"github.com/heraldmail/herald/internal/throttle"
 )
 
 // RemoteThrottle applies per-destination traffic shaping to remote
-// domains only; local delivery is never held back. It implements the
-// queue's throttle.
+// domains only; local delivery and the mailbox simulator are never held
+// back. It implements the queue's throttle.
 type RemoteThrottle struct {
 	T   *throttle.Throttle
 	Dir interface {
@@ -19,6 +20,9 @@ type RemoteThrottle struct {
 }
 
 func (r *RemoteThrottle) local(domain string) bool {
+	if simulator.IsDomain(domain) {
+		return true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ok, err := r.Dir.IsLocalDomain(ctx, domain)
@@ -37,6 +41,6 @@ func (r *RemoteThrottle) Acquire(domain string) (func(), time.Duration, bool) {
 // the destination's own server count: Herald's own deferrals (MTA-STS,
 // DANE, DNS or connection failures) carry no remote MTA.
 func (r *RemoteThrottle) Observe(domain string, a queue.Attempt) {
-	remote := a.RemoteMTA != "" && a.RemoteMTA != "local" && a.RemoteMTA != "http"
+	remote := a.RemoteMTA != "" && a.RemoteMTA != "local" && a.RemoteMTA != "http" && a.RemoteMTA != simulatorMTA
 	r.T.Observe(domain, throttle.Reply{Code: a.Code, Enhanced: a.Enhanced, Text: a.Text, Remote: remote})
 }

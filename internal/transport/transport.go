@@ -1,7 +1,7 @@
 // Package transport routes the recipients the queue hands over to where
-// they go: local mailboxes (Maildir), inbound HTTP routes, or the outbound
-// SMTP client. It also keeps the per-destination throttle off local
-// delivery.
+// they go: the mailbox simulator, local mailboxes (Maildir), inbound HTTP
+// routes, or the outbound SMTP client. It also keeps the per-destination
+// throttle off local and simulated delivery.
 package transport
 
 import (
@@ -15,6 +15,7 @@ import (
 	"github.com/heraldmail/herald/internal/local/httproute"
 	"github.com/heraldmail/herald/internal/msgauth/inbound"
 	"github.com/heraldmail/herald/internal/queue"
+	"github.com/heraldmail/herald/internal/simulator"
 	"github.com/heraldmail/herald/internal/smtp"
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -34,6 +35,8 @@ type Transport struct {
 	remote  *delivery.Client
 	poster  *httproute.Poster
 	log     *slog.Logger
+	// complaints takes the mailbox simulator's complaints (SetComplaints).
+	complaints Complainer
 }
 
 // New returns a Transport.
@@ -44,6 +47,11 @@ func New(dir Directory, maildir *local.Maildir, remote *delivery.Client, poster 
 // Deliver delivers rcpts of msg, all in domain, and returns one attempt
 // per recipient.
 func (t *Transport) Deliver(ctx context.Context, msg *store.Message, domain string, rcpts []store.Recipient, body func() (io.ReadCloser, error)) []queue.Attempt {
+	if simulator.IsDomain(domain) {
+		// First, before any lookup: the simulator's mail never leaves
+		// the process (see simulator.go).
+		return deliverSimulated(rcpts)
+	}
 	isLocal, err := t.dir.IsLocalDomain(ctx, domain)
 	if err != nil {
 		return allTemporary(rcpts, "directory lookup failed")
