@@ -656,6 +656,28 @@ var schema = []string{
 		value   BLOB NOT NULL,
 		expires INTEGER NOT NULL -- unix ns
 	) WITHOUT ROWID;`,
+	// 16: stored templates (issue 12): an account's templates and their
+	// numbered versions. IF NOT EXISTS, as 15: the step stands alone.
+	`CREATE TABLE IF NOT EXISTS templates (
+		id        TEXT PRIMARY KEY,
+		account   TEXT NOT NULL,
+		name      TEXT NOT NULL,
+		created   INTEGER NOT NULL, -- unix ns
+		latest    INTEGER NOT NULL, -- the newest version's number
+		activated INTEGER NOT NULL  -- the version activated, 0: the newest is active
+	) WITHOUT ROWID;
+	CREATE INDEX IF NOT EXISTS templates_account ON templates(account, id);
+	CREATE TABLE IF NOT EXISTS template_versions (
+		template_id TEXT NOT NULL,
+		version     INTEGER NOT NULL,
+		account     TEXT NOT NULL,
+		subject     TEXT NOT NULL,
+		text        TEXT NOT NULL,
+		html        TEXT NOT NULL,
+		created     INTEGER NOT NULL, -- unix ns
+		PRIMARY KEY (template_id, version)
+	);
+	CREATE INDEX IF NOT EXISTS template_versions_account ON template_versions(account);`,
 }
 
 // pageSize is the database page size, set when the database is created.
