@@ -54,7 +54,8 @@ var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "inte
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
 	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest", "internal/testutil/testacme",
-	"internal/exitcode", "internal/pidlock", "internal/logfile", "internal/privdrop", "internal/dnsbl")
+	"internal/exitcode", "internal/pidlock", "internal/logfile", "internal/privdrop", "internal/dnsbl",
+	"internal/tmpl")
 
 // Protocol and format packages speak or parse a standard; they hold no
 // state, so they import neither the store nor any stage.
