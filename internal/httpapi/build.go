@@ -31,6 +31,12 @@ type MessageRequest struct {
 	Headers     map[string]string `json:"headers,omitempty"` // custom header fields
 	Tags        []string          `json:"tags,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+
+	// Stored templates (issue 12): the template fills subject, text and
+	// html from data; see templates.go.
+	TemplateID      string       `json:"template_id,omitempty"`
+	TemplateVersion int          `json:"template_version,omitempty"` // 0: the active version
+	Data            TemplateData `json:"data,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

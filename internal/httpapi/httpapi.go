@@ -153,6 +153,10 @@ type Config struct {
 	WebhookAllowPrivate bool
 	// MaxWebhooks caps the webhooks of one account. Default 20.
 	MaxWebhooks int
+	// MaxTemplates caps the stored templates of one account. Default 200.
+	MaxTemplates int
+	// MaxTemplateVersions caps the versions of one template. Default 100.
+	MaxTemplateVersions int
 }
 
 func (c *Config) defaults() {
@@ -177,6 +181,12 @@ func (c *Config) defaults() {
 	if c.MaxWebhooks <= 0 {
 		c.MaxWebhooks = 20
 	}
+	if c.MaxTemplates <= 0 {
+		c.MaxTemplates = 200
+	}
+	if c.MaxTemplateVersions <= 0 {
+		c.MaxTemplateVersions = 100
+	}
 }
 
 // Deps are the API's collaborators. Platform, Messages and Submitter are
@@ -189,6 +199,9 @@ type Deps struct {
 	Alerts    AlertLister // optional: GET /v1/alerts
 	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
 	Explainer Explainer   // optional: GET /v1/messages/{id}/explain (404 without)
+	// Templates keeps stored templates (issue 12). Optional: without it
+	// /v1/templates answers 404 and a send naming template_id is refused.
+	Templates store.Templates
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -209,6 +222,7 @@ type api struct {
 	alerts AlertLister
 	rates  RateLimits
 	expl   Explainer
+	tpl    store.Templates
 	log    *slog.Logger
 	clock  clock.Clock
 	mux    *http.ServeMux
@@ -266,12 +280,20 @@ var routes = []route{
 	{"GET", "/v1/keys", needAdmin, []string{"account"}, (*api).listKeys},
 	{"POST", "/v1/keys", needAdmin, nil, (*api).addKey},
 	{"DELETE", "/v1/keys/{id}", needAdmin, nil, (*api).deleteKey},
+	{"GET", "/v1/templates", needRead, nil, (*api).listTemplates},
+	{"POST", "/v1/templates", needAdmin, nil, (*api).addTemplate},
+	{"GET", "/v1/templates/{id}", needRead, nil, (*api).getTemplate},
+	{"DELETE", "/v1/templates/{id}", needAdmin, nil, (*api).deleteTemplate},
+	{"POST", "/v1/templates/{id}/versions", needAdmin, nil, (*api).addTemplateVersion},
+	{"GET", "/v1/templates/{id}/versions/{version}", needRead, nil, (*api).getTemplateVersion},
+	{"POST", "/v1/templates/{id}/versions/{version}/activate", needAdmin, nil, (*api).activateTemplateVersion},
+	{"POST", "/v1/templates/{id}/render", needRead, nil, (*api).renderTemplate},
 }
 
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, tpl: deps.Templates, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -58,6 +58,9 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
 		}
+		if err := a.applyTemplate(r.Context(), c.account(), &req); err != nil {
+			return err
+		}
 		var b *built
 		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
 		if err == nil {
