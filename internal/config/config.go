@@ -117,6 +117,11 @@ type PlatformConfig struct {
 	WebhookAllowPrivate bool `toml:"webhook_allow_private"`
 	// MaxWebhooksPerAccount caps the webhooks one account may create.
 	MaxWebhooksPerAccount int `toml:"max_webhooks_per_account"`
+	// MaxTemplatesPerAccount caps the stored templates of one account
+	// (issue 12).
+	MaxTemplatesPerAccount int `toml:"max_templates_per_account"`
+	// MaxTemplateVersions caps the versions of one stored template.
+	MaxTemplateVersions int `toml:"max_template_versions"`
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of
@@ -430,7 +435,9 @@ func Default() *Config {
 			WebhookTimeout: 10 * time.Second,
 			WebhookMaxAge:  24 * time.Hour,
 
-			MaxWebhooksPerAccount: 20,
+			MaxWebhooksPerAccount:  20,
+			MaxTemplatesPerAccount: 200,
+			MaxTemplateVersions:    100,
 		},
 		Alerts: AlertsConfig{
 			Enabled:          true,
