@@ -66,8 +66,8 @@ type errorBody struct {
 }
 
 type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    string       `json:"code"`
+	Message string       `json:"message"`
 	Field   string       `json:"field,omitempty"`
 	Errors  []FieldError `json:"errors,omitempty"`
 }
