@@ -129,7 +129,7 @@ func Parse(k Kind, src string) (*Template, error) {
 	if !utf8.ValidString(src) {
 		return nil, &SyntaxError{Line: 1, Column: 1, Msg: "the template is not valid UTF-8"}
 	}
-	p := &parser{src: src, kind: k}
+	p := &parser{src: src, kind: k, posLine: 1, posCol: 1}
 	if k == HTML {
 		p.html = &htmlScanner{}
 	}
@@ -156,14 +156,25 @@ type parser struct {
 	html  *htmlScanner
 	stack []*frame
 	each  int // open #each blocks
+
+	posOff, posLine, posCol int // the last position computed (see pos)
 }
 
-// pos returns the 1-based line and column of byte offset off.
+// pos returns the 1-based line and column of byte offset off. The parser
+// asks in increasing order, so it counts on from the last answer.
 func (p *parser) pos(off int) (int, int) {
-	before := p.src[:off]
-	line := strings.Count(before, "\n") + 1
-	col := utf8.RuneCountInString(before[strings.LastIndexByte(before, '\n')+1:]) + 1
-	return line, col
+	if off < p.posOff {
+		p.posOff, p.posLine, p.posCol = 0, 1, 1
+	}
+	for _, r := range p.src[p.posOff:off] {
+		if r == '\n' {
+			p.posLine, p.posCol = p.posLine+1, 1
+		} else {
+			p.posCol++
+		}
+	}
+	p.posOff = off
+	return p.posLine, p.posCol
 }
 
 func (p *parser) errAt(off int, format string, args ...any) error {
