@@ -227,7 +227,8 @@ type api struct {
 	clock  clock.Clock
 	mux    *http.ServeMux
 
-	idem keyLocks // serialises requests sharing an Idempotency-Key
+	idem   keyLocks    // serialises requests sharing an Idempotency-Key
+	parsed parsedCache // parsed template versions (templates.go)
 }
 
 // access is what a route requires of the caller's key.

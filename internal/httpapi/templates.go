@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/heraldmail/herald/internal/store"
@@ -381,11 +382,17 @@ func (a *api) renderStored(ctx context.Context, account, id string, n int, data 
 	if err != nil {
 		return v, tmpl.Output{}, err
 	}
-	set, errs := parseParts(v.Subject, v.Text, v.HTML)
-	if len(errs) > 0 {
-		// Checked when stored; a version stored by another release of
-		// Herald may parse differently.
-		return v, tmpl.Output{}, fieldErrors("the stored template cannot be used", errs)
+	key := account + "\x00" + id + "\x00" + strconv.Itoa(v.Version) + "\x00" + strconv.FormatInt(v.Created.UnixNano(), 10)
+	set, ok := a.parsed.get(key)
+	if !ok {
+		var errs []FieldError
+		set, errs = parseParts(v.Subject, v.Text, v.HTML)
+		if len(errs) > 0 {
+			// Checked when stored; a version stored by another release of
+			// Herald may parse differently.
+			return v, tmpl.Output{}, fieldErrors("the stored template cannot be used", errs)
+		}
+		a.parsed.put(key, set)
 	}
 	out, err := set.Render(data)
 	var re *tmpl.RenderError
@@ -445,4 +452,33 @@ func (a *api) applyTemplate(ctx context.Context, account string, req *MessageReq
 		return fieldErrors("the request and its template both give a part", conflicts)
 	}
 	return nil
+}
+
+// parsedCacheSize bounds the parsed template versions kept in memory.
+const parsedCacheSize = 256
+
+// parsedCache keeps parsed template versions, so that the sends of a
+// batch parse their template once. Versions never change once stored, and
+// the key holds the version's creation time besides its number, so an
+// entry can only be stale for a template deleted and stored again under
+// the same ID at the same nanosecond.
+type parsedCache struct {
+	mu sync.Mutex
+	m  map[string]tmpl.Set
+}
+
+func (c *parsedCache) get(key string) (tmpl.Set, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.m[key]
+	return s, ok
+}
+
+func (c *parsedCache) put(key string, s tmpl.Set) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= parsedCacheSize {
+		c.m = make(map[string]tmpl.Set) // start over: simpler than LRU, and rare
+	}
+	c.m[key] = s
 }
