@@ -46,3 +46,30 @@ func BenchmarkRender64KiB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRenderTypical renders a typical transactional message: a
+// subject, a 1 KiB text part and a 4 KiB HTML part with a dozen values and
+// five order lines.
+func BenchmarkRenderTypical(b *testing.B) {
+	html := `<html><body><h1>Thanks, {{user.first}}!</h1><p>Order {{order.id}} of {{order.date}}</p><table>{{#each rows}}<tr><td>{{name}}</td><td><a href="{{url}}">view</a></td></tr>{{/each}}</table>` +
+		strings.Repeat(`<p style="margin:0">Some fixed marketing text that does not change between messages.</p>`, 40) + `<p>{{user.last}}</p></body></html>`
+	set := Set{}
+	var err error
+	if set.Subject, err = Parse(Subject, "Your order {{order.id}}, {{user.first}}"); err != nil {
+		b.Fatal(err)
+	}
+	if set.Text, err = Parse(Text, strings.Repeat("Hello {{user.first}} {{user.last}}, order {{order.id}}.\n", 16)); err != nil {
+		b.Fatal(err)
+	}
+	if set.HTML, err = Parse(HTML, html); err != nil {
+		b.Fatal(err)
+	}
+	data := benchData()
+	data["rows"] = data["rows"].([]any)[:5]
+	data["order"].(map[string]any)["date"] = "2026-12-02"
+	for b.Loop() {
+		if _, err := set.Render(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
