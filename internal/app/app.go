@@ -294,15 +294,21 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 	}
 	mux := http.NewServeMux()
 	api := &gateway.API{Pipeline: a.pipeline}
+	links, err := a.setupUnsubscribe(cfg)
+	if err != nil {
+		return nil, err
+	}
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Hostname: cfg.Server.Hostname, MaxRecipients: cfg.Limits.MaxRecipients,
 		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize), UploadTimeout: cfg.HTTP.UploadTimeout,
 		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount,
 		MaxTemplates: cfg.Platform.MaxTemplatesPerAccount, MaxTemplateVersions: cfg.Platform.MaxTemplateVersions}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(), Explainer: a.explainer,
-		Templates: a.store,
+		Templates:   a.store,
+		Unsubscribe: links,
 	}))
 	a.mountWellKnown(mux)
+	a.mountUnsubscribe(mux)
 	if cfg.Console.Enabled {
 		con, err := a.newConsole(cfg, res, a.consoleSources())
 		if err != nil {

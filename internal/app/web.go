@@ -15,6 +15,7 @@ import (
 	"github.com/heraldmail/herald/internal/config"
 	"github.com/heraldmail/herald/internal/httpapi"
 	"github.com/heraldmail/herald/internal/ratelimit"
+	"github.com/heraldmail/herald/internal/unsubscribe"
 	"github.com/heraldmail/herald/internal/wellknown"
 )
 
@@ -28,6 +29,7 @@ type web struct {
 	https    *http.Server // :443 (acme.https_address)
 	httpLns  []net.Listener
 	httpsLns []net.Listener
+	unsub    *unsubscribe.Handler // one-click unsubscribe links (unsubscribe.go)
 }
 
 // newWellKnown builds the handler of the documents clients and senders
@@ -121,10 +123,21 @@ func (a *App) setupWeb(cfg *config.Config, opts Options) error {
 		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes, Logger: a.log}
 	// The handler is built once the submission listeners are bound.
 	wk := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.web.wk.ServeHTTP(w, r) })
-	a.web.https = httpapi.NewServer(wk, scfg)
+	a.web.https = httpapi.NewServer(withUnsubscribe(wk, a), scfg)
 	a.web.https.TLSConfig = m.TLSConfig(a.tls)
 	a.web.http = httpapi.NewServer(m.HTTPHandler(plainHandler(wk, m)), scfg)
 	return nil
+}
+
+// withUnsubscribe serves the one-click unsubscribe links before next.
+func withUnsubscribe(next http.Handler, a *App) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, unsubscribe.Path) && a.web.unsub != nil {
+			a.web.unsub.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // plainHandler serves plain HTTP (port 80) after the ACME challenges:

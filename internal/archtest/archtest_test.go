@@ -47,8 +47,10 @@ var stages = map[string]int{
 // internal/stats: delivery statistics from the rollups.
 // internal/explain: why a message is not delivered yet, from the queue,
 // the event log, the destinations' back-off and the suppressions.
+// internal/unsubscribe: one-click unsubscribe tokens and their public page.
 var services = set("internal/auth", "internal/webhook", "internal/tlsrpt", "internal/dnscheck", "internal/throttle",
-	"internal/console", "internal/acme", "internal/wellknown", "internal/stats", "internal/explain")
+	"internal/console", "internal/acme", "internal/wellknown", "internal/stats", "internal/explain",
+	"internal/unsubscribe")
 
 // Foundations import nothing of ours but each other.
 var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "internal/message",

@@ -122,6 +122,19 @@ type PlatformConfig struct {
 	MaxTemplatesPerAccount int `toml:"max_templates_per_account"`
 	// MaxTemplateVersions caps the versions of one stored template.
 	MaxTemplateVersions int `toml:"max_template_versions"`
+	// PublicURL is the base URL (scheme and host, optionally a port; no
+	// path) of the links Herald puts into mail and serves itself, such as
+	// one-click unsubscribe; "" means "https://" + server.hostname.
+	PublicURL string `toml:"public_url"`
+}
+
+// PublicBaseURL returns platform.public_url without a trailing slash, or
+// "https://" + server.hostname when it is not set.
+func (c *Config) PublicBaseURL() string {
+	if c.Platform.PublicURL == "" {
+		return "https://" + c.Server.Hostname
+	}
+	return strings.TrimSuffix(c.Platform.PublicURL, "/")
 }
 
 // ChecksConfig is the [checks] section: how the authentication checks of

@@ -160,6 +160,7 @@ func (c *Config) fields() []field {
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
 		intField("platform.max_templates_per_account", &c.Platform.MaxTemplatesPerAccount, 1, 1<<20),
 		intField("platform.max_template_versions", &c.Platform.MaxTemplateVersions, 1, 10000),
+		strField("platform.public_url", &c.Platform.PublicURL, checkOptional(checkPublicURL)),
 
 		boolField("alerts.enabled", &c.Alerts.Enabled),
 		durField("alerts.interval", &c.Alerts.Interval, false),

@@ -23,10 +23,13 @@ func (g *API) Submit(ctx context.Context, s *httpapi.Submission) (string, error)
 	}
 	req := &submit.Request{
 		Identity: submit.Identity{Kind: submit.APIKey, Account: s.Account, Source: "api"},
+		ID:       s.ID,
 		From:     from,
 		Body:     bytes.NewReader(s.Raw),
 		Tags:     s.Tags,
 		Metadata: s.Metadata,
+
+		UnsubscribeGroup: s.UnsubscribeGroup,
 	}
 	for _, r := range s.Recipients {
 		req.Recipients = append(req.Recipients, submit.Recipient{Address: r})

@@ -31,6 +31,10 @@ type MessageRequest struct {
 	Headers     map[string]string `json:"headers,omitempty"` // custom header fields
 	Tags        []string          `json:"tags,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// One-click unsubscribe (unsubscribe.go): the group the message
+	// belongs to, and whether to add the link without a group.
+	UnsubscribeGroup string `json:"unsubscribe_group,omitempty"`
+	ListUnsubscribe  bool   `json:"list_unsubscribe,omitempty"`
 
 	// Stored templates (issue 12): the template fills subject, text and
 	// html from data; see templates.go.

@@ -51,6 +51,8 @@ type Platform interface {
 	ListWebhookDeliveries(ctx context.Context, account, webhookID string, limit int) ([]store.WebhookDelivery, error)
 
 	PutIdempotency(ctx context.Context, account, key, messageID string, t time.Time) (string, error)
+
+	Groups // unsubscribe groups and group suppressions (unsubscribe.go)
 }
 
 // Messages gives the live queue state of a message (per-recipient status).
@@ -78,6 +80,14 @@ type Submission struct {
 	Raw          []byte            // the message, CRLF line endings
 	Tags         []string          // copied onto every event
 	Metadata     map[string]string // copied onto every event
+	// ID is the queue ID chosen by the API before building, "" to let
+	// the pipeline choose (one-click unsubscribe and tracking links name
+	// it).
+	ID string
+	// UnsubscribeGroup is the message's unsubscribe group (one-click
+	// unsubscribe): recipients suppressed in it, or globally, are
+	// skipped. "" checks the global suppressions only.
+	UnsubscribeGroup string
 }
 
 // Submitter queues a message exactly like SMTP submission: it checks that
@@ -157,6 +167,9 @@ type Config struct {
 	MaxTemplates int
 	// MaxTemplateVersions caps the versions of one template. Default 100.
 	MaxTemplateVersions int
+	// MaxUnsubscribeGroups caps the unsubscribe groups of one account.
+	// Default 100.
+	MaxUnsubscribeGroups int
 }
 
 func (c *Config) defaults() {
@@ -187,6 +200,9 @@ func (c *Config) defaults() {
 	if c.MaxTemplateVersions <= 0 {
 		c.MaxTemplateVersions = 100
 	}
+	if c.MaxUnsubscribeGroups <= 0 {
+		c.MaxUnsubscribeGroups = 100
+	}
 }
 
 // Deps are the API's collaborators. Platform, Messages and Submitter are
@@ -202,8 +218,11 @@ type Deps struct {
 	// Templates keeps stored templates (issue 12). Optional: without it
 	// /v1/templates answers 404 and a send naming template_id is refused.
 	Templates store.Templates
-	Logger    *slog.Logger
-	Clock     clock.Clock
+	// Unsubscribe makes one-click unsubscribe links; without it a message
+	// asking for one is refused.
+	Unsubscribe UnsubscribeLinks
+	Logger      *slog.Logger
+	Clock       clock.Clock
 }
 
 //go:embed openapi.json
@@ -223,6 +242,8 @@ type api struct {
 	rates  RateLimits
 	expl   Explainer
 	tpl    store.Templates
+	links  UnsubscribeLinks
+	groups Groups
 	log    *slog.Logger
 	clock  clock.Clock
 	mux    *http.ServeMux
@@ -263,9 +284,14 @@ var routes = []route{
 	{"GET", "/v1/messages/{id}", needRead, nil, (*api).getMessage},
 	{"GET", "/v1/messages/{id}/explain", needRead, nil, (*api).explainMessage},
 	{"GET", "/v1/events", needRead, eventParams, (*api).listEvents},
-	{"GET", "/v1/suppressions", needRead, pageParams, (*api).listSuppressions},
+	{"GET", "/v1/suppressions", needRead, []string{"cursor", "limit", "kind", "group"}, (*api).listSuppressions},
 	{"POST", "/v1/suppressions", needAdmin, nil, (*api).addSuppression},
-	{"DELETE", "/v1/suppressions/{address}", needAdmin, nil, (*api).deleteSuppression},
+	{"DELETE", "/v1/suppressions/{address}", needAdmin, []string{"group"}, (*api).deleteSuppression},
+	{"GET", "/v1/unsubscribe-groups", needRead, nil, (*api).listGroups},
+	{"POST", "/v1/unsubscribe-groups", needAdmin, nil, (*api).addGroup},
+	{"GET", "/v1/unsubscribe-groups/{id}", needRead, nil, (*api).getGroup},
+	{"PATCH", "/v1/unsubscribe-groups/{id}", needAdmin, nil, (*api).patchGroup},
+	{"DELETE", "/v1/unsubscribe-groups/{id}", needAdmin, nil, (*api).deleteGroup},
 	{"GET", "/v1/webhooks", needRead, nil, (*api).listWebhooks},
 	{"POST", "/v1/webhooks", needAdmin, nil, (*api).addWebhook},
 	{"DELETE", "/v1/webhooks/{id}", needAdmin, nil, (*api).deleteWebhook},
@@ -294,7 +320,8 @@ var routes = []route{
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, tpl: deps.Templates, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock,
+		links: deps.Unsubscribe, groups: deps.Platform, tpl: deps.Templates}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -65,6 +65,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
 		if err == nil {
 			sub = &Submission{EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
+			err = a.listUnsubscribe(r.Context(), c.account(), &req, sub)
 		}
 	default:
 		return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "Content-Type must be application/json or message/rfc822"}

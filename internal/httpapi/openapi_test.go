@@ -270,6 +270,22 @@ func TestOpenAPIResponses(t *testing.T) {
 	status(e.del("/v1/suppressions/s1@example.org", adm), 404)
 	status(e.del("/v1/suppressions/nonsense", adm), 400)
 
+	// unsubscribe groups (unsubscribe_test.go covers them in depth)
+	status(e.post("/v1/unsubscribe-groups", adm, map[string]string{"id": "news", "name": "News", "description": "weekly"}), 201)
+	status(e.post("/v1/unsubscribe-groups", adm, map[string]string{"id": "news", "name": "Again"}), 409)
+	status(e.get("/v1/unsubscribe-groups", rd), 200)
+	status(e.get("/v1/unsubscribe-groups", ""), 401)
+	status(e.get("/v1/unsubscribe-groups/news", rd), 200)
+	status(e.get("/v1/unsubscribe-groups/none", rd), 404)
+	status(e.do("PATCH", "/v1/unsubscribe-groups/news", adm, "application/json", strings.NewReader(`{"name":"Newsletter"}`)), 200)
+	status(e.do("PATCH", "/v1/unsubscribe-groups/news", adm, "application/json", strings.NewReader(`{"name":""}`)), 400)
+	status(e.post("/v1/suppressions", adm, map[string]string{"address": "g1@example.org", "group": "news", "reason": "unsubscribe"}), 201)
+	status(e.get("/v1/suppressions?group=news&kind=unsubscribe", rd), 200)
+	status(e.get("/v1/suppressions?kind=weird", rd), 400)
+	status(e.del("/v1/suppressions/g1@example.org?group=news", adm), 204)
+	status(e.del("/v1/unsubscribe-groups/news", adm), 204)
+	status(e.del("/v1/unsubscribe-groups/news", adm), 404)
+
 	// webhooks
 	status(e.get("/v1/webhooks", rd), 200)
 	status(e.get("/v1/webhooks?all=1", rd), 400)

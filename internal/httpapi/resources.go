@@ -27,6 +27,7 @@ const (
 var EventTypes = []string{
 	store.EventAccepted, store.EventDeferred, store.EventDelivered, store.EventBounced,
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
+	store.EventUnsubscribed,
 }
 
 // query checks that the request has only the allowed query parameters.
@@ -114,9 +115,15 @@ func (a *api) listEvents(w http.ResponseWriter, r *http.Request, c *caller) erro
 // suppressionView is a suppression list entry.
 type suppressionView struct {
 	Address string     `json:"address"`
+	Kind    string     `json:"kind"`
+	Group   string     `json:"group,omitempty"`
 	Reason  string     `json:"reason"`
 	Detail  string     `json:"detail,omitempty"`
 	Created *time.Time `json:"created,omitempty"`
+}
+
+func toSuppressionView(s store.Suppression) suppressionView {
+	return suppressionView{Address: s.Address, Kind: s.Kind, Group: s.Group, Reason: s.Reason, Detail: s.Detail, Created: ts(s.Created)}
 }
 
 type suppressionPage struct {
@@ -124,23 +131,34 @@ type suppressionPage struct {
 	NextCursor   string            `json:"next_cursor,omitempty"`
 }
 
+// listSuppressions lists every suppression of the account (global and
+// per group), or those of one kind (kind=) or one group (group=; empty:
+// the global ones).
 func (a *api) listSuppressions(w http.ResponseWriter, r *http.Request, c *caller) error {
 	q := r.URL.Query() // parameters checked by wrap (route.params)
 	limit, err := pageLimit(q)
 	if err != nil {
 		return err
 	}
-	ss, err := a.p.ListSuppressions(r.Context(), c.account(), q.Get("cursor"), limit+1)
+	f := store.SuppressionFilter{Account: c.account(), Kind: q.Get("kind"), Limit: limit + 1}
+	if f.Kind != "" && !store.ValidSuppressionKind(f.Kind) {
+		return errInvalid("kind", "kind must be bounce, complaint, unsubscribe or manual")
+	}
+	if q.Has("group") {
+		f.ByGroup, f.Group = true, q.Get("group")
+	}
+	f.After, f.AfterGroup = parseSuppressionCursor(q.Get("cursor"))
+	ss, err := a.p.FindSuppressions(r.Context(), f)
 	if err != nil {
 		return err
 	}
 	page := suppressionPage{Suppressions: make([]suppressionView, 0, len(ss))}
 	if len(ss) > limit {
 		ss = ss[:limit]
-		page.NextCursor = ss[len(ss)-1].Address
+		page.NextCursor = suppressionCursor(ss[len(ss)-1])
 	}
 	for _, s := range ss {
-		page.Suppressions = append(page.Suppressions, suppressionView{Address: s.Address, Reason: s.Reason, Detail: s.Detail, Created: ts(s.Created)})
+		page.Suppressions = append(page.Suppressions, toSuppressionView(s))
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
@@ -150,6 +168,8 @@ type suppressionRequest struct {
 	Address string `json:"address"`
 	Reason  string `json:"reason,omitempty"`
 	Detail  string `json:"detail,omitempty"`
+	Kind    string `json:"kind,omitempty"`
+	Group   string `json:"group,omitempty"`
 }
 
 // normAddress validates an address and returns it lower-cased.
@@ -173,26 +193,43 @@ func (a *api) addSuppression(w http.ResponseWriter, r *http.Request, c *caller) 
 	if req.Reason == "" {
 		req.Reason = store.SuppressManual
 	}
-	if req.Reason != store.SuppressManual && req.Reason != store.SuppressHardBounce && req.Reason != store.SuppressComplaint {
-		return errInvalid("reason", "reason must be manual, hard_bounce or complaint")
+	switch req.Reason {
+	case store.SuppressManual, store.SuppressHardBounce, store.SuppressComplaint, store.SuppressUnsubscribe:
+	default:
+		return errInvalid("reason", "reason must be manual, hard_bounce, complaint or unsubscribe")
+	}
+	if req.Kind == "" {
+		req.Kind = store.SuppressionKind(req.Reason)
+	}
+	if !store.ValidSuppressionKind(req.Kind) {
+		return errInvalid("kind", "kind must be bounce, complaint, unsubscribe or manual")
 	}
 	if err := checkText("detail", req.Detail, 1000); err != nil {
 		return err
 	}
-	s := store.Suppression{Account: c.account(), Address: addr, Reason: req.Reason, Detail: req.Detail, Created: a.clock.Now()}
+	if req.Group != "" {
+		if _, err := a.p.GetUnsubscribeGroup(r.Context(), c.account(), req.Group); errors.Is(err, store.ErrNotFound) {
+			return errInvalid("group", "no unsubscribe group %q in this account", req.Group)
+		} else if err != nil {
+			return err
+		}
+	}
+	s := store.Suppression{Account: c.account(), Address: addr, Reason: req.Reason, Detail: req.Detail, Kind: req.Kind, Group: req.Group, Created: a.clock.Now()}
 	if err := a.p.AddSuppression(r.Context(), s); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, suppressionView{Address: s.Address, Reason: s.Reason, Detail: s.Detail, Created: ts(s.Created)})
+	writeJSON(w, http.StatusCreated, toSuppressionView(s))
 	return nil
 }
 
+// deleteSuppression removes the global suppression of an address, or its
+// suppression in one group (group=).
 func (a *api) deleteSuppression(w http.ResponseWriter, r *http.Request, c *caller) error {
 	addr, err := normAddress("address", r.PathValue("address"))
 	if err != nil {
 		return err
 	}
-	if err := a.p.DeleteSuppression(r.Context(), c.account(), addr); err != nil {
+	if err := a.p.RemoveSuppression(r.Context(), c.account(), addr, r.URL.Query().Get("group")); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return errNotFound("address not on the suppression list")
 		}

@@ -116,6 +116,12 @@ type Suppression struct {
 	Reason  string
 	Detail  string // the bounce reply or complaint summary
 	Created time.Time
+	// Kind is KindBounce, KindComplaint, KindUnsubscribe or KindManual;
+	// "" when adding means SuppressionKind(Reason).
+	Kind string
+	// Group is the unsubscribe group the suppression applies to; "" is
+	// global: all mail of the account (unsubscribe.go).
+	Group string
 }
 
 // Webhook is an account's subscription to event types.
@@ -221,6 +227,9 @@ type Platform interface {
 	// PruneEvents deletes events older than before; returns how many.
 	PruneEvents(ctx context.Context, before time.Time) (int, error)
 
+	// AddSuppression adds or replaces the suppression of s.Address in
+	// s.Group ("" global). The other three act on global suppressions
+	// only; Unsubscribes has the per-group ones.
 	AddSuppression(ctx context.Context, s Suppression) error // replaces
 	DeleteSuppression(ctx context.Context, account, address string) error
 	IsSuppressed(ctx context.Context, account, address string) (bool, error)

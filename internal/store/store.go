@@ -352,6 +352,7 @@ type Store interface {
 	ACMEStore
 	Rollups
 	Templates
+	Unsubscribes
 	Close() error
 }
 

@@ -9,6 +9,11 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
+// oversign are the fields signed once more than they occur: From, and the
+// one-click unsubscribe fields (RFC 8058 §4 wants them signed), so that
+// nobody can add another instance without breaking the signature.
+var oversign = []string{"From", "List-Unsubscribe", "List-Unsubscribe-Post"}
+
 // signer is the spool processor that DKIM-signs outgoing mail with the
 // active keys of its From: domain (RSA and Ed25519 both when both are
 // active). It signs only a domain the identity may use: for submissions the
@@ -49,7 +54,7 @@ func (p *signer) Header(ctx context.Context, msg *store.Message, header []byte) 
 	for i, k := range keys {
 		dk[i] = dkim.Key{Domain: k.Domain, Selector: k.Selector, PrivateKey: k.PrivateKey}
 	}
-	if p.s, err = dkim.NewSigner(dk, dkim.SignOptions{}); err != nil {
+	if p.s, err = dkim.NewSigner(dk, dkim.SignOptions{Oversign: oversign}); err != nil {
 		log.Error("not signing: bad DKIM key", "domain", domain, "err", err)
 	}
 	return header, nil

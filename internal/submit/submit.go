@@ -27,6 +27,8 @@ type Store interface {
 	UserAccount(ctx context.Context, address string) (string, error)
 	GetAccount(ctx context.Context, id string) (store.Account, error)
 	IsSuppressed(ctx context.Context, account, address string) (bool, error)
+	// SuppressedFor: suppressed globally or in an unsubscribe group.
+	SuppressedFor(ctx context.Context, account, address, group string) (bool, error)
 	AddEvents(ctx context.Context, evs []store.Event) error
 	ActiveDKIMKeys(ctx context.Context, domain string) ([]store.DKIMKey, error)
 	// The sending-rate windows of users and accounts, shared by every
@@ -199,6 +201,10 @@ type Request struct {
 	Body       io.Reader
 	Tags       []string
 	Metadata   map[string]string
+	// UnsubscribeGroup is the message's unsubscribe group (one-click
+	// unsubscribe): a recipient suppressed in it, or globally, is
+	// skipped. "" checks the global suppressions only.
+	UnsubscribeGroup string
 }
 
 // Recipient is one envelope recipient with its DSN parameters.
@@ -237,6 +243,7 @@ func (p *Pipeline) Submit(ctx context.Context, req *Request) (Result, error) {
 		tx.id = req.ID
 	}
 	tx.tags, tx.metadata = req.Tags, req.Metadata
+	tx.group = req.UnsubscribeGroup
 	if err := tx.Mail(ctx, Mail{From: req.From, Ret: req.Ret, EnvID: req.EnvID, SMTPUTF8: req.SMTPUTF8}); err != nil {
 		return Result{}, err
 	}

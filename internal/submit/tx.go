@@ -35,6 +35,7 @@ type Tx struct {
 	ratesSet bool
 	tags     []string
 	metadata map[string]string
+	group    string // unsubscribe group whose suppressions apply too (Request)
 }
 
 // Mail is the envelope sender and its parameters.
@@ -220,16 +221,27 @@ func (t *Tx) resolveLocal(ctx context.Context, addr smtp.Address, r Recipient) (
 	return out, nil
 }
 
-// checkSuppressed refuses a recipient on the account's suppression list and
-// records a "suppressed" event. A failed lookup does not stop mail.
+// checkSuppressed refuses a recipient on the account's suppression list
+// (the global one, and the message's unsubscribe group's) and records a
+// "suppressed" event. A failed lookup does not stop mail.
 func (t *Tx) checkSuppressed(ctx context.Context, addr string) error {
 	acct := t.ident.account()
-	sup, err := t.p.st.IsSuppressed(ctx, acct, addr)
+	var sup bool
+	var err error
+	if t.group != "" {
+		sup, err = t.p.st.SuppressedFor(ctx, acct, addr, t.group)
+	} else {
+		sup, err = t.p.st.IsSuppressed(ctx, acct, addr)
+	}
 	if err != nil || !sup {
 		return nil
 	}
+	reply := "not sent: the address is on the suppression list"
+	if t.group != "" {
+		reply = "not sent: the address is on the suppression list (globally or for unsubscribe group " + t.group + ")"
+	}
 	ev := store.Event{Time: t.p.now(), Type: store.EventSuppressed, Account: acct, MessageID: t.id, Recipient: addr,
-		Sender: t.mail.From, Tags: t.tags, Metadata: t.metadata, Reply: "not sent: the address is on the suppression list"}
+		Sender: t.mail.From, Tags: t.tags, Metadata: t.metadata, Reply: reply}
 	if err := t.p.st.AddEvents(ctx, []store.Event{ev}); err != nil {
 		t.p.log.Error("recording a suppressed recipient", "account", acct, "rcpt", addr, "err", err)
 	}

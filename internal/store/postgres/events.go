@@ -126,14 +126,9 @@ var addEventsSQL = `WITH v AS (
 	CASE WHEN queued <> 0 THEN time - queued END AS lat FROM v)`) + `
 SELECT id FROM e ORDER BY id`
 
-// AddEvents appends events not tied to a queue change and fans them out
-// to the matching webhooks, in one transaction. An empty Account is
-// store.DefaultAccount and a zero Time is now; the IDs, accounts and times
-// assigned are written back into evs.
-func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
+// eventArgs fills in the defaults of evs (DefaultAccount, now) and returns
+// addEventsSQL's arguments for them.
+func eventArgs(evs []store.Event) ([]any, error) {
 	n := len(evs)
 	times, attempts := make([]int64, n), make([]int32, n)
 	types, accounts, msgIDs, rcpts, senders := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -143,7 +138,7 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 	for i := range evs {
 		e := &evs[i]
 		if e.Type == "" {
-			return fmt.Errorf("postgres store: add events: event %d has no type", i)
+			return nil, fmt.Errorf("postgres store: add events: event %d has no type", i)
 		}
 		if e.Account == "" {
 			e.Account = store.DefaultAccount
@@ -153,7 +148,7 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 		}
 		tags, meta, err := encodeTagsMeta(e.Tags, e.Metadata)
 		if err != nil {
-			return fmt.Errorf("postgres store: add events: %w", err)
+			return nil, fmt.Errorf("postgres store: add events: %w", err)
 		}
 		times[i], types[i], accounts[i], msgIDs[i], rcpts[i], senders[i] = e.Time.UnixNano(), e.Type, e.Account, e.MessageID, e.Recipient, e.Sender
 		mtas[i], replies[i], enhs[i], tlss[i], bounces[i] = e.RemoteMTA, e.Reply, e.Enhanced, e.TLS, e.Bounce
@@ -162,10 +157,26 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 			queued[i] = e.Queued.UnixNano()
 		}
 	}
+	return []any{times, types, accounts, msgIDs, rcpts, senders, mtas, replies, enhs,
+		tlss, bounces, attempts, tagss, metas, queued}, nil
+}
+
+// AddEvents appends events not tied to a queue change and fans them out
+// to the matching webhooks, in one transaction. An empty Account is
+// store.DefaultAccount and a zero Time is now; the IDs, accounts and times
+// assigned are written back into evs.
+func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	n := len(evs)
+	qargs, err := eventArgs(evs)
+	if err != nil {
+		return err
+	}
 	var ids []int64
 	for retries := 0; ; retries++ {
-		rows, err := s.pool.Query(ctx, addEventsSQL, times, types, accounts, msgIDs, rcpts, senders, mtas, replies, enhs,
-			tlss, bounces, attempts, tagss, metas, queued)
+		rows, err := s.pool.Query(ctx, addEventsSQL, qargs...)
 		if err == nil {
 			ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 		}

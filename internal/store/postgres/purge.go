@@ -36,6 +36,7 @@ var accountOwnRows = []string{
 	`DELETE FROM webhooks WHERE account = $1`, // their deliveries go with the events
 	`DELETE FROM routes WHERE account = $1`,
 	`DELETE FROM templates WHERE account = $1`, // their versions are purged in chunks
+	`DELETE FROM unsubscribe_groups WHERE account = $1`,
 	// Its rollups (those of all accounts keep counting its events).
 	`DELETE FROM rollup_counts WHERE res IN (60, 3600, 86400) AND account = $1`,
 	`DELETE FROM rollup_latency WHERE res IN (60, 3600, 86400) AND account = $1`,

@@ -374,7 +374,25 @@ var schema = []string{
 	// (account ''), in shards (rollups.go). Filled once from the events
 	// already stored; from then on every event insert maintains them.
 	rollupsMigration,
-	// 8: stored templates (issue 12): an account's templates and their
+	// 8: one-click unsubscribe (issue 12): the accounts' unsubscribe
+	// groups; suppressions gain a kind (bounce, complaint, unsubscribe,
+	// manual: mapped from the reason) and a group ('' global), which joins
+	// the primary key. Written so that it can run again.
+	`CREATE TABLE IF NOT EXISTS unsubscribe_groups (
+		account     text COLLATE "C" NOT NULL,
+		id          text COLLATE "C" NOT NULL,
+		name        text NOT NULL,
+		description text NOT NULL,
+		created     bigint NOT NULL, -- unix ns
+		PRIMARY KEY (account, id)
+	);
+	ALTER TABLE suppressions ADD COLUMN IF NOT EXISTS grp text COLLATE "C" NOT NULL DEFAULT '';
+	ALTER TABLE suppressions ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT '';
+	UPDATE suppressions SET kind = CASE reason WHEN 'hard_bounce' THEN 'bounce' WHEN 'complaint' THEN 'complaint'
+		WHEN 'unsubscribe' THEN 'unsubscribe' ELSE 'manual' END WHERE kind = '';
+	ALTER TABLE suppressions DROP CONSTRAINT IF EXISTS suppressions_pkey;
+	ALTER TABLE suppressions ADD CONSTRAINT suppressions_pkey PRIMARY KEY (account, address, grp);`,
+	// 9: stored templates (issue 12): an account's templates and their
 	// numbered versions. IF NOT EXISTS, as 6: the step stands alone.
 	`CREATE TABLE IF NOT EXISTS templates (
 		id        text COLLATE "C" PRIMARY KEY,

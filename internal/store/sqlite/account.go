@@ -34,6 +34,7 @@ var accountOwnRows = []string{
 	`DELETE FROM webhooks WHERE account = ?`, // their deliveries go with the events
 	`DELETE FROM routes WHERE account = ?`,
 	`DELETE FROM templates WHERE account = ?`, // their versions are purged in chunks
+	`DELETE FROM unsubscribe_groups WHERE account = ?`,
 	// Its rollups (those of all accounts keep counting its events).
 	`DELETE FROM rollup_counts WHERE res IN (60, 3600, 86400) AND account = ?`,
 	`DELETE FROM rollup_latency WHERE res IN (60, 3600, 86400) AND account = ?`,

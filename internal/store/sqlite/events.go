@@ -164,6 +164,32 @@ func (w *writer) fanOut(res sql.Result, t int64, account, typ string) error {
 	return err
 }
 
+// insertEvent inserts one event (its time t in Unix ns, tags and metadata
+// encoded) inside the writer's transaction, counts it in the rollups and
+// fans it out to the account's webhooks; it returns the event's ID.
+func (w *writer) insertEvent(e *store.Event, t int64, tags, meta string) (int64, error) {
+	res, err := w.st.insEvent.Exec(t, e.Type, e.Account, e.MessageID, e.Recipient, e.Sender, e.RemoteMTA,
+		e.Reply, e.Enhanced, e.TLS, e.Bounce, e.Attempt, tags, meta)
+	if err != nil {
+		return 0, err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	w.roll.add(t, e.Account, e.Type, e.Recipient, e.TLS, e.Time.Sub(e.Queued), !e.Queued.IsZero())
+	hooked, err := w.hasWebhooks(e.Account)
+	if err != nil {
+		return 0, err
+	}
+	if hooked {
+		if _, err := w.st.fanOut.Exec(id, t, e.Account, e.Type); err != nil {
+			return 0, err
+		}
+	}
+	return id, nil
+}
+
 // AddEvents appends events not tied to a queue change and fans them out
 // to the matching webhooks, in one transaction. An empty Account is
 // store.DefaultAccount and a zero Time is now; the IDs, accounts and times
@@ -198,24 +224,9 @@ func (s *Store) AddEvents(ctx context.Context, evs []store.Event) error {
 	ids := make([]int64, len(evs))
 	err := s.w.do(ctx, false, func(w *writer) error {
 		for i := range evs {
-			e, r := &evs[i], rows[i]
-			res, err := w.st.insEvent.Exec(r.t, e.Type, e.Account, e.MessageID, e.Recipient, e.Sender, e.RemoteMTA,
-				e.Reply, e.Enhanced, e.TLS, e.Bounce, e.Attempt, r.tags, r.meta)
-			if err != nil {
+			var err error
+			if ids[i], err = w.insertEvent(&evs[i], rows[i].t, rows[i].tags, rows[i].meta); err != nil {
 				return err
-			}
-			if ids[i], err = res.LastInsertId(); err != nil {
-				return err
-			}
-			w.roll.add(r.t, e.Account, e.Type, e.Recipient, e.TLS, e.Time.Sub(e.Queued), !e.Queued.IsZero())
-			hooked, err := w.hasWebhooks(e.Account)
-			if err != nil {
-				return err
-			}
-			if hooked {
-				if _, err := w.st.fanOut.Exec(ids[i], r.t, e.Account, e.Type); err != nil {
-					return err
-				}
 			}
 		}
 		return nil

@@ -347,25 +347,26 @@ func (s *Store) AddSuppression(ctx context.Context, sp store.Suppression) error 
 	if created.IsZero() {
 		created = time.Now()
 	}
+	if sp.Kind == "" {
+		sp.Kind = store.SuppressionKind(sp.Reason)
+	}
 	return s.execOne(ctx, "add suppression "+addr, nil,
-		`INSERT INTO suppressions (account, address, reason, detail, created) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (account, address) DO UPDATE SET reason = excluded.reason, detail = excluded.detail, created = excluded.created`,
-		sp.Account, addr, sp.Reason, sp.Detail, nanos(created))
+		`INSERT INTO suppressions (account, address, grp, kind, reason, detail, created) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (account, address, grp) DO UPDATE SET kind = excluded.kind, reason = excluded.reason, detail = excluded.detail, created = excluded.created`,
+		sp.Account, addr, sp.Group, sp.Kind, sp.Reason, sp.Detail, nanos(created))
 }
 
-// DeleteSuppression removes an address from account's list;
+// DeleteSuppression removes an address from account's global list;
 // store.ErrNotFound if it is not on it.
 func (s *Store) DeleteSuppression(ctx context.Context, account, address string) error {
-	addr := normAddr(address)
-	return s.execOne(ctx, "delete suppression "+addr, store.ErrNotFound,
-		`DELETE FROM suppressions WHERE account = ? AND address = ?`, account, addr)
+	return s.RemoveSuppression(ctx, account, address, "")
 }
 
 // IsSuppressed reports whether address (case-insensitive) is on account's
-// suppression list.
+// global suppression list.
 func (s *Store) IsSuppressed(ctx context.Context, account, address string) (bool, error) {
 	var one int
-	err := s.rdb.QueryRowContext(ctx, `SELECT 1 FROM suppressions WHERE account = ? AND address = ?`,
+	err := s.rdb.QueryRowContext(ctx, `SELECT 1 FROM suppressions WHERE account = ? AND address = ? AND grp = ''`,
 		account, normAddr(address)).Scan(&one)
 	if errNoRows(err) {
 		return false, nil
@@ -379,18 +380,18 @@ func (s *Store) IsSuppressed(ctx context.Context, account, address string) (bool
 func scanSuppression(sc scanner) (store.Suppression, error) {
 	var sp store.Suppression
 	var created int64
-	if err := sc.Scan(&sp.Account, &sp.Address, &sp.Reason, &sp.Detail, &created); err != nil {
+	if err := sc.Scan(&sp.Account, &sp.Address, &sp.Group, &sp.Kind, &sp.Reason, &sp.Detail, &created); err != nil {
 		return store.Suppression{}, err
 	}
 	sp.Created = fromNanos(created)
 	return sp, nil
 }
 
-// ListSuppressions returns up to limit (default 100, at most 1000)
+// ListSuppressions returns up to limit (default 100, at most 1000) global
 // suppressions of account ordered by address, after the address after.
 func (s *Store) ListSuppressions(ctx context.Context, account string, after string, limit int) ([]store.Suppression, error) {
 	return queryList(ctx, s, "list suppressions", scanSuppression,
-		`SELECT account, address, reason, detail, created FROM suppressions WHERE account = ? AND address > ?
+		`SELECT `+suppressionCols+` FROM suppressions WHERE account = ? AND grp = '' AND address > ?
 			ORDER BY address LIMIT ?`, account, normAddr(after), listLimit(limit))
 }
 

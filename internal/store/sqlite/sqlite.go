@@ -656,7 +656,36 @@ var schema = []string{
 		value   BLOB NOT NULL,
 		expires INTEGER NOT NULL -- unix ns
 	) WITHOUT ROWID;`,
-	// 16: stored templates (issue 12): an account's templates and their
+	// 16: one-click unsubscribe (issue 12): the accounts' unsubscribe
+	// groups; suppressions gain a kind (bounce, complaint, unsubscribe,
+	// manual: mapped from the reason) and a group ("" global), which
+	// joins the primary key. SQLite cannot change a primary key in place:
+	// the table is rebuilt. Written so that it can run again on a table
+	// that has the new columns (a test rolling the schema back).
+	`CREATE TABLE IF NOT EXISTS unsubscribe_groups (
+		account     TEXT NOT NULL,
+		id          TEXT NOT NULL,
+		name        TEXT NOT NULL,
+		description TEXT NOT NULL,
+		created     INTEGER NOT NULL, -- unix ns
+		PRIMARY KEY (account, id)
+	) WITHOUT ROWID;
+	CREATE TABLE suppressions_v16 (
+		account TEXT NOT NULL,
+		address TEXT NOT NULL, -- lower-cased
+		grp     TEXT NOT NULL, -- unsubscribe group, '' global
+		kind    TEXT NOT NULL,
+		reason  TEXT NOT NULL,
+		detail  TEXT NOT NULL,
+		created INTEGER NOT NULL,
+		PRIMARY KEY (account, address, grp)
+	) WITHOUT ROWID;
+	INSERT OR IGNORE INTO suppressions_v16 (account, address, grp, kind, reason, detail, created)
+		SELECT account, address, '', CASE reason WHEN 'hard_bounce' THEN 'bounce' WHEN 'complaint' THEN 'complaint'
+			WHEN 'unsubscribe' THEN 'unsubscribe' ELSE 'manual' END, reason, detail, created FROM suppressions;
+	DROP TABLE suppressions;
+	ALTER TABLE suppressions_v16 RENAME TO suppressions;`,
+	// 17: stored templates (issue 12): an account's templates and their
 	// numbered versions. IF NOT EXISTS, as 15: the step stands alone.
 	`CREATE TABLE IF NOT EXISTS templates (
 		id        TEXT PRIMARY KEY,

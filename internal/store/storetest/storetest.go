@@ -67,6 +67,7 @@ func Run(t *testing.T, b Backend) {
 		{"ACME", acmeTests},
 		{"Rollups", rollupTests},
 		{"Templates", templateTests},
+		{"Unsubscribes", unsubscribeTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
