@@ -52,6 +52,7 @@ Usage:
   herald dkim keygen|list|record|activate|deactivate|del   DKIM keys (prints the DNS record)
   herald dns check DOMAIN [--ip ADDR]...   check MX, SPF, DKIM, DMARC, PTR, MTA-STS records
   herald route add ADDRESS URL | list | del ADDRESS   POST a local address's mail to a URL
+  herald template list | show ID | render ID [--data FILE] [--version N] [--account A]   stored templates
   herald dmarc reports [DOMAIN]            DMARC aggregate reports received for our domains
   herald alert list                        alert rules, their state and silences
   herald alert silence RULE [--for 2h] [--reason TEXT] | unsilence RULE
@@ -157,6 +158,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = env.aliasCmd(args[1:])
 	case "route":
 		err = env.routeCmd(args[1:])
+	case "template":
+		err = env.templateCmd(args[1:])
 	case "dmarc":
 		err = env.dmarcCmd(args[1:])
 	case "alert":

@@ -59,7 +59,7 @@ var foundations = set("internal/smtp", "internal/clock", "internal/metrics", "in
 	"internal/resolve", "internal/config", "internal/workpool", "internal/verp", "internal/tlsconf",
 	"internal/ratelimit", "internal/testutil/testdns", "internal/testutil/testmx", "internal/testutil/pgtest", "internal/testutil/testacme",
 	"internal/exitcode", "internal/pidlock", "internal/logfile", "internal/privdrop", "internal/dnsbl",
-	"internal/simulator")
+	"internal/simulator", "internal/tmpl")
 
 // Protocol and format packages speak or parse a standard; they hold no
 // state, so they import neither the store nor any stage.

@@ -117,6 +117,11 @@ type PlatformConfig struct {
 	WebhookAllowPrivate bool `toml:"webhook_allow_private"`
 	// MaxWebhooksPerAccount caps the webhooks one account may create.
 	MaxWebhooksPerAccount int `toml:"max_webhooks_per_account"`
+	// MaxTemplatesPerAccount caps the stored templates of one account
+	// (issue 12).
+	MaxTemplatesPerAccount int `toml:"max_templates_per_account"`
+	// MaxTemplateVersions caps the versions of one stored template.
+	MaxTemplateVersions int `toml:"max_template_versions"`
 	// PublicURL is the base URL (scheme and host, optionally a port; no
 	// path) of the links Herald puts into mail and serves itself, such as
 	// one-click unsubscribe; "" means "https://" + server.hostname.
@@ -443,7 +448,9 @@ func Default() *Config {
 			WebhookTimeout: 10 * time.Second,
 			WebhookMaxAge:  24 * time.Hour,
 
-			MaxWebhooksPerAccount: 20,
+			MaxWebhooksPerAccount:  20,
+			MaxTemplatesPerAccount: 200,
+			MaxTemplateVersions:    100,
 		},
 		Alerts: AlertsConfig{
 			Enabled:          true,

@@ -163,6 +163,8 @@ webhook_timeout = "5s"
 webhook_max_age = "12h"
 webhook_allow_private = true
 max_webhooks_per_account = 5
+max_templates_per_account = 50
+max_template_versions = 10
 
 [console]
 enabled = false
@@ -266,7 +268,7 @@ func TestFullFile(t *testing.T) {
 		TLSRPT: TLSRPTConfig{Enabled: false, Organization: "Example Net", Contact: "tls@example.net", From: "reports@example.net"},
 		Platform: PlatformConfig{EventRetention: 48 * time.Hour, VERP: "all", UserPerMinute: 10, UserPerHour: 100, UserPerDay: 1000,
 			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour, WebhookAllowPrivate: true,
-			MaxWebhooksPerAccount: 5},
+			MaxWebhooksPerAccount: 5, MaxTemplatesPerAccount: 50, MaxTemplateVersions: 10},
 		Console: ConsoleConfig{Enabled: false, IdleTimeout: 10 * time.Minute, MaxAge: 8 * time.Hour},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},

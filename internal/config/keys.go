@@ -158,6 +158,8 @@ func (c *Config) fields() []field {
 		durField("platform.webhook_max_age", &c.Platform.WebhookMaxAge, false),
 		boolField("platform.webhook_allow_private", &c.Platform.WebhookAllowPrivate),
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
+		intField("platform.max_templates_per_account", &c.Platform.MaxTemplatesPerAccount, 1, 1<<20),
+		intField("platform.max_template_versions", &c.Platform.MaxTemplateVersions, 1, 10000),
 		strField("platform.public_url", &c.Platform.PublicURL, checkOptional(checkPublicURL)),
 
 		boolField("alerts.enabled", &c.Alerts.Enabled),

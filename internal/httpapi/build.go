@@ -41,6 +41,12 @@ type MessageRequest struct {
 	// Sandbox: check and render the message and record a "sandboxed"
 	// event per recipient, but queue and send nothing (answer 200).
 	Sandbox bool `json:"sandbox,omitempty"`
+
+	// Stored templates (issue 12): the template fills subject, text and
+	// html from data; see templates.go.
+	TemplateID      string       `json:"template_id,omitempty"`
+	TemplateVersion int          `json:"template_version,omitempty"` // 0: the active version
+	Data            TemplateData `json:"data,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

@@ -24,8 +24,19 @@ type Error struct {
 	Code    string
 	Message string
 	Field   string
+	// Errors lists every problem of a request that has several (all the
+	// missing variables of a template, the syntax errors of its parts);
+	// Field and Message then describe the first.
+	Errors []FieldError
 	// RetryAfter, if positive, is sent as the Retry-After header.
 	RetryAfter time.Duration
+}
+
+// FieldError is one problem of a request with several: the field (a
+// JSON path such as "data.user.first" or "html") and what is wrong.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
 }
 
 // Error implements error.
@@ -55,9 +66,10 @@ type errorBody struct {
 }
 
 type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
+	Code    string       `json:"code"`
+	Message string       `json:"message"`
+	Field   string       `json:"field,omitempty"`
+	Errors  []FieldError `json:"errors,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, e *Error) {
@@ -67,7 +79,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
-	writeJSON(w, e.Status, errorBody{errorDetail{Code: e.Code, Message: e.Message, Field: e.Field}})
+	writeJSON(w, e.Status, errorBody{errorDetail{Code: e.Code, Message: e.Message, Field: e.Field, Errors: e.Errors}})
 }
 
 // fail maps any error to its API form and writes it; internal errors are

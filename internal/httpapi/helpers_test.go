@@ -130,7 +130,8 @@ func newEnvDeps(t *testing.T, cfg Config, change func(*Deps)) *env {
 		cfg.Hostname = "mx.example.net"
 	}
 	deps := Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil)),
-		Explainer: explain.New(st, explain.Config{}, e.clock)}
+		Explainer: explain.New(st, explain.Config{}, e.clock),
+		Templates: st}
 	if change != nil {
 		change(&deps)
 	}

@@ -169,6 +169,10 @@ type Config struct {
 	WebhookAllowPrivate bool
 	// MaxWebhooks caps the webhooks of one account. Default 20.
 	MaxWebhooks int
+	// MaxTemplates caps the stored templates of one account. Default 200.
+	MaxTemplates int
+	// MaxTemplateVersions caps the versions of one template. Default 100.
+	MaxTemplateVersions int
 	// MaxUnsubscribeGroups caps the unsubscribe groups of one account.
 	// Default 100.
 	MaxUnsubscribeGroups int
@@ -196,6 +200,12 @@ func (c *Config) defaults() {
 	if c.MaxWebhooks <= 0 {
 		c.MaxWebhooks = 20
 	}
+	if c.MaxTemplates <= 0 {
+		c.MaxTemplates = 200
+	}
+	if c.MaxTemplateVersions <= 0 {
+		c.MaxTemplateVersions = 100
+	}
 	if c.MaxUnsubscribeGroups <= 0 {
 		c.MaxUnsubscribeGroups = 100
 	}
@@ -211,6 +221,9 @@ type Deps struct {
 	Alerts    AlertLister // optional: GET /v1/alerts
 	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
 	Explainer Explainer   // optional: GET /v1/messages/{id}/explain (404 without)
+	// Templates keeps stored templates (issue 12). Optional: without it
+	// /v1/templates answers 404 and a send naming template_id is refused.
+	Templates store.Templates
 	// Unsubscribe makes one-click unsubscribe links; without it a message
 	// asking for one is refused.
 	Unsubscribe UnsubscribeLinks
@@ -238,11 +251,13 @@ type api struct {
 	links   UnsubscribeLinks
 	groups  Groups
 	tracker Tracker
+	tpl     store.Templates
 	log     *slog.Logger
 	clock   clock.Clock
 	mux     *http.ServeMux
 
-	idem keyLocks // serialises requests sharing an Idempotency-Key
+	idem   keyLocks    // serialises requests sharing an Idempotency-Key
+	parsed parsedCache // parsed template versions (templates.go)
 }
 
 // access is what a route requires of the caller's key.
@@ -304,13 +319,21 @@ var routes = []route{
 	{"GET", "/v1/keys", needAdmin, []string{"account"}, (*api).listKeys},
 	{"POST", "/v1/keys", needAdmin, nil, (*api).addKey},
 	{"DELETE", "/v1/keys/{id}", needAdmin, nil, (*api).deleteKey},
+	{"GET", "/v1/templates", needRead, nil, (*api).listTemplates},
+	{"POST", "/v1/templates", needAdmin, nil, (*api).addTemplate},
+	{"GET", "/v1/templates/{id}", needRead, nil, (*api).getTemplate},
+	{"DELETE", "/v1/templates/{id}", needAdmin, nil, (*api).deleteTemplate},
+	{"POST", "/v1/templates/{id}/versions", needAdmin, nil, (*api).addTemplateVersion},
+	{"GET", "/v1/templates/{id}/versions/{version}", needRead, nil, (*api).getTemplateVersion},
+	{"POST", "/v1/templates/{id}/versions/{version}/activate", needAdmin, nil, (*api).activateTemplateVersion},
+	{"POST", "/v1/templates/{id}/render", needRead, nil, (*api).renderTemplate},
 }
 
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
 	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, tracker: deps.Tracker, log: deps.Logger, clock: deps.Clock,
-		links: deps.Unsubscribe, groups: deps.Platform}
+		links: deps.Unsubscribe, groups: deps.Platform, tpl: deps.Templates}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -59,6 +59,9 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
 		}
+		if err := a.applyTemplate(r.Context(), c.account(), &req); err != nil {
+			return err
+		}
 		queueID := store.NewID()
 		if err := a.trackMessage(r.Context(), c.account(), queueID, &req); err != nil {
 			return err

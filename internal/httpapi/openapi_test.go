@@ -384,6 +384,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	// webhooks, last: deleting one
 	status(e.del("/v1/webhooks/"+hook.ID, adm), 204)
 
+	exerciseTemplates(t, e, adm, rd, snd) // templates.go's routes (templates_test.go)
+
 	// Every route had a success and, unless public, an error validated.
 	for _, rt := range routes {
 		sts := e.statuses(rt.method, rt.path)
@@ -464,7 +466,7 @@ func TestOpenAPIScopes(t *testing.T) {
 		}
 		// The router's real behaviour, with a request that passes no
 		// other check: path parameters filled in, no body.
-		path := strings.NewReplacer("{id}", "x", "{address}", "a@example.org", "{domain}", "acme.example").Replace(rt.path)
+		path := strings.NewReplacer("{id}", "x", "{address}", "a@example.org", "{domain}", "acme.example", "{version}", "1").Replace(rt.path)
 		r := e.do(rt.method, path+"?bogus=1", keys["operator"], "", nil)
 		if code, field := r.apiErr(t); r.status != http.StatusBadRequest || code != "validation_failed" || field != "bogus" {
 			t.Errorf("%s with an unknown query parameter: %d %s", name, r.status, r.body)

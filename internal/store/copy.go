@@ -178,6 +178,11 @@ var CopyTables = []*Table{
 	// first handshake (the ACME account key is among the secrets).
 	{Kind: "acme certificates", Name: "acme_certs", Key: []string{"name"},
 		Columns: cols("name cert_pem:x key_pem:x not_before:i not_after:i updated:i")},
+	// Stored templates (issue 12), each before its versions.
+	{Kind: "templates", Name: "templates", Key: []string{"id"},
+		Columns: cols("id account name created:i latest:i activated:i")},
+	{Kind: "template versions", Name: "template_versions", Key: []string{"template_id", "version"},
+		Columns: cols("template_id version:i account subject text html created:i")},
 }
 
 // MessageTable is the queue's message rows (the body, stored apart, is

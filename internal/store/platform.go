@@ -211,7 +211,7 @@ type Platform interface {
 	UpdateAccountLimits(ctx context.Context, id string, l AccountLimits) error
 	// DeleteAccount deletes an account and everything that is its own:
 	// API keys, webhooks with all their deliveries and attempt logs,
-	// suppressions, idempotency keys, inbound routes and events. Without
+	// suppressions, idempotency keys, inbound routes, templates and events. Without
 	// force it refuses with an *AccountInUseError (wrapping ErrExists),
 	// changing nothing, while the account owns domains or users or has
 	// messages in the queue. With force its domains and users are handed

@@ -351,6 +351,7 @@ type Store interface {
 	ConsoleAccess
 	ACMEStore
 	Rollups
+	Templates
 	Unsubscribes
 	TrackingSettings
 	WebhookAdmin

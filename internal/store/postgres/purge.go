@@ -35,6 +35,7 @@ var accountOwnRows = []string{
 	`DELETE FROM api_keys WHERE account = $1`,
 	`DELETE FROM webhooks WHERE account = $1`, // their deliveries go with the events
 	`DELETE FROM routes WHERE account = $1`,
+	`DELETE FROM templates WHERE account = $1`, // their versions are purged in chunks
 	`DELETE FROM unsubscribe_groups WHERE account = $1`,
 	// Its rollups (those of all accounts keep counting its events).
 	`DELETE FROM rollup_counts WHERE res IN (60, 3600, 86400) AND account = $1`,
@@ -162,6 +163,7 @@ func (s *Store) purgeChunk(ctx context.Context, tx pgx.Tx, id string) (messages,
 	for _, q := range []string{
 		`DELETE FROM suppressions WHERE account = $1 AND address IN (SELECT address FROM suppressions WHERE account = $1 LIMIT $2)`,
 		`DELETE FROM idempotency WHERE account = $1 AND key IN (SELECT key FROM idempotency WHERE account = $1 LIMIT $2)`,
+		`DELETE FROM template_versions WHERE account = $1 AND (template_id, version) IN (SELECT template_id, version FROM template_versions WHERE account = $1 LIMIT $2)`,
 	} {
 		tag, err := tx.Exec(ctx, q, id, purgeChunk)
 		if err != nil {

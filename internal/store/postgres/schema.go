@@ -407,6 +407,28 @@ var schema = []string{
 	ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS prev_expires bigint NOT NULL DEFAULT 0; -- unix ns
 	ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS secret_rotated bigint NOT NULL DEFAULT 0; -- unix ns
 	CREATE INDEX IF NOT EXISTS webhook_deliveries_pending ON webhook_deliveries (webhook_id, event_id) WHERE status = 'pending';`,
+	// 11: stored templates (issue 12): an account's templates and their
+	// numbered versions. IF NOT EXISTS, as 6: the step stands alone.
+	`CREATE TABLE IF NOT EXISTS templates (
+		id        text COLLATE "C" PRIMARY KEY,
+		account   text COLLATE "C" NOT NULL,
+		name      text NOT NULL,
+		created   bigint NOT NULL, -- unix ns
+		latest    bigint NOT NULL, -- the newest version's number
+		activated bigint NOT NULL  -- the version activated, 0: the newest is active
+	);
+	CREATE INDEX IF NOT EXISTS templates_account ON templates (account, id);
+	CREATE TABLE IF NOT EXISTS template_versions (
+		template_id text COLLATE "C" NOT NULL,
+		version     bigint NOT NULL,
+		account     text COLLATE "C" NOT NULL,
+		subject     text NOT NULL,
+		text        text NOT NULL,
+		html        text NOT NULL,
+		created     bigint NOT NULL, -- unix ns
+		PRIMARY KEY (template_id, version)
+	);
+	CREATE INDEX IF NOT EXISTS template_versions_account ON template_versions (account);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

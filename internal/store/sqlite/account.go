@@ -33,6 +33,7 @@ var accountOwnRows = []string{
 	`DELETE FROM api_keys WHERE account = ?`,
 	`DELETE FROM webhooks WHERE account = ?`, // their deliveries go with the events
 	`DELETE FROM routes WHERE account = ?`,
+	`DELETE FROM templates WHERE account = ?`, // their versions are purged in chunks
 	`DELETE FROM unsubscribe_groups WHERE account = ?`,
 	// Its rollups (those of all accounts keep counting its events).
 	`DELETE FROM rollup_counts WHERE res IN (60, 3600, 86400) AND account = ?`,
@@ -172,6 +173,7 @@ func (w *writer) purgeChunk(id string) (messages, events int, done bool, err err
 	for _, q := range []string{
 		`DELETE FROM suppressions WHERE account = ? AND address IN (SELECT address FROM suppressions WHERE account = ? LIMIT ?)`,
 		`DELETE FROM idempotency WHERE account = ? AND key IN (SELECT key FROM idempotency WHERE account = ? LIMIT ?)`,
+		`DELETE FROM template_versions WHERE account = ? AND rowid IN (SELECT rowid FROM template_versions WHERE account = ? LIMIT ?)`,
 	} {
 		res, err := w.conn.ExecContext(bg, q, id, id, purgeChunk)
 		if err != nil {

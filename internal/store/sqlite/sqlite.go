@@ -699,6 +699,28 @@ var schema = []string{
 	ALTER TABLE webhooks ADD COLUMN prev_expires INTEGER NOT NULL DEFAULT 0; -- unix ns
 	ALTER TABLE webhooks ADD COLUMN secret_rotated INTEGER NOT NULL DEFAULT 0; -- unix ns
 	CREATE INDEX IF NOT EXISTS webhook_deliveries_pending ON webhook_deliveries(webhook_id, event_id) WHERE status = 'pending';`,
+	// 19: stored templates (issue 12): an account's templates and their
+	// numbered versions. IF NOT EXISTS, as 15: the step stands alone.
+	`CREATE TABLE IF NOT EXISTS templates (
+		id        TEXT PRIMARY KEY,
+		account   TEXT NOT NULL,
+		name      TEXT NOT NULL,
+		created   INTEGER NOT NULL, -- unix ns
+		latest    INTEGER NOT NULL, -- the newest version's number
+		activated INTEGER NOT NULL  -- the version activated, 0: the newest is active
+	) WITHOUT ROWID;
+	CREATE INDEX IF NOT EXISTS templates_account ON templates(account, id);
+	CREATE TABLE IF NOT EXISTS template_versions (
+		template_id TEXT NOT NULL,
+		version     INTEGER NOT NULL,
+		account     TEXT NOT NULL,
+		subject     TEXT NOT NULL,
+		text        TEXT NOT NULL,
+		html        TEXT NOT NULL,
+		created     INTEGER NOT NULL, -- unix ns
+		PRIMARY KEY (template_id, version)
+	);
+	CREATE INDEX IF NOT EXISTS template_versions_account ON template_versions(account);`,
 }
 
 // pageSize is the database page size, set when the database is created.

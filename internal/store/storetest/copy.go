@@ -69,6 +69,7 @@ func fillForCopy(t *testing.T, s store.Store) copyFixture {
 	must(t, "idempotency", err)
 	must(t, "route", s.AddRoute(ctx, store.Route{Address: "hook@acme.test", Account: "acme", Action: "http", URL: "http://127.0.0.1:1/in", Secret: "rs"}))
 	must(t, "webhook", s.AddWebhook(ctx, store.Webhook{ID: "wh1", Account: "acme", URL: "http://127.0.0.1:1/hook", Secret: "ws", Created: now}))
+	must(t, "template", s.AddTemplate(ctx, store.Template{ID: "tpl_1", Account: "acme", Name: "welcome", Created: now}, store.TemplateVersion{Subject: "Hi {{name}}", Text: "t", HTML: "<p>h</p>", Created: now}, 0))
 	f := copyFixture{secret: bytes.Repeat([]byte{0x5e}, 32)}
 	_, err = s.Secret(ctx, "verp", f.secret)
 	must(t, "secret", err)

@@ -66,6 +66,7 @@ func Run(t *testing.T, b Backend) {
 		{"Console", consoleTests},
 		{"ACME", acmeTests},
 		{"Rollups", rollupTests},
+		{"Templates", templateTests},
 		{"Unsubscribes", unsubscribeTests},
 		{"Tracking", trackingTests},
 		{"Webhooks", webhookTests},
