@@ -46,13 +46,13 @@ func TestPlatformBatchPersonalizations(t *testing.T) {
 		ps[i] = map[string]any{"to": []string{to}, "subject": fmt.Sprintf("Order %d", i), "metadata": map[string]string{"n": strconv.Itoa(i)}}
 	}
 	req := map[string]any{
-		"from":          "Shop <app@acme.test>",
-		"reply_to_list": []string{"Support <support@acme.test>", "sales@acme.test"},
-		"text":          "Your order",
-		"html":          `<p>Your order <img src="cid:logo"></p>`,
-		"attachments":   []map[string]string{{"filename": "logo.png", "content": base64.StdEncoding.EncodeToString(png), "disposition": "inline", "content_id": "logo"}},
-		"tags":          []string{"batch"},
-		"metadata":      map[string]string{"campaign": "e2e"},
+		"from":             "Shop <app@acme.test>",
+		"reply_to_list":    []string{"Support <support@acme.test>", "sales@acme.test"},
+		"text":             "Your order",
+		"html":             `<p>Your order <img src="cid:logo"></p>`,
+		"attachments":      []map[string]string{{"filename": "logo.png", "content": base64.StdEncoding.EncodeToString(png), "disposition": "inline", "content_id": "logo"}},
+		"tags":             []string{"batch"},
+		"metadata":         map[string]string{"campaign": "e2e"},
 		"personalizations": ps,
 	}
 	body, _ := json.Marshal(req)
