@@ -613,3 +613,24 @@ func TestReplyToListFolds(t *testing.T) {
 		t.Fatalf("Reply-To: %d addresses, %v", len(rt), err)
 	}
 }
+
+// A raw upload's response carries its Message-ID when it has one.
+func TestRawUploadMessageID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	tok := e.key(store.DefaultAccount, store.ScopeSend)
+	r := e.do("POST", "/v1/messages", tok, "message/rfc822", strings.NewReader("From: a@example.com\nTo: b@example.org\nMessage-ID: <raw.1@example.com>\n\nhi\n"))
+	want(t, r, http.StatusAccepted)
+	var sr sendResponse
+	r.json(t, &sr)
+	if sr.MessageID != "<raw.1@example.com>" || sr.ID == "" {
+		t.Errorf("raw upload with a Message-ID: %s", r.body)
+	}
+	r = e.do("POST", "/v1/messages", tok, "message/rfc822", strings.NewReader("From: a@example.com\nTo: b@example.org\n\nhi\n"))
+	want(t, r, http.StatusAccepted)
+	sr = sendResponse{}
+	r.json(t, &sr)
+	if sr.MessageID != "" || sr.ID == "" {
+		t.Errorf("raw upload without a Message-ID: %s", r.body)
+	}
+}
