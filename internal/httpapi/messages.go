@@ -102,11 +102,14 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 			return err
 		}
 		if req.Personalizations != nil {
-			if err := a.batchRateCheck(r.Context(), c.account(), ct.batchRcpts); err != nil {
-				a.rateHeaders(w, r, c.account())
-				return err
+			send = func() (any, error) {
+				// Checked here, not before: a retry with the
+				// Idempotency-Key replays without it.
+				if err := a.batchRateCheck(r.Context(), c.account(), ct.batchRcpts); err != nil {
+					return nil, err
+				}
+				return a.sendBatch(r.Context(), c, &req, ct)
 			}
-			send = func() (any, error) { return a.sendBatch(r.Context(), c, &req, ct) }
 		} else {
 			send = func() (any, error) {
 				id, msgID, err := a.sendOne(r.Context(), c, &outgoing{req: &req, content: ct})

@@ -344,16 +344,30 @@ func TestBatchPartialRefusal(t *testing.T) {
 	}
 }
 
-// fixedRates reports a fixed sending limit.
-type fixedRates struct{ st RateStatus }
+// fixedRates reports a sending limit the test sets.
+type fixedRates struct {
+	mu sync.Mutex
+	st RateStatus
+}
 
-func (f fixedRates) RateStatus(context.Context, string) (RateStatus, bool) { return f.st, true }
+func (f *fixedRates) RateStatus(context.Context, string) (RateStatus, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st, true
+}
+
+func (f *fixedRates) set(st RateStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st = st
+}
 
 // A batch that does not fit the account's remaining sending limit is
 // refused whole before anything is sent.
 func TestBatchRateCheck(t *testing.T) {
 	t.Parallel()
-	e := newEnvDeps(t, Config{}, func(d *Deps) { d.Limits = fixedRates{RateStatus{Limit: 5, Remaining: 3, Reset: 40 * time.Second}} })
+	rates := &fixedRates{st: RateStatus{Limit: 5, Remaining: 3, Reset: 40 * time.Second}}
+	e := newEnvDeps(t, Config{}, func(d *Deps) { d.Limits = rates })
 	tok := e.key(store.DefaultAccount, store.ScopeSend)
 	batch := func(n int) MessageRequest {
 		req := MessageRequest{From: "a@example.com", Text: "hi"}
@@ -372,9 +386,17 @@ func TestBatchRateCheck(t *testing.T) {
 	if e.sub.count() != 0 {
 		t.Fatal("a batch over the limit sent messages")
 	}
-	want(t, e.post("/v1/messages", tok, batch(3)), http.StatusAccepted)
+	first := e.post("/v1/messages", tok, batch(3), "Idempotency-Key", "fits")
+	want(t, first, http.StatusAccepted)
 	if e.sub.count() != 3 {
 		t.Fatalf("%d sent, want 3", e.sub.count())
+	}
+	// The batch used up the limit; its retry is a replay, not a 429.
+	rates.set(RateStatus{Limit: 5, Remaining: 0, Reset: 40 * time.Second})
+	again := e.post("/v1/messages", tok, batch(3), "Idempotency-Key", "fits")
+	want(t, again, http.StatusAccepted)
+	if !bytes.Equal(first.body, again.body) || e.sub.count() != 3 {
+		t.Fatalf("retry: %s, %d sent", again.body, e.sub.count())
 	}
 }
 
