@@ -118,7 +118,6 @@ type content struct {
 	replyTo     []*mail.Address
 	attachments []file // Content-Disposition: attachment, in multipart/mixed
 	inline      []file // Content-Disposition: inline with a Content-ID, in multipart/related
-	size        int    // decoded bytes of all files
 	batchRcpts  int    // envelope recipients of all the messages of a batch
 }
 
@@ -346,7 +345,6 @@ func checkAttachments(req *MessageRequest, ct *content, ec *fieldErrors) {
 		}
 		h.SetContentType(mt, params)
 		h.Set("Content-Transfer-Encoding", "base64")
-		ct.size += len(data)
 		if cid != "" {
 			h.SetContentDisposition(dispositionInline, map[string]string{"filename": at.Filename})
 			h.Set("Content-Id", "<"+cid+">")
