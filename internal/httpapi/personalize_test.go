@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -656,4 +657,46 @@ func TestRawUploadMessageID(t *testing.T) {
 	if sr.MessageID != "" || sr.ID == "" {
 		t.Errorf("raw upload without a Message-ID: %s", r.body)
 	}
+}
+
+// FuzzBatchRequest decodes random JSON as a request with
+// personalizations: checking never panics, a refusal is a validation
+// error with its problems listed (at most maxFieldErrors), and every
+// message of an accepted batch builds.
+func FuzzBatchRequest(f *testing.F) {
+	f.Add(`{"from":"a@example.com","text":"t","personalizations":[{"to":["b@example.org"],"subject":"s","metadata":{"k":"v"}}]}`)
+	f.Add(`{"from":"a@example.com","html":"<img src=cid:x>","attachments":[{"filename":"x.png","content":"AA","disposition":"inline","content_id":"<x>"}],"bcc":["c@example.org"],"personalizations":[{"cc":[]},{"to":["b@example.org"],"tags":["t"],"headers":{"X-A":"1"}}]}`)
+	f.Add(`{"from":"a@example.com","text":"t","reply_to_list":["r@example.com","s@example.com"],"personalizations":[{"to":["bad"]},{}]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		var req MessageRequest
+		if json.Unmarshal([]byte(body), &req) != nil {
+			return
+		}
+		var ec fieldErrors
+		ct := checkRequest(&req, requestLimits{maxRcpts: 5, maxBatchRcpts: 20, maxBatchBytes: 1 << 20}, &ec)
+		if err := ec.err(); err != nil {
+			var ae *Error
+			if !errors.As(err, &ae) || ae.Status != 400 || len(ae.Errors) == 0 || len(ae.Errors) > maxFieldErrors || ae.Message != ae.Errors[0].Message {
+				t.Fatalf("refusal is not a listed validation error: %#v", err)
+			}
+			return
+		}
+		msgs := []*MessageRequest{&req}
+		if req.Personalizations != nil {
+			msgs = msgs[:0]
+			for i := range req.Personalizations {
+				msgs = append(msgs, personalize(&req, &req.Personalizations[i]))
+			}
+		}
+		for i, m := range msgs {
+			b, err := writeMessage(m, ct, "mx.example.net", time.Unix(1700000000, 0), 5)
+			if err != nil {
+				t.Fatalf("message %d of an accepted request does not build: %v", i, err)
+			}
+			if len(b.recipients) == 0 || len(b.recipients) > 5 || b.messageID == "" {
+				t.Fatalf("message %d: recipients %v, Message-ID %q", i, b.recipients, b.messageID)
+			}
+			parseMessage(t, b.raw)
+		}
+	})
 }
