@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"mime"
 	"net/mail"
 	"path"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	gomessage "github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -19,11 +21,12 @@ import (
 
 // MessageRequest is the JSON body of POST /v1/messages.
 type MessageRequest struct {
-	From        string            `json:"from"`               // "Name <addr>" or "addr"
-	To          []string          `json:"to,omitempty"`       // each "Name <addr>" or "addr"
-	Cc          []string          `json:"cc,omitempty"`       //
-	Bcc         []string          `json:"bcc,omitempty"`      // envelope only, never in the header
-	ReplyTo     string            `json:"reply_to,omitempty"` // one address
+	From        string            `json:"from"`                    // "Name <addr>" or "addr"
+	To          []string          `json:"to,omitempty"`            // each "Name <addr>" or "addr"
+	Cc          []string          `json:"cc,omitempty"`            //
+	Bcc         []string          `json:"bcc,omitempty"`           // envelope only, never in the header
+	ReplyTo     string            `json:"reply_to,omitempty"`      // one address
+	ReplyToList []string          `json:"reply_to_list,omitempty"` // several Reply-To addresses (not with reply_to)
 	Subject     string            `json:"subject,omitempty"`
 	Text        string            `json:"text,omitempty"`
 	HTML        string            `json:"html,omitempty"`
@@ -47,6 +50,10 @@ type MessageRequest struct {
 	TemplateID      string       `json:"template_id,omitempty"`
 	TemplateVersion int          `json:"template_version,omitempty"` // 0: the active version
 	Data            TemplateData `json:"data,omitempty"`
+	// Personalizations, if given, make the request a batch: one message
+	// per personalization, its fields applied over the top level (see
+	// Personalization). At most maxPersonalizations.
+	Personalizations []Personalization `json:"personalizations,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.
@@ -54,6 +61,13 @@ type Attachment struct {
 	Filename    string `json:"filename"`
 	ContentType string `json:"content_type,omitempty"` // default: from the file name's extension
 	Content     string `json:"content"`                // standard base64, padding and line breaks tolerated
+	// Disposition is "attachment" (the default) or "inline": an inline
+	// file is a part of the HTML (an image it shows through "cid:"
+	// + ContentID), sent in a multipart/related with the HTML.
+	Disposition string `json:"disposition,omitempty"`
+	// ContentID names an inline file for "cid:" URLs: required for
+	// inline files, without angle brackets (one pair is tolerated).
+	ContentID string `json:"content_id,omitempty"`
 }
 
 // Limits of one JSON message.
@@ -69,6 +83,14 @@ const (
 	maxSubjectLen    = 2000
 	maxAttachments   = 100
 	maxFilenameLen   = 255
+	maxReplyTo       = 20  // addresses in reply_to_list
+	maxContentIDLen  = 250 // an inline file's content_id
+)
+
+// Attachment dispositions.
+const (
+	dispositionAttachment = "attachment"
+	dispositionInline     = "inline"
 )
 
 // reservedHeaders are set by Herald or by dedicated fields; custom headers
@@ -86,242 +108,450 @@ var reservedHeaders = map[string]bool{
 	"x-herald-account": true,
 }
 
-type textPart struct {
-	h    gomail.InlineHeader
-	body []byte
-}
-
 // built is a message ready for the Submitter.
 type built struct {
 	envelopeFrom string
 	from         string
 	recipients   []string
 	raw          []byte
+	messageID    string // the Message-ID header field's value, angle brackets included
 }
 
-// buildMessage validates req and writes the MIME message. Validation
-// errors are *Error naming the field.
+// file is an attachment, checked and decoded.
+type file struct {
+	h    gomessage.Header
+	data []byte
+}
+
+// content is what every message of a request shares, checked and decoded
+// once: the From and Reply-To addresses and the files (the expensive
+// part of a batch to check).
+type content struct {
+	from        *mail.Address
+	replyTo     []*mail.Address
+	attachments []file // Content-Disposition: attachment, in multipart/mixed
+	inline      []file // Content-Disposition: inline with a Content-ID, in multipart/related
+	batchRcpts  int    // envelope recipients of all the messages of a batch
+}
+
+// buildMessage validates a single-message request (all problems at once)
+// and writes the MIME message. Validation errors are an *Error naming the
+// first field and listing every problem.
 func buildMessage(req *MessageRequest, hostname string, now time.Time, maxRcpts int) (*built, error) {
-	var h gomail.Header
-	from, err := parseMailbox("from", req.From)
-	if err != nil {
+	var ec fieldErrors
+	ct := checkRequest(req, requestLimits{maxRcpts: maxRcpts}, &ec)
+	if err := ec.err(); err != nil {
 		return nil, err
 	}
-	b := &built{envelopeFrom: from.Address, from: from.Address}
+	return writeMessage(req, ct, hostname, now, maxRcpts)
+}
+
+// requestLimits are the configured bounds a request is checked against.
+type requestLimits struct {
+	maxRcpts      int   // to+cc+bcc of one message
+	maxBatchRcpts int   // recipients of all the messages of a batch
+	maxBatchBytes int64 // estimated size of all the messages of a batch
+}
+
+// checkRequest checks a whole request, top level and personalizations,
+// recording every problem in ec. It returns the shared content (nil
+// only if ec has problems).
+func checkRequest(req *MessageRequest, lim requestLimits, ec *fieldErrors) *content {
+	ct := &content{}
+	var err error
+	if ct.from, err = parseMailbox("from", req.From); err != nil {
+		ec.check(err)
+	}
+	checkFields("", req.own(), ec)
+	if req.Personalizations == nil {
+		checkMerged(req, nil, "", lim.maxRcpts, ec)
+	} else {
+		checkPersonalizations(req, ct, lim, ec)
+	}
+	switch {
+	case req.ReplyTo != "" && len(req.ReplyToList) > 0:
+		ec.add("reply_to_list", "give reply_to or reply_to_list, not both")
+	case req.ReplyTo != "":
+		if rt, err := parseMailbox("reply_to", req.ReplyTo); err != nil {
+			ec.check(err)
+		} else {
+			ct.replyTo = []*mail.Address{rt}
+		}
+	case len(req.ReplyToList) > maxReplyTo:
+		ec.add("reply_to_list", "at most %d Reply-To addresses", maxReplyTo)
+	default:
+		for i, s := range req.ReplyToList {
+			if rt, err := parseMailbox(fmt.Sprintf("reply_to_list[%d]", i), s); err != nil {
+				ec.check(err)
+			} else {
+				ct.replyTo = append(ct.replyTo, rt)
+			}
+		}
+	}
+	checkAttachments(req, ct, ec)
+	if !ec.empty() {
+		return nil
+	}
+	return ct
+}
+
+// checkFields checks the fields a message may have of its own (top level
+// or personalization): each address, the subject, each custom header
+// field, tag and metadata entry. Counts are checked on the merged message
+// (checkMerged). prefix names the personalization ("" for the top level).
+func checkFields(prefix string, p *Personalization, ec *fieldErrors) {
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"to", p.To}, {"cc", p.Cc}, {"bcc", p.Bcc}} {
+		for i, s := range l.list {
+			if _, err := parseMailbox(fmt.Sprintf("%s%s[%d]", prefix, l.name, i), s); err != nil {
+				ec.check(err)
+			}
+		}
+	}
+	ec.check(checkText(prefix+"subject", p.Subject, maxSubjectLen))
+	for _, k := range sortedKeys(p.Headers) {
+		ec.check(checkHeader(prefix+"headers."+k, k, p.Headers[k]))
+	}
+	for i, t := range p.Tags {
+		f := fmt.Sprintf("%stags[%d]", prefix, i)
+		if t == "" {
+			ec.add(f, "a tag may not be empty")
+			continue
+		}
+		ec.check(checkText(f, t, maxTagLen))
+	}
+	for _, k := range sortedKeys(p.Metadata) {
+		f := prefix + "metadata." + k
+		if k == "" {
+			ec.add(prefix+"metadata", "a metadata key may not be empty")
+			continue
+		}
+		ec.check(checkText(f, k, maxMetaKeyLen))
+		ec.check(checkText(f, p.Metadata[k], maxMetaValueLen))
+	}
+}
+
+// checkMerged checks a message as it will be sent (for a batch, one
+// personalization applied over the top level): recipients (one at least,
+// maxRcpts at most), the number of header fields, tags and metadata, text
+// or html. A problem of a field the personalization p set is named by
+// prefix, others by their top-level name. It returns the number of
+// envelope recipients.
+func checkMerged(m *MessageRequest, p *Personalization, prefix string, maxRcpts int, ec *fieldErrors) int {
+	name := func(field, base string) string {
+		if p != nil && p.sets(base) {
+			return prefix + field
+		}
+		return field
+	}
 	seen := make(map[string]bool)
-	addList := func(field string, list []string, header string) error {
-		var addrs []*mail.Address
-		for i, s := range list {
-			a, err := parseMailbox(fmt.Sprintf("%s[%d]", field, i), s)
+	n := 0
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"to", m.To}, {"cc", m.Cc}, {"bcc", m.Bcc}} {
+		for i, s := range l.list {
+			a, err := parseMailbox("", s)
 			if err != nil {
-				return err
+				continue // named by checkFields
+			}
+			if k := strings.ToLower(a.Address); !seen[k] {
+				seen[k] = true
+				if n++; n == maxRcpts+1 {
+					ec.add(name(fmt.Sprintf("%s[%d]", l.name, i), l.name), "too many recipients (at most %d in to, cc and bcc together)", maxRcpts)
+				}
+			}
+		}
+	}
+	if len(m.To)+len(m.Cc)+len(m.Bcc) == 0 {
+		ec.add(prefix+"to", "at least one recipient is needed in to, cc or bcc")
+	}
+	if len(m.Headers) > maxHeaders {
+		ec.add(name("headers", "headers"), "at most %d custom header fields", maxHeaders)
+	}
+	if len(m.Tags) > maxTags {
+		ec.add(name("tags", "tags"), "at most %d tags", maxTags)
+	}
+	if len(m.Metadata) > maxMetadata {
+		ec.add(name("metadata", "metadata"), "at most %d metadata keys", maxMetadata)
+	}
+	if m.Text == "" && m.HTML == "" {
+		ec.add("text", "a message needs text, html or both")
+	}
+	for _, f := range []struct{ name, v string }{{"text", m.Text}, {"html", m.HTML}} {
+		if !utf8.ValidString(f.v) {
+			ec.add(f.name, "must be valid UTF-8")
+		}
+	}
+	return n
+}
+
+// checkAttachments checks and decodes the files into ct.
+func checkAttachments(req *MessageRequest, ct *content, ec *fieldErrors) {
+	if len(req.Attachments) > maxAttachments {
+		ec.add("attachments", "at most %d attachments", maxAttachments)
+		return
+	}
+	cids := make(map[string]bool)
+	for i, at := range req.Attachments {
+		field := fmt.Sprintf("attachments[%d]", i)
+		ok := true
+		bad := func(sub, format string, args ...any) {
+			ec.add(field+sub, format, args...)
+			ok = false
+		}
+		switch {
+		case at.Filename == "":
+			bad(".filename", "a file name is required")
+		case strings.ContainsAny(at.Filename, "/\\"):
+			bad(".filename", "a file name may not contain a path")
+		default:
+			if err := checkText(field+".filename", at.Filename, maxFilenameLen); err != nil {
+				ec.check(err)
+				ok = false
+			}
+		}
+		ctype := at.ContentType
+		if ctype == "" {
+			ctype = mime.TypeByExtension(strings.ToLower(path.Ext(at.Filename)))
+			if ctype == "" {
+				ctype = "application/octet-stream"
+			}
+		}
+		mt, params, err := mime.ParseMediaType(ctype)
+		if err != nil || !strings.Contains(mt, "/") || strings.HasPrefix(mt, "multipart/") || strings.ContainsAny(ctype, "\r\n") {
+			bad(".content_type", "not a valid media type")
+		}
+		data, err := decodeBase64(at.Content)
+		if err != nil {
+			bad(".content", "not valid base64")
+		}
+		cid := ""
+		switch at.Disposition {
+		case "", dispositionAttachment:
+			if at.ContentID != "" {
+				bad(".content_id", "a content_id is only for inline files (disposition \"inline\")")
+			}
+		case dispositionInline:
+			var msg string
+			if cid, msg = checkContentID(at.ContentID); msg != "" {
+				bad(".content_id", "%s", msg)
+			} else if cids[cid] {
+				bad(".content_id", "content_id %q is used by another file of the message", cid)
+			}
+			cids[cid] = true
+			if req.HTML == "" {
+				bad(".disposition", "inline files are parts of the HTML: the message needs html")
+			}
+		default:
+			bad(".disposition", "must be \"attachment\" or \"inline\"")
+		}
+		if !ok {
+			continue
+		}
+		var h gomessage.Header
+		delete(params, "name")
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "us-ascii") {
+			delete(params, "charset") // go-message refuses other charsets; the bytes are sent as given
+		}
+		h.SetContentType(mt, params)
+		h.Set("Content-Transfer-Encoding", "base64")
+		if cid != "" {
+			h.SetContentDisposition(dispositionInline, map[string]string{"filename": at.Filename})
+			h.Set("Content-Id", "<"+cid+">")
+			ct.inline = append(ct.inline, file{h, data})
+		} else {
+			h.SetContentDisposition(dispositionAttachment, map[string]string{"filename": at.Filename})
+			ct.attachments = append(ct.attachments, file{h, data})
+		}
+	}
+}
+
+// checkContentID returns an inline file's Content-ID without angle
+// brackets, or what is wrong with it: 1 to maxContentIDLen characters
+// that are RFC 5322 atext, "." or "@" (no white space, angle brackets or
+// line breaks: the value goes into a header field and a "cid:" URL).
+func checkContentID(s string) (string, string) {
+	if strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") && len(s) >= 2 {
+		s = s[1 : len(s)-1]
+	}
+	if s == "" {
+		return "", "an inline file needs a content_id (for cid: URLs in the HTML)"
+	}
+	if len(s) > maxContentIDLen {
+		return "", fmt.Sprintf("a content_id is at most %d characters", maxContentIDLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.@", c) >= 0) {
+			return "", "a content_id is letters, digits and !#$%&'*+-/=?^_`{|}~.@ only (no spaces, angle brackets or line breaks)"
+		}
+	}
+	return s, ""
+}
+
+// writeMessage writes the MIME message of a checked request m (for a
+// batch, one personalization applied) with the shared content ct.
+func writeMessage(m *MessageRequest, ct *content, hostname string, now time.Time, maxRcpts int) (*built, error) {
+	var h gomail.Header
+	b := &built{envelopeFrom: ct.from.Address, from: ct.from.Address}
+	seen := make(map[string]bool)
+	var ec fieldErrors
+	for _, l := range []struct {
+		name, header string
+		list         []string
+	}{{"to", "To", m.To}, {"cc", "Cc", m.Cc}, {"bcc", "", m.Bcc}} {
+		var addrs []*mail.Address
+		for i, s := range l.list {
+			a, err := parseMailbox(fmt.Sprintf("%s[%d]", l.name, i), s)
+			if err != nil {
+				ec.check(err)
+				continue
 			}
 			addrs = append(addrs, a)
 			if k := strings.ToLower(a.Address); !seen[k] {
 				seen[k] = true
 				b.recipients = append(b.recipients, a.Address)
-				if len(b.recipients) > maxRcpts {
-					return errInvalid(fmt.Sprintf("%s[%d]", field, i), "too many recipients (at most %d in to, cc and bcc together)", maxRcpts)
-				}
 			}
 		}
-		if header != "" {
-			h.SetAddressList(header, addrs)
+		if l.header != "" {
+			h.SetAddressList(l.header, addrs)
 		}
-		return nil
-	}
-	if err := addList("to", req.To, "To"); err != nil {
-		return nil, err
-	}
-	if err := addList("cc", req.Cc, "Cc"); err != nil {
-		return nil, err
-	}
-	if err := addList("bcc", req.Bcc, ""); err != nil {
-		return nil, err
 	}
 	if len(b.recipients) == 0 {
-		return nil, errInvalid("to", "at least one recipient is needed in to, cc or bcc")
+		ec.add("to", "at least one recipient is needed in to, cc or bcc")
 	}
-	h.SetAddressList("From", []*mail.Address{from})
-	if req.ReplyTo != "" {
-		rt, err := parseMailbox("reply_to", req.ReplyTo)
-		if err != nil {
-			return nil, err
-		}
-		h.SetAddressList("Reply-To", []*mail.Address{rt})
+	if len(b.recipients) > maxRcpts {
+		ec.add("to", "too many recipients (at most %d in to, cc and bcc together)", maxRcpts)
 	}
-	if err := checkText("subject", req.Subject, maxSubjectLen); err != nil {
+	ec.check(checkText("subject", m.Subject, maxSubjectLen))
+	for _, k := range sortedKeys(m.Headers) {
+		ec.check(checkHeader("headers."+k, k, m.Headers[k]))
+	}
+	if m.Text == "" && m.HTML == "" {
+		ec.add("text", "a message needs text, html or both")
+	}
+	if err := ec.err(); err != nil {
 		return nil, err
 	}
-	if req.Subject != "" {
-		setText(&h, "Subject", req.Subject)
+	h.SetAddressList("From", []*mail.Address{ct.from})
+	h.SetAddressList("Reply-To", ct.replyTo)
+	if m.Subject != "" {
+		setText(&h, "Subject", m.Subject)
 	}
-	if req.Text == "" && req.HTML == "" {
-		return nil, errInvalid("text", "a message needs text, html or both")
+	for _, k := range sortedKeys(m.Headers) {
+		setText(&h, k, m.Headers[k])
 	}
-	for _, f := range []struct{ name, v string }{{"text", req.Text}, {"html", req.HTML}} {
-		if !utf8.ValidString(f.v) {
-			return nil, errInvalid(f.name, "must be valid UTF-8")
-		}
-	}
-	if err := customHeaders(&h, req.Headers); err != nil {
-		return nil, err
-	}
-	if err := checkTags(req.Tags, req.Metadata); err != nil {
-		return nil, err
-	}
-	type file struct {
-		h    gomail.AttachmentHeader
-		data []byte
-	}
-	if len(req.Attachments) > maxAttachments {
-		return nil, errInvalid("attachments", "at most %d attachments", maxAttachments)
-	}
-	files := make([]file, 0, len(req.Attachments))
-	for i, at := range req.Attachments {
-		field := fmt.Sprintf("attachments[%d]", i)
-		if at.Filename == "" {
-			return nil, errInvalid(field+".filename", "a file name is required")
-		}
-		if err := checkText(field+".filename", at.Filename, maxFilenameLen); err != nil {
-			return nil, err
-		}
-		if strings.ContainsAny(at.Filename, "/\\") {
-			return nil, errInvalid(field+".filename", "a file name may not contain a path")
-		}
-		ct := at.ContentType
-		if ct == "" {
-			ct = mime.TypeByExtension(strings.ToLower(path.Ext(at.Filename)))
-			if ct == "" {
-				ct = "application/octet-stream"
-			}
-		}
-		mt, params, err := mime.ParseMediaType(ct)
-		if err != nil || !strings.Contains(mt, "/") || strings.HasPrefix(mt, "multipart/") || strings.ContainsAny(ct, "\r\n") {
-			return nil, errInvalid(field+".content_type", "not a valid media type")
-		}
-		data, err := decodeBase64(at.Content)
-		if err != nil {
-			return nil, errInvalid(field+".content", "not valid base64")
-		}
-		var ah gomail.AttachmentHeader
-		delete(params, "name")
-		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "us-ascii") {
-			delete(params, "charset") // go-message refuses other charsets; the bytes are sent as given
-		}
-		ah.SetContentType(mt, params)
-		ah.SetFilename(at.Filename)
-		ah.Set("Content-Transfer-Encoding", "base64")
-		files = append(files, file{ah, data})
-	}
-
+	b.messageID = message.NewID(hostname)
 	h.SetDate(now)
-	h.Set("Message-ID", message.NewID(hostname))
+	h.Set("Message-ID", b.messageID)
 	h.Set("MIME-Version", "1.0")
 
 	var buf bytes.Buffer
-	text := func(ct, body string) (gomail.InlineHeader, []byte) {
-		var ih gomail.InlineHeader
-		ih.SetContentType(ct, map[string]string{"charset": "utf-8"})
-		ih.Set("Content-Transfer-Encoding", "quoted-printable")
-		return ih, []byte(normalizeNewlines(body))
-	}
-	var parts []textPart
-	if req.Text != "" {
-		ih, body := text("text/plain", req.Text)
-		parts = append(parts, textPart{ih, body})
-	}
-	if req.HTML != "" {
-		ih, body := text("text/html", req.HTML)
-		parts = append(parts, textPart{ih, body})
-	}
-	if len(files) == 0 && len(parts) == 1 {
-		// A single text part: the message itself is that part.
-		for _, k := range []string{"Content-Type", "Content-Transfer-Encoding"} {
-			h.Set(k, parts[0].h.Get(k))
-		}
-		w, err := gomail.CreateSingleInlineWriter(&buf, h)
-		if err != nil {
-			return nil, fmt.Errorf("building message: %w", err)
-		}
-		if err := writeClose(w, parts[0].body); err != nil {
-			return nil, err
-		}
-	} else if len(files) == 0 {
-		iw, err := gomail.CreateInlineWriter(&buf, h)
-		if err != nil {
-			return nil, fmt.Errorf("building message: %w", err)
-		}
-		if err := writeInlineParts(iw, parts); err != nil {
-			return nil, err
-		}
-	} else {
-		mw, err := gomail.CreateWriter(&buf, h)
-		if err != nil {
-			return nil, fmt.Errorf("building message: %w", err)
-		}
-		if len(parts) == 1 {
-			w, err := mw.CreateSingleInline(parts[0].h)
-			if err != nil {
-				return nil, fmt.Errorf("building message: %w", err)
-			}
-			if err := writeClose(w, parts[0].body); err != nil {
-				return nil, err
-			}
-		} else {
-			iw, err := mw.CreateInline()
-			if err != nil {
-				return nil, fmt.Errorf("building message: %w", err)
-			}
-			if err := writeInlineParts(iw, parts); err != nil {
-				return nil, err
-			}
-		}
-		for _, f := range files {
-			w, err := mw.CreateAttachment(f.h)
-			if err != nil {
-				return nil, fmt.Errorf("building message: %w", err)
-			}
-			if err := writeClose(w, f.data); err != nil {
-				return nil, err
-			}
-		}
-		if err := mw.Close(); err != nil {
-			return nil, fmt.Errorf("building message: %w", err)
-		}
+	if err := writeTree(&buf, h.Header, bodyTree(m, ct)); err != nil {
+		return nil, fmt.Errorf("building message: %w", err)
 	}
 	b.raw = buf.Bytes()
 	return b, nil
 }
 
-// writeInlineParts writes the alternative text parts into iw and closes it.
-func writeInlineParts(iw *gomail.InlineWriter, parts []textPart) error {
-	for _, p := range parts {
-		w, err := iw.CreatePart(p.h)
-		if err != nil {
-			return fmt.Errorf("building message: %w", err)
+// part is a node of the MIME tree: a leaf with its body, or a multipart
+// with its children.
+type part struct {
+	h    gomessage.Header
+	body []byte
+	kids []*part
+}
+
+// bodyTree arranges the parts: text and html as multipart/alternative;
+// with inline files, the HTML (or the alternative) and the files in a
+// multipart/related (RFC 2387); with attachments, all that and the files
+// in a multipart/mixed.
+func bodyTree(m *MessageRequest, ct *content) *part {
+	text := func(mt, body string) *part {
+		p := &part{body: []byte(normalizeNewlines(body))}
+		p.h.SetContentType(mt, map[string]string{"charset": "utf-8"})
+		p.h.Set("Content-Transfer-Encoding", "quoted-printable")
+		return p
+	}
+	multi := func(mt string, params map[string]string, kids ...*part) *part {
+		p := &part{kids: kids}
+		p.h.SetContentType(mt, params)
+		return p
+	}
+	var texts []*part
+	if m.Text != "" {
+		texts = append(texts, text("text/plain", m.Text))
+	}
+	if m.HTML != "" {
+		texts = append(texts, text("text/html", m.HTML))
+	}
+	root := texts[0]
+	if len(texts) > 1 {
+		root = multi("multipart/alternative", nil, texts...)
+	}
+	files := func(fs []file) []*part {
+		out := make([]*part, len(fs))
+		for i, f := range fs {
+			out[i] = &part{h: f.h.Copy(), body: f.data}
 		}
-		if err := writeClose(w, p.body); err != nil {
+		return out
+	}
+	if len(ct.inline) > 0 {
+		rootType, _, _ := root.h.ContentType()
+		root = multi("multipart/related", map[string]string{"type": rootType}, append([]*part{root}, files(ct.inline)...)...)
+	}
+	if len(ct.attachments) > 0 {
+		root = multi("multipart/mixed", nil, append([]*part{root}, files(ct.attachments)...)...)
+	}
+	return root
+}
+
+// writeTree writes the message: the top-level header h with the root
+// part's Content-* fields, then the root's body or children.
+func writeTree(w io.Writer, h gomessage.Header, root *part) error {
+	for _, k := range []string{"Content-Type", "Content-Transfer-Encoding"} {
+		if v := root.h.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	mw, err := gomessage.CreateWriter(w, h)
+	if err != nil {
+		return err
+	}
+	return writeKids(mw, root)
+}
+
+// writeKids writes p's body or its children into mw and closes mw.
+func writeKids(mw *gomessage.Writer, p *part) error {
+	if p.kids == nil {
+		if _, err := mw.Write(p.body); err != nil {
+			return err
+		}
+		return mw.Close()
+	}
+	for _, k := range p.kids {
+		kw, err := mw.CreatePart(k.h)
+		if err != nil {
+			return err
+		}
+		if err := writeKids(kw, k); err != nil {
 			return err
 		}
 	}
-	if err := iw.Close(); err != nil {
-		return fmt.Errorf("building message: %w", err)
-	}
-	return nil
+	return mw.Close()
 }
 
-func writeClose(w interface {
-	Write([]byte) (int, error)
-	Close() error
-}, data []byte) error {
-	if _, err := w.Write(data); err != nil {
-		return fmt.Errorf("building message: %w", err)
+// sortedKeys returns the keys of m in order, for stable results.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("building message: %w", err)
-	}
-	return nil
+	sort.Strings(keys)
+	return keys
 }
 
 // parseMailbox parses "Name <addr>" or "addr" and checks the address as
@@ -371,73 +601,42 @@ func hasControl(s string) bool {
 	return false
 }
 
-// customHeaders validates and adds the caller's header fields, sorted by
-// name for a stable result.
-func customHeaders(h *gomail.Header, m map[string]string) error {
-	if len(m) > maxHeaders {
-		return errInvalid("headers", "at most %d custom header fields", maxHeaders)
+// checkHeader checks one custom header field: a valid name that Herald
+// or a dedicated field does not set, a single-line value, the field short
+// enough for one line.
+func checkHeader(field, k, v string) error {
+	if k == "" || len(k) > maxHeaderNameLen {
+		return errInvalid(field, "invalid header field name")
 	}
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := m[k]
-		field := "headers." + k
-		if k == "" || len(k) > maxHeaderNameLen {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < '!' || c > '~' || c == ':' {
 			return errInvalid(field, "invalid header field name")
 		}
-		for i := 0; i < len(k); i++ {
-			if c := k[i]; c < '!' || c > '~' || c == ':' {
-				return errInvalid(field, "invalid header field name")
-			}
-		}
-		lk := strings.ToLower(k)
-		if reservedHeaders[lk] || strings.HasPrefix(lk, "content-") || strings.HasPrefix(lk, "resent-") || strings.HasPrefix(lk, "arc-") {
-			return errInvalid(field, "%s is set by Herald or by a dedicated field and cannot be given as a custom header", k)
-		}
-		if err := checkText(field, v, maxHeaderLen); err != nil {
-			return err
-		}
-		if len(k)+2+len(v) > maxHeaderLen {
-			return errInvalid(field, "header field too long")
-		}
-		setText(h, k, v)
+	}
+	lk := strings.ToLower(k)
+	if reservedHeaders[lk] || strings.HasPrefix(lk, "content-") || strings.HasPrefix(lk, "resent-") || strings.HasPrefix(lk, "arc-") {
+		return errInvalid(field, "%s is set by Herald or by a dedicated field and cannot be given as a custom header", k)
+	}
+	if err := checkText(field, v, maxHeaderLen); err != nil {
+		return err
+	}
+	if len(k)+2+len(v) > maxHeaderLen {
+		return errInvalid(field, "header field too long")
 	}
 	return nil
 }
 
 // checkTags bounds tags and metadata, which are copied onto every event.
 func checkTags(tags []string, meta map[string]string) error {
+	var ec fieldErrors
 	if len(tags) > maxTags {
-		return errInvalid("tags", "at most %d tags", maxTags)
-	}
-	for i, t := range tags {
-		f := fmt.Sprintf("tags[%d]", i)
-		if t == "" {
-			return errInvalid(f, "a tag may not be empty")
-		}
-		if err := checkText(f, t, maxTagLen); err != nil {
-			return err
-		}
+		ec.add("tags", "at most %d tags", maxTags)
 	}
 	if len(meta) > maxMetadata {
-		return errInvalid("metadata", "at most %d metadata keys", maxMetadata)
+		ec.add("metadata", "at most %d metadata keys", maxMetadata)
 	}
-	for k, v := range meta {
-		f := "metadata." + k
-		if k == "" {
-			return errInvalid("metadata", "a metadata key may not be empty")
-		}
-		if err := checkText(f, k, maxMetaKeyLen); err != nil {
-			return err
-		}
-		if err := checkText(f, v, maxMetaValueLen); err != nil {
-			return err
-		}
-	}
-	return nil
+	checkFields("", &Personalization{Tags: tags, Metadata: meta}, &ec)
+	return ec.err()
 }
 
 // decodeBase64 accepts standard base64 with or without padding and with

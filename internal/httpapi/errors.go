@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,15 +19,16 @@ import (
 
 // Error is an API error: an HTTP status, a stable snake_case code, a human
 // message safe to show, and for validation errors the offending field
-// ("to[2]", "attachments[0].content").
+// ("to[2]", "attachments[0].content"). A validation of a whole request
+// lists every problem in Errors; Field and Message are then the first's.
 type Error struct {
 	Status  int
 	Code    string
 	Message string
 	Field   string
-	// Errors lists every problem of a request that has several (all the
-	// missing variables of a template, the syntax errors of its parts);
-	// Field and Message then describe the first.
+	// Errors lists every problem of a request that has several (each
+	// with its field path, "personalizations[2].to[0]", "data.user.first");
+	// Field and Message then describe the first. Empty for single errors.
 	Errors []FieldError
 	// RetryAfter, if positive, is sent as the Retry-After header.
 	RetryAfter time.Duration
@@ -59,6 +61,74 @@ func errInvalid(field, format string, args ...any) *Error {
 
 func errForbidden(msg string) *Error {
 	return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: msg}
+}
+
+// maxFieldErrors bounds the problems listed in one error response; a
+// request with thousands of bad addresses gets the first ones.
+const maxFieldErrors = 100
+
+// fieldErrors collects the validation problems of a request, so that one
+// answer lists them all. The same problem of the same field is kept once
+// (a top-level field shared by every personalization is reported once).
+type fieldErrors struct {
+	list    []FieldError
+	seen    map[FieldError]bool
+	dropped int
+}
+
+// add records a problem of field.
+func (fe *fieldErrors) add(field, format string, args ...any) {
+	fe.addErr(FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// addErr records a problem.
+func (fe *fieldErrors) addErr(e FieldError) {
+	if fe.seen[e] {
+		return
+	}
+	if len(fe.list) >= maxFieldErrors {
+		fe.dropped++
+		return
+	}
+	if fe.seen == nil {
+		fe.seen = make(map[FieldError]bool)
+	}
+	fe.seen[e] = true
+	fe.list = append(fe.list, e)
+}
+
+// check records err if it is not nil: a validation *Error by its field
+// and message (and its own list, if it has one).
+func (fe *fieldErrors) check(err error) {
+	if err == nil {
+		return
+	}
+	var ae *Error
+	if errors.As(err, &ae) {
+		if len(ae.Errors) > 0 {
+			for _, e := range ae.Errors {
+				fe.addErr(e)
+			}
+			return
+		}
+		fe.addErr(FieldError{Field: ae.Field, Message: ae.Message})
+		return
+	}
+	fe.addErr(FieldError{Message: err.Error()})
+}
+
+// empty reports whether no problem was found.
+func (fe *fieldErrors) empty() bool { return len(fe.list) == 0 }
+
+// err returns nil, or a 400 validation_failed listing every problem, its
+// field and message those of the first.
+func (fe *fieldErrors) err() error {
+	if len(fe.list) == 0 {
+		return nil
+	}
+	first := fe.list[0]
+	return &Error{Status: http.StatusBadRequest, Code: "validation_failed", Field: first.Field, Message: first.Message,
+		Errors: append([]FieldError(nil), fe.list...)}
 }
 
 type errorBody struct {
@@ -152,6 +222,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// marshalJSON encodes v as writeJSON does, for a body that is kept (an
+// idempotent send's response) and written later by writeJSONBytes.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encoding response: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// writeJSONBytes writes a body encoded by marshalJSON.
+func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
 // decodeJSON reads a JSON request body of at most limit bytes into v:

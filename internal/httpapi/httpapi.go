@@ -94,6 +94,9 @@ type Submission struct {
 	// unsubscribe): recipients suppressed in it, or globally, are
 	// skipped. "" checks the global suppressions only.
 	UnsubscribeGroup string
+	// BatchID (batches and personalizations) names the batch a message of
+	// a request with personalizations belongs to; "" for single sends.
+	BatchID string
 }
 
 // Submitter queues a message exactly like SMTP submission: it checks that
@@ -155,6 +158,13 @@ type Config struct {
 	MaxRequestBytes int64
 	// MaxRecipients bounds to+cc+bcc of one message. Default 1000.
 	MaxRecipients int
+	// MaxBatchRecipients bounds the envelope recipients of all the
+	// messages of one request with personalizations. Default 5000.
+	MaxBatchRecipients int
+	// MaxBatchBytes bounds the estimated size of all the messages of one
+	// request with personalizations (each is queued with its own copy of
+	// the text, HTML and files). Default 256 MiB.
+	MaxBatchBytes int64
 	// IdempotencyTTL is how long an Idempotency-Key is remembered.
 	// Default 24 hours.
 	IdempotencyTTL time.Duration
@@ -190,6 +200,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxRecipients <= 0 {
 		c.MaxRecipients = 1000
+	}
+	if c.MaxBatchRecipients <= 0 {
+		c.MaxBatchRecipients = 5000
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 256 << 20
 	}
 	if c.IdempotencyTTL <= 0 {
 		c.IdempotencyTTL = 24 * time.Hour

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -24,13 +25,72 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// sendResponse is the body of a 202 to POST /v1/messages.
+// sendResponse is the body of a 202 to POST /v1/messages for one message.
 type sendResponse struct {
-	ID string `json:"id"`
+	ID        string `json:"id"`                   // queue ID
+	MessageID string `json:"message_id,omitempty"` // the Message-ID header field, angle brackets included
 }
 
-// sendMessage handles POST /v1/messages: a JSON MessageRequest, or a raw
-// RFC 5322 message with Content-Type message/rfc822.
+// outgoing is one message of a JSON send on its way to the Submitter:
+// the request as it will be sent (for a batch, one personalization
+// applied over the top level) and the content it shares with the other
+// messages of the request.
+type outgoing struct {
+	req     *MessageRequest
+	content *content
+	batchID string // "" for a single message
+}
+
+// prepare builds one message of a JSON send into its Submission and
+// returns it with its Message-ID. The steps each message goes through are
+// here, in order; a feature that changes a message adds its step. The
+// stored template was rendered before the request was checked
+// (renderTemplates).
+func (a *api) prepare(ctx context.Context, c *caller, o *outgoing) (*Submission, string, error) {
+	// The queue ID is chosen first: tracking and unsubscribe links name it.
+	queueID := store.NewID()
+	if err := a.trackMessage(ctx, c.account(), queueID, o.req); err != nil {
+		return nil, "", err
+	}
+	b, err := writeMessage(o.req, o.content, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
+	if err != nil {
+		return nil, "", err
+	}
+	sub := &Submission{ID: queueID, Account: c.account(), EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw,
+		Tags: o.req.Tags, Metadata: o.req.Metadata, BatchID: o.batchID}
+	if err := a.listUnsubscribe(ctx, c.account(), o.req, sub); err != nil {
+		return nil, "", err
+	}
+	return sub, b.messageID, nil
+}
+
+// sendOne builds one message of a JSON send and submits it, returning its
+// queue ID and Message-ID.
+func (a *api) sendOne(ctx context.Context, c *caller, o *outgoing) (id, messageID string, err error) {
+	sub, messageID, err := a.prepare(ctx, c, o)
+	if err != nil {
+		return "", "", err
+	}
+	id, err = a.sub.Submit(ctx, sub)
+	if err != nil {
+		return "", "", err
+	}
+	return id, messageID, nil
+}
+
+// sandboxOne builds one message of a JSON send like sendOne and answers
+// with what a real send would have queued, queueing nothing (sandbox.go).
+func (a *api) sandboxOne(w http.ResponseWriter, r *http.Request, c *caller, o *outgoing) error {
+	sub, _, err := a.prepare(r.Context(), c, o)
+	if err != nil {
+		return err
+	}
+	return a.sandbox(w, r, sub)
+}
+
+// sendMessage handles POST /v1/messages: a JSON MessageRequest (one
+// message, or a batch with personalizations), or a raw RFC 5322 message
+// with Content-Type message/rfc822.
 func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) error {
 	a.allowUpload(w, r) // authenticated (send scope): the body may be large
 	idemKey := r.Header.Get("Idempotency-Key")
@@ -45,12 +105,19 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		io.Reader
 		io.Closer
 	}{io.TeeReader(r.Body, fp), r.Body}
-	var sub *Submission
-	var err error
-	sandbox := false // a JSON request's "sandbox": checked and rendered, not sent
+	// send queues the request's message(s) and returns the 202 body.
+	var send func() (any, error)
 	switch mt {
 	case "message/rfc822":
-		sub, err = a.rawSubmission(w, r)
+		sub, err := a.rawSubmission(w, r)
+		if err != nil {
+			return err
+		}
+		sub.Account = c.account()
+		send = func() (any, error) {
+			id, err := a.sub.Submit(r.Context(), sub)
+			return sendResponse{ID: id, MessageID: rawMessageID(sub.Raw)}, err
+		}
 	case "application/json":
 		for k := range r.URL.Query() {
 			return errInvalid(k, "query parameter %q applies to raw uploads (message/rfc822) only; give the envelope in the JSON body", k)
@@ -59,37 +126,59 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
 		}
-		if err := a.applyTemplate(r.Context(), c.account(), &req); err != nil {
+		if req.Sandbox && req.Personalizations != nil {
+			return errInvalid("sandbox", "sandbox sends are single messages; leave out personalizations")
+		}
+		// The template is rendered first, so that the checks see the parts
+		// as they will be sent; its problems and the request's are
+		// answered together.
+		var ec fieldErrors
+		if err := a.renderTemplates(r.Context(), c.account(), &req, &ec); err != nil {
 			return err
 		}
-		queueID := store.NewID()
-		if err := a.trackMessage(r.Context(), c.account(), queueID, &req); err != nil {
+		rendered := ec.empty()
+		ct := checkRequest(&req, requestLimits{maxRcpts: a.cfg.MaxRecipients, maxBatchRcpts: a.cfg.MaxBatchRecipients, maxBatchBytes: a.cfg.MaxBatchBytes}, &ec)
+		if !rendered {
+			ec.drop("text") // the parts a failed template leaves empty are not a second problem
+		}
+		if err := ec.err(); err != nil {
 			return err
 		}
-		var b *built
-		sandbox = req.Sandbox
-		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
-		if err == nil {
-			sub = &Submission{ID: queueID, EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
-			err = a.listUnsubscribe(r.Context(), c.account(), &req, sub)
+		switch {
+		case req.Sandbox:
+			return a.sandboxOne(w, r, c, &outgoing{req: &req, content: ct})
+		case req.Personalizations != nil:
+			send = func() (any, error) {
+				// Checked here, not before: a retry with the
+				// Idempotency-Key replays without it.
+				if err := a.batchRateCheck(r.Context(), c.account(), ct.batchRcpts); err != nil {
+					return nil, err
+				}
+				return a.sendBatch(r.Context(), c, &req, ct)
+			}
+		default:
+			send = func() (any, error) {
+				id, msgID, err := a.sendOne(r.Context(), c, &outgoing{req: &req, content: ct})
+				return sendResponse{ID: id, MessageID: msgID}, err
+			}
 		}
 	default:
 		return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "Content-Type must be application/json or message/rfc822"}
 	}
-	if err != nil {
-		return err
+	run := func() ([]byte, error) {
+		res, err := send()
+		if err != nil {
+			return nil, err
+		}
+		return marshalJSON(res)
 	}
-	sub.Account = c.account()
-	if sandbox {
-		return a.sandbox(w, r, sub)
-	}
-	send := func() (string, error) { return a.sub.Submit(r.Context(), sub) }
-	var id string
+	var body []byte
+	var err error
 	replayed := false
 	if idemKey != "" {
-		id, replayed, err = a.idempotent(r.Context(), c.account(), idemKey, fp.sum(), send)
+		body, replayed, err = a.idempotent(r.Context(), c.account(), idemKey, fp.sum(), run)
 	} else {
-		id, err = send()
+		body, err = run()
 	}
 	a.rateHeaders(w, r, c.account())
 	if err != nil {
@@ -98,9 +187,22 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	w.Header().Set("Location", "/v1/messages/"+id)
-	writeJSON(w, http.StatusAccepted, sendResponse{ID: id})
+	var single sendResponse
+	if json.Unmarshal(body, &single) == nil && single.ID != "" {
+		w.Header().Set("Location", "/v1/messages/"+single.ID)
+	}
+	writeJSONBytes(w, http.StatusAccepted, body)
 	return nil
+}
+
+// rawMessageID returns the Message-ID header field of a raw message, or
+// "" (the acceptance path then adds one the API does not know).
+func rawMessageID(raw []byte) string {
+	th, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(th.Get("Message-Id"))
 }
 
 // rateHeaders describes the account's sending limit (counted in
@@ -136,10 +238,13 @@ func validIdemKey(k string) bool {
 // inserts. A key is a chain of slots: slot 0 is the key itself, slot n the
 // key + "#n" (a client key cannot contain '#'). The request that inserts a
 // slot's reservation ("res:UNIXTIME:FINGERPRINT") owns it and sends; it
-// then records the outcome under slot + "#r": "ok:ID", or "err" when the
-// Submitter refused, which frees the key for the next slot (a retry after
-// 429 must send). A retry reads the outcome by inserting "pending" there:
-// finding "ok:ID" it replays ID; finding nothing, the owner is still at
+// then records the outcome under slot + "#r": "json:" and the 202 body
+// (older versions stored "ok:ID"), or "err" when the Submitter refused,
+// which frees the key for the next slot (a retry after 429 must send). A
+// batch some of whose messages were queued records its 202 body with the
+// refusals, like any other. A retry reads the outcome by inserting
+// "pending" there: finding a body it replays it; finding nothing, the
+// owner is still at
 // work (on another node, or it died) and the retry gets 409. Reservations
 // older than the TTL are skipped. Requests on one node are serialised per
 // key, so the usual sequential retries never see "pending".
@@ -151,11 +256,12 @@ func validIdemKey(k string) bool {
 // written before fingerprints were recorded ("res:UNIXTIME") match any
 // request, as they did then.
 const (
-	maxIdemSlots  = 20
-	idemPending   = "pending"
-	idemFailed    = "err"
-	idemOKPrefix  = "ok:"
-	idemResPrefix = "res:"
+	maxIdemSlots   = 20
+	idemPending    = "pending"
+	idemFailed     = "err"
+	idemOKPrefix   = "ok:"   // older versions: the queue ID
+	idemJSONPrefix = "json:" // the 202 body
+	idemResPrefix  = "res:"
 )
 
 var (
@@ -178,7 +284,9 @@ func parseReservation(v string) (t time.Time, fp string, ok bool) {
 	return time.Unix(n, 0), fp, true
 }
 
-func (a *api) idempotent(ctx context.Context, account, key, fingerprint string, send func() (string, error)) (id string, replayed bool, err error) {
+// idempotent runs send, which returns the 202 body, at most once per key
+// and fingerprint, and returns its body or the first run's.
+func (a *api) idempotent(ctx context.Context, account, key, fingerprint string, send func() ([]byte, error)) (body []byte, replayed bool, err error) {
 	unlock := a.idem.lock(account + "\x00" + key)
 	defer unlock()
 	now := a.clock.Now()
@@ -190,19 +298,19 @@ func (a *api) idempotent(ctx context.Context, account, key, fingerprint string, 
 		}
 		stored, err := a.p.PutIdempotency(ctx, account, slot, reservation, now)
 		if err == nil {
-			id, err := send()
+			body, err := send()
 			outcome := idemFailed
 			if err == nil {
-				outcome = idemOKPrefix + id
+				outcome = idemJSONPrefix + string(body)
 			}
 			// Record the outcome even if the client went away.
 			if _, perr := a.p.PutIdempotency(context.WithoutCancel(ctx), account, slot+"#r", outcome, now); perr != nil && !errors.Is(perr, store.ErrExists) {
 				a.log.Error("http api: recording idempotency outcome", "account", account, "key", key, "err", perr)
 			}
-			return id, false, err
+			return body, false, err
 		}
 		if !errors.Is(err, store.ErrExists) {
-			return "", false, fmt.Errorf("idempotency key: %w", err)
+			return nil, false, fmt.Errorf("idempotency key: %w", err)
 		}
 		t, storedFP, ok := parseReservation(stored)
 		if ok && now.Sub(t) >= a.cfg.IdempotencyTTL {
@@ -212,25 +320,28 @@ func (a *api) idempotent(ctx context.Context, account, key, fingerprint string, 
 		res, err := a.p.PutIdempotency(ctx, account, slot+"#r", idemPending, now)
 		if err == nil {
 			if mismatch {
-				return "", false, errIdemReused
+				return nil, false, errIdemReused
 			}
-			return "", false, errIdemInProgress
+			return nil, false, errIdemInProgress
 		}
 		if !errors.Is(err, store.ErrExists) {
-			return "", false, fmt.Errorf("idempotency key: %w", err)
+			return nil, false, fmt.Errorf("idempotency key: %w", err)
 		}
 		switch {
 		case res == idemFailed:
 			continue
 		case mismatch:
-			return "", false, errIdemReused
+			return nil, false, errIdemReused
+		case strings.HasPrefix(res, idemJSONPrefix):
+			return []byte(strings.TrimPrefix(res, idemJSONPrefix)), true, nil
 		case strings.HasPrefix(res, idemOKPrefix):
-			return strings.TrimPrefix(res, idemOKPrefix), true, nil
+			body, err := marshalJSON(sendResponse{ID: strings.TrimPrefix(res, idemOKPrefix)})
+			return body, true, err
 		default:
-			return "", false, errIdemInProgress
+			return nil, false, errIdemInProgress
 		}
 	}
-	return "", false, &Error{Status: http.StatusConflict, Code: "idempotency_key_exhausted", Message: "too many failed attempts with this Idempotency-Key; use a new key"}
+	return nil, false, &Error{Status: http.StatusConflict, Code: "idempotency_key_exhausted", Message: "too many failed attempts with this Idempotency-Key; use a new key"}
 }
 
 // fingerprint hashes the parts of a POST /v1/messages request that decide

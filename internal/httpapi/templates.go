@@ -136,7 +136,7 @@ func parseParts(subject, text, html string) (tmpl.Set, []FieldError) {
 }
 
 // fieldErrors is a 400 listing every problem.
-func fieldErrors(msg string, errs []FieldError) *Error {
+func multiError(msg string, errs []FieldError) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: "validation_failed", Field: errs[0].Field,
 		Message: msg + ": " + errs[0].Field + ": " + errs[0].Message, Errors: errs}
 }
@@ -183,7 +183,7 @@ func (a *api) addTemplate(w http.ResponseWriter, r *http.Request, c *caller) err
 		return err
 	}
 	if _, errs := parseParts(req.Subject, req.Text, req.HTML); len(errs) > 0 {
-		return fieldErrors("the template cannot be used", errs)
+		return multiError("the template cannot be used", errs)
 	}
 	now := a.clock.Now()
 	t := store.Template{ID: "tpl_" + randomID(16), Account: c.account(), Name: req.Name, Created: now, Latest: 1}
@@ -261,7 +261,7 @@ func (a *api) addTemplateVersion(w http.ResponseWriter, r *http.Request, c *call
 		return err
 	}
 	if _, errs := parseParts(req.Subject, req.Text, req.HTML); len(errs) > 0 {
-		return fieldErrors("the template cannot be used", errs)
+		return multiError("the template cannot be used", errs)
 	}
 	id := r.PathValue("id")
 	v, err := st.AddTemplateVersion(r.Context(), c.account(), id,
@@ -390,7 +390,7 @@ func (a *api) renderStored(ctx context.Context, account, id string, n int, data 
 		if len(errs) > 0 {
 			// Checked when stored; a version stored by another release of
 			// Herald may parse differently.
-			return v, tmpl.Output{}, fieldErrors("the stored template cannot be used", errs)
+			return v, tmpl.Output{}, multiError("the stored template cannot be used", errs)
 		}
 		a.parsed.put(key, set)
 	}
@@ -401,7 +401,7 @@ func (a *api) renderStored(ctx context.Context, account, id string, n int, data 
 		for i, p := range re.Problems {
 			fe[i] = FieldError{Field: p.Field, Message: p.Message}
 		}
-		return v, tmpl.Output{}, fieldErrors("the template cannot be rendered with this data", fe)
+		return v, tmpl.Output{}, multiError("the template cannot be rendered with this data", fe)
 	}
 	return v, out, err
 }
@@ -449,7 +449,7 @@ func (a *api) applyTemplate(ctx context.Context, account string, req *MessageReq
 		*p.req = p.rendered
 	}
 	if len(conflicts) > 0 {
-		return fieldErrors("the request and its template both give a part", conflicts)
+		return multiError("the request and its template both give a part", conflicts)
 	}
 	return nil
 }

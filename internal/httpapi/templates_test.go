@@ -282,3 +282,54 @@ func TestTemplateSend(t *testing.T) {
 		t.Errorf("subject %q, parts %+v", s, m.parts)
 	}
 }
+
+// TestBatchTemplate renders a stored template once per personalization
+// with its own data merged over the top level's, and lists every missing
+// variable of every personalization under its path before anything is
+// sent.
+func TestBatchTemplate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	adm := e.key("acme", store.ScopeAdmin)
+	snd := e.key("acme", store.ScopeSend)
+	r := e.post("/v1/templates", adm, map[string]string{"name": "order",
+		"subject": "{{shop}}: order {{order}}", "html": "<p>Hi {{name}}</p>"})
+	want(t, r, http.StatusCreated)
+	var tv templateView
+	r.json(t, &tv)
+	body := map[string]any{"from": "app@acme.example", "template_id": tv.ID, "data": map[string]any{"shop": "Acme", "name": "friend"},
+		"personalizations": []map[string]any{
+			{"to": []string{"ann@example.org"}, "data": map[string]any{"order": 1, "name": "<Ann>"}},
+			{"to": []string{"bob@example.org"}, "data": map[string]any{"order": 2}},
+		}}
+	want(t, e.post("/v1/messages", snd, body), http.StatusAccepted)
+	subs := e.sub.byRecipient()
+	ann, bob := parseMessage(t, subs["ann@example.org"].Raw), parseMessage(t, subs["bob@example.org"].Raw)
+	if s, _ := ann.header.Subject(); s != "Acme: order 1" {
+		t.Errorf("ann's subject %q", s)
+	}
+	if s, _ := bob.header.Subject(); s != "Acme: order 2" {
+		t.Errorf("bob's subject %q", s)
+	}
+	if got := string(ann.parts[0].body); got != "<p>Hi &lt;Ann&gt;</p>" {
+		t.Errorf("ann's html %q", got)
+	}
+	if got := string(bob.parts[0].body); got != "<p>Hi friend</p>" {
+		t.Errorf("bob's html %q (the top-level data)", got)
+	}
+
+	n := e.sub.count()
+	body["personalizations"] = []map[string]any{
+		{"to": []string{"ann@example.org"}, "data": map[string]any{"order": 1}},
+		{"to": []string{"bob@example.org"}},
+		{"to": []string{"not an address"}, "data": map[string]any{"order": 3}},
+	}
+	r = e.post("/v1/messages", snd, body)
+	want(t, r, http.StatusBadRequest)
+	if got := fields(r.apiErrors(t)); !slices.Equal(got, []string{"personalizations[1].data.order", "personalizations[2].to[0]"}) {
+		t.Errorf("errors %v: %s", got, r.body)
+	}
+	if e.sub.count() != n {
+		t.Errorf("a refused batch queued %d messages", e.sub.count()-n)
+	}
+}

@@ -162,12 +162,12 @@ func TestSendWithUnsubscribeLink(t *testing.T) {
 	if sub := e.sub.last(); sub.UnsubscribeGroup != "" || !bytes.HasPrefix(sub.Raw, []byte("List-Unsubscribe: <https://links.example.net/unsubscribe/")) {
 		t.Errorf("global link: %.200s", sub.Raw)
 	}
-	// Without either: nothing added, no ID chosen.
+	// Without either: nothing added.
 	if r := e.post("/v1/messages", snd, map[string]any{"from": "app@acme.example", "to": []string{"bob@example.org"}, "text": "x"}); r.status != 202 {
 		t.Fatal(r.status)
 	}
-	if sub := e.sub.last(); bytes.Contains(sub.Raw, []byte("List-Unsubscribe")) || sub.ID != "" {
-		t.Errorf("plain message got a link or an ID")
+	if sub := e.sub.last(); bytes.Contains(sub.Raw, []byte("List-Unsubscribe")) {
+		t.Errorf("plain message got a link")
 	}
 
 	n := e.sub.count()
