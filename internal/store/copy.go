@@ -176,12 +176,17 @@ var CopyTables = []*Table{
 	// first handshake (the ACME account key is among the secrets).
 	{Kind: "acme certificates", Name: "acme_certs", Key: []string{"name"},
 		Columns: cols("name cert_pem:x key_pem:x not_before:i not_after:i updated:i")},
+	// Batches keep their state: the holds of a paused batch's recipients
+	// are leases, not copied, and are taken again when the destination's
+	// scheduler checks the batch (Batches.CheckBatch).
+	{Kind: "batches", Name: "batches", Key: []string{"id"},
+		Columns: cols("id account state created:i updated:i messages:i recipients:i cancelled:i")},
 }
 
 // MessageTable is the queue's message rows (the body, stored apart, is
 // streamed by Copy).
 var MessageTable = &Table{Kind: "messages", Name: "messages", Key: []string{"id"},
-	Columns: cols("id sender received:i size:i ret envid client_ip helo auth_user source smtputf8:b account tags metadata headers:x")}
+	Columns: cols("id sender received:i size:i ret envid client_ip helo auth_user source smtputf8:b account tags metadata headers:x batch_id send_at:i")}
 
 // RecipientTable is the recipient rows of a message, with their delivery
 // state; the destination assigns their IDs, and leases are not copied.
