@@ -299,6 +299,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(), Explainer: a.explainer,
+		Batches: a.store,
 	}))
 	a.mountWellKnown(mux)
 	if cfg.Console.Enabled {

@@ -27,6 +27,8 @@ func (g *API) Submit(ctx context.Context, s *httpapi.Submission) (string, error)
 		Body:     bytes.NewReader(s.Raw),
 		Tags:     s.Tags,
 		Metadata: s.Metadata,
+		SendAt:   s.SendAt,
+		BatchID:  s.BatchID,
 	}
 	for _, r := range s.Recipients {
 		req.Recipients = append(req.Recipients, submit.Recipient{Address: r})

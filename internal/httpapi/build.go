@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"mime"
 	"net/mail"
@@ -31,6 +32,11 @@ type MessageRequest struct {
 	Headers     map[string]string `json:"headers,omitempty"` // custom header fields
 	Tags        []string          `json:"tags,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// SendAt schedules the message: an RFC 3339 time or a Unix time in
+	// seconds, at most 72 hours ahead (schedule.go). BatchID puts it in a
+	// batch created with POST /v1/batches.
+	SendAt  json.RawMessage `json:"send_at,omitempty"`
+	BatchID string          `json:"batch_id,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

@@ -78,6 +78,11 @@ type Submission struct {
 	Raw          []byte            // the message, CRLF line endings
 	Tags         []string          // copied onto every event
 	Metadata     map[string]string // copied onto every event
+	// SendAt schedules the message (scheduled send, issue 12): zero sends
+	// at once. BatchID puts it in one of the account's batches ("" for
+	// none).
+	SendAt  time.Time
+	BatchID string
 }
 
 // Submitter queues a message exactly like SMTP submission: it checks that
@@ -189,6 +194,7 @@ type Deps struct {
 	Alerts    AlertLister // optional: GET /v1/alerts
 	Limits    RateLimits  // optional: X-RateLimit-* headers on sends
 	Explainer Explainer   // optional: GET /v1/messages/{id}/explain (404 without)
+	Batches   Batches     // optional: batch_id and /v1/batches (404 without)
 	Logger    *slog.Logger
 	Clock     clock.Clock
 }
@@ -201,17 +207,18 @@ func OpenAPI() []byte { return openAPIDoc }
 
 // api is the handler state.
 type api struct {
-	cfg    Config
-	p      Platform
-	msgs   Messages
-	sub    Submitter
-	dns    DNSChecker
-	alerts AlertLister
-	rates  RateLimits
-	expl   Explainer
-	log    *slog.Logger
-	clock  clock.Clock
-	mux    *http.ServeMux
+	cfg     Config
+	p       Platform
+	msgs    Messages
+	sub     Submitter
+	dns     DNSChecker
+	alerts  AlertLister
+	rates   RateLimits
+	expl    Explainer
+	batches Batches
+	log     *slog.Logger
+	clock   clock.Clock
+	mux     *http.ServeMux
 
 	idem keyLocks // serialises requests sharing an Idempotency-Key
 }
@@ -244,7 +251,7 @@ var (
 
 var routes = []route{
 	{"GET", "/v1/openapi.json", public, nil, (*api).openapi},
-	{"POST", "/v1/messages", needSend, []string{"from", "to", "tag"}, (*api).sendMessage},
+	{"POST", "/v1/messages", needSend, []string{"from", "to", "tag", "send_at", "batch_id"}, (*api).sendMessage},
 	{"GET", "/v1/messages/{id}", needRead, nil, (*api).getMessage},
 	{"GET", "/v1/messages/{id}/explain", needRead, nil, (*api).explainMessage},
 	{"GET", "/v1/events", needRead, eventParams, (*api).listEvents},
@@ -266,12 +273,23 @@ var routes = []route{
 	{"GET", "/v1/keys", needAdmin, []string{"account"}, (*api).listKeys},
 	{"POST", "/v1/keys", needAdmin, nil, (*api).addKey},
 	{"DELETE", "/v1/keys/{id}", needAdmin, nil, (*api).deleteKey},
+	{"POST", "/v1/batches", needSend, nil, (*api).createBatch},
+	{"GET", "/v1/batches/{id}", needRead, nil, (*api).getBatch},
+	{"POST", "/v1/batches/{id}/pause", needSend, nil, batchAction(func(b Batches) func(context.Context, string, string, time.Time) (store.Batch, error) {
+		return b.PauseBatch
+	})},
+	{"POST", "/v1/batches/{id}/resume", needSend, nil, batchAction(func(b Batches) func(context.Context, string, string, time.Time) (store.Batch, error) {
+		return b.ResumeBatch
+	})},
+	{"POST", "/v1/batches/{id}/cancel", needSend, nil, batchAction(func(b Batches) func(context.Context, string, string, time.Time) (store.Batch, error) {
+		return b.CancelBatch
+	})},
 }
 
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
-	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, log: deps.Logger, clock: deps.Clock}
+	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, batches: deps.Batches, log: deps.Logger, clock: deps.Clock}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

@@ -50,6 +50,10 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 	switch mt {
 	case "message/rfc822":
 		sub, err = a.rawSubmission(w, r)
+		if err == nil {
+			sub.Account = c.account()
+			err = a.scheduleQuery(r.Context(), sub, r.URL.Query())
+		}
 	case "application/json":
 		for k := range r.URL.Query() {
 			return errInvalid(k, "query parameter %q applies to raw uploads (message/rfc822) only; give the envelope in the JSON body", k)
@@ -61,7 +65,8 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		var b *built
 		b, err = buildMessage(&req, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)
 		if err == nil {
-			sub = &Submission{EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
+			sub = &Submission{Account: c.account(), EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw, Tags: req.Tags, Metadata: req.Metadata}
+			err = a.scheduleJSON(r.Context(), sub, &req)
 		}
 	default:
 		return &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "Content-Type must be application/json or message/rfc822"}

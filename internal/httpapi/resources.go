@@ -27,6 +27,7 @@ const (
 var EventTypes = []string{
 	store.EventAccepted, store.EventDeferred, store.EventDelivered, store.EventBounced,
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
+	store.EventCancelled,
 }
 
 // query checks that the request has only the allowed query parameters.

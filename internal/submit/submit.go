@@ -199,6 +199,12 @@ type Request struct {
 	Body       io.Reader
 	Tags       []string
 	Metadata   map[string]string
+	// SendAt schedules the message (scheduled send, issue 12): its
+	// recipients are due then, not at once. Zero sends at once.
+	SendAt time.Time
+	// BatchID puts the message in a batch of the identity's account
+	// (store.Batches), which may pause or cancel it; "" for none.
+	BatchID string
 }
 
 // Recipient is one envelope recipient with its DSN parameters.
@@ -237,6 +243,7 @@ func (p *Pipeline) Submit(ctx context.Context, req *Request) (Result, error) {
 		tx.id = req.ID
 	}
 	tx.tags, tx.metadata = req.Tags, req.Metadata
+	tx.sendAt, tx.batchID = req.SendAt, req.BatchID
 	if err := tx.Mail(ctx, Mail{From: req.From, Ret: req.Ret, EnvID: req.EnvID, SMTPUTF8: req.SMTPUTF8}); err != nil {
 		return Result{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/heraldmail/herald/internal/alias"
 	"github.com/heraldmail/herald/internal/smtp"
@@ -35,6 +36,8 @@ type Tx struct {
 	ratesSet bool
 	tags     []string
 	metadata map[string]string
+	sendAt   time.Time // scheduled send (Request.SendAt)
+	batchID  string    // Request.BatchID
 }
 
 // Mail is the envelope sender and its parameters.
@@ -340,6 +343,7 @@ func (t *Tx) message(ctx context.Context) *store.Message {
 		ID: t.id, Sender: t.mail.From, Ret: t.mail.Ret, EnvID: t.mail.EnvID,
 		AuthUser: t.ident.User, Source: t.ident.Source, SMTPUTF8: t.mail.SMTPUTF8,
 		Account: t.ident.Account, Tags: t.tags, Metadata: t.metadata,
+		SendAt: t.sendAt, BatchID: t.batchID,
 		Recipients: t.rcpts,
 	}
 	if t.ident.ClientIP.IsValid() {

@@ -66,6 +66,7 @@ func Run(t *testing.T, b Backend) {
 		{"Console", consoleTests},
 		{"ACME", acmeTests},
 		{"Rollups", rollupTests},
+		{"Batches", batchTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
