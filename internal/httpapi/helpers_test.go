@@ -130,7 +130,7 @@ func newEnvDeps(t *testing.T, cfg Config, change func(*Deps)) *env {
 		cfg.Hostname = "mx.example.net"
 	}
 	deps := Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil)),
-		Explainer: explain.New(st, explain.Config{}, e.clock)}
+		Explainer: explain.New(st, explain.Config{}, e.clock), Batches: st}
 	if change != nil {
 		change(&deps)
 	}
