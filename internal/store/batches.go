@@ -56,7 +56,7 @@ type Batch struct {
 	Account string
 	State   string // BatchActive, BatchPaused, BatchCancelled
 	Created time.Time
-	Updated time.Time // last state change
+	Updated time.Time // last change: of state, or a message joining (PruneEvents removes batches idle since before its cutoff with no message queued)
 
 	// Messages and Recipients count what was enqueued into the batch;
 	// Cancelled the recipients its cancellation removed.

@@ -161,6 +161,7 @@ func (s *Store) purgeChunk(ctx context.Context, tx pgx.Tx, id string) (messages,
 	for _, q := range []string{
 		`DELETE FROM suppressions WHERE account = $1 AND address IN (SELECT address FROM suppressions WHERE account = $1 LIMIT $2)`,
 		`DELETE FROM idempotency WHERE account = $1 AND key IN (SELECT key FROM idempotency WHERE account = $1 LIMIT $2)`,
+		`DELETE FROM batches WHERE account = $1 AND id IN (SELECT id FROM batches WHERE account = $1 LIMIT $2)`,
 	} {
 		tag, err := tx.Exec(ctx, q, id, purgeChunk)
 		if err != nil {

@@ -78,7 +78,8 @@ var enqueueSQL = `WITH m AS (
 ), p AS (
 	DELETE FROM pending_bodies WHERE id = $16 AND EXISTS (SELECT 1 FROM m)
 ), b AS (
-	UPDATE batches SET messages = messages + 1, recipients = recipients + cardinality($18::text[])
+	UPDATE batches SET messages = messages + 1, recipients = recipients + cardinality($18::text[]),
+		updated = GREATEST(updated, $24)
 	WHERE id = $28 AND EXISTS (SELECT 1 FROM m)
 )
 SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM r), '{}'),

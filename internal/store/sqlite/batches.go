@@ -108,8 +108,9 @@ func (w *writer) batchState(account, id string) (string, error) {
 // transaction, after the message row was written): the batch must be the
 // account's and not cancelled.
 func (w *writer) joinBatch(account, id string, rcpts int, now time.Time) error {
-	res, err := w.conn.ExecContext(context.Background(), `UPDATE batches SET messages = messages + 1, recipients = recipients + ?
-		WHERE id = ? AND account = ? AND state != 'cancelled'`, rcpts, id, account)
+	res, err := w.conn.ExecContext(context.Background(), `UPDATE batches SET messages = messages + 1, recipients = recipients + ?,
+			updated = max(updated, ?)
+		WHERE id = ? AND account = ? AND state != 'cancelled'`, rcpts, nanos(now), id, account)
 	if err != nil {
 		return err
 	}

@@ -114,6 +114,25 @@ func testBatchCreate(t *testing.T, s store.Store) {
 	if b, err := s.GetBatch(ctx, "acme", "batch-1"); err != nil || b.State != store.BatchActive {
 		t.Errorf("after another account's attempts: %+v, %v; want active", b, err)
 	}
+	// Pruning removes idle batches without queued messages only.
+	_, err = s.CreateBatch(ctx, "acme", "busy", base)
+	must(t, "CreateBatch", err)
+	Enqueue(t, s, batchMessage("acme", "busy", "a@example.com"), []byte("x"), time.Time{})
+	cutoff := time.Now().Add(24 * time.Hour) // after the time the message joined
+	_, err = s.CreateBatch(ctx, "acme", "fresh", cutoff.Add(time.Hour))
+	must(t, "CreateBatch", err)
+	_, err = s.PruneEvents(ctx, cutoff)
+	must(t, "PruneEvents", err)
+	if _, err := s.GetBatch(ctx, "acme", "batch-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an idle batch survived the prune: %v", err)
+	}
+	for _, id := range []string{"busy", "fresh"} {
+		if _, err := s.GetBatch(ctx, "acme", id); err != nil {
+			t.Errorf("batch %s was pruned: %v", id, err)
+		}
+	}
+	_, err = s.CreateBatch(ctx, "acme", "batch-1", base)
+	must(t, "CreateBatch after the prune", err)
 	for _, id := range []string{"", "a b", "x/y", string(make([]byte, store.MaxBatchIDLen+1))} {
 		if _, err := s.CreateBatch(ctx, "acme", id, base); err == nil {
 			t.Errorf("CreateBatch(%q) accepted", id)
