@@ -742,7 +742,7 @@ func (s *Store) Stats(ctx context.Context) (store.QueueStats, error) {
 	err := s.pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM messages),
 		(SELECT count(*) FROM recipients r WHERE `+pendingSQL+`),
-		(SELECT min(received) FROM messages)`).Scan(&msgs, &rcpts, &oldest)
+		(`+oldestSQL+`)`, time.Now().UnixNano()).Scan(&msgs, &rcpts, &oldest)
 	if err != nil {
 		return st, fmt.Errorf("postgres store: stats: %w", err)
 	}

@@ -382,6 +382,7 @@ var schema = []string{
 	`ALTER TABLE messages ADD COLUMN IF NOT EXISTS batch_id text COLLATE "C" NOT NULL DEFAULT '';
 	ALTER TABLE messages ADD COLUMN IF NOT EXISTS send_at bigint NOT NULL DEFAULT 0; -- unix ns, 0 when not scheduled
 	CREATE INDEX IF NOT EXISTS messages_batch ON messages (batch_id) WHERE batch_id <> '';
+	CREATE INDEX IF NOT EXISTS messages_send_at ON messages (send_at) WHERE send_at <> 0;
 	CREATE TABLE IF NOT EXISTS batches (
 		id         text COLLATE "C" PRIMARY KEY,
 		account    text COLLATE "C" NOT NULL,

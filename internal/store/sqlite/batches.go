@@ -319,3 +319,15 @@ func (s *Store) CheckBatch(ctx context.Context, messageID, batchID, token string
 }
 
 var _ store.Batches = (*Store)(nil)
+
+// oldestSQL is when the oldest pending message was to leave: its
+// received time, or its send time for a scheduled message whose time has
+// come (?1 is now), so that a message scheduled days ahead does not look
+// late to the queue-age alert and metric. oldestAccountSQL is the same
+// for the account ?1 (?2 is now).
+const (
+	oldestSQL = `SELECT min(o) FROM (SELECT min(received) AS o FROM messages WHERE send_at = 0
+		UNION ALL SELECT min(send_at) FROM messages WHERE send_at != 0 AND send_at <= ?1)`
+	oldestAccountSQL = `SELECT min(o) FROM (SELECT min(received) AS o FROM messages WHERE account = ?1 AND send_at = 0
+		UNION ALL SELECT min(send_at) FROM messages INDEXED BY messages_send_at WHERE send_at != 0 AND send_at <= ?2 AND account = ?1)`
+)

@@ -636,7 +636,7 @@ func (s *Store) Stats(ctx context.Context) (store.QueueStats, error) {
 	err := s.rdb.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM messages),
 		(SELECT count(*) FROM recipients WHERE status IN ('queued', 'deferred')),
-		(SELECT min(received) FROM messages)`).Scan(&st.Messages, &st.Recipients, &oldest)
+		(`+oldestSQL+`)`, time.Now().UnixNano()).Scan(&st.Messages, &st.Recipients, &oldest)
 	if err != nil {
 		return st, fmt.Errorf("sqlite store: stats: %w", err)
 	}

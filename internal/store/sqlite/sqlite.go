@@ -691,7 +691,8 @@ var schema = []string{
 	CREATE INDEX messages_account ON messages(account) WHERE account != 'default';
 	CREATE INDEX messages_received ON messages(received);
 	CREATE INDEX messages_account_received ON messages(account, received);
-	CREATE INDEX messages_batch ON messages(batch_id) WHERE batch_id != '';`,
+	CREATE INDEX messages_batch ON messages(batch_id) WHERE batch_id != '';
+	CREATE INDEX messages_send_at ON messages(send_at) WHERE send_at != 0;`,
 	// 17: batches (issue 12): an account's group of messages, paused,
 	// resumed or cancelled together; the counts of what joined it and of
 	// the recipients its cancellation removed. IF NOT EXISTS: the step

@@ -49,6 +49,15 @@ func testScheduledEnqueue(t *testing.T, s store.Store) {
 			t.Errorf("enqueued recipient due at %s, want %s", r.NextAttempt, sendAt)
 		}
 	}
+	// The queue's age counts from the send time (base is in the past of
+	// the store's clock, so the time has come).
+	qs, err := s.Stats(ctx)
+	must(t, "Stats", err)
+	aq, err := s.AccountQueue(ctx, "acme")
+	must(t, "AccountQueue", err)
+	if !qs.Oldest.Equal(sendAt) || !aq.Oldest.Equal(sendAt) {
+		t.Errorf("oldest pending %s (account: %s), want the send time %s", qs.Oldest, aq.Oldest, sendAt)
+	}
 	now := base.Add(time.Minute)
 	if ls := mustLease(t, s, now, time.Minute, 10); len(ls) != 0 {
 		t.Fatalf("a message scheduled for %s was leased at %s", sendAt, now)
