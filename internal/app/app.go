@@ -318,6 +318,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		Templates:   a.store,
 		Unsubscribe: links,
 		Tracker:     a.tracker,
+		Batches:     a.store,
 	}))
 	mux.Handle(trackingPrefix, a.tracker.Handler())
 	a.mountWellKnown(mux)

@@ -270,7 +270,7 @@ type messagesData struct {
 
 var queueStatuses = []string{string(store.StatusQueued), string(store.StatusDeferred)}
 var eventTypes = []string{store.EventAccepted, store.EventDelivered, store.EventDeferred, store.EventBounced,
-	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected, store.EventUnsubscribed, store.EventOpened, store.EventClicked, store.EventSandboxed}
+	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected, store.EventUnsubscribed, store.EventOpened, store.EventClicked, store.EventSandboxed, store.EventCancelled}
 
 // messages searches the queue (pending messages) and the event log
 // (everything that happened), both limited to the viewer's account.

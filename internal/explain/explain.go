@@ -24,6 +24,7 @@ type Store interface {
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	DestinationState(ctx context.Context, key string) (store.DestinationState, error)
 	IsSuppressed(ctx context.Context, account, address string) (bool, error)
+	GetBatch(ctx context.Context, account, id string) (store.Batch, error)
 	store.QueueLeases
 }
 
@@ -44,6 +45,8 @@ type Config struct {
 // Overall states of a message.
 const (
 	StateQueued     = "queued"      // waiting for its first attempt
+	StateScheduled  = "scheduled"   // waiting for the time it was scheduled for (send_at)
+	StatePaused     = "paused"      // held: its batch is paused
 	StateInDelivery = "in_delivery" // a node holds it for delivery now
 	StateDeferred   = "deferred"    // a temporary failure; waiting for the next attempt
 	StateDelivered  = "delivered"   // every recipient delivered
@@ -75,10 +78,14 @@ type Explanation struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// DelayWarningAt is when the sender is (or was) told of the delay; nil
 	// when delay notices are off or the message left the queue.
-	DelayWarningAt *time.Time  `json:"delay_warning_at,omitempty"`
-	Summary        []string    `json:"summary"`
-	Recipients     []Recipient `json:"recipients"`
-	Now            time.Time   `json:"now"`
+	DelayWarningAt *time.Time `json:"delay_warning_at,omitempty"`
+	// ScheduledAt is the time a scheduled message was to leave (send_at).
+	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
+	// Batch is the batch the message belongs to, with its state.
+	Batch      *Batch      `json:"batch,omitempty"`
+	Summary    []string    `json:"summary"`
+	Recipients []Recipient `json:"recipients"`
+	Now        time.Time   `json:"now"`
 }
 
 // Recipient is one recipient's state and the reasons for it.
@@ -96,6 +103,9 @@ type Recipient struct {
 	Bounce      string     `json:"bounce,omitempty"`
 	// Lease is set while a node holds the recipient for delivery.
 	Lease *Lease `json:"lease,omitempty"`
+	// Held: the recipient's batch is paused; it is not attempted until the
+	// batch resumes.
+	Held bool `json:"held,omitempty"`
 	// Destination is the key the recipient's domain is throttled under,
 	// and Throttle its back-off when it has one.
 	Destination string    `json:"destination"`
@@ -109,6 +119,12 @@ type Recipient struct {
 	DelayWarned bool     `json:"delay_warned,omitempty"`
 	Complained  bool     `json:"complained,omitempty"`
 	Sentences   []string `json:"sentences"`
+}
+
+// Batch is the batch of a message.
+type Batch struct {
+	ID    string `json:"id"`
+	State string `json:"state"` // active, paused, cancelled
 }
 
 // Lease is a node's hold on a recipient for delivery.
@@ -220,11 +236,29 @@ func history(evs []store.Event) map[string]*recipientHistory {
 func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Message, hist map[string]*recipientHistory, now time.Time) error {
 	e.InQueue = true
 	e.Account, e.Sender, e.Received = accountOf(m.Account), sender(m.Sender), ts(m.Received)
-	expires := m.Received.Add(x.cfg.MaxLifetime)
+	// The queue lifetime and the delay notice count from the time a
+	// scheduled message was to leave.
+	start := m.Start()
+	expires := start.Add(x.cfg.MaxLifetime)
 	e.ExpiresAt = ts(expires)
 	if x.cfg.DelayWarning > 0 {
-		e.DelayWarningAt = ts(m.Received.Add(x.cfg.DelayWarning))
+		e.DelayWarningAt = ts(start.Add(x.cfg.DelayWarning))
 	}
+	if !m.SendAt.IsZero() {
+		e.ScheduledAt = ts(m.SendAt)
+	}
+	paused := false
+	if m.BatchID != "" {
+		b, err := x.st.GetBatch(ctx, e.Account, m.BatchID)
+		switch {
+		case err == nil:
+			e.Batch = &Batch{ID: b.ID, State: b.State}
+			paused = b.State == store.BatchPaused
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+	}
+	scheduled := m.SendAt.After(now)
 	leases, err := x.st.MessageLeases(ctx, m.ID)
 	if err != nil {
 		return err
@@ -234,7 +268,7 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 		leaseOf[l.RecipientID] = l
 	}
 	dests := make(map[string]*Throttle)
-	pending, leased, deferred := 0, 0, 0
+	pending, leased, deferred, held, waiting := 0, 0, 0, 0, 0
 	for _, r := range m.Recipients {
 		rv := Recipient{Address: r.Address, Status: statusName(r.Status), Attempts: r.Attempts, LastReply: r.LastReply,
 			RemoteMTA: r.RemoteMTA, DelayWarned: r.DelayWarned, Sentences: []string{}}
@@ -264,7 +298,17 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 			leased++
 			rv.Lease = &Lease{Node: l.Owner, Until: l.Until.UTC(), Expired: l.Until.Before(now)}
 		}
-		rv.Sentences = append(rv.Sentences, pendingSentences(&rv, now)...)
+		switch {
+		case paused && rv.Lease == nil:
+			held++
+			rv.Held = true
+			rv.Sentences = append(rv.Sentences, fmt.Sprintf("%s: held: batch %s is paused; it is not attempted before the batch resumes.", r.Address, m.BatchID))
+		case scheduled && rv.Lease == nil && rv.Attempts == 0 && rv.LastReply == "":
+			waiting++
+			rv.Sentences = append(rv.Sentences, fmt.Sprintf("%s: scheduled to be sent at %s (in %s).", r.Address, clockTime(m.SendAt), span(m.SendAt.Sub(now))))
+		default:
+			rv.Sentences = append(rv.Sentences, pendingSentences(&rv, now)...)
+		}
 		if sup {
 			rv.Sentences = append(rv.Sentences, fmt.Sprintf("%s is on the account's suppression list now; a message already in the queue is still attempted (the list is checked when a message is accepted).", r.Address))
 		}
@@ -273,6 +317,10 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 	switch {
 	case leased > 0:
 		e.State = StateInDelivery
+	case held > 0:
+		e.State = StatePaused
+	case waiting > 0:
+		e.State = StateScheduled
 	case deferred > 0:
 		e.State = StateDeferred
 	default:
@@ -280,6 +328,12 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 	}
 	e.Summary = append(e.Summary, fmt.Sprintf("Message %s from %s is in the queue (received %s): %d of %d recipients pending.",
 		m.ID, e.Sender, clockTime(m.Received), pending, len(m.Recipients)))
+	if scheduled && pending > 0 {
+		e.Summary = append(e.Summary, fmt.Sprintf("It is scheduled to be sent at %s (in %s).", clockTime(m.SendAt), span(m.SendAt.Sub(now))))
+	}
+	if paused && pending > 0 {
+		e.Summary = append(e.Summary, fmt.Sprintf("Its batch %s is paused: its recipients are not attempted until the batch resumes.", m.BatchID))
+	}
 	// Every recipient's sentences, a destination's state said once.
 	said := make(map[string]bool)
 	for _, rv := range e.Recipients {
@@ -297,7 +351,7 @@ func (x *Explainer) inQueue(ctx context.Context, e *Explanation, m *store.Messag
 			e.Summary = append(e.Summary, fmt.Sprintf("The message's queue lifetime ran out on %s; it expires at its next attempt.", clockTime(expires)))
 		}
 		if x.cfg.DelayWarning > 0 {
-			at := m.Received.Add(x.cfg.DelayWarning)
+			at := start.Add(x.cfg.DelayWarning)
 			warned := false
 			for _, r := range m.Recipients {
 				warned = warned || r.DelayWarned
@@ -333,7 +387,7 @@ func (x *Explainer) fromHistory(rv *Recipient, rh *recipientHistory) {
 		}
 	}
 	if l := rh.last; l != nil && (l.Type == store.EventExpired || l.Type == store.EventSuppressed || l.Type == store.EventRejected ||
-		l.Type == store.EventSandboxed) {
+		l.Type == store.EventSandboxed || l.Type == store.EventCancelled) {
 		if l.Reply != "" {
 			rv.LastReply = l.Reply
 		}
@@ -447,6 +501,8 @@ func finalSentence(rv *Recipient) string {
 		s = fmt.Sprintf("%s: refused before queueing%s%s.", rv.Address, when, reply)
 	case StateSandboxed:
 		s = fmt.Sprintf("%s: a sandbox send%s, checked and never queued%s.", rv.Address, when, reply)
+	case store.EventCancelled:
+		s = fmt.Sprintf("%s: not sent: its batch was cancelled%s.", rv.Address, when)
 	default:
 		s = fmt.Sprintf("%s: %s%s%s.", rv.Address, rv.Status, when, reply)
 	}
@@ -531,6 +587,8 @@ func stateWords(s string) string {
 		return "it was refused before queueing"
 	case StateSandboxed:
 		return "a sandbox send, nothing was queued or sent"
+	case store.EventCancelled:
+		return "not sent, its batch was cancelled"
 	}
 	return "the recipients ended differently"
 }

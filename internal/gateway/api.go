@@ -28,6 +28,8 @@ func (g *API) Submit(ctx context.Context, s *httpapi.Submission) (string, error)
 		Body:     bytes.NewReader(s.Raw),
 		Tags:     s.Tags,
 		Metadata: s.Metadata,
+		SendAt:   s.SendAt,
+		BatchID:  s.BatchID,
 
 		UnsubscribeGroup: s.UnsubscribeGroup,
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
@@ -54,6 +55,11 @@ type MessageRequest struct {
 	// per personalization, its fields applied over the top level (see
 	// Personalization). At most maxPersonalizations.
 	Personalizations []Personalization `json:"personalizations,omitempty"`
+	// SendAt schedules the message: an RFC 3339 time or a Unix time in
+	// seconds, at most 72 hours ahead (schedule.go). BatchID puts it in a
+	// batch created with POST /v1/batches.
+	SendAt  json.RawMessage `json:"send_at,omitempty"`
+	BatchID string          `json:"batch_id,omitempty"`
 }
 
 // Attachment is a file attached to a message; Content is base64.

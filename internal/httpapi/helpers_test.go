@@ -131,7 +131,7 @@ func newEnvDeps(t *testing.T, cfg Config, change func(*Deps)) *env {
 	}
 	deps := Deps{Platform: st, Messages: st, Submitter: e.sub, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(lb, nil)),
 		Explainer: explain.New(st, explain.Config{}, e.clock),
-		Templates: st}
+		Templates: st, Batches: st}
 	if change != nil {
 		change(&deps)
 	}

@@ -94,8 +94,12 @@ type Submission struct {
 	// unsubscribe): recipients suppressed in it, or globally, are
 	// skipped. "" checks the global suppressions only.
 	UnsubscribeGroup string
-	// BatchID (batches and personalizations) names the batch a message of
-	// a request with personalizations belongs to; "" for single sends.
+	// SendAt schedules the message (scheduled send, issue 12): zero sends
+	// at once.
+	SendAt time.Time
+	// BatchID puts the message in one of the account's batches: the one
+	// the request named, or the one created for a request with
+	// personalizations; "" for none.
 	BatchID string
 }
 
@@ -243,6 +247,7 @@ type Deps struct {
 	// Unsubscribe makes one-click unsubscribe links; without it a message
 	// asking for one is refused.
 	Unsubscribe UnsubscribeLinks
+	Batches     Batches // optional: batch_id and /v1/batches (404 without)
 	Tracker     Tracker // optional: open and click tracking (refused without)
 	Logger      *slog.Logger
 	Clock       clock.Clock
@@ -268,6 +273,7 @@ type api struct {
 	groups  Groups
 	tracker Tracker
 	tpl     store.Templates
+	batches Batches
 	log     *slog.Logger
 	clock   clock.Clock
 	mux     *http.ServeMux
@@ -304,7 +310,7 @@ var (
 
 var routes = []route{
 	{"GET", "/v1/openapi.json", public, nil, (*api).openapi},
-	{"POST", "/v1/messages", needSend, []string{"from", "to", "tag"}, (*api).sendMessage},
+	{"POST", "/v1/messages", needSend, []string{"from", "to", "tag", "send_at", "batch_id"}, (*api).sendMessage},
 	{"GET", "/v1/messages/{id}", needRead, nil, (*api).getMessage},
 	{"GET", "/v1/messages/{id}/explain", needRead, nil, (*api).explainMessage},
 	{"GET", "/v1/events", needRead, eventParams, (*api).listEvents},
@@ -343,13 +349,24 @@ var routes = []route{
 	{"GET", "/v1/templates/{id}/versions/{version}", needRead, nil, (*api).getTemplateVersion},
 	{"POST", "/v1/templates/{id}/versions/{version}/activate", needAdmin, nil, (*api).activateTemplateVersion},
 	{"POST", "/v1/templates/{id}/render", needRead, nil, (*api).renderTemplate},
+	{"POST", "/v1/batches", needSend, nil, (*api).createBatch},
+	{"GET", "/v1/batches/{id}", needRead, nil, (*api).getBatch},
+	{"POST", "/v1/batches/{id}/pause", needSend, nil, batchAction(func(b Batches) func(context.Context, string, string, time.Time) (store.Batch, error) {
+		return b.PauseBatch
+	})},
+	{"POST", "/v1/batches/{id}/resume", needSend, nil, batchAction(func(b Batches) func(context.Context, string, string, time.Time) (store.Batch, error) {
+		return b.ResumeBatch
+	})},
+	{"POST", "/v1/batches/{id}/cancel", needSend, nil, batchAction(func(b Batches) func(context.Context, string, string, time.Time) (store.Batch, error) {
+		return b.CancelBatch
+	})},
 }
 
 // New returns the API handler. Mount it at "/v1/" of the HTTP server.
 func New(cfg Config, deps Deps) http.Handler {
 	cfg.defaults()
 	a := &api{cfg: cfg, p: deps.Platform, msgs: deps.Messages, sub: deps.Submitter, dns: deps.DNS, alerts: deps.Alerts, rates: deps.Limits, expl: deps.Explainer, tracker: deps.Tracker, log: deps.Logger, clock: deps.Clock,
-		links: deps.Unsubscribe, groups: deps.Platform, tpl: deps.Templates}
+		links: deps.Unsubscribe, groups: deps.Platform, tpl: deps.Templates, batches: deps.Batches}
 	if a.log == nil {
 		a.log = slog.Default()
 	}

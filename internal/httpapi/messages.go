@@ -38,7 +38,8 @@ type sendResponse struct {
 type outgoing struct {
 	req     *MessageRequest
 	content *content
-	batchID string // "" for a single message
+	batchID string    // the batch the message joins, "" for none
+	sendAt  time.Time // when it is scheduled; zero sends at once
 }
 
 // prepare builds one message of a JSON send into its Submission and
@@ -57,7 +58,7 @@ func (a *api) prepare(ctx context.Context, c *caller, o *outgoing) (*Submission,
 		return nil, "", err
 	}
 	sub := &Submission{ID: queueID, Account: c.account(), EnvelopeFrom: b.envelopeFrom, From: b.from, Recipients: b.recipients, Raw: b.raw,
-		Tags: o.req.Tags, Metadata: o.req.Metadata, BatchID: o.batchID}
+		Tags: o.req.Tags, Metadata: o.req.Metadata, BatchID: o.batchID, SendAt: o.sendAt}
 	if err := a.listUnsubscribe(ctx, c.account(), o.req, sub); err != nil {
 		return nil, "", err
 	}
@@ -114,6 +115,9 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 			return err
 		}
 		sub.Account = c.account()
+		if err := a.scheduleQuery(r.Context(), sub, r.URL.Query()); err != nil {
+			return err
+		}
 		send = func() (any, error) {
 			id, err := a.sub.Submit(r.Context(), sub)
 			return sendResponse{ID: id, MessageID: rawMessageID(sub.Raw)}, err
@@ -137,6 +141,11 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 			return err
 		}
 		rendered := ec.empty()
+		// send_at and batch_id: checked once, the same for every message.
+		sched := &Submission{Account: c.account()}
+		if err := collect(&ec, "", a.scheduleJSON(r.Context(), sched, &req)); err != nil {
+			return err
+		}
 		ct := checkRequest(&req, requestLimits{maxRcpts: a.cfg.MaxRecipients, maxBatchRcpts: a.cfg.MaxBatchRecipients, maxBatchBytes: a.cfg.MaxBatchBytes}, &ec)
 		if !rendered {
 			ec.drop("text") // the parts a failed template leaves empty are not a second problem
@@ -146,7 +155,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		}
 		switch {
 		case req.Sandbox:
-			return a.sandboxOne(w, r, c, &outgoing{req: &req, content: ct})
+			return a.sandboxOne(w, r, c, &outgoing{req: &req, content: ct, sendAt: sched.SendAt, batchID: sched.BatchID})
 		case req.Personalizations != nil:
 			send = func() (any, error) {
 				// Checked here, not before: a retry with the
@@ -154,11 +163,11 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 				if err := a.batchRateCheck(r.Context(), c.account(), ct.batchRcpts); err != nil {
 					return nil, err
 				}
-				return a.sendBatch(r.Context(), c, &req, ct)
+				return a.sendBatch(r.Context(), c, &req, ct, sched)
 			}
 		default:
 			send = func() (any, error) {
-				id, msgID, err := a.sendOne(r.Context(), c, &outgoing{req: &req, content: ct})
+				id, msgID, err := a.sendOne(r.Context(), c, &outgoing{req: &req, content: ct, sendAt: sched.SendAt, batchID: sched.BatchID})
 				return sendResponse{ID: id, MessageID: msgID}, err
 			}
 		}

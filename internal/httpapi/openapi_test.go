@@ -381,6 +381,28 @@ func TestOpenAPIResponses(t *testing.T) {
 	status(e.del("/v1/keys/"+k.ID, adm), 204)
 	status(e.del("/v1/keys/"+k.ID, adm), 404)
 
+	// batches and scheduled sends
+	r = status(e.post("/v1/batches", snd, nil), 201)
+	var bv batchView
+	r.json(t, &bv)
+	status(e.post("/v1/batches", rd, nil), 403)
+	status(e.post("/v1/messages", snd, map[string]any{"from": "a@acme.example", "to": []string{"b@example.org"}, "text": "hi",
+		"send_at": now.Add(time.Hour).Format(time.RFC3339), "batch_id": bv.ID}), 202)
+	status(e.post("/v1/messages", snd, map[string]any{"from": "a@acme.example", "to": []string{"b@example.org"}, "text": "hi",
+		"send_at": now.Add(73 * time.Hour).Unix()}), 400)
+	status(e.post("/v1/messages", snd, map[string]any{"from": "a@acme.example", "to": []string{"b@example.org"}, "text": "hi", "batch_id": "nope"}), 400)
+	status(e.do("POST", "/v1/messages?batch_id="+bv.ID+"&send_at="+strconv.FormatInt(now.Add(time.Hour).Unix(), 10), snd, "message/rfc822",
+		strings.NewReader("From: a@acme.example\nTo: b@example.org\n\nhi\n")), 202)
+	status(e.get("/v1/batches/"+bv.ID, rd), 200)
+	status(e.get("/v1/batches/nope", rd), 404)
+	status(e.post("/v1/batches/"+bv.ID+"/pause", snd, nil), 200)
+	status(e.post("/v1/batches/nope/pause", snd, nil), 404)
+	status(e.post("/v1/batches/"+bv.ID+"/resume", snd, nil), 200)
+	status(e.post("/v1/batches/"+bv.ID+"/resume", rd, nil), 403)
+	status(e.post("/v1/batches/"+bv.ID+"/cancel", snd, nil), 200)
+	status(e.post("/v1/batches/nope/cancel", snd, nil), 404)
+	status(e.post("/v1/batches/"+bv.ID+"/pause", snd, nil), 409)
+
 	// webhooks, last: deleting one
 	status(e.del("/v1/webhooks/"+hook.ID, adm), 204)
 

@@ -203,9 +203,23 @@ const (
 // The batch runs to its end even if the client goes away (ctx is not
 // cancelled with the request), so what was sent is what the
 // Idempotency-Key records.
-func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct *content) (*batchResponse, error) {
+//
+// The messages join the batch the request named (batch_id), or one created
+// for the request, so that they can be paused or cancelled together; all
+// take the request's send_at.
+func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct *content, sched *Submission) (*batchResponse, error) {
 	ctx = context.WithoutCancel(ctx)
-	res := &batchResponse{BatchID: store.NewID(), Messages: make([]batchMessage, len(req.Personalizations))}
+	res := &batchResponse{BatchID: sched.BatchID, Messages: make([]batchMessage, len(req.Personalizations))}
+	if res.BatchID == "" {
+		res.BatchID = store.NewID()
+		if a.batches != nil {
+			if _, err := a.batches.CreateBatch(ctx, c.account(), res.BatchID, a.clock.Now()); err != nil {
+				return nil, fmt.Errorf("creating the batch: %w", err)
+			}
+		} else {
+			res.BatchID = "" // nothing to name: batches are not available
+		}
+	}
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range min(batchConcurrency, len(req.Personalizations)) {
@@ -213,7 +227,7 @@ func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				res.Messages[i] = a.sendPersonalization(ctx, c, req, i, res.BatchID, ct)
+				res.Messages[i] = a.sendPersonalization(ctx, c, req, i, &outgoing{content: ct, batchID: res.BatchID, sendAt: sched.SendAt})
 			}
 		}()
 	}
@@ -243,10 +257,11 @@ func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct 
 }
 
 // sendPersonalization sends personalization i of req as one message.
-func (a *api) sendPersonalization(ctx context.Context, c *caller, req *MessageRequest, i int, batchID string, ct *content) batchMessage {
+func (a *api) sendPersonalization(ctx context.Context, c *caller, req *MessageRequest, i int, o *outgoing) batchMessage {
 	m := personalize(req, &req.Personalizations[i])
 	out := batchMessage{To: addresses(m.To)}
-	id, msgID, err := a.sendOne(ctx, c, &outgoing{req: m, content: ct, batchID: batchID})
+	batchID := o.batchID
+	id, msgID, err := a.sendOne(ctx, c, &outgoing{req: m, content: o.content, batchID: o.batchID, sendAt: o.sendAt})
 	if err != nil {
 		e := a.toAPIError(err)
 		if e == errInternal {

@@ -699,3 +699,46 @@ func FuzzBatchRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestBatchScheduleAndBatchID: the messages of a request with
+// personalizations join a batch the caller can pause or cancel (one created
+// for the request, or the one it names) and all take its send_at.
+func TestBatchScheduleAndBatchID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	tok := e.key(store.DefaultAccount, store.ScopeSend)
+	at := e.clock.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
+	req := map[string]any{"from": "shop@example.com", "text": "hi", "send_at": at.Format(time.RFC3339),
+		"personalizations": []map[string]any{{"to": []string{"ann@example.org"}}, {"to": []string{"bob@example.org"}}}}
+	r := e.post("/v1/messages", tok, req)
+	want(t, r, http.StatusAccepted)
+	var br batchResponse
+	r.json(t, &br)
+	want(t, e.get("/v1/batches/"+br.BatchID, e.key(store.DefaultAccount, store.ScopeRead)), http.StatusOK)
+	for addr, s := range e.sub.byRecipient() {
+		if s.BatchID != br.BatchID || !s.SendAt.Equal(at) {
+			t.Errorf("%s: batch %q send_at %v, want %q %v", addr, s.BatchID, s.SendAt, br.BatchID, at)
+		}
+	}
+
+	// A batch the caller created and names.
+	r = e.post("/v1/batches", tok, nil)
+	want(t, r, http.StatusCreated)
+	var bv batchView
+	r.json(t, &bv)
+	delete(req, "send_at")
+	req["batch_id"] = bv.ID
+	r = e.post("/v1/messages", tok, req)
+	want(t, r, http.StatusAccepted)
+	r.json(t, &br)
+	if br.BatchID != bv.ID {
+		t.Errorf("batch %q, want the named %q", br.BatchID, bv.ID)
+	}
+	// Another account's batch is unknown.
+	other := e.key("acme", store.ScopeSend)
+	req["from"] = "app@acme.example"
+	r = e.post("/v1/messages", other, req)
+	if _, field := r.apiErr(t); r.status != http.StatusBadRequest || field != "batch_id" {
+		t.Errorf("another account's batch: %d %s", r.status, r.body)
+	}
+}

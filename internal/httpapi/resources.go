@@ -29,6 +29,7 @@ var EventTypes = []string{
 	store.EventExpired, store.EventComplained, store.EventSuppressed, store.EventRejected,
 	store.EventUnsubscribed, store.EventOpened, store.EventClicked,
 	store.EventSandboxed,
+	store.EventCancelled,
 }
 
 // tracked reports whether t is an event of open and click tracking.

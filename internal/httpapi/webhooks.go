@@ -19,19 +19,19 @@ const defaultSecretOverlap = 24 * time.Hour
 // webhookExtra are the batch and rotation properties of a webhook's view
 // (issue 12). The secrets themselves are never shown here.
 type webhookExtra struct {
-	Batch                 batchView  `json:"batch"`
+	Batch                 webhookBatchView  `json:"batch"`
 	SecretRotatedAt       *time.Time `json:"secret_rotated_at,omitempty"`
 	PreviousSecretExpires *time.Time `json:"previous_secret_expires,omitempty"`
 }
 
-// batchView is a webhook's batch settings.
-type batchView struct {
+// webhookBatchView is a webhook's batch settings.
+type webhookBatchView struct {
 	MaxEvents      int `json:"max_events"`
 	MaxWaitSeconds int `json:"max_wait_seconds"`
 }
 
 func toWebhookExtra(wh store.Webhook) webhookExtra {
-	x := webhookExtra{Batch: batchView{MaxEvents: max(wh.BatchMax, 1), MaxWaitSeconds: int(wh.BatchWait / time.Second)},
+	x := webhookExtra{Batch: webhookBatchView{MaxEvents: max(wh.BatchMax, 1), MaxWaitSeconds: int(wh.BatchWait / time.Second)},
 		SecretRotatedAt: ts(wh.SecretRotated)}
 	if wh.PreviousSecret != "" {
 		x.PreviousSecretExpires = ts(wh.PreviousExpires)

@@ -295,9 +295,13 @@ func (s *Scheduler) leaseError(err error) {
 // deliver attempts every leased recipient of l, grouped by domain, and
 // records the outcomes under l's token. The lease is renewed while it
 // runs; when it is lost, the attempts in progress are cancelled and their
-// outcome dropped.
+// outcome dropped. A message of a paused or cancelled batch is not
+// attempted (see held).
 func (s *Scheduler) deliver(ctx context.Context, l store.Lease) {
 	msg := l.Message
+	if s.held(ctx, l) {
+		return
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	k := s.keep(ctx, l, cancel)
@@ -348,6 +352,41 @@ func (s *Scheduler) deliver(ctx context.Context, l store.Lease) {
 		all = append(all, s.complete(groups[d], results[i])...)
 	}
 	s.record(ctx, k, msg, all, start)
+}
+
+// BatchChecker is the store's check of a leased message of a batch
+// (store.Batches.CheckBatch): a paused batch's recipients are held and a
+// cancelled one's removed instead of attempted.
+type BatchChecker interface {
+	CheckBatch(ctx context.Context, messageID, batchID, token string) (string, error)
+}
+
+// held checks the batch of l's message, if it has one and the store
+// checks batches, and reports whether the message must not be attempted
+// now: its batch is paused (its recipients are held until it resumes) or
+// cancelled (they were removed). A failed check leaves the lease to run
+// out, so the message is tried again then rather than sent unchecked.
+func (s *Scheduler) held(ctx context.Context, l store.Lease) bool {
+	if l.Message.BatchID == "" {
+		return false
+	}
+	bc, ok := s.store.(BatchChecker)
+	if !ok {
+		return false
+	}
+	state, err := bc.CheckBatch(ctx, l.Message.ID, l.Message.BatchID, l.Token)
+	switch {
+	case err != nil:
+		s.log.Error("checking the message's batch failed; retried when the lease runs out", "id", l.Message.ID, "batch", l.Message.BatchID, "err", err)
+		return true
+	case state == store.BatchPaused:
+		s.log.Info("message held: its batch is paused", "id", l.Message.ID, "batch", l.Message.BatchID)
+		return true
+	case state == store.BatchCancelled:
+		s.log.Info("message not sent: its batch was cancelled", "id", l.Message.ID, "batch", l.Message.BatchID)
+		return true
+	}
+	return false
 }
 
 // complete makes sure there is exactly one attempt per recipient.
@@ -412,7 +451,7 @@ func (s *Scheduler) record(ctx context.Context, k *keeper, msg *store.Message, a
 			o.Status = store.StatusFailed
 			failed = append(failed, BouncedRecipient{Recipient: r, Attempt: a})
 		default:
-			if now.Sub(msg.Received) >= s.cfg.MaxLifetime {
+			if now.Sub(msg.Start()) >= s.cfg.MaxLifetime {
 				o.Status = store.StatusExpired
 				failed = append(failed, BouncedRecipient{Recipient: r, Attempt: a, Expired: true})
 				break
@@ -423,9 +462,9 @@ func (s *Scheduler) record(ctx context.Context, k *keeper, msg *store.Message, a
 				wait = min(wait, a.RetryAfter)
 			}
 			o.NextAttempt = now.Add(wait)
-			if s.cfg.DelayWarning > 0 && !r.DelayWarned && now.Sub(msg.Received) >= s.cfg.DelayWarning {
+			if s.cfg.DelayWarning > 0 && !r.DelayWarned && now.Sub(msg.Start()) >= s.cfg.DelayWarning {
 				o.DelayWarned = true
-				delayed = append(delayed, BouncedRecipient{Recipient: r, Attempt: a, RetryTill: msg.Received.Add(s.cfg.MaxLifetime)})
+				delayed = append(delayed, BouncedRecipient{Recipient: r, Attempt: a, RetryTill: msg.Start().Add(s.cfg.MaxLifetime)})
 			}
 		}
 		outcomes = append(outcomes, o)

@@ -158,9 +158,13 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 	msg.Size = body.Size()
 	for i := range msg.Recipients {
 		msg.Recipients[i].Status = store.StatusQueued
-		msg.Recipients[i].NextAttempt = msg.Received
+		msg.Recipients[i].NextAttempt = msg.Start()
 	}
-	reserved := s.disp != nil && s.disp.Reserve()
+	// A scheduled message waits in the store, due at its SendAt: it is
+	// never handed to a worker now, and the scheduler's poll leases it
+	// then.
+	scheduled := msg.SendAt.After(msg.Received)
+	reserved := !scheduled && s.disp != nil && s.disp.Reserve()
 	var until time.Time
 	if reserved {
 		until = msg.Received.Add(s.disp.LeaseTimeout())
@@ -177,7 +181,7 @@ func (s *Spool) Enqueue(ctx context.Context, msg *store.Message, body store.Body
 		// The worker records the outcome (and renews) under the token of
 		// the lease Enqueue took.
 		s.disp.Submit(store.Lease{Message: msg, Until: until, Token: token})
-	} else if s.disp != nil {
+	} else if s.disp != nil && !scheduled {
 		s.disp.Notify()
 	}
 	return msg.ID, nil

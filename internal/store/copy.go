@@ -183,12 +183,17 @@ var CopyTables = []*Table{
 		Columns: cols("id account name created:i latest:i activated:i")},
 	{Kind: "template versions", Name: "template_versions", Key: []string{"template_id", "version"},
 		Columns: cols("template_id version:i account subject text html created:i")},
+	// Batches keep their state: the holds of a paused batch's recipients
+	// are leases, not copied, and are taken again when the destination's
+	// scheduler checks the batch (Batches.CheckBatch).
+	{Kind: "batches", Name: "batches", Key: []string{"id"},
+		Columns: cols("id account state created:i updated:i messages:i recipients:i cancelled:i")},
 }
 
 // MessageTable is the queue's message rows (the body, stored apart, is
 // streamed by Copy).
 var MessageTable = &Table{Kind: "messages", Name: "messages", Key: []string{"id"},
-	Columns: cols("id sender received:i size:i ret envid client_ip helo auth_user source smtputf8:b account tags metadata headers:x")}
+	Columns: cols("id sender received:i size:i ret envid client_ip helo auth_user source smtputf8:b account tags metadata headers:x batch_id send_at:i")}
 
 // RecipientTable is the recipient rows of a message, with their delivery
 // state; the destination assigns their IDs, and leases are not copied.

@@ -79,6 +79,13 @@ type Message struct {
 	Tags     []string
 	Metadata map[string]string
 
+	// Scheduled send (issue 12): BatchID is the batch the message belongs
+	// to ("" for none; see Batches), SendAt the time it was scheduled for
+	// (zero when it was sent at once). Enqueue makes the recipients due at
+	// SendAt when it is after Received; the queue lifetime counts from it.
+	BatchID string
+	SendAt  time.Time
+
 	// Headers are complete header fields (CRLF-terminated) that Herald
 	// prepends to the body when it is read back: DKIM-Signature and
 	// Authentication-Results, computed while the body streamed in. Set
@@ -167,6 +174,9 @@ type Queue interface {
 	// durably: when it returns nil, both are on stable storage (fsync done,
 	// shared with concurrent callers by group commit). Recipient IDs are
 	// filled in msg. A full disk returns an error wrapping ErrStorageFull.
+	//
+	// The recipients are due at msg.Received, or at msg.SendAt when it is
+	// later (a scheduled message).
 	//
 	// If leaseUntil is not zero, the recipients are created leased by this
 	// node until then, so the caller may deliver them at once without
@@ -355,6 +365,7 @@ type Store interface {
 	Unsubscribes
 	TrackingSettings
 	WebhookAdmin
+	Batches
 	Close() error
 }
 

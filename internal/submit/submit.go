@@ -205,6 +205,12 @@ type Request struct {
 	// unsubscribe): a recipient suppressed in it, or globally, is
 	// skipped. "" checks the global suppressions only.
 	UnsubscribeGroup string
+	// SendAt schedules the message (scheduled send, issue 12): its
+	// recipients are due then, not at once. Zero sends at once.
+	SendAt time.Time
+	// BatchID puts the message in a batch of the identity's account
+	// (store.Batches), which may pause or cancel it; "" for none.
+	BatchID string
 }
 
 // Recipient is one envelope recipient with its DSN parameters.
@@ -244,6 +250,7 @@ func (p *Pipeline) Submit(ctx context.Context, req *Request) (Result, error) {
 	}
 	tx.tags, tx.metadata = req.Tags, req.Metadata
 	tx.group = req.UnsubscribeGroup
+	tx.sendAt, tx.batchID = req.SendAt, req.BatchID
 	if err := tx.Mail(ctx, Mail{From: req.From, Ret: req.Ret, EnvID: req.EnvID, SMTPUTF8: req.SMTPUTF8}); err != nil {
 		return Result{}, err
 	}

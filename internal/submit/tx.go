@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/heraldmail/herald/internal/alias"
 	"github.com/heraldmail/herald/internal/simulator"
@@ -42,6 +43,8 @@ type Tx struct {
 	// recipients a real send would skip.
 	sandbox           bool
 	sandboxSuppressed []string
+	sendAt            time.Time // scheduled send (Request.SendAt)
+	batchID           string    // Request.BatchID
 }
 
 // Mail is the envelope sender and its parameters.
@@ -375,6 +378,7 @@ func (t *Tx) message(ctx context.Context) *store.Message {
 		ID: t.id, Sender: t.mail.From, Ret: t.mail.Ret, EnvID: t.mail.EnvID,
 		AuthUser: t.ident.User, Source: t.ident.Source, SMTPUTF8: t.mail.SMTPUTF8,
 		Account: t.ident.Account, Tags: t.tags, Metadata: t.metadata,
+		SendAt: t.sendAt, BatchID: t.batchID,
 		Recipients: t.rcpts,
 	}
 	if t.ident.ClientIP.IsValid() {

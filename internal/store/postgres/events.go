@@ -314,6 +314,11 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 	if _, err := s.pool.Exec(ctx, `DELETE FROM idempotency WHERE created < $1`, cutoff); err != nil {
 		return total, mapErr(fmt.Errorf("postgres store: prune idempotency keys: %w", err))
 	}
+	// Batches idle since before the cutoff with no message in the queue.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM batches b WHERE b.updated < $1
+		AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.batch_id = b.id)`, before.UnixNano()); err != nil {
+		return total, mapErr(fmt.Errorf("postgres store: prune batches: %w", err))
+	}
 	if err := s.collectBodies(ctx); err != nil {
 		return total, fmt.Errorf("postgres store: collect abandoned bodies: %w", err)
 	}

@@ -7,10 +7,11 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// MessageLeases implements store.QueueLeases.
+// MessageLeases implements store.QueueLeases. The holds of a paused
+// batch (store.HeldToken) are not delivery leases and are left out.
 func (s *Store) MessageLeases(ctx context.Context, id string) ([]store.RecipientLease, error) {
 	rows, err := s.pool.Query(ctx, `SELECT r.id, r.lease_owner, r.lease_until FROM recipients r
-		WHERE r.message_id = $1 AND `+pendingSQL+` AND r.lease_until != 0 ORDER BY r.id`, id)
+		WHERE r.message_id = $1 AND `+pendingSQL+` AND r.lease_until != 0 AND r.lease_token <> $2 ORDER BY r.id`, id, store.HeldToken)
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: leases of %s: %w", id, err)
 	}

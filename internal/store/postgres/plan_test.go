@@ -98,7 +98,7 @@ func TestHotQueryPlans(t *testing.T) {
 	}{
 		{"enqueue", enqueueSQL, []any{"Q1", "s@example.org", now, int64(4096), "", "", "192.0.2.1", "client.example", "",
 			"smtp", false, "default", "", "", []byte{}, nil, make([]byte, 4096), []string{"a@example.com"}, []string{""}, []string{""},
-			int64(0), "", "", now, int32(0), nil, false}, "Insert on recipients"},
+			int64(0), "", "", now, int32(0), nil, false, "", int64(0)}, "Insert on recipients"},
 		{"lease candidates", leaseCandidatesSQL, []any{now, 400, 100, []string{}}, "recipients_ready"},
 		{"lease", leaseSQL, []any{due, tokens, later, "node-a", now}, "recipients_message"},
 		{"update: lock", lockMessageSQL, []any{"P0000000002"}, "messages_pkey"},

@@ -164,6 +164,7 @@ func (s *Store) purgeChunk(ctx context.Context, tx pgx.Tx, id string) (messages,
 		`DELETE FROM suppressions WHERE account = $1 AND address IN (SELECT address FROM suppressions WHERE account = $1 LIMIT $2)`,
 		`DELETE FROM idempotency WHERE account = $1 AND key IN (SELECT key FROM idempotency WHERE account = $1 LIMIT $2)`,
 		`DELETE FROM template_versions WHERE account = $1 AND (template_id, version) IN (SELECT template_id, version FROM template_versions WHERE account = $1 LIMIT $2)`,
+		`DELETE FROM batches WHERE account = $1 AND id IN (SELECT id FROM batches WHERE account = $1 LIMIT $2)`,
 	} {
 		tag, err := tx.Exec(ctx, q, id, purgeChunk)
 		if err != nil {

@@ -14,7 +14,7 @@ import (
 )
 
 const msgCols = `m.id, m.sender, m.received, m.size, m.ret, m.envid, m.client_ip, m.helo, m.auth_user, m.source, m.smtputf8,
-	m.account, m.tags, m.metadata, m.headers`
+	m.account, m.tags, m.metadata, m.batch_id, m.send_at, m.headers`
 
 const rcptCols = `r.id, r.address, r.notify, r.orcpt, r.status, r.attempts, r.next_attempt, r.last_reply, r.remote_mta,
 	r.delay_warned, r.updated_at`
@@ -51,15 +51,16 @@ func validID(id string) bool {
 // as abandoned, insert nothing and return no IDs.
 var enqueueSQL = `WITH m AS (
 	INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8,
-		account, tags, metadata, headers, body_id, body)
-	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
-	WHERE NOT $27::boolean OR EXISTS (SELECT 1 FROM pending_bodies WHERE id = $16)
+		account, tags, metadata, headers, body_id, body, batch_id, send_at)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $28, $29
+	WHERE (NOT $27::boolean OR EXISTS (SELECT 1 FROM pending_bodies WHERE id = $16))
+		AND ($28 = '' OR EXISTS (SELECT 1 FROM batches WHERE id = $28 AND account = $12 AND state <> 'cancelled'))
 	ON CONFLICT DO NOTHING
 	RETURNING id
 ), r AS (
 	INSERT INTO recipients (id, message_id, address, notify, orcpt, status, attempts, next_attempt,
 		lease_until, lease_owner, lease_token, updated_at)
-	SELECT nextval('recipients_id_seq'), m.id, u.address, u.notify, u.orcpt, 'queued', 0, $3, $21, $22, $23, $24
+	SELECT nextval('recipients_id_seq'), m.id, u.address, u.notify, u.orcpt, 'queued', 0, GREATEST($3, $29), $21, $22, $23, $24
 	FROM m, unnest($18::text[], $19::text[], $20::text[]) WITH ORDINALITY AS u(address, notify, orcpt, ord)
 	ORDER BY u.ord
 	RETURNING id, address
@@ -76,9 +77,14 @@ var enqueueSQL = `WITH m AS (
 	INSERT INTO body_chunks (body_id, seq, data) SELECT $16, $25, $26 FROM m WHERE $26::bytea IS NOT NULL
 ), p AS (
 	DELETE FROM pending_bodies WHERE id = $16 AND EXISTS (SELECT 1 FROM m)
+), b AS (
+	UPDATE batches SET messages = messages + 1, recipients = recipients + cardinality($18::text[]),
+		updated = GREATEST(updated, $24)
+	WHERE id = $28 AND EXISTS (SELECT 1 FROM m)
 )
 SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM r), '{}'),
-	EXISTS (SELECT 1 FROM pending_bodies WHERE id = $16)`
+	EXISTS (SELECT 1 FROM pending_bodies WHERE id = $16),
+	$28 = '' OR EXISTS (SELECT 1 FROM batches WHERE id = $28 AND account = $12 AND state <> 'cancelled')`
 
 // Enqueue stores msg and body durably; see store.Queue. The batch's
 // synchronous commit also makes the chunks written before it durable. An
@@ -152,13 +158,15 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		pb.Queue(enqueueSQL, msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
 			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, msg.SMTPUTF8, msg.Account, tags, meta, headers,
 			bodyID, inline, addrs, notifies, orcpts, nanos(leaseUntil), owner, token, now.UnixNano(), bd.seq, tail,
-			pendingBody)
+			pendingBody, msg.BatchID, nanos(msg.SendAt))
 	}, func(br pgx.BatchResults) error {
-		var stillPending bool
-		if err := br.QueryRow().Scan(&ids, &stillPending); err != nil {
+		var stillPending, batchOK bool
+		if err := br.QueryRow().Scan(&ids, &stillPending, &batchOK); err != nil {
 			return err
 		}
 		switch {
+		case len(ids) == 0 && !batchOK:
+			return clean(fmt.Errorf("batch %s of account %s: unknown or cancelled: %w", msg.BatchID, msg.Account, store.ErrBatchState))
 		case len(ids) == 0 && pendingBody && !stillPending:
 			// Collected as abandoned: cannot happen within a day.
 			return clean(fmt.Errorf("body %d was collected before its message was enqueued", bd.id))
@@ -185,7 +193,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		r.ID = ids[i]
 		r.Status = store.StatusQueued
 		r.Attempts = 0
-		r.NextAttempt = msg.Received
+		r.NextAttempt = msg.Start()
 		r.LastReply, r.RemoteMTA, r.DelayWarned = "", "", false
 		r.UpdatedAt = now
 	}
@@ -609,18 +617,18 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]*st
 // quarantine filing depend on them.
 func scanMessage(sc pgx.Row, extra ...any) (*store.Message, error) {
 	m := &store.Message{}
-	var received int64
+	var received, sendAt int64
 	var tags, meta string
 	err := sc.Scan(append([]any{&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
-		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers}, extra...)...)
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.BatchID, &sendAt, &m.Headers}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
-	return m, finishMessage(m, received, tags, meta)
+	return m, finishMessage(m, received, sendAt, tags, meta)
 }
 
-func finishMessage(m *store.Message, received int64, tags, meta string) error {
-	m.Received = fromNanos(received)
+func finishMessage(m *store.Message, received, sendAt int64, tags, meta string) error {
+	m.Received, m.SendAt = fromNanos(received), fromNanos(sendAt)
 	var err error
 	if m.Tags, m.Metadata, err = decodeTagsMeta(tags, meta); err != nil {
 		return fmt.Errorf("message %s: %w", m.ID, err)
@@ -630,17 +638,17 @@ func finishMessage(m *store.Message, received int64, tags, meta string) error {
 
 // scanMessageRecipient reads msgCols followed by rcptCols.
 func scanMessageRecipient(sc pgx.Row, m *store.Message, r *store.Recipient) error {
-	var received, next, updated int64
+	var received, sendAt, next, updated int64
 	var tags, meta, status string
 	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
-		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers,
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.BatchID, &sendAt, &m.Headers,
 		&r.ID, &r.Address, &r.Notify, &r.ORCPT, &status, &r.Attempts, &next, &r.LastReply, &r.RemoteMTA,
 		&r.DelayWarned, &updated)
 	if err != nil {
 		return err
 	}
 	r.Status, r.NextAttempt, r.UpdatedAt = store.Status(status), fromNanos(next), fromNanos(updated)
-	return finishMessage(m, received, tags, meta)
+	return finishMessage(m, received, sendAt, tags, meta)
 }
 
 // scanRecipient reads the message ID and rcptCols.
@@ -734,7 +742,7 @@ func (s *Store) Stats(ctx context.Context) (store.QueueStats, error) {
 	err := s.pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM messages),
 		(SELECT count(*) FROM recipients r WHERE `+pendingSQL+`),
-		(SELECT min(received) FROM messages)`).Scan(&msgs, &rcpts, &oldest)
+		(`+oldestSQL+`)`, time.Now().UnixNano()).Scan(&msgs, &rcpts, &oldest)
 	if err != nil {
 		return st, fmt.Errorf("postgres store: stats: %w", err)
 	}

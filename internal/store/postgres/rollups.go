@@ -237,13 +237,13 @@ func (s *Store) AccountQueue(ctx context.Context, account string) (store.Account
 		err = s.pool.QueryRow(ctx, `SELECT
 			(SELECT count(*) FROM messages),
 			(SELECT count(*) FROM recipients r WHERE `+pendingSQL+`),
-			(SELECT min(received) FROM messages)`).Scan(&msgs, &rcpts, &oldest)
+			(`+oldestSQL+`)`, time.Now().UnixNano()).Scan(&msgs, &rcpts, &oldest)
 	} else {
 		err = s.pool.QueryRow(ctx, `SELECT
 			(SELECT count(*) FROM messages WHERE account = $1),
 			(SELECT count(*) FROM recipients r WHERE r.message_id IN (SELECT id FROM messages WHERE account = $1)
 				AND `+pendingSQL+`),
-			(SELECT min(received) FROM messages WHERE account = $1)`, account).Scan(&msgs, &rcpts, &oldest)
+			(`+oldestAccountSQL+`)`, account, time.Now().UnixNano()).Scan(&msgs, &rcpts, &oldest)
 	}
 	if err != nil {
 		return q, mapErr(fmt.Errorf("postgres store: queue of account %q: %w", account, err))

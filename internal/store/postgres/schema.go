@@ -429,6 +429,26 @@ var schema = []string{
 		PRIMARY KEY (template_id, version)
 	);
 	CREATE INDEX IF NOT EXISTS template_versions_account ON template_versions (account);`,
+	// 12: scheduled send and batches (issue 12): the batch a message
+	// belongs to and the time it was scheduled for; an account's batches
+	// (paused, resumed or cancelled together) with the counts of what
+	// joined them and of the recipients their cancellation removed. IF
+	// NOT EXISTS: the step stands alone wherever the integrator numbers it.
+	`ALTER TABLE messages ADD COLUMN IF NOT EXISTS batch_id text COLLATE "C" NOT NULL DEFAULT '';
+	ALTER TABLE messages ADD COLUMN IF NOT EXISTS send_at bigint NOT NULL DEFAULT 0; -- unix ns, 0 when not scheduled
+	CREATE INDEX IF NOT EXISTS messages_batch ON messages (batch_id) WHERE batch_id <> '';
+	CREATE INDEX IF NOT EXISTS messages_send_at ON messages (send_at) WHERE send_at <> 0;
+	CREATE TABLE IF NOT EXISTS batches (
+		id         text COLLATE "C" PRIMARY KEY,
+		account    text COLLATE "C" NOT NULL,
+		state      text NOT NULL,   -- active, paused, cancelled
+		created    bigint NOT NULL, -- unix ns
+		updated    bigint NOT NULL,
+		messages   bigint NOT NULL DEFAULT 0,
+		recipients bigint NOT NULL DEFAULT 0,
+		cancelled  bigint NOT NULL DEFAULT 0
+	);
+	CREATE INDEX IF NOT EXISTS batches_account ON batches (account);`,
 }
 
 // SchemaVersion is the newest schema version this program writes.

@@ -174,6 +174,7 @@ func (w *writer) purgeChunk(id string) (messages, events int, done bool, err err
 		`DELETE FROM suppressions WHERE account = ? AND address IN (SELECT address FROM suppressions WHERE account = ? LIMIT ?)`,
 		`DELETE FROM idempotency WHERE account = ? AND key IN (SELECT key FROM idempotency WHERE account = ? LIMIT ?)`,
 		`DELETE FROM template_versions WHERE account = ? AND rowid IN (SELECT rowid FROM template_versions WHERE account = ? LIMIT ?)`,
+		`DELETE FROM batches WHERE account = ? AND id IN (SELECT id FROM batches WHERE account = ? LIMIT ?)`,
 	} {
 		res, err := w.conn.ExecContext(bg, q, id, id, purgeChunk)
 		if err != nil {

@@ -174,8 +174,10 @@ func (s *Snapshot) Close() error {
 
 // ReleaseAllLeases prepares a restored database in data directory dir for
 // its first server: it clears every recipient lease, whichever node took
-// it, and makes every pending recipient due at now (a deferred recipient's
-// back-off was counted on the old machine), so that the next server
+// it (the holds of paused batches are taken again when the scheduler
+// checks the batch), and makes every pending recipient due at now (a
+// deferred recipient's back-off was counted on the old machine), but for
+// scheduled messages not yet attempted, so that the next server
 // delivers the restored queue at once. It returns how many leases it
 // cleared. It opens (and migrates) the store, so it must run with no
 // server on dir: restore calls it holding the data directory's lock.
@@ -195,8 +197,11 @@ func ReleaseAllLeases(ctx context.Context, dir string, now time.Time) (int64, er
 		if n, err = res.RowsAffected(); err != nil {
 			return err
 		}
-		_, err = w.conn.ExecContext(context.Background(), `UPDATE recipients SET next_attempt = ?
-			WHERE status IN ('queued', 'deferred') AND next_attempt > ?`, now.UnixNano(), now.UnixNano())
+		// A scheduled message not yet attempted keeps its send time.
+		_, err = w.conn.ExecContext(context.Background(), `UPDATE recipients SET next_attempt = ?1
+			WHERE status IN ('queued', 'deferred') AND next_attempt > ?1
+				AND NOT (attempts = 0 AND next_attempt = (SELECT send_at FROM messages m WHERE m.id = recipients.message_id))`,
+			now.UnixNano())
 		return err
 	})
 	cerr := s.Close()

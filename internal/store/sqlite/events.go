@@ -368,6 +368,11 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 	if err := s.execOne(ctx, "prune idempotency keys", nil, `DELETE FROM idempotency WHERE created < ?`, cutoff); err != nil {
 		return total, err
 	}
+	// Batches idle since before the cutoff with no message in the queue.
+	if err := s.execOne(ctx, "prune batches", nil, `DELETE FROM batches WHERE updated < ?
+		AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.batch_id = batches.id)`, b); err != nil {
+		return total, err
+	}
 	return total, nil
 }
 

@@ -7,10 +7,11 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-// MessageLeases implements store.QueueLeases.
+// MessageLeases implements store.QueueLeases. The holds of a paused
+// batch (store.HeldToken) are not delivery leases and are left out.
 func (s *Store) MessageLeases(ctx context.Context, id string) ([]store.RecipientLease, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT id, lease_owner, lease_until FROM recipients
-		WHERE message_id = ? AND status IN ('queued', 'deferred') AND lease_until != 0 ORDER BY id`, id)
+		WHERE message_id = ? AND status IN ('queued', 'deferred') AND lease_until != 0 AND lease_token != ? ORDER BY id`, id, store.HeldToken)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: leases of %s: %w", id, err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/heraldmail/herald/internal/store"
 )
 
-const msgCols = `id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, account, tags, metadata, headers`
+const msgCols = `id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, account, tags, metadata, batch_id, send_at, headers`
 
 const rcptCols = `id, address, notify, orcpt, status, attempts, next_attempt, last_reply, remote_mta, delay_warned, updated_at`
 
@@ -122,6 +122,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 
 	now := time.Now()
 	received := nanos(msg.Received)
+	due := nanos(msg.Start())
 	lease := nanos(leaseUntil)
 	var owner, token string
 	if lease != 0 {
@@ -130,7 +131,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	err = s.w.do(context.Background(), blobPath != "", func(w *writer) error {
 		res, err := w.st.insMsg.Exec(msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
 			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""),
-			msg.Account, tags, meta, headers, inline)
+			msg.Account, tags, meta, msg.BatchID, nanos(msg.SendAt), headers, inline)
 		if err != nil {
 			return err
 		}
@@ -139,13 +140,18 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		} else if n == 0 {
 			return clean(fmt.Errorf("message %s: %w", msg.ID, store.ErrExists))
 		}
+		if msg.BatchID != "" {
+			if err := w.joinBatch(msg.Account, msg.BatchID, len(msg.Recipients), now); err != nil {
+				return err
+			}
+		}
 		hooked, err := w.hasWebhooks(msg.Account)
 		if err != nil {
 			return err
 		}
 		for i := range msg.Recipients {
 			r := &msg.Recipients[i]
-			res, err := w.st.insRcpt.Exec(msg.ID, r.Address, r.Notify, r.ORCPT, received, lease, owner, token, now.UnixNano())
+			res, err := w.st.insRcpt.Exec(msg.ID, r.Address, r.Notify, r.ORCPT, due, lease, owner, token, now.UnixNano())
 			if err != nil {
 				return err
 			}
@@ -177,7 +183,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		r := &msg.Recipients[i]
 		r.Status = store.StatusQueued
 		r.Attempts = 0
-		r.NextAttempt = msg.Received
+		r.NextAttempt = msg.Start()
 		r.LastReply, r.RemoteMTA, r.DelayWarned = "", "", false
 		r.UpdatedAt = now
 	}
@@ -533,14 +539,14 @@ type scanner interface{ Scan(dest ...any) error }
 // delivery decisions such as quarantine filing depend on them.
 func scanMessage(sc scanner) (*store.Message, error) {
 	m := &store.Message{}
-	var received int64
+	var received, sendAt int64
 	var tags, meta string
 	err := sc.Scan(&m.ID, &m.Sender, &received, &m.Size, &m.Ret, &m.EnvID, &m.ClientIP, &m.HELO,
-		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.Headers)
+		&m.AuthUser, &m.Source, &m.SMTPUTF8, &m.Account, &tags, &meta, &m.BatchID, &sendAt, &m.Headers)
 	if err != nil {
 		return nil, err
 	}
-	m.Received = fromNanos(received)
+	m.Received, m.SendAt = fromNanos(received), fromNanos(sendAt)
 	if m.Tags, m.Metadata, err = decodeTagsMeta(tags, meta); err != nil {
 		return nil, fmt.Errorf("message %s: %w", m.ID, err)
 	}
@@ -630,7 +636,7 @@ func (s *Store) Stats(ctx context.Context) (store.QueueStats, error) {
 	err := s.rdb.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM messages),
 		(SELECT count(*) FROM recipients WHERE status IN ('queued', 'deferred')),
-		(SELECT min(received) FROM messages)`).Scan(&st.Messages, &st.Recipients, &oldest)
+		(`+oldestSQL+`)`, time.Now().UnixNano()).Scan(&st.Messages, &st.Recipients, &oldest)
 	if err != nil {
 		return st, fmt.Errorf("sqlite store: stats: %w", err)
 	}

@@ -292,13 +292,13 @@ func (s *Store) AccountQueue(ctx context.Context, account string) (store.Account
 		err = s.rdb.QueryRowContext(ctx, `SELECT
 			(SELECT count(*) FROM messages),
 			(SELECT count(*) FROM recipients WHERE status IN ('queued', 'deferred')),
-			(SELECT min(received) FROM messages)`).Scan(&q.Messages, &q.Recipients, &oldest)
+			(`+oldestSQL+`)`, time.Now().UnixNano()).Scan(&q.Messages, &q.Recipients, &oldest)
 	} else {
 		err = s.rdb.QueryRowContext(ctx, `SELECT
 			(SELECT count(*) FROM messages WHERE account = ?1),
 			(SELECT count(*) FROM recipients WHERE message_id IN (SELECT id FROM messages WHERE account = ?1)
 				AND status IN ('queued', 'deferred')),
-			(SELECT min(received) FROM messages WHERE account = ?1)`, account).Scan(&q.Messages, &q.Recipients, &oldest)
+			(`+oldestAccountSQL+`)`, account, time.Now().UnixNano()).Scan(&q.Messages, &q.Recipients, &oldest)
 	}
 	if err != nil {
 		return q, fmt.Errorf("sqlite store: queue of account %q: %w", account, err)

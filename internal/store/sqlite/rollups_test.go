@@ -113,9 +113,9 @@ func TestRollupQueryPlans(t *testing.T) {
 			[]string{"SEARCH rollup_latency USING PRIMARY KEY (res=? AND account=? AND bucket>? AND bucket<?)"}},
 		{"destination counts", qDestCounts, []any{3600, "", 0, 1, 10},
 			[]string{"SEARCH rollup_dest USING PRIMARY KEY (res=? AND account=? AND bucket>? AND bucket<?)"}},
-		{"oldest of an account", `SELECT min(received) FROM messages WHERE account = ?`, []any{"a"},
-			[]string{"USING COVERING INDEX messages_account_received"}},
-		{"oldest", `SELECT min(received) FROM messages`, nil, []string{"USING COVERING INDEX messages_received"}},
+		{"oldest of an account", oldestAccountSQL, []any{"a", 0},
+			[]string{"USING INDEX messages_account_received (account=?)", "INDEX messages_send_at (send_at<?)"}},
+		{"oldest", oldestSQL, []any{0}, []string{"USING INDEX messages_received", "INDEX messages_send_at (send_at<?)"}},
 	} {
 		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+tc.query, tc.args...)
 		if err != nil {

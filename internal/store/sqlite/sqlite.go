@@ -721,6 +721,58 @@ var schema = []string{
 		PRIMARY KEY (template_id, version)
 	);
 	CREATE INDEX IF NOT EXISTS template_versions_account ON template_versions(account);`,
+	// 20: scheduled send and batches (issue 12): the batch a message
+	// belongs to and the time it was scheduled for. The messages table is
+	// rebuilt (as in step 4) so that the new columns, read with every
+	// lease, come before the inline body's overflow pages; its indexes
+	// are made again. The writer prepares statements naming the columns.
+	`CREATE TABLE messages_v16 (
+		id        TEXT PRIMARY KEY,
+		sender    TEXT NOT NULL,
+		received  INTEGER NOT NULL,
+		size      INTEGER NOT NULL,
+		ret       TEXT NOT NULL,
+		envid     TEXT NOT NULL,
+		client_ip TEXT NOT NULL,
+		helo      TEXT NOT NULL,
+		auth_user TEXT NOT NULL,
+		source    TEXT NOT NULL,
+		smtputf8  INTEGER NOT NULL,
+		blob      INTEGER NOT NULL,             -- 1: body is the file blobs/<id>
+		account   TEXT NOT NULL DEFAULT 'default',
+		tags      TEXT NOT NULL DEFAULT '',     -- JSON array, '' when none
+		metadata  TEXT NOT NULL DEFAULT '',     -- JSON object, '' when none
+		batch_id  TEXT NOT NULL DEFAULT '',     -- '' when none
+		send_at   INTEGER NOT NULL DEFAULT 0,   -- unix ns, 0 when not scheduled
+		headers   BLOB NOT NULL DEFAULT x'',
+		body      BLOB                          -- inline body when blob = 0 (last: overflow pages)
+	);
+	INSERT INTO messages_v16 (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
+			account, tags, metadata, headers, body)
+		SELECT id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
+			account, tags, metadata, headers, body FROM messages;
+	DROP TABLE messages;
+	ALTER TABLE messages_v16 RENAME TO messages;
+	CREATE INDEX messages_account ON messages(account) WHERE account != 'default';
+	CREATE INDEX messages_received ON messages(received);
+	CREATE INDEX messages_account_received ON messages(account, received);
+	CREATE INDEX messages_batch ON messages(batch_id) WHERE batch_id != '';
+	CREATE INDEX messages_send_at ON messages(send_at) WHERE send_at != 0;`,
+	// 21: batches (issue 12): an account's group of messages, paused,
+	// resumed or cancelled together; the counts of what joined it and of
+	// the recipients its cancellation removed. IF NOT EXISTS: the step
+	// stands alone wherever the integrator numbers it.
+	`CREATE TABLE IF NOT EXISTS batches (
+		id         TEXT PRIMARY KEY,
+		account    TEXT NOT NULL,
+		state      TEXT NOT NULL,   -- active, paused, cancelled
+		created    INTEGER NOT NULL, -- unix ns
+		updated    INTEGER NOT NULL,
+		messages   INTEGER NOT NULL DEFAULT 0,
+		recipients INTEGER NOT NULL DEFAULT 0,
+		cancelled  INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+	CREATE INDEX IF NOT EXISTS batches_account ON batches(account);`,
 }
 
 // pageSize is the database page size, set when the database is created.

@@ -127,8 +127,8 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 		{&w.st.commit, `COMMIT`},
 		{&w.st.rollback, `ROLLBACK`},
 		{&w.st.insMsg, `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
-				account, tags, metadata, headers, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
+				account, tags, metadata, batch_id, send_at, headers, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&w.st.insRcpt, `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt,
 				lease_until, lease_owner, lease_token, last_reply, remote_mta, delay_warned, updated_at)
 			VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, '', '', 0, ?)`},

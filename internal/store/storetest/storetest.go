@@ -70,6 +70,7 @@ func Run(t *testing.T, b Backend) {
 		{"Unsubscribes", unsubscribeTests},
 		{"Tracking", trackingTests},
 		{"Webhooks", webhookTests},
+		{"Batches", batchTests},
 	}
 	for _, part := range parts {
 		t.Run(part.name, func(t *testing.T) {
