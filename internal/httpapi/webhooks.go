@@ -19,9 +19,9 @@ const defaultSecretOverlap = 24 * time.Hour
 // webhookExtra are the batch and rotation properties of a webhook's view
 // (issue 12). The secrets themselves are never shown here.
 type webhookExtra struct {
-	Batch                 webhookBatchView  `json:"batch"`
-	SecretRotatedAt       *time.Time `json:"secret_rotated_at,omitempty"`
-	PreviousSecretExpires *time.Time `json:"previous_secret_expires,omitempty"`
+	Batch                 webhookBatchView `json:"batch"`
+	SecretRotatedAt       *time.Time       `json:"secret_rotated_at,omitempty"`
+	PreviousSecretExpires *time.Time       `json:"previous_secret_expires,omitempty"`
 }
 
 // webhookBatchView is a webhook's batch settings.
