@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -54,11 +55,19 @@ func (d *Dispatcher) deliverBatch(ctx context.Context, log *slog.Logger, bs Batc
 		log.Error("holding a webhook batch failed; sending it now", "err", err)
 	}
 
-	payload := BatchPayload{Events: make([]Payload, len(batch))}
-	for i, wd := range batch {
-		payload.Events[i] = NewPayload(wd.Event)
+	body, sent, err := batchBody(batch, MaxBatchBody)
+	if sent < len(batch) {
+		// Over the size bound: the rest is due again at once, for the
+		// next request, without an attempt counted.
+		rest := make([]int64, 0, len(batch)-sent)
+		for _, wd := range batch[sent:] {
+			rest = append(rest, wd.ID)
+		}
+		if herr := bs.HoldWebhookDeliveries(ctx, rest, now); herr != nil {
+			log.Error("releasing the rest of an oversized webhook batch", "err", herr) // their leases expire instead
+		}
+		batch = batch[:sent]
 	}
-	body, err := json.Marshal(payload)
 	if err != nil {
 		d.recordBatch(ctx, log, bs, batch, func(store.WebhookDelivery) store.WebhookAttempt {
 			return store.WebhookAttempt{Status: StatusFailed, Error: "encoding events: " + err.Error()}
@@ -134,4 +143,34 @@ func (d *Dispatcher) recordBatch(ctx context.Context, log *slog.Logger, bs Batch
 	if err := bs.RecordWebhookAttempts(ctx, atts); err != nil {
 		log.Error("recording webhook batch attempt failed", "events", len(batch), "err", err)
 	}
+}
+
+// MaxBatchBody bounds the body of a batched webhook request: 1,000 events
+// with large metadata would otherwise make a POST of tens of megabytes. A
+// batch whose events would pass it is cut; the rest goes in the next
+// request. One event alone is always sent, whatever its size.
+const MaxBatchBody = 1 << 20
+
+// batchBody encodes the first events of batch as a BatchPayload body of at
+// most max bytes (at least one event), returning how many it holds.
+func batchBody(batch []store.WebhookDelivery, max int) ([]byte, int, error) {
+	var buf bytes.Buffer
+	buf.WriteString(`{"events":[`)
+	n := 0
+	for _, wd := range batch {
+		ev, err := json.Marshal(NewPayload(wd.Event))
+		if err != nil {
+			return nil, 0, err
+		}
+		if n > 0 && buf.Len()+1+len(ev)+2 > max {
+			break
+		}
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(ev)
+		n++
+	}
+	buf.WriteString("]}")
+	return buf.Bytes(), n, nil
 }
