@@ -122,6 +122,12 @@ type PlatformConfig struct {
 	MaxTemplatesPerAccount int `toml:"max_templates_per_account"`
 	// MaxTemplateVersions caps the versions of one stored template.
 	MaxTemplateVersions int `toml:"max_template_versions"`
+	// MaxBatchRecipients caps the recipients of all the messages of one
+	// API request with personalizations (issue 12).
+	MaxBatchRecipients int `toml:"max_batch_recipients"`
+	// MaxBatchSize caps the estimated (and rendered) size of all the
+	// messages of one API request with personalizations, in bytes.
+	MaxBatchSize int64 `toml:"max_batch_size"`
 	// PublicURL is the base URL (scheme and host, optionally a port; no
 	// path) of the links Herald puts into mail and serves itself, such as
 	// one-click unsubscribe; "" means "https://" + server.hostname.
@@ -451,6 +457,8 @@ func Default() *Config {
 			MaxWebhooksPerAccount:  20,
 			MaxTemplatesPerAccount: 200,
 			MaxTemplateVersions:    100,
+			MaxBatchRecipients:     5000,
+			MaxBatchSize:           256 << 20,
 		},
 		Alerts: AlertsConfig{
 			Enabled:          true,

@@ -160,6 +160,8 @@ func (c *Config) fields() []field {
 		intField("platform.max_webhooks_per_account", &c.Platform.MaxWebhooksPerAccount, 1, 1<<20),
 		intField("platform.max_templates_per_account", &c.Platform.MaxTemplatesPerAccount, 1, 1<<20),
 		intField("platform.max_template_versions", &c.Platform.MaxTemplateVersions, 1, 10000),
+		intField("platform.max_batch_recipients", &c.Platform.MaxBatchRecipients, 1, 1<<20),
+		sizeField("platform.max_batch_size", &c.Platform.MaxBatchSize, 1<<20),
 		strField("platform.public_url", &c.Platform.PublicURL, checkOptional(checkPublicURL)),
 
 		boolField("alerts.enabled", &c.Alerts.Enabled),
