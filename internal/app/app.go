@@ -313,7 +313,7 @@ func New(cfg *config.Config, opts Options) (_ *App, err error) {
 		MaxMessageBytes: apiMessageBytes(cfg.Limits.MaxMessageSize), UploadTimeout: cfg.HTTP.UploadTimeout,
 		WebhookAllowPrivate: cfg.Platform.WebhookAllowPrivate, MaxWebhooks: cfg.Platform.MaxWebhooksPerAccount,
 		MaxTemplates: cfg.Platform.MaxTemplatesPerAccount, MaxTemplateVersions: cfg.Platform.MaxTemplateVersions,
-		MaxBatchRecipients: cfg.Platform.MaxBatchRecipients, MaxBatchBytes: cfg.Platform.MaxBatchSize}, httpapi.Deps{
+		MaxBatchRecipients: cfg.Platform.MaxBatchRecipients, MaxBatchBytes: cfg.Platform.MaxBatchSize, MaxBatchesPerDay: cfg.Platform.MaxBatchesPerDay}, httpapi.Deps{
 		Platform: a.store, Messages: a.store, Submitter: api, Limits: api, Logger: a.log, Clock: clk,
 		DNS: &dnsDoctor{res: res, keys: a.store, cfg: cfg}, Alerts: a.alertLister(), Explainer: a.explainer,
 		Templates:   a.store,

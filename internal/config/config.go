@@ -128,6 +128,8 @@ type PlatformConfig struct {
 	// MaxBatchSize caps the estimated (and rendered) size of all the
 	// messages of one API request with personalizations, in bytes.
 	MaxBatchSize int64 `toml:"max_batch_size"`
+	// MaxBatchesPerDay caps the batches one account may create in a day.
+	MaxBatchesPerDay int `toml:"max_batches_per_day"`
 	// PublicURL is the base URL (scheme and host, optionally a port; no
 	// path) of the links Herald puts into mail and serves itself, such as
 	// one-click unsubscribe; "" means "https://" + server.hostname.
@@ -459,6 +461,7 @@ func Default() *Config {
 			MaxTemplateVersions:    100,
 			MaxBatchRecipients:     5000,
 			MaxBatchSize:           256 << 20,
+			MaxBatchesPerDay:       10000,
 		},
 		Alerts: AlertsConfig{
 			Enabled:          true,

@@ -269,7 +269,7 @@ func TestFullFile(t *testing.T) {
 		Platform: PlatformConfig{EventRetention: 48 * time.Hour, VERP: "all", UserPerMinute: 10, UserPerHour: 100, UserPerDay: 1000,
 			WebhookTimeout: 5 * time.Second, WebhookMaxAge: 12 * time.Hour, WebhookAllowPrivate: true,
 			MaxWebhooksPerAccount: 5, MaxTemplatesPerAccount: 50, MaxTemplateVersions: 10,
-			MaxBatchRecipients: 5000, MaxBatchSize: 256 << 20},
+			MaxBatchRecipients: 5000, MaxBatchSize: 256 << 20, MaxBatchesPerDay: 10000},
 		Console: ConsoleConfig{Enabled: false, IdleTimeout: 10 * time.Minute, MaxAge: 8 * time.Hour},
 		Checks: ChecksConfig{AuthservID: "auth.example.net", SPFRejectFail: true, DMARCReject: false, DMARCQuarantine: false,
 			ARCTrustedSealers: []string{"lists.example.org", "google.com"}},

@@ -162,6 +162,7 @@ func (c *Config) fields() []field {
 		intField("platform.max_template_versions", &c.Platform.MaxTemplateVersions, 1, 10000),
 		intField("platform.max_batch_recipients", &c.Platform.MaxBatchRecipients, 1, 1<<20),
 		sizeField("platform.max_batch_size", &c.Platform.MaxBatchSize, 1<<20),
+		intField("platform.max_batches_per_day", &c.Platform.MaxBatchesPerDay, 1, 1<<24),
 		strField("platform.public_url", &c.Platform.PublicURL, checkOptional(checkPublicURL)),
 
 		boolField("alerts.enabled", &c.Alerts.Enabled),

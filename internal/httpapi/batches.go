@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 
 // Batches is the part of store.Batches the API uses.
 type Batches interface {
-	CreateBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error)
+	CreateBatchLimited(ctx context.Context, account, id string, now time.Time, max int) (store.Batch, error) // store.ErrLimit
 	GetBatch(ctx context.Context, account, id string) (store.Batch, error)
 	PauseBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error)
 	ResumeBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error)
@@ -63,7 +64,7 @@ func (a *api) createBatch(w http.ResponseWriter, r *http.Request, c *caller) err
 	if a.batches == nil {
 		return errNotFound("batches are not available on this server")
 	}
-	b, err := a.batches.CreateBatch(r.Context(), c.account(), store.NewID(), a.clock.Now())
+	b, err := a.newBatch(r.Context(), c.account(), store.NewID())
 	if err != nil {
 		return err
 	}
@@ -105,4 +106,16 @@ func batchAction(act func(b Batches) func(ctx context.Context, account, id strin
 		writeJSON(w, http.StatusOK, viewBatch(b))
 		return nil
 	}
+}
+
+// newBatch creates batch id of account, at most MaxBatchesPerDay a day
+// (409 limit_reached beyond): every batch is a row kept until it is pruned,
+// and any send key may create them.
+func (a *api) newBatch(ctx context.Context, account, id string) (store.Batch, error) {
+	b, err := a.batches.CreateBatchLimited(ctx, account, id, a.clock.Now(), a.cfg.MaxBatchesPerDay)
+	if errors.Is(err, store.ErrLimit) {
+		return store.Batch{}, &Error{Status: http.StatusConflict, Code: "limit_reached",
+			Message: fmt.Sprintf("this account created its maximum of %d batches in the last day; send in an existing batch or later", a.cfg.MaxBatchesPerDay)}
+	}
+	return b, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,4 +187,31 @@ func TestBatchesThroughHTTP(t *testing.T) {
 	if !strings.Contains(string(r.body), "batch_cancelled") {
 		t.Errorf("resume of a cancelled batch: %s", r.body)
 	}
+}
+
+// TestBatchesPerDayLimit: an account creates at most MaxBatchesPerDay
+// batches a day, by POST /v1/batches or by requests with personalizations;
+// beyond it both get 409 limit_reached and nothing is sent, and the next
+// day it may create batches again.
+func TestBatchesPerDayLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{MaxBatchesPerDay: 2})
+	tok := e.key(store.DefaultAccount, store.ScopeSend)
+	want(t, e.post("/v1/batches", tok, nil), http.StatusCreated)
+	batch := map[string]any{"from": "shop@example.com", "text": "hi",
+		"personalizations": []map[string]any{{"to": []string{"ann@example.org"}}, {"to": []string{"bob@example.org"}}}}
+	want(t, e.post("/v1/messages", tok, batch), http.StatusAccepted)
+	n := e.sub.count()
+	for _, r := range []resp{e.post("/v1/batches", tok, nil), e.post("/v1/messages", tok, batch)} {
+		if code, _ := r.apiErr(t); r.status != http.StatusConflict || code != "limit_reached" {
+			t.Errorf("over the limit: %d %s, want 409 limit_reached", r.status, r.body)
+		}
+	}
+	if e.sub.count() != n {
+		t.Errorf("a batch over the limit queued %d messages", e.sub.count()-n)
+	}
+	// Another account has its own limit; a day later the account may again.
+	want(t, e.post("/v1/batches", e.key("acme", store.ScopeSend), nil), http.StatusCreated)
+	e.clock.Advance(25 * time.Hour)
+	want(t, e.post("/v1/batches", tok, nil), http.StatusCreated)
 }

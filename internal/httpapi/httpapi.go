@@ -169,6 +169,10 @@ type Config struct {
 	// request with personalizations (each is queued with its own copy of
 	// the text, HTML and files). Default 256 MiB.
 	MaxBatchBytes int64
+	// MaxBatchesPerDay bounds the batches one account may create in a day
+	// (POST /v1/batches and requests with personalizations). Default
+	// 10000.
+	MaxBatchesPerDay int
 	// IdempotencyTTL is how long an Idempotency-Key is remembered.
 	// Default 24 hours.
 	IdempotencyTTL time.Duration
@@ -210,6 +214,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 256 << 20
+	}
+	if c.MaxBatchesPerDay <= 0 {
+		c.MaxBatchesPerDay = 10000
 	}
 	if c.IdempotencyTTL <= 0 {
 		c.IdempotencyTTL = 24 * time.Hour

@@ -213,8 +213,8 @@ func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct 
 	if res.BatchID == "" {
 		res.BatchID = store.NewID()
 		if a.batches != nil {
-			if _, err := a.batches.CreateBatch(ctx, c.account(), res.BatchID, a.clock.Now()); err != nil {
-				return nil, fmt.Errorf("creating the batch: %w", err)
+			if _, err := a.newBatch(ctx, c.account(), res.BatchID); err != nil {
+				return nil, err
 			}
 		} else {
 			res.BatchID = "" // nothing to name: batches are not available

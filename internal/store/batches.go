@@ -94,6 +94,11 @@ type Batches interface {
 	// personalizations, may create its batch again on a retry). An ID
 	// another account uses returns ErrExists; an invalid ID an error.
 	CreateBatch(ctx context.Context, account, id string, now time.Time) (Batch, error)
+	// CreateBatchLimited is CreateBatch that refuses a new batch
+	// (ErrLimit, nothing written) when the account created max batches or
+	// more in the day before now; max 0 means no limit. Callers with an
+	// API key create batches, and each is a row kept until it is pruned.
+	CreateBatchLimited(ctx context.Context, account, id string, now time.Time, max int) (Batch, error)
 	// GetBatch returns batch id of account with its counts.
 	GetBatch(ctx context.Context, account, id string) (Batch, error)
 	// PauseBatch holds the pending recipients of the batch's messages

@@ -32,14 +32,41 @@ func scanBatch(row pgx.Row) (store.Batch, error) {
 
 // CreateBatch implements store.Batches.
 func (s *Store) CreateBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error) {
+	return s.CreateBatchLimited(ctx, account, id, now, 0)
+}
+
+// CreateBatchLimited implements store.Batches. With a limit, the count
+// and the insert run under an advisory lock of the account, so concurrent
+// creations on any node cannot pass it.
+func (s *Store) CreateBatchLimited(ctx context.Context, account, id string, now time.Time, max int) (store.Batch, error) {
 	if !store.ValidBatchID(id) {
 		return store.Batch{}, fmt.Errorf("postgres store: create batch: invalid batch ID %q", id)
 	}
 	if account == "" {
 		account = store.DefaultAccount
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO batches (id, account, state, created, updated)
-		VALUES ($1, $2, 'active', $3, $3) ON CONFLICT DO NOTHING`, id, account, nanos(now))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if max > 0 {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('herald.batches'), hashtext($1))`, account); err != nil {
+				return err
+			}
+			var exists bool
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM batches WHERE id = $1 AND account = $2),
+				(SELECT count(*) FROM batches WHERE account = $2 AND created > $3)`, id, account, nanos(now.Add(-24*time.Hour))).Scan(&exists, &n); err != nil {
+				return err
+			}
+			if !exists && n >= max {
+				return store.ErrLimit
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO batches (id, account, state, created, updated)
+			VALUES ($1, $2, 'active', $3, $3) ON CONFLICT DO NOTHING`, id, account, nanos(now))
+		return err
+	})
+	if errors.Is(err, store.ErrLimit) {
+		return store.Batch{}, fmt.Errorf("postgres store: create batch %s: %w", id, err)
+	}
 	if err != nil {
 		return store.Batch{}, mapErr(fmt.Errorf("postgres store: create batch %s: %w", id, err))
 	}

@@ -28,6 +28,12 @@ func scanBatch(sc scanner) (store.Batch, error) {
 
 // CreateBatch implements store.Batches.
 func (s *Store) CreateBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error) {
+	return s.CreateBatchLimited(ctx, account, id, now, 0)
+}
+
+// CreateBatchLimited implements store.Batches. The count and the insert
+// run in the single writer, so concurrent creations cannot pass the limit.
+func (s *Store) CreateBatchLimited(ctx context.Context, account, id string, now time.Time, max int) (store.Batch, error) {
 	if !store.ValidBatchID(id) {
 		return store.Batch{}, fmt.Errorf("sqlite store: create batch: invalid batch ID %q", id)
 	}
@@ -35,10 +41,29 @@ func (s *Store) CreateBatch(ctx context.Context, account, id string, now time.Ti
 		account = store.DefaultAccount
 	}
 	err := s.w.do(ctx, false, func(w *writer) error {
+		if max > 0 {
+			var exists, n int
+			if err := w.conn.QueryRowContext(context.Background(), `SELECT count(*) FROM batches WHERE id = ? AND account = ?`,
+				id, account).Scan(&exists); err != nil {
+				return err
+			}
+			if exists == 0 {
+				if err := w.conn.QueryRowContext(context.Background(), `SELECT count(*) FROM batches WHERE account = ? AND created > ?`,
+					account, nanos(now.Add(-24*time.Hour))).Scan(&n); err != nil {
+					return err
+				}
+				if n >= max {
+					return store.ErrLimit
+				}
+			}
+		}
 		_, err := w.conn.ExecContext(context.Background(), `INSERT INTO batches (id, account, state, created, updated)
 			VALUES (?, ?, 'active', ?, ?) ON CONFLICT DO NOTHING`, id, account, nanos(now), nanos(now))
 		return err
 	})
+	if errors.Is(err, store.ErrLimit) {
+		return store.Batch{}, fmt.Errorf("sqlite store: create batch %s: %w", id, err)
+	}
 	if err != nil {
 		return store.Batch{}, mapErr(fmt.Errorf("sqlite store: create batch %s: %w", id, err))
 	}

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 var batchTests = []test{
 	{"ScheduledEnqueue", testScheduledEnqueue},
 	{"BatchCreate", testBatchCreate},
+	{"BatchCreateLimited", testBatchCreateLimited},
 	{"BatchPauseResume", testBatchPauseResume},
 	{"BatchCancel", testBatchCancel},
 	{"BatchCheckLeased", testBatchCheckLeased},
@@ -334,5 +336,31 @@ func testBatchCheckLeased(t *testing.T, s store.Store) {
 	must(t, "ResumeBatch", err)
 	if ls := mustLease(t, s, base.Add(time.Hour), time.Minute, 10); len(ls) != 1 || ls[0].Message.ID != m.ID {
 		t.Errorf("after resume, leased %+v, want %s", ls, m.ID)
+	}
+}
+
+// testBatchCreateLimited: an account may create max batches a day; more
+// are refused with ErrLimit and nothing written, while creating one it
+// has again, another account's, and a day later all still work.
+func testBatchCreateLimited(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i := range 3 {
+		_, err := s.CreateBatchLimited(ctx, "acme", fmt.Sprintf("lim-%d", i), base.Add(time.Duration(i)*time.Minute), 3)
+		must(t, "CreateBatchLimited", err)
+	}
+	if _, err := s.CreateBatchLimited(ctx, "acme", "lim-3", base.Add(time.Hour), 3); !errors.Is(err, store.ErrLimit) {
+		t.Errorf("a fourth batch in a day: err = %v, want ErrLimit", err)
+	}
+	if _, err := s.GetBatch(ctx, "acme", "lim-3"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused batch exists: %v", err)
+	}
+	if _, err := s.CreateBatchLimited(ctx, "acme", "lim-0", base.Add(time.Hour), 3); err != nil {
+		t.Errorf("creating a batch the account has again: %v", err)
+	}
+	if _, err := s.CreateBatchLimited(ctx, "other", "lim-other", base.Add(time.Hour), 3); err != nil {
+		t.Errorf("another account's first batch: %v", err)
+	}
+	if _, err := s.CreateBatchLimited(ctx, "acme", "lim-4", base.Add(25*time.Hour), 3); err != nil {
+		t.Errorf("a batch a day later: %v", err)
 	}
 }
