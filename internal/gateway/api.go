@@ -17,25 +17,7 @@ type API struct {
 
 // Submit queues an API message.
 func (g *API) Submit(ctx context.Context, s *httpapi.Submission) (string, error) {
-	from := s.EnvelopeFrom
-	if from == "" {
-		from = s.From
-	}
-	req := &submit.Request{
-		Identity: submit.Identity{Kind: submit.APIKey, Account: s.Account, Source: "api"},
-		ID:       s.ID,
-		From:     from,
-		Body:     bytes.NewReader(s.Raw),
-		Tags:     s.Tags,
-		Metadata: s.Metadata,
-		SendAt:   s.SendAt,
-		BatchID:  s.BatchID,
-
-		UnsubscribeGroup: s.UnsubscribeGroup,
-	}
-	for _, r := range s.Recipients {
-		req.Recipients = append(req.Recipients, submit.Recipient{Address: r})
-	}
+	req := submitRequest(s)
 	res, err := g.Pipeline.Submit(ctx, req)
 	if err != nil {
 		return "", apiError(err)
@@ -68,4 +50,30 @@ func apiError(err error) error {
 		return &httpapi.ForbiddenError{Message: r.Reply.Message}
 	}
 	return err
+}
+
+// submitRequest is the pipeline's request for an API message: the API key's
+// account as the identity, the envelope sender (the From address when the
+// API gave none) and everything the API chose for the message.
+func submitRequest(s *httpapi.Submission) *submit.Request {
+	from := s.EnvelopeFrom
+	if from == "" {
+		from = s.From
+	}
+	req := &submit.Request{
+		Identity: submit.Identity{Kind: submit.APIKey, Account: s.Account, Source: "api"},
+		ID:       s.ID,
+		From:     from,
+		Body:     bytes.NewReader(s.Raw),
+		Tags:     s.Tags,
+		Metadata: s.Metadata,
+		SendAt:   s.SendAt,
+		BatchID:  s.BatchID,
+
+		UnsubscribeGroup: s.UnsubscribeGroup,
+	}
+	for _, r := range s.Recipients {
+		req.Recipients = append(req.Recipients, submit.Recipient{Address: r})
+	}
+	return req
 }
