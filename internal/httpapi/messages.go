@@ -146,6 +146,7 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		if err := collect(&ec, "", a.scheduleJSON(r.Context(), sched, &req)); err != nil {
 			return err
 		}
+		a.schedulePersonalizations(&req, &ec)
 		ct := checkRequest(&req, requestLimits{maxRcpts: a.cfg.MaxRecipients, maxBatchRcpts: a.cfg.MaxBatchRecipients, maxBatchBytes: a.cfg.MaxBatchBytes}, &ec)
 		if !rendered {
 			ec.drop("text") // the parts a failed template leaves empty are not a second problem

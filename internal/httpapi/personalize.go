@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/heraldmail/herald/internal/store"
 )
@@ -50,6 +52,13 @@ type Personalization struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// Data are template variables merged over the top level's.
 	Data TemplateData `json:"data,omitempty"`
+	// SendAt schedules this personalization's message instead of the
+	// request's send_at (same forms and limit).
+	SendAt json.RawMessage `json:"send_at,omitempty"`
+
+	// sendAt is SendAt checked (schedulePersonalizations); nil without
+	// one.
+	sendAt *time.Time
 
 	// rendered are the parts rendered from the request's template with
 	// this personalization's data (batchtemplate.go); nil without one.
@@ -261,7 +270,11 @@ func (a *api) sendPersonalization(ctx context.Context, c *caller, req *MessageRe
 	m := personalize(req, &req.Personalizations[i])
 	out := batchMessage{To: addresses(m.To)}
 	batchID := o.batchID
-	id, msgID, err := a.sendOne(ctx, c, &outgoing{req: m, content: o.content, batchID: o.batchID, sendAt: o.sendAt})
+	sendAt := o.sendAt
+	if p := &req.Personalizations[i]; p.sendAt != nil {
+		sendAt = *p.sendAt
+	}
+	id, msgID, err := a.sendOne(ctx, c, &outgoing{req: m, content: o.content, batchID: o.batchID, sendAt: sendAt})
 	if err != nil {
 		e := a.toAPIError(err)
 		if e == errInternal {

@@ -742,3 +742,35 @@ func TestBatchScheduleAndBatchID(t *testing.T) {
 		t.Errorf("another account's batch: %d %s", r.status, r.body)
 	}
 }
+
+// TestPersonalizationSendAt: a personalization's send_at replaces the
+// request's for its message; a bad one is named with its path.
+func TestPersonalizationSendAt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	tok := e.key(store.DefaultAccount, store.ScopeSend)
+	top := e.clock.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	own := top.Add(3 * time.Hour)
+	req := map[string]any{"from": "shop@example.com", "text": "hi", "send_at": top.Format(time.RFC3339),
+		"personalizations": []map[string]any{
+			{"to": []string{"ann@example.org"}},
+			{"to": []string{"bob@example.org"}, "send_at": own.Unix()},
+		}}
+	want(t, e.post("/v1/messages", tok, req), http.StatusAccepted)
+	subs := e.sub.byRecipient()
+	if got := subs["ann@example.org"].SendAt; !got.Equal(top) {
+		t.Errorf("ann's send_at %v, want the request's %v", got, top)
+	}
+	if got := subs["bob@example.org"].SendAt; !got.Equal(own) {
+		t.Errorf("bob's send_at %v, want his own %v", got, own)
+	}
+	req["personalizations"] = []map[string]any{
+		{"to": []string{"ann@example.org"}, "send_at": "tomorrow"},
+		{"to": []string{"bob@example.org"}, "send_at": e.clock.Now().Add(100 * time.Hour).Unix()},
+	}
+	r := e.post("/v1/messages", tok, req)
+	want(t, r, http.StatusBadRequest)
+	if got := fields(r.apiErrors(t)); !slices.Equal(got, []string{"personalizations[0].send_at", "personalizations[1].send_at"}) {
+		t.Errorf("errors %v: %s", got, r.body)
+	}
+}

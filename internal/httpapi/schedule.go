@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"time"
@@ -105,4 +106,33 @@ func (a *api) scheduleJSON(ctx context.Context, sub *Submission, req *MessageReq
 		return err
 	}
 	return a.schedule(ctx, sub, t, req.BatchID)
+}
+
+// schedulePersonalizations checks the send_at of each personalization that
+// has one (SendGrid's personalizations[].send_at), which then replaces the
+// request's for that message.
+func (a *api) schedulePersonalizations(req *MessageRequest, ec *fieldErrors) {
+	for i := range req.Personalizations {
+		p := &req.Personalizations[i]
+		if len(p.SendAt) == 0 {
+			continue
+		}
+		field := fmt.Sprintf("personalizations[%d].send_at", i)
+		t, err := parseSendAt(p.SendAt)
+		if err == nil {
+			var sub Submission
+			err = a.schedule(context.Background(), &sub, t, "") // no batch: only the time is checked
+			t = sub.SendAt
+		}
+		if err != nil {
+			var ae *Error
+			if errors.As(err, &ae) {
+				ec.add(field, "%s", ae.Message)
+				continue
+			}
+			ec.add(field, "not a valid time")
+			continue
+		}
+		p.sendAt = &t
+	}
 }
