@@ -62,6 +62,10 @@ func (b *bench) scenarios() []scenario {
 	return []scenario{
 		{name: "4k-s20", desc: fmt.Sprintf("%d messages of 4 KB, 20 concurrent sessions", n), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, n, 20, 4096) }},
+		{name: "4k-s20-reuse", desc: fmt.Sprintf("%d messages of 4 KB, 20 concurrent sessions, each sending message after message over its connection (smtp-source -d)", n), generator: "smtp-source -d", metrics: tput, multiNode: true,
+			run: func(m MTA) (map[string]float64, error) {
+				return b.throughputShape(m, n, sourceShape{sessions: 20, size: 4096, reuse: true})
+			}},
 		{name: "4k-s100", desc: fmt.Sprintf("%d messages of 4 KB, 100 concurrent sessions", n), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, n, 100, 4096) }},
 		{name: "100k-s20", desc: fmt.Sprintf("%d messages of 100 KB, 20 concurrent sessions", max(n/10, 1)), generator: "smtp-source", metrics: tput, multiNode: true,
@@ -127,19 +131,47 @@ func loadErr(r LoadResult) error {
 }
 
 // smtpSource runs postfix's smtp-source against addr.
+// sourceShape is how smtp-source sends: one message per connection (MX
+// traffic, the default) or several over each connection (-d: a relay
+// reusing its connections).
+type sourceShape struct {
+	sessions, size int
+	reuse          bool
+}
+
 func smtpSource(addr string, n, sessions, size int) (time.Duration, error) {
+	return smtpSourceShape(addr, n, sourceShape{sessions: sessions, size: size})
+}
+
+// perSession is the Go generator's messages per connection standing in for
+// smtp-source: one, or with reuse as many as an even share gives.
+func perSession(n, sessions int, reuse bool) int {
+	if !reuse {
+		return 1
+	}
+	return max(n/max(sessions, 1), 1)
+}
+
+// smtpSourceShape runs smtp-source with n messages of the given shape
+// against addr.
+func smtpSourceShape(addr string, n int, sh sourceShape) (time.Duration, error) {
+	sessions, size := sh.sessions, sh.size
 	ctx, cancel := context.WithTimeout(context.Background(), loadDeadline(n))
 	defer cancel()
 	bin := smtpSourceBin()
 	if bin == "" {
 		// Smoke mode without Postfix installed: the Go generator with the
 		// same shape (one message per session).
-		r := RunLoad(ctx, LoadSpec{Addr: addr, Sessions: sessions, Messages: n, Size: size, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Deadline: loadDeadline(n)}, "src")
+		r := RunLoad(ctx, LoadSpec{Addr: addr, Sessions: sessions, Messages: n, Size: size, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Deadline: loadDeadline(n), PerSession: perSession(n, sessions, sh.reuse)}, "src")
 		return r.Elapsed, loadErr(r)
 	}
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, bin, "-s", strconv.Itoa(sessions), "-l", strconv.Itoa(size), "-m", strconv.Itoa(n),
-		"-f", "a@load.test", "-t", "b@sink.test", "-M", "load.test", addr)
+	args := []string{"-s", strconv.Itoa(sessions), "-l", strconv.Itoa(size), "-m", strconv.Itoa(n),
+		"-f", "a@load.test", "-t", "b@sink.test", "-M", "load.test"}
+	if sh.reuse {
+		args = append(args, "-d")
+	}
+	cmd := exec.CommandContext(ctx, bin, append(args, addr)...)
 	out, err := cmd.CombinedOutput()
 	el := time.Since(start)
 	if err != nil {
@@ -159,6 +191,12 @@ func tailStr(s string, n int) string {
 // smtp-source per node, concurrently, each with its share of the messages
 // and sessions.
 func (b *bench) throughputSource(m MTA, n, sessions, size int) (map[string]float64, error) {
+	return b.throughputShape(m, n, sourceShape{sessions: sessions, size: size})
+}
+
+// throughputShape is throughputSource with the connection reuse chosen.
+func (b *bench) throughputShape(m MTA, n int, sh sourceShape) (map[string]float64, error) {
+	sessions := sh.sessions
 	return b.measure(m, nil, int64(n), true, func() (time.Duration, int, error) {
 		addrs := m.Addrs()
 		k := len(addrs)
@@ -170,7 +208,7 @@ func (b *bench) throughputSource(m MTA, n, sessions, size int) (map[string]float
 			go func() {
 				defer wg.Done()
 				msgs := n/k + btoi(i < n%k)
-				els[i], errs[i] = smtpSource(a, msgs, max(sessions/k, 1), size)
+				els[i], errs[i] = smtpSourceShape(a, msgs, sourceShape{sessions: max(sessions/k, 1), size: sh.size, reuse: sh.reuse})
 			}()
 		}
 		wg.Wait()
@@ -458,8 +496,22 @@ func (b *bench) idleRun(m MTA, n int) (map[string]float64, error) {
 	return res, nil
 }
 
-// ceiling measures the no-MTA ceiling: smtp-source straight into the sink, and
-// the disk's fsync rate.
+// ceilingShapes are the smtp-source configurations whose no-MTA ceiling is
+// measured, by scenario name.
+var ceilingShapes = []struct {
+	key string
+	sh  sourceShape
+}{
+	{"4k-s20", sourceShape{sessions: 20, size: 4096}},
+	{"4k-s20-reuse", sourceShape{sessions: 20, size: 4096, reuse: true}},
+	{"4k-s100", sourceShape{sessions: 100, size: 4096}},
+	{"100k-s20", sourceShape{sessions: 20, size: 102400}},
+}
+
+// ceiling measures the no-MTA ceiling: smtp-source straight into Postfix's
+// smtp-sink (the independent ceiling the shares are reported against;
+// b.ceil[key]) and into the harness's Go sink (b.ceil[key+goSinkSuffix]),
+// and the disk's fsync rate.
 func (b *bench) ceiling() {
 	b.ceil = map[string]float64{}
 	b.sink.Reset()
@@ -467,31 +519,51 @@ func (b *bench) ceiling() {
 		b.errors = append(b.errors, "ceiling: "+err.Error())
 		return
 	}
+	var sink *smtpSink
+	if smtpSourceBin() != "" {
+		var err error
+		if sink, err = startSMTPSink(); err != nil {
+			b.errors = append(b.errors, "ceiling: "+err.Error())
+		} else {
+			defer sink.stop()
+		}
+	}
 	addr := b.sink.addrs[0]
-	for _, c := range []struct {
-		key            string
-		sessions, size int
-	}{{"4k-s20", 20, 4096}, {"4k-s100", 100, 4096}, {"100k-s20", 20, 102400}} {
+	for _, c := range ceilingShapes {
 		if b.o.only != "" && !contains(strings.Split(b.o.only, ","), c.key) {
 			continue
 		}
 		n := b.o.messages
-		if c.size > 4096 {
+		if c.sh.size > 4096 {
 			n = max(n/10, 1)
 		}
-		var rates []float64
+		var goRates, sinkRates []float64
 		for range b.o.runs {
 			b.sink.Reset()
-			el, err := smtpSource(addr, n, c.sessions, c.size)
+			el, err := smtpSourceShape(addr, n, c.sh)
 			if err != nil {
 				b.errors = append(b.errors, "ceiling: "+err.Error())
 				continue
 			}
-			rates = append(rates, float64(n)/el.Seconds())
+			goRates = append(goRates, float64(n)/el.Seconds())
+			if sink != nil {
+				el, err := smtpSourceShape(sink.addr, n, c.sh)
+				if err != nil {
+					b.errors = append(b.errors, "ceiling (smtp-sink): "+err.Error())
+					continue
+				}
+				sinkRates = append(sinkRates, float64(n)/el.Seconds())
+			}
 		}
-		if len(rates) > 0 {
-			med, _, _ := stats(rates)
+		if len(goRates) > 0 {
+			med, _, _ := stats(goRates)
+			b.ceil[c.key+goSinkSuffix] = med
+			b.ceil[c.key] = med // without smtp-sink the Go sink is the ceiling
+		}
+		if len(sinkRates) > 0 {
+			med, _, _ := stats(sinkRates)
 			b.ceil[c.key] = med
+			b.ceilBySink = true
 		}
 	}
 	b.sink.Reset()
@@ -503,6 +575,54 @@ func (b *bench) ceiling() {
 			}
 		}
 	}
+}
+
+// goSinkSuffix marks, in bench.ceil, the ceiling measured into the Go sink.
+const goSinkSuffix = "@go-sink"
+
+// smtpSink is a running Postfix smtp-sink: the independent no-MTA ceiling.
+type smtpSink struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+// startSMTPSink starts smtp-sink on a free loopback port and waits until it
+// accepts connections.
+func startSMTPSink() (*smtpSink, error) {
+	bin := "/usr/sbin/smtp-sink"
+	if p, err := exec.LookPath("smtp-sink"); err == nil {
+		bin = p
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	// -u: the user it runs as once the socket is open (it refuses to stay
+	// root); -m: concurrent sessions; backlog 1024 for 100 connecting at once.
+	cmd := exec.Command(bin, "-u", "nobody", "-m", "2000", addr, "1024")
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("smtp-sink: %w", err)
+	}
+	s := &smtpSink{addr: addr, cmd: cmd}
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return s, nil
+		}
+		if i == 50 {
+			s.stop()
+			return nil, fmt.Errorf("smtp-sink on %s did not start: %w", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *smtpSink) stop() {
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
 }
 
 func trimNL(b []byte) []byte {
