@@ -130,9 +130,6 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 		if err := decodeJSON(w, r, a.cfg.MaxMessageBytes, &req); err != nil {
 			return err
 		}
-		if req.Sandbox && req.Personalizations != nil {
-			return errInvalid("sandbox", "sandbox sends are single messages; leave out personalizations")
-		}
 		// The template is rendered first, so that the checks see the parts
 		// as they will be sent; its problems and the request's are
 		// answered together.
@@ -155,6 +152,8 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request, c *caller) err
 			return err
 		}
 		switch {
+		case req.Sandbox && req.Personalizations != nil:
+			return a.sandboxBatch(w, r, c, &req, ct, sched)
 		case req.Sandbox:
 			return a.sandboxOne(w, r, c, &outgoing{req: &req, content: ct, sendAt: sched.SendAt, batchID: sched.BatchID})
 		case req.Personalizations != nil:

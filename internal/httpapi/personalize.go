@@ -189,9 +189,13 @@ type batchMessage struct {
 	ID        string        `json:"id,omitempty"`         // queue ID, when queued
 	MessageID string        `json:"message_id,omitempty"` // Message-ID header field, when queued
 	To        []string      `json:"to"`                   // the To addresses
-	Status    string        `json:"status"`               // batchQueued or batchRefused
+	Status    string        `json:"status"`               // batchQueued, batchSandboxed or batchRefused
 	Error     *batchRefusal `json:"error,omitempty"`      // why it was refused
-	err       *Error        // the refusal as an API error (not sent)
+	// A sandbox batch's message: its size as it would be queued, and the
+	// recipients a real send would skip (suppressed).
+	Size       int      `json:"size,omitempty"`
+	Suppressed []string `json:"suppressed,omitempty"`
+	err        *Error   // the refusal as an API error (not sent)
 }
 
 // batchRefusal is a refused message's error, as an error response has it.
@@ -203,8 +207,9 @@ type batchRefusal struct {
 
 // Statuses of a batch's messages.
 const (
-	batchQueued  = "queued"
-	batchRefused = "refused"
+	batchQueued    = "queued"
+	batchRefused   = "refused"
+	batchSandboxed = "sandboxed"
 )
 
 // sendBatch sends every personalization of a checked request as its own
@@ -229,25 +234,38 @@ func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct 
 			res.BatchID = "" // nothing to name: batches are not available
 		}
 	}
+	forEach(len(req.Personalizations), func(i int) {
+		res.Messages[i] = a.sendPersonalization(ctx, c, req, i, &outgoing{content: ct, batchID: res.BatchID, sendAt: sched.SendAt})
+	})
+	return res, allRefused(res.Messages)
+}
+
+// forEach calls fn for 0..n-1, at most batchConcurrency at a time.
+func forEach(n int, fn func(i int)) {
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(batchConcurrency, len(req.Personalizations)) {
+	for range min(batchConcurrency, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				res.Messages[i] = a.sendPersonalization(ctx, c, req, i, &outgoing{content: ct, batchID: res.BatchID, sendAt: sched.SendAt})
+				fn(i)
 			}
 		}()
 	}
-	for i := range req.Personalizations {
+	for i := range n {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
+}
+
+// allRefused returns, when every message of a batch was refused, the
+// first refusal with every personalization's in Errors; else nil.
+func allRefused(msgs []batchMessage) error {
 	var refused []FieldError
 	var first *Error
-	for i, m := range res.Messages {
+	for i, m := range msgs {
 		if m.err == nil {
 			continue
 		}
@@ -256,35 +274,47 @@ func (a *api) sendBatch(ctx context.Context, c *caller, req *MessageRequest, ct 
 		}
 		refused = append(refused, FieldError{Field: fmt.Sprintf("personalizations[%d]", i), Message: m.err.Message})
 	}
-	if len(refused) == len(res.Messages) {
-		e := *first
-		e.Field = refused[0].Field
-		e.Errors = refused[:min(len(refused), maxFieldErrors)]
-		return nil, &e
+	if len(refused) == 0 || len(refused) < len(msgs) {
+		return nil
 	}
-	return res, nil
+	e := *first
+	e.Field = refused[0].Field
+	e.Errors = refused[:min(len(refused), maxFieldErrors)]
+	return &e
 }
 
 // sendPersonalization sends personalization i of req as one message.
 func (a *api) sendPersonalization(ctx context.Context, c *caller, req *MessageRequest, i int, o *outgoing) batchMessage {
-	m := personalize(req, &req.Personalizations[i])
-	out := batchMessage{To: addresses(m.To)}
-	batchID := o.batchID
-	sendAt := o.sendAt
-	if p := &req.Personalizations[i]; p.sendAt != nil {
-		sendAt = *p.sendAt
-	}
-	id, msgID, err := a.sendOne(ctx, c, &outgoing{req: m, content: o.content, batchID: o.batchID, sendAt: sendAt})
+	m, out := a.personalization(req, i, o)
+	id, msgID, err := a.sendOne(ctx, c, m)
 	if err != nil {
-		e := a.toAPIError(err)
-		if e == errInternal {
-			a.log.Error("http api: batch message", "batch", batchID, "personalization", i, "err", err)
-		}
-		out.Status, out.err = batchRefused, e
-		out.Error = &batchRefusal{Status: e.Status, Code: e.Code, Message: e.Message}
-		return out
+		return a.refuse(out, o.batchID, i, err)
 	}
 	out.ID, out.MessageID, out.Status = id, msgID, batchQueued
+	return out
+}
+
+// personalization returns message i of a batch on its way out (the
+// request with personalization i applied, its send_at) and its entry in
+// the response.
+func (a *api) personalization(req *MessageRequest, i int, o *outgoing) (*outgoing, batchMessage) {
+	p := &req.Personalizations[i]
+	m := personalize(req, p)
+	sendAt := o.sendAt
+	if p.sendAt != nil {
+		sendAt = *p.sendAt
+	}
+	return &outgoing{req: m, content: o.content, batchID: o.batchID, sendAt: sendAt}, batchMessage{To: addresses(m.To)}
+}
+
+// refuse records err as the refusal of message i of a batch.
+func (a *api) refuse(out batchMessage, batchID string, i int, err error) batchMessage {
+	e := a.toAPIError(err)
+	if e == errInternal {
+		a.log.Error("http api: batch message", "batch", batchID, "personalization", i, "err", err)
+	}
+	out.Status, out.err = batchRefused, e
+	out.Error = &batchRefusal{Status: e.Status, Code: e.Code, Message: e.Message}
 	return out
 }
 

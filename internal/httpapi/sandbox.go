@@ -83,3 +83,47 @@ func messageID(msg []byte) string {
 	}
 	return strings.TrimSpace(ids[0])
 }
+
+// sandboxBatchResponse is the body of a 200 to a sandbox request with
+// personalizations.
+type sandboxBatchResponse struct {
+	Sandbox  bool           `json:"sandbox"`
+	BatchID  string         `json:"batch_id,omitempty"` // the batch_id given, if any
+	Messages []batchMessage `json:"messages"`
+}
+
+// sandboxBatch checks and renders every personalization of a checked
+// request as sendBatch would send it, queueing nothing and creating no
+// batch: 200 with each message's would-be queue ID, Message-ID, size and
+// suppressed recipients, or its refusal ("sandboxed" events are recorded
+// as for a single sandbox send). Rendered messages are not returned: a
+// batch's could be 1,000 times the size of one.
+func (a *api) sandboxBatch(w http.ResponseWriter, r *http.Request, c *caller, req *MessageRequest, ct *content, sched *Submission) error {
+	sb, ok := a.sub.(Sandboxer)
+	if !ok {
+		return errInvalid("sandbox", "sandbox sends are not available on this server")
+	}
+	ctx := r.Context()
+	res := sandboxBatchResponse{Sandbox: true, BatchID: sched.BatchID, Messages: make([]batchMessage, len(req.Personalizations))}
+	o := &outgoing{content: ct, batchID: sched.BatchID, sendAt: sched.SendAt}
+	forEach(len(req.Personalizations), func(i int) {
+		m, out := a.personalization(req, i, o)
+		sub, msgID, err := a.prepare(ctx, c, m)
+		var sr SandboxResult
+		if err == nil {
+			sr, err = sb.Sandbox(ctx, sub)
+		}
+		if err != nil {
+			res.Messages[i] = a.refuse(out, sched.BatchID, i, err)
+			return
+		}
+		out.ID, out.MessageID, out.Status, out.Size, out.Suppressed = sr.ID, msgID, batchSandboxed, len(sr.Message), sr.Suppressed
+		res.Messages[i] = out
+	})
+	a.rateHeaders(w, r, c.account())
+	if err := allRefused(res.Messages); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}

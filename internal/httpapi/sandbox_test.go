@@ -126,3 +126,59 @@ func TestSandboxedEventType(t *testing.T) {
 	want(t, e.get("/v1/events?type=sandboxed", tok), 200)
 	want(t, e.post("/v1/webhooks", tok, map[string]any{"url": "https://hooks.example/x", "event_types": []string{"sandboxed"}}), 201)
 }
+
+// TestSandboxBatch: a sandbox request with personalizations checks and
+// renders every message as a real batch would send it, queues nothing,
+// creates no batch, and answers 200 with one entry per message.
+func TestSandboxBatch(t *testing.T) {
+	t.Parallel()
+	var sb *sandboxFake
+	e := newEnvDeps(t, Config{}, withSandbox(&sb))
+	tok := e.key("acme", "send")
+	req := map[string]any{"from": "app@acme.test", "subject": "s", "text": "hi", "sandbox": true,
+		"personalizations": []map[string]any{
+			{"to": []string{"ann@remote.test"}, "metadata": map[string]string{"n": "1"}},
+			{"to": []string{"bob@remote.test", "gone@remote.test"}, "subject": "for bob"},
+		}}
+	r := e.post("/v1/messages", tok, req)
+	want(t, r, 200)
+	var out sandboxBatchResponse
+	r.json(t, &out)
+	if !out.Sandbox || out.BatchID != "" || len(out.Messages) != 2 {
+		t.Fatalf("response %s", r.body)
+	}
+	for i, m := range out.Messages {
+		if m.Status != batchSandboxed || m.ID == "" || m.Size != len(sb.message) {
+			t.Errorf("message %d: %+v", i, m)
+		}
+	}
+	if strings.Join(out.Messages[1].Suppressed, ",") != "gone@remote.test" {
+		t.Errorf("bob's message: suppressed %v", out.Messages[1].Suppressed)
+	}
+	if e.sub.count() != 0 || len(sb.got) != 2 {
+		t.Fatalf("%d submitted, %d sandboxed; want 0 and 2", e.sub.count(), len(sb.got))
+	}
+	subjects := map[string]bool{}
+	for _, s := range sb.got {
+		subjects[string(parseSubject(t, s.Raw))] = true
+	}
+	if !subjects["s"] || !subjects["for bob"] {
+		t.Errorf("subjects of the sandboxed messages %v", subjects)
+	}
+
+	// Every message refused: the answer is the error.
+	sb.mu.Lock()
+	sb.err = &ForbiddenError{Message: "not your domain"}
+	sb.mu.Unlock()
+	r = e.post("/v1/messages", tok, req)
+	if code, _ := r.apiErr(t); r.status != 403 || code != "forbidden" {
+		t.Errorf("all refused: %d %s", r.status, r.body)
+	}
+}
+
+func parseSubject(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	m := parseMessage(t, raw)
+	s, _ := m.header.Subject()
+	return []byte(s)
+}
