@@ -11,6 +11,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -18,6 +19,7 @@ import (
 	gomail "github.com/emersion/go-message/mail"
 	"github.com/heraldmail/herald/internal/message"
 	"github.com/heraldmail/herald/internal/smtp"
+	"github.com/heraldmail/herald/internal/store"
 )
 
 // MessageRequest is the JSON body of POST /v1/messages.
@@ -138,6 +140,12 @@ type content struct {
 	attachments []file // Content-Disposition: attachment, in multipart/mixed
 	inline      []file // Content-Disposition: inline with a Content-ID, in multipart/related
 	batchRcpts  int    // envelope recipients of all the messages of a batch
+
+	// The account's tracking default, read once for all the messages of
+	// the request (trackMessage).
+	trackingOnce sync.Once
+	tracking     store.AccountTracking
+	trackingErr  error
 }
 
 // buildMessage validates a single-message request (all problems at once)

@@ -50,7 +50,7 @@ type outgoing struct {
 func (a *api) prepare(ctx context.Context, c *caller, o *outgoing) (*Submission, string, error) {
 	// The queue ID is chosen first: tracking and unsubscribe links name it.
 	queueID := store.NewID()
-	if err := a.trackMessage(ctx, c.account(), queueID, o.req); err != nil {
+	if err := a.trackMessage(ctx, c.account(), queueID, o.req, o.content); err != nil {
 		return nil, "", err
 	}
 	b, err := writeMessage(o.req, o.content, a.cfg.Hostname, a.clock.Now(), a.cfg.MaxRecipients)

@@ -29,8 +29,9 @@ type Tracker interface {
 // or its account's default: links through Herald and a pixel, with tokens
 // naming the account, the queue ID the message will have and its
 // recipient when it has only one. Text parts and raw uploads are never
-// changed.
-func (a *api) trackMessage(ctx context.Context, account, id string, req *MessageRequest) error {
+// changed. The account's default is read once per request (ct), not once
+// per message of a batch.
+func (a *api) trackMessage(ctx context.Context, account, id string, req *MessageRequest, ct *content) error {
 	opt := req.Tracking
 	if opt == nil {
 		opt = &TrackingOptions{}
@@ -46,13 +47,19 @@ func (a *api) trackMessage(ctx context.Context, account, id string, req *Message
 	}
 	var want store.AccountTracking
 	if opt.Opens == nil || opt.Clicks == nil {
-		ac, err := a.p.GetAccount(ctx, account)
-		switch {
-		case err == nil:
-			want = ac.Tracking
-		case !errors.Is(err, store.ErrNotFound):
-			return err
+		ct.trackingOnce.Do(func() {
+			ac, err := a.p.GetAccount(ctx, account)
+			switch {
+			case err == nil:
+				ct.tracking = ac.Tracking
+			case !errors.Is(err, store.ErrNotFound):
+				ct.trackingErr = err
+			}
+		})
+		if ct.trackingErr != nil {
+			return ct.trackingErr
 		}
+		want = ct.tracking
 	}
 	if opt.Opens != nil {
 		want.Opens = *opt.Opens
