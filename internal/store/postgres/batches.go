@@ -153,36 +153,25 @@ func (s *Store) batchTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 
 // PauseBatch implements store.Batches.
 func (s *Store) PauseBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error) {
-	if account == "" {
-		account = store.DefaultAccount
-	}
-	err := s.batchTx(ctx, func(tx pgx.Tx) error {
-		state, err := lockBatch(ctx, tx, account, id)
-		if err != nil {
-			return err
-		}
-		switch state {
-		case store.BatchCancelled:
-			return fmt.Errorf("batch %s is cancelled: %w", id, store.ErrBatchState)
-		case store.BatchActive:
-			if _, err := tx.Exec(ctx, `UPDATE batches SET state = 'paused', updated = $2 WHERE id = $1`, id, nanos(now)); err != nil {
-				return err
-			}
-		}
-		_, err = tx.Exec(ctx, `UPDATE recipients r SET lease_until = $1, lease_owner = $2, lease_token = $3
+	return s.moveBatch(ctx, account, id, now, "pause", store.BatchActive, store.BatchPaused, false,
+		`UPDATE recipients r SET lease_until = $1, lease_owner = $2, lease_token = $3
 			FROM messages m WHERE m.batch_id = $4 AND r.message_id = m.id AND `+pendingSQL+` AND r.lease_until < $5`,
-			nanos(store.HeldUntil), store.HeldOwner, store.HeldToken, id, nanos(now))
-		return err
-	})
-	if err != nil {
-		return store.Batch{}, fmt.Errorf("postgres store: pause batch %s: %w", id, err)
-	}
-	return s.GetBatch(ctx, account, id)
+		nanos(store.HeldUntil), store.HeldOwner, store.HeldToken, id, nanos(now))
 }
 
 // ResumeBatch implements store.Batches. The nodes are woken: the released
 // recipients may be due.
 func (s *Store) ResumeBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error) {
+	return s.moveBatch(ctx, account, id, now, "resume", store.BatchPaused, store.BatchActive, true,
+		`UPDATE recipients r SET lease_until = 0, lease_owner = '', lease_token = ''
+			FROM messages m WHERE m.batch_id = $1 AND r.message_id = m.id AND r.lease_token = $2`, id, store.HeldToken)
+}
+
+// moveBatch moves batch id of account from state from to state to (a
+// batch already there stays) and runs recipientsSQL with args on its
+// recipients, in one transaction, waking the nodes after it with wake; a
+// cancelled batch is refused (ErrBatchState).
+func (s *Store) moveBatch(ctx context.Context, account, id string, now time.Time, what, from, to string, wake bool, recipientsSQL string, args ...any) (store.Batch, error) {
 	if account == "" {
 		account = store.DefaultAccount
 	}
@@ -194,19 +183,21 @@ func (s *Store) ResumeBatch(ctx context.Context, account, id string, now time.Ti
 		switch state {
 		case store.BatchCancelled:
 			return fmt.Errorf("batch %s is cancelled: %w", id, store.ErrBatchState)
-		case store.BatchPaused:
-			if _, err := tx.Exec(ctx, `UPDATE batches SET state = 'active', updated = $2 WHERE id = $1`, id, nanos(now)); err != nil {
+		case from:
+			if _, err := tx.Exec(ctx, `UPDATE batches SET state = $3, updated = $2 WHERE id = $1`, id, nanos(now), to); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE recipients r SET lease_until = 0, lease_owner = '', lease_token = ''
-			FROM messages m WHERE m.batch_id = $1 AND r.message_id = m.id AND r.lease_token = $2`, id, store.HeldToken); err != nil {
+		if _, err := tx.Exec(ctx, recipientsSQL, args...); err != nil {
 			return err
 		}
-		return s.notify(ctx, tx)
+		if wake {
+			return s.notify(ctx, tx)
+		}
+		return nil
 	})
 	if err != nil {
-		return store.Batch{}, fmt.Errorf("postgres store: resume batch %s: %w", id, err)
+		return store.Batch{}, fmt.Errorf("postgres store: %s batch %s: %w", what, id, err)
 	}
 	return s.GetBatch(ctx, account, id)
 }

@@ -154,33 +154,21 @@ const holdSQL = `UPDATE recipients SET lease_until = ?1, lease_owner = ?2, lease
 
 // PauseBatch implements store.Batches.
 func (s *Store) PauseBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error) {
-	if account == "" {
-		account = store.DefaultAccount
-	}
-	err := s.w.do(ctx, false, func(w *writer) error {
-		state, err := w.batchState(account, id)
-		if err != nil {
-			return err
-		}
-		switch state {
-		case store.BatchCancelled:
-			return clean(fmt.Errorf("batch %s is cancelled: %w", id, store.ErrBatchState))
-		case store.BatchActive:
-			if _, err := w.conn.ExecContext(context.Background(), `UPDATE batches SET state = 'paused', updated = ? WHERE id = ?`, nanos(now), id); err != nil {
-				return err
-			}
-		}
-		_, err = w.conn.ExecContext(context.Background(), holdSQL, nanos(store.HeldUntil), store.HeldOwner, store.HeldToken, id, nanos(now))
-		return err
-	})
-	if err != nil {
-		return store.Batch{}, mapErr(fmt.Errorf("sqlite store: pause batch %s: %w", id, err))
-	}
-	return s.GetBatch(ctx, account, id)
+	return s.moveBatch(ctx, account, id, now, "pause", store.BatchActive, store.BatchPaused,
+		holdSQL, nanos(store.HeldUntil), store.HeldOwner, store.HeldToken, id, nanos(now))
 }
 
 // ResumeBatch implements store.Batches.
 func (s *Store) ResumeBatch(ctx context.Context, account, id string, now time.Time) (store.Batch, error) {
+	return s.moveBatch(ctx, account, id, now, "resume", store.BatchPaused, store.BatchActive,
+		`UPDATE recipients SET lease_until = 0, lease_owner = '', lease_token = ''
+			WHERE message_id IN (SELECT id FROM messages WHERE batch_id = ?) AND lease_token = ?`, id, store.HeldToken)
+}
+
+// moveBatch moves batch id of account from state from to state to (a
+// batch already there stays) and runs recipientsSQL with args on its
+// recipients, in one write; a cancelled batch is refused (ErrBatchState).
+func (s *Store) moveBatch(ctx context.Context, account, id string, now time.Time, what, from, to, recipientsSQL string, args ...any) (store.Batch, error) {
 	if account == "" {
 		account = store.DefaultAccount
 	}
@@ -192,17 +180,16 @@ func (s *Store) ResumeBatch(ctx context.Context, account, id string, now time.Ti
 		switch state {
 		case store.BatchCancelled:
 			return clean(fmt.Errorf("batch %s is cancelled: %w", id, store.ErrBatchState))
-		case store.BatchPaused:
-			if _, err := w.conn.ExecContext(context.Background(), `UPDATE batches SET state = 'active', updated = ? WHERE id = ?`, nanos(now), id); err != nil {
+		case from:
+			if _, err := w.conn.ExecContext(context.Background(), `UPDATE batches SET state = ?, updated = ? WHERE id = ?`, to, nanos(now), id); err != nil {
 				return err
 			}
 		}
-		_, err = w.conn.ExecContext(context.Background(), `UPDATE recipients SET lease_until = 0, lease_owner = '', lease_token = ''
-			WHERE message_id IN (SELECT id FROM messages WHERE batch_id = ?) AND lease_token = ?`, id, store.HeldToken)
+		_, err = w.conn.ExecContext(context.Background(), recipientsSQL, args...)
 		return err
 	})
 	if err != nil {
-		return store.Batch{}, mapErr(fmt.Errorf("sqlite store: resume batch %s: %w", id, err))
+		return store.Batch{}, mapErr(fmt.Errorf("sqlite store: %s batch %s: %w", what, id, err))
 	}
 	return s.GetBatch(ctx, account, id)
 }
