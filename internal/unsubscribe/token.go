@@ -94,7 +94,7 @@ func Sign(key []byte, t Token) (string, error) {
 
 // Verify checks s and returns its token, or ErrInvalid.
 func Verify(key []byte, s string) (Token, error) {
-	if len(s) == 0 || len(s) > MaxTokenLen {
+	if len(s) == 0 || len(s) > MaxTokenLen || !urlSafe(s) {
 		return Token{}, ErrInvalid
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
@@ -150,3 +150,15 @@ func (l *Links) Headers(account, recipient, group, messageID string) (listUnsubs
 
 // Path is where the handler is mounted; the token follows it.
 const Path = "/unsubscribe/"
+
+// urlSafe reports whether s is only base64url characters: the decoder
+// skips CR and LF, which would let one token be written several ways.
+func urlSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

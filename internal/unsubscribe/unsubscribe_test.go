@@ -275,3 +275,18 @@ func TestHandlerRateLimit(t *testing.T) {
 		t.Errorf("codes %v, want 3 × 200 then 429", codes)
 	}
 }
+
+// TestTokenOneSpelling: the base64 decoder skips CR and LF; a token with
+// them inserted is refused, so a token has exactly one spelling.
+func TestTokenOneSpelling(t *testing.T) {
+	t.Parallel()
+	s, _ := Sign(testKey, Token{Account: "acme", Recipient: "bob@example.com", MessageID: "Q1"})
+	if _, err := Verify(testKey, s); err != nil {
+		t.Fatalf("the token itself: %v", err)
+	}
+	for _, bad := range []string{s[:5] + "\r" + s[5:], s[:5] + "\n" + s[5:], s + "\r\n", s[:5] + "=" + s[5:]} {
+		if _, err := Verify(testKey, bad); err == nil {
+			t.Errorf("%q verified", bad)
+		}
+	}
+}
