@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections")
 	flag.IntVar(&o.latencySecs, "latency-seconds", 10, "length of the fixed-rate latency run")
 	flag.Float64Var(&o.probeRate, "probe-rate", 10, "latency probes per second alongside smtp-source load")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenario names to run (default all)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenario names or groups to run: default (what runs without -only), sessions (sess-1 ... sess-1000), sizes (size-1k ... size-10m), flat (sessions and sizes)")
 	flag.BoolVar(&o.noPostfix, "no-postfix", false, "run Herald only (and the ceiling)")
 	flag.BoolVar(&o.smoke, "smoke", false, "tiny counts, one run, Herald only: checks the harness works")
 	flag.StringVar(&o.profileDir, "profile", "", "write a Herald CPU profile per run into this directory (needs -heraldprof)")
@@ -200,9 +200,13 @@ func run(o options) error {
 	}
 
 	b := &bench{o: o, sink: sink, mtas: mtas, herald: h, work: work, log: log, results: map[string]map[string][]map[string]float64{}}
+	if err := b.checkOnly(); err != nil {
+		return err
+	}
 	b.ceiling()
+	sel := b.selectedNames()
 	for _, sc := range b.scenarios() {
-		if o.only != "" && !contains(strings.Split(o.only, ","), sc.name) {
+		if !sel[sc.name] {
 			continue
 		}
 		b.order = append(b.order, sc)
@@ -262,15 +266,6 @@ func isHerald(m MTA) bool {
 	return ok
 }
 
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if strings.TrimSpace(x) == s {
-			return true
-		}
-	}
-	return false
-}
-
 func fmtMetrics(m map[string]float64) string {
 	var parts []string
 	for _, k := range sortedKeys(m) {
@@ -290,6 +285,8 @@ type bench struct {
 	order   []scenario
 	results map[string]map[string][]map[string]float64 // scenario -> mta -> runs
 	ceil    map[string]float64
+	// ceilRuns are the runs whose median is ceil[key].
+	ceilRuns map[string][]float64
 	// ceilBySink: the ceilings in ceil were measured into Postfix's
 	// smtp-sink (else into the Go sink).
 	ceilBySink bool

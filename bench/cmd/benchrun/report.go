@@ -70,7 +70,12 @@ func num(x float64) string {
 
 // cell formats median and spread of metric key.
 func (b *bench) cell(sc, mta, key string) string {
-	v := values(b.results[sc][mta], key)
+	return spread(values(b.results[sc][mta], key))
+}
+
+// spread formats the median of v and, with several values, its range:
+// "median (min–max)"; "–" when v is empty.
+func spread(v []float64) string {
 	if len(v) == 0 {
 		return "–"
 	}
@@ -166,7 +171,7 @@ func (b *bench) report() string {
 		r.WriteString("**smtp-source is not installed: the Go load generator stood in for it (one message per session).**\n\n")
 	}
 	fmt.Fprintf(&r, "## Ceiling (no MTA)\n\n| measure | value |\n|---|---|\n")
-	for _, c := range ceilingShapes {
+	for _, c := range b.ceilingShapes() {
 		if b.ceilBySink {
 			if v, ok := b.ceil[c.key]; ok {
 				fmt.Fprintf(&r, "| smtp-source -> Postfix smtp-sink, %s (the ceiling shares are reported against) | %s msgs/s |\n", c.key, num(v))
@@ -180,6 +185,7 @@ func (b *bench) report() string {
 		fmt.Fprintf(&r, "| disk: 4 KB write + fdatasync (bench/cmd/fsyncrate) | %s /s |\n", num(v))
 	}
 	r.WriteString("\n")
+	r.WriteString(b.sweepSummaries())
 	for _, sc := range b.order {
 		fmt.Fprintf(&r, "## %s\n\n%s. Load: %s.\n\n", sc.name, sc.desc, sc.generator)
 		var cols []string // MTAs with runs of this scenario, in run order
@@ -358,7 +364,7 @@ func (b *bench) targets() string {
 	if b.ceilBySink {
 		ceilName = "smtp-sink"
 	}
-	for _, c := range ceilingShapes {
+	for _, c := range b.ceilingShapes()[:4] { // the sweeps have their own tables
 		hv, ok := b.median(c.key, "herald", "e2e")
 		if cv := b.ceil[c.key]; ok && cv > 0 {
 			fmt.Fprintf(&r, "| Herald >= 50 %% of the no-MTA ceiling (%s), %s | %.1f %% (%s of %s msgs/s) | %s |\n", ceilName, c.key, hv/cv*100, num(hv), num(cv), yes(hv/cv >= 0.5))

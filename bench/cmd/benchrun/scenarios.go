@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +46,13 @@ type scenario struct {
 	metrics    []metricDef
 	heraldOnly bool
 	multiNode  bool // runs several nodes too (the load is split between them)
-	run        func(m MTA) (map[string]float64, error)
+	// groups are the -only group names that select the scenario besides its
+	// own name (see selectors).
+	groups []string
+	// optIn keeps the scenario out of a run without -only: it is selected
+	// by its name or one of its groups only.
+	optIn bool
+	run   func(m MTA) (map[string]float64, error)
 }
 
 func (b *bench) scenarios() []scenario {
@@ -59,12 +64,12 @@ func (b *bench) scenarios() []scenario {
 			rcpts10 = append(rcpts10, fmt.Sprintf("u%d@d%d.test", u, d))
 		}
 	}
-	return []scenario{
+	return append([]scenario{
 		{name: "4k-s20", desc: fmt.Sprintf("%d messages of 4 KB, 20 concurrent sessions", n), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, n, 20, 4096) }},
 		{name: "4k-s20-reuse", desc: fmt.Sprintf("%d messages of 4 KB, 20 concurrent sessions, each sending message after message over its connection (smtp-source -d)", n), generator: "smtp-source -d", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) {
-				return b.throughputShape(m, n, sourceShape{sessions: 20, size: 4096, reuse: true})
+				return b.throughputShape(m, n, sourceShape{sessions: 20, size: 4096, reuse: true}, true)
 			}},
 		{name: "4k-s100", desc: fmt.Sprintf("%d messages of 4 KB, 100 concurrent sessions", n), generator: "smtp-source", metrics: tput, multiNode: true,
 			run: func(m MTA) (map[string]float64, error) { return b.throughputSource(m, n, 100, 4096) }},
@@ -100,7 +105,7 @@ func (b *bench) scenarios() []scenario {
 			run:     func(m MTA) (map[string]float64, error) { return b.idleRun(m, b.o.idle) }},
 		b.submission("submission", max(n/4, 1), 1, tput),
 		b.submission("submission-10", max(n/4, 1), 10, tput),
-	}
+	}, b.sweepScenarios()...)
 }
 
 // submission is the STARTTLS + AUTH scenario with perSession messages per
@@ -156,13 +161,15 @@ func perSession(n, sessions int, reuse bool) int {
 // against addr.
 func smtpSourceShape(addr string, n int, sh sourceShape) (time.Duration, error) {
 	sessions, size := sh.sessions, sh.size
-	ctx, cancel := context.WithTimeout(context.Background(), loadDeadline(n))
+	// Large messages: a second more per 2 MiB on top of the per-message bound.
+	deadline := loadDeadline(n) + time.Duration(int64(n)*int64(size)/(2<<20))*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	bin := smtpSourceBin()
 	if bin == "" {
 		// Smoke mode without Postfix installed: the Go generator with the
 		// same shape (one message per session).
-		r := RunLoad(ctx, LoadSpec{Addr: addr, Sessions: sessions, Messages: n, Size: size, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Deadline: loadDeadline(n), PerSession: perSession(n, sessions, sh.reuse)}, "src")
+		r := RunLoad(ctx, LoadSpec{Addr: addr, Sessions: sessions, Messages: n, Size: size, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Deadline: deadline, PerSession: perSession(n, sessions, sh.reuse)}, "src")
 		return r.Elapsed, loadErr(r)
 	}
 	start := time.Now()
@@ -191,13 +198,14 @@ func tailStr(s string, n int) string {
 // smtp-source per node, concurrently, each with its share of the messages
 // and sessions.
 func (b *bench) throughputSource(m MTA, n, sessions, size int) (map[string]float64, error) {
-	return b.throughputShape(m, n, sourceShape{sessions: sessions, size: size})
+	return b.throughputShape(m, n, sourceShape{sessions: sessions, size: size}, true)
 }
 
-// throughputShape is throughputSource with the connection reuse chosen.
-func (b *bench) throughputShape(m MTA, n int, sh sourceShape) (map[string]float64, error) {
+// throughputShape is throughputSource with the connection reuse chosen and,
+// with probe, the side probe client sending timed messages alongside.
+func (b *bench) throughputShape(m MTA, n int, sh sourceShape, probe bool) (map[string]float64, error) {
 	sessions := sh.sessions
-	return b.measure(m, nil, int64(n), true, func() (time.Duration, int, error) {
+	return b.measure(m, nil, int64(n), probe, func() (time.Duration, int, error) {
 		addrs := m.Addrs()
 		k := len(addrs)
 		els := make([]time.Duration, k)
@@ -496,16 +504,29 @@ func (b *bench) idleRun(m MTA, n int) (map[string]float64, error) {
 	return res, nil
 }
 
-// ceilingShapes are the smtp-source configurations whose no-MTA ceiling is
-// measured, by scenario name.
-var ceilingShapes = []struct {
+// ceilingShape is an smtp-source configuration whose no-MTA ceiling is
+// measured: key is the scenario it is the ceiling of, n its message count.
+type ceilingShape struct {
 	key string
 	sh  sourceShape
-}{
-	{"4k-s20", sourceShape{sessions: 20, size: 4096}},
-	{"4k-s20-reuse", sourceShape{sessions: 20, size: 4096, reuse: true}},
-	{"4k-s100", sourceShape{sessions: 100, size: 4096}},
-	{"100k-s20", sourceShape{sessions: 20, size: 102400}},
+	n   int
+}
+
+// ceilingShapes are the smtp-source configurations whose no-MTA ceiling is
+// measured (each only when its scenario is selected), with the scenario's
+// message count.
+func (b *bench) ceilingShapes() []ceilingShape {
+	n := b.o.messages
+	out := []ceilingShape{
+		{"4k-s20", sourceShape{sessions: 20, size: 4096}, n},
+		{"4k-s20-reuse", sourceShape{sessions: 20, size: 4096, reuse: true}, n},
+		{"4k-s100", sourceShape{sessions: 100, size: 4096}, n},
+		{"100k-s20", sourceShape{sessions: 20, size: 102400}, max(n/10, 1)},
+	}
+	for _, s := range b.sweeps() {
+		out = append(out, ceilingShape{s.name, sourceShape{sessions: s.sessions, size: s.size}, s.n})
+	}
+	return out
 }
 
 // ceiling measures the no-MTA ceiling: smtp-source straight into Postfix's
@@ -514,6 +535,7 @@ var ceilingShapes = []struct {
 // and the disk's fsync rate.
 func (b *bench) ceiling() {
 	b.ceil = map[string]float64{}
+	b.ceilRuns = map[string][]float64{}
 	b.sink.Reset()
 	if err := b.sink.Up(); err != nil {
 		b.errors = append(b.errors, "ceiling: "+err.Error())
@@ -529,14 +551,13 @@ func (b *bench) ceiling() {
 		}
 	}
 	addr := b.sink.addrs[0]
-	for _, c := range ceilingShapes {
-		if b.o.only != "" && !contains(strings.Split(b.o.only, ","), c.key) {
+	sel := b.selectedNames()
+	for _, c := range b.ceilingShapes() {
+		if !sel[c.key] {
 			continue
 		}
-		n := b.o.messages
-		if c.sh.size > 4096 {
-			n = max(n/10, 1)
-		}
+		n := c.n
+		b.log.Info("ceiling", "shape", c.key, "messages", n)
 		var goRates, sinkRates []float64
 		for range b.o.runs {
 			b.sink.Reset()
@@ -559,10 +580,12 @@ func (b *bench) ceiling() {
 			med, _, _ := stats(goRates)
 			b.ceil[c.key+goSinkSuffix] = med
 			b.ceil[c.key] = med // without smtp-sink the Go sink is the ceiling
+			b.ceilRuns[c.key] = goRates
 		}
 		if len(sinkRates) > 0 {
 			med, _, _ := stats(sinkRates)
 			b.ceil[c.key] = med
+			b.ceilRuns[c.key] = sinkRates
 			b.ceilBySink = true
 		}
 	}
