@@ -1,0 +1,55 @@
+package main
+
+import (
+	"slices"
+	"sort"
+	"testing"
+)
+
+func selectedSorted(only string) []string {
+	b := &bench{o: options{only: only, messages: 5000}}
+	var out []string
+	for n := range b.selectedNames() {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestSelectGroups(t *testing.T) {
+	def := selectedSorted("")
+	for _, n := range def {
+		if len(n) > 5 && (n[:5] == "sess-" || n[:5] == "size-") {
+			t.Errorf("sweep %s runs without -only", n)
+		}
+	}
+	if !slices.Contains(def, "4k-s20") || !slices.Equal(def, selectedSorted("default")) {
+		t.Errorf("default run = %v, -only default = %v", def, selectedSorted("default"))
+	}
+	if got, want := selectedSorted("sessions"), []string{"sess-1", "sess-10", "sess-100", "sess-1000"}; !slices.Equal(got, want) {
+		t.Errorf("-only sessions = %v, want %v", got, want)
+	}
+	if got, want := selectedSorted("size-10m, 4k-s20"), []string{"4k-s20", "size-10m"}; !slices.Equal(got, want) {
+		t.Errorf("-only size-10m,4k-s20 = %v, want %v", got, want)
+	}
+	if got := selectedSorted("flat"); len(got) != 8 {
+		t.Errorf("-only flat = %v, want the 8 sweep scenarios", got)
+	}
+}
+
+func TestSweepCeilings(t *testing.T) {
+	b := &bench{o: options{messages: 5000}}
+	shapes := map[string]ceilingShape{}
+	for _, c := range b.ceilingShapes() {
+		shapes[c.key] = c
+	}
+	for _, s := range b.sweeps() {
+		c, ok := shapes[s.name]
+		if !ok || c.n != s.n || c.sh.sessions != s.sessions || c.sh.size != s.size || c.sh.reuse {
+			t.Errorf("%s: ceiling %+v does not match the scenario %+v", s.name, c, s)
+		}
+	}
+	if got := shapes["size-10m"].n; got != 20 {
+		t.Errorf("size-10m at -messages 5000: %d messages, want 20", got)
+	}
+}
