@@ -5,6 +5,7 @@
 #   bench/run.sh --smoke         ~5 s harness check: tiny counts, Herald and the ceiling only
 #   bench/run.sh --profile       also write a Herald CPU profile per run to bench/profiles/
 #   bench/run.sh -runs 1 -messages 5000 -backlog 20000 ...   any bench/cmd/benchrun flag
+#   bench/run.sh -only flat      the session and size sweeps (issue 13; not in the default run)
 #
 # See bench/README.md.
 set -euo pipefail
