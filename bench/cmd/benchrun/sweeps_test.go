@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os/exec"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -51,5 +54,30 @@ func TestSweepCeilings(t *testing.T) {
 	}
 	if got := shapes["size-10m"].n; got != 20 {
 		t.Errorf("size-10m at -messages 5000: %d messages, want 20", got)
+	}
+}
+
+// TestPostfixProcessLimit checks that the generated main.cf gives Postfix
+// the raised process limit (sess-1000) and leaves the default otherwise.
+func TestPostfixProcessLimit(t *testing.T) {
+	if _, err := exec.LookPath("postconf"); err != nil {
+		t.Skip("postconf not installed")
+	}
+	for _, want := range []int{0, postfixProcessLimit(1000)} {
+		p := &Postfix{Dir: t.TempDir(), Port: 2525, SinkPort: 2526, ProcessLimit: want}
+		if err := p.setup(); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("postconf", "-c", p.confDir(), "-h", "default_process_limit", "message_size_limit").CombinedOutput()
+		if err != nil {
+			t.Fatalf("postconf: %v: %s", err, out)
+		}
+		got := strings.Fields(string(out))
+		if want == 0 {
+			want = 100
+		}
+		if len(got) != 2 || got[0] != strconv.Itoa(want) || got[1] != "52428800" {
+			t.Errorf("ProcessLimit %d: postconf says %q, want [%d 52428800]", p.ProcessLimit, got, want)
+		}
 	}
 }
