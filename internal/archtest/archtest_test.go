@@ -69,7 +69,7 @@ var protocols = set("internal/smtp", "internal/message", "internal/smtpserver", 
 
 // State: the store's interfaces and types, its backends, its conformance
 // suite, and directory logic over it.
-var state = set("internal/store", "internal/store/sqlite", "internal/store/postgres", "internal/store/storetest", "internal/alias")
+var state = set("internal/store", "internal/store/readcache", "internal/store/sqlite", "internal/store/postgres", "internal/store/storetest", "internal/alias")
 
 // The composition root and the entry adapters that translate protocols
 // into pipeline transactions; they may import anything, and only commands

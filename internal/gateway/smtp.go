@@ -119,7 +119,10 @@ func (g *SMTP) Deliver(ctx context.Context, c *smtpserver.Conn, env *smtpserver.
 		return "report-processed", nil
 	}
 	inc(g.Metrics.Accepted, c.Mode.String())
-	g.Log.Info("queued", "session", c.ID, "id", res.ID, "from", env.From, "rcpts", res.Queued,
+	// smtpserver logs the acceptance at info ("message accepted", with
+	// the session, client, sender, size and user); this adds the final
+	// recipient count after aliases.
+	g.Log.Debug("queued", "session", c.ID, "id", res.ID, "from", env.From, "rcpts", res.Queued,
 		"client", c.RemoteAddr.Addr().String(), "user", c.AuthUser)
 	return res.ID, nil
 }

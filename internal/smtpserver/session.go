@@ -609,7 +609,9 @@ func (s *session) cmdMail(arg string) {
 	}
 	s.env = env
 	s.busy.Store(true)
-	s.log.Info("mail", "from", env.From, "size", env.Size, "user", s.c.AuthUser)
+	// The accepted message's line names the sender again: one line per
+	// message at info, as the delivery side logs one per attempt.
+	s.log.Debug("mail", "from", env.From, "size", env.Size, "user", s.c.AuthUser)
 	s.reply(250, smtp.EnhancedCode{2, 1, 0}, "Sender OK")
 }
 
@@ -778,7 +780,7 @@ func (s *session) finishMessage(qid string, err error, violation *smtp.Error, io
 		// As Postfix: a delivered message forgives earlier errors and junk,
 		// so a long session of real mail is never cut by these counts.
 		s.errors, s.junk = 0, 0
-		s.log.Info("message accepted", "queue_id", qid, "from", env.From, "rcpts", len(env.Recipients), "size", size)
+		s.log.Info("message accepted", "id", qid, "from", env.From, "rcpts", len(env.Recipients), "size", size, "user", s.c.AuthUser)
 		s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK queued as "+qid)
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -463,7 +462,7 @@ func (c *Conn) Data(ctx context.Context, body io.Reader) (*Reply, error) {
 func (c *Conn) Body(ctx context.Context, body io.Reader) (*Reply, error) {
 	stop := c.watch(ctx)
 	defer stop()
-	dw := textproto.NewWriter(c.w).DotWriter()
+	dw := newDotWriter(c.w)
 	if _, err := io.Copy(dw, bodyReader{body}); err != nil {
 		var be bodyError
 		if errors.As(err, &be) {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 )
 
 // validAccountID reports whether id is a usable account ID: 1 to 64 of
@@ -46,7 +47,7 @@ func (s *Store) execOne(ctx context.Context, what string, noRows error, q string
 // account whose rows are still being purged, returns store.ErrExists. A
 // zero Created is set to now.
 func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
-	defer s.reads.accounts.forget()
+	defer s.reads.accounts.Forget()
 	if !validAccountID(a.ID) {
 		return fmt.Errorf("postgres store: add account: invalid ID %q (want 1-64 of [a-z0-9-])", a.ID)
 	}
@@ -89,7 +90,7 @@ func scanAccount(sc pgx.Row) (store.Account, error) {
 
 // GetAccount returns an account or store.ErrNotFound.
 func (s *Store) GetAccount(ctx context.Context, id string) (store.Account, error) {
-	return cachedRead(&s.reads.accounts, id, func() (store.Account, error) {
+	return readcache.Read(&s.reads.accounts, id, func() (store.Account, error) {
 		return getOne(ctx, s, "get account "+id, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE id = $1`, id)
 	})
 }
@@ -102,7 +103,7 @@ func (s *Store) ListAccounts(ctx context.Context) ([]store.Account, error) {
 // UpdateAccountLimits replaces an account's limits; store.ErrNotFound if
 // unknown.
 func (s *Store) UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error {
-	defer s.reads.accounts.forget()
+	defer s.reads.accounts.Forget()
 	return s.execOne(ctx, "update limits of account "+id, store.ErrNotFound,
 		`UPDATE accounts SET per_minute = $1, per_hour = $2, per_day = $3 WHERE id = $4`, l.PerMinute, l.PerHour, l.PerDay, id)
 }

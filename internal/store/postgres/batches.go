@@ -227,7 +227,7 @@ func (s *Store) CancelBatch(ctx context.Context, account, id string, now time.Ti
 		return store.Batch{}, fmt.Errorf("postgres store: cancel batch %s: %w", id, err)
 	}
 	for _, mid := range gone {
-		s.handoff.drop(mid)
+		s.handoff.Drop(mid)
 	}
 	return s.GetBatch(ctx, account, id)
 }
@@ -348,7 +348,7 @@ func (s *Store) CheckBatch(ctx context.Context, messageID, batchID, token string
 		return "", fmt.Errorf("postgres store: check batch %s: %w", batchID, err)
 	}
 	for _, mid := range gone {
-		s.handoff.drop(mid)
+		s.handoff.Drop(mid)
 	}
 	return state, nil
 }

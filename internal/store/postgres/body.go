@@ -214,9 +214,9 @@ func (s *Store) collectBodies(ctx context.Context) error {
 // OpenBody returns the stored body of message id, with the stored header
 // fields in front. A chunked body is read a chunk at a time. The body of a
 // message this handle enqueued leased comes from memory while its lease
-// lasts (see handoffCache).
+// lasts (see readcache.Handoff).
 func (s *Store) OpenBody(ctx context.Context, id string) (io.ReadCloser, error) {
-	if data, ok := s.handoff.get(id); ok {
+	if data, ok := s.handoff.Get(id); ok {
 		return io.NopCloser(bytes.NewReader(data)), nil
 	}
 	var headers, data []byte

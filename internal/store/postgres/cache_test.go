@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 	"github.com/heraldmail/herald/internal/store/storetest"
 )
 
@@ -109,7 +110,7 @@ func TestHandoffBodyServedFromMemory(t *testing.T) {
 	gone(m.ID)
 	wantGone(m.ID, "not leased")
 	m, _ = enqueue(lease, string(storetest.Body(4, 3000)))
-	if _, ok := s.handoff.get(m.ID); ok {
+	if _, ok := s.handoff.Get(m.ID); ok {
 		t.Error("a chunked body is held in memory")
 	}
 
@@ -120,39 +121,15 @@ func TestHandoffBodyServedFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantGone(m.ID, "after ReleaseLeases")
-	if s.handoff.bytes != 0 {
-		t.Errorf("%d bytes still held", s.handoff.bytes)
+	if s.handoff.Bytes() != 0 {
+		t.Errorf("%d bytes still held", s.handoff.Bytes())
 	}
 }
 
-// The hand-off cache is bounded: past handoffMaxBytes a body is not kept
-// (its worker reads the database), and bodies whose leases ended make room.
-func TestHandoffCacheBounded(t *testing.T) {
-	t.Parallel()
-	var c handoffCache
-	big := make([]byte, handoffMaxBytes/2+1)
-	now := time.Now()
-	c.put("a", big, now.Add(time.Hour))
-	c.put("b", big, now.Add(time.Hour))
-	if _, ok := c.get("b"); ok {
-		t.Error("cache went over its bound")
-	}
-	c.put("c", big, now.Add(-time.Second)) // does not fit either
-	c.drop("a")
-	c.put("c", big, now.Add(-time.Second))
-	if _, ok := c.get("c"); ok {
-		t.Error("a body whose lease ended was served")
-	}
-	c.put("d", big, now.Add(time.Hour)) // c's lease is over: swept
-	if _, ok := c.get("d"); !ok || c.bytes != len(big) {
-		t.Errorf("d not kept after sweeping c: %d bytes held", c.bytes)
-	}
-}
-
-// Accounts and active DKIM keys are read once per readCacheTTL (each
+// Accounts and active DKIM keys are read once per readcache.TTLDuration (each
 // message's acceptance reads both): a change behind the handle's back is
 // not seen at once, this handle's own changes are, and another node's
-// within readCacheTTL.
+// within readcache.TTLDuration.
 func TestReadCaches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -177,7 +154,7 @@ func TestReadCaches(t *testing.T) {
 		t.Fatalf("per minute %d, want 1", n)
 	}
 	exec(t, s, `UPDATE accounts SET per_minute = 2 WHERE id = 'acme'`)
-	if n := limit(); n != 1 && time.Since(start) < readCacheTTL/2 {
+	if n := limit(); n != 1 && time.Since(start) < readcache.TTLDuration/2 {
 		t.Errorf("per minute %d right after a read: the account was read again", n)
 	}
 	if err := s.UpdateAccountLimits(ctx, "acme", store.AccountLimits{PerMinute: 3}); err != nil {
@@ -237,13 +214,13 @@ func TestReadCaches(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for up to ten readCacheTTLs.
+// waitFor polls cond for up to ten readcache.TTLDurations.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * readCacheTTL)
+	deadline := time.Now().Add(10 * readcache.TTLDuration)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not seen after %s", what, 10*readCacheTTL)
+			t.Fatalf("%s not seen after %s", what, 10*readcache.TTLDuration)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -258,8 +258,8 @@ func (s *Store) ImportRows(ctx context.Context, t *store.Table, rows []store.Row
 		return 0, 0, mapErr(fmt.Errorf("postgres store: import %s: %w", t.Name, err))
 	}
 	s.forgetDomains()
-	s.reads.accounts.forget()
-	s.reads.dkim.forget()
+	s.reads.accounts.Forget()
+	s.reads.dkim.Forget()
 	return inserted, replaced, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 )
 
 const dkimCols = `domain, selector, algorithm, private_key, active, created`
@@ -33,7 +34,7 @@ func lockDKIMDomain(ctx context.Context, tx pgx.Tx, domain string) error {
 // store.ErrExists. An active key deactivates the domain's other key of the
 // same algorithm in the same transaction.
 func (s *Store) AddDKIMKey(ctx context.Context, k store.DKIMKey) error {
-	defer s.reads.dkim.forget()
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(k.Domain), normSelector(k.Selector)
 	if d == "" || sel == "" {
 		return errors.New("postgres store: add DKIM key: empty domain or selector")
@@ -106,7 +107,7 @@ func (s *Store) GetDKIMKey(ctx context.Context, domain, selector string) (store.
 // ActivateDKIMKey makes a key active, deactivating the domain's other key of
 // the same algorithm in the same transaction.
 func (s *Store) ActivateDKIMKey(ctx context.Context, domain, selector string) error {
-	defer s.reads.dkim.forget()
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(domain), normSelector(selector)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lockDKIMDomain(ctx, tx, d); err != nil {
@@ -139,7 +140,7 @@ func (s *Store) ActivateDKIMKey(ctx context.Context, domain, selector string) er
 
 // DeactivateDKIMKey stops a key from signing; store.ErrNotFound if unknown.
 func (s *Store) DeactivateDKIMKey(ctx context.Context, domain, selector string) error {
-	defer s.reads.dkim.forget()
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(domain), normSelector(selector)
 	return s.execOne(ctx, "deactivate DKIM key "+dkimName(d, sel), store.ErrNotFound,
 		`UPDATE dkim_keys SET active = false WHERE domain = $1 AND selector = $2`, d, sel)
@@ -147,7 +148,7 @@ func (s *Store) DeactivateDKIMKey(ctx context.Context, domain, selector string) 
 
 // DeleteDKIMKey removes a key; store.ErrNotFound if unknown.
 func (s *Store) DeleteDKIMKey(ctx context.Context, domain, selector string) error {
-	defer s.reads.dkim.forget()
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(domain), normSelector(selector)
 	return s.execOne(ctx, "delete DKIM key "+dkimName(d, sel), store.ErrNotFound,
 		`DELETE FROM dkim_keys WHERE domain = $1 AND selector = $2`, d, sel)
@@ -156,9 +157,9 @@ func (s *Store) DeleteDKIMKey(ctx context.Context, domain, selector string) erro
 // ActiveDKIMKeys returns the active keys of domain ordered by algorithm.
 func (s *Store) ActiveDKIMKeys(ctx context.Context, domain string) ([]store.DKIMKey, error) {
 	d := normDomain(domain)
-	keys, err := cachedRead(&s.reads.dkim, d, func() ([]store.DKIMKey, error) {
+	keys, err := readcache.Read(&s.reads.dkim, d, func() ([]store.DKIMKey, error) {
 		return queryList(ctx, s, "active DKIM keys of "+d, scanDKIMKey,
 			`SELECT `+dkimCols+` FROM dkim_keys WHERE domain = $1 AND active ORDER BY algorithm`, d)
 	})
-	return activeKeys(keys), err
+	return readcache.CloneKeys(keys), err
 }

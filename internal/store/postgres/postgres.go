@@ -73,6 +73,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 )
 
 // Defaults of Options.
@@ -168,7 +169,7 @@ type Store struct {
 	domains domainCache
 	touches touchCache
 	reads   readCaches
-	handoff handoffCache
+	handoff readcache.Handoff
 
 	wake     wakeListener
 	nodeLock nodeLock  // LockNode's session

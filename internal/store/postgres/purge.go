@@ -52,8 +52,8 @@ func (s *Store) DeleteAccount(ctx context.Context, id string, force bool) (store
 		return del, fmt.Errorf("postgres store: delete account %s: the default account cannot be deleted: %w", id, store.ErrExists)
 	}
 	defer s.forgetDomains() // its domains may go back to the default account
-	defer s.reads.accounts.forget()
-	defer s.handoff.clear() // its queued mail is deleted
+	defer s.reads.accounts.Forget()
+	defer s.handoff.Clear() // its queued mail is deleted
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		del = store.AccountDeletion{}
 		var exists bool

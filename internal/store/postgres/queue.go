@@ -186,7 +186,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	if token != "" && !bd.chunked {
 		// For the worker this message is handed to.
 		data := make([]byte, 0, len(headers)+len(inline))
-		s.handoff.put(msg.ID, append(append(data, headers...), inline...), leaseUntil)
+		s.handoff.Put(msg.ID, append(append(data, headers...), inline...), leaseUntil)
 	}
 	for i := range msg.Recipients {
 		r := &msg.Recipients[i]
@@ -294,7 +294,7 @@ func (s *Store) Lease(ctx context.Context, now time.Time, d time.Duration, limit
 	}
 	// The workers these messages go to read their bodies from memory.
 	for id, b := range keep {
-		s.handoff.put(id, b, until)
+		s.handoff.Put(id, b, until)
 	}
 	return out, nil
 }
@@ -309,7 +309,7 @@ func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u
 	}
 	bt := &pgx.Batch{}
 	bt.Queue(leaseSQL, ids, tokens, u, s.node, n)
-	// Inline bodies come along for the workers (see handoffCache).
+	// Inline bodies come along for the workers (see readcache.Handoff).
 	bt.Queue(`SELECT `+msgCols+`, m.body FROM messages m WHERE m.id = ANY($1)`, ids)
 	res := tx.SendBatch(ctx, bt)
 	defer res.Close()
@@ -476,7 +476,7 @@ SELECT count(*) FROM m`
 // its event. When no recipient is pending any more the message and its
 // body are deleted.
 func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
-	s.handoff.drop(id)
+	s.handoff.Drop(id)
 	k := len(outcomes)
 	rids, nexts := make([]int64, k), make([]int64, k)
 	statuses, replies, mtas := make([]string, k), make([]string, k), make([]string, k)
@@ -694,7 +694,7 @@ func (s *Store) notify(ctx context.Context, tx pgx.Tx) error {
 // progress on any node finds the body gone (store.ErrNotFound) and its
 // outcome refused.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	s.handoff.drop(id)
+	s.handoff.Drop(id)
 	var n int64
 	err := s.pool.QueryRow(ctx, deleteMessageSQL, id).Scan(&n)
 	if err != nil {
@@ -710,7 +710,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // in flight when it stopped is due again, on any node) and wakes the
 // nodes. Other nodes' leases are never touched.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
-	s.handoff.clear()
+	s.handoff.Clear()
 	var err error
 	for range maxBatchRetries {
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

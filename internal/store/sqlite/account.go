@@ -45,6 +45,8 @@ var accountOwnRows = []string{
 // refuses with a *store.AccountInUseError while the account owns domains
 // or users or has queued messages.
 func (s *Store) DeleteAccount(ctx context.Context, id string, force bool) (store.AccountDeletion, error) {
+	defer s.reads.accounts.Forget()
+	defer s.handoff.Clear() // its queued mail may be deleted
 	var del store.AccountDeletion
 	if id == store.DefaultAccount {
 		return del, fmt.Errorf("sqlite store: delete account %s: the default account cannot be deleted: %w", id, store.ErrExists)

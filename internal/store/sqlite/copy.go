@@ -196,6 +196,8 @@ func (s *Store) LookupRows(ctx context.Context, t *store.Table, keys []store.Row
 // ImportRows inserts the rows whose key is absent and, with replace,
 // replaces the others, in one transaction.
 func (s *Store) ImportRows(ctx context.Context, t *store.Table, rows []store.Row, replace bool) (inserted, replaced int, err error) {
+	defer s.reads.accounts.Forget()
+	defer s.reads.dkim.Forget()
 	ins := `INSERT INTO ` + t.Name + ` (` + columnList(t) + `) VALUES (` +
 		strings.TrimSuffix(strings.Repeat("?, ", len(t.Columns)), ", ") + `)`
 	exists := `SELECT count(*) FROM ` + t.Name + ` WHERE ` + keyMatch(t)

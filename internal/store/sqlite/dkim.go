@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 )
 
 const dkimCols = `domain, selector, algorithm, private_key, active, created`
@@ -24,6 +25,7 @@ func dkimName(domain, selector string) string { return selector + "._domainkey."
 // store.ErrExists. An active key deactivates the domain's other key of the
 // same algorithm in the same transaction.
 func (s *Store) AddDKIMKey(ctx context.Context, k store.DKIMKey) error {
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(k.Domain), normSelector(k.Selector)
 	if d == "" || sel == "" {
 		return errors.New("sqlite store: add DKIM key: empty domain or selector")
@@ -122,6 +124,7 @@ func (s *Store) GetDKIMKey(ctx context.Context, domain, selector string) (store.
 // ActivateDKIMKey makes a key active, deactivating the domain's other key of
 // the same algorithm in the same transaction.
 func (s *Store) ActivateDKIMKey(ctx context.Context, domain, selector string) error {
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(domain), normSelector(selector)
 	err := s.w.do(ctx, false, func(w *writer) error {
 		bg := context.Background()
@@ -152,6 +155,7 @@ func (s *Store) ActivateDKIMKey(ctx context.Context, domain, selector string) er
 
 // DeactivateDKIMKey stops a key from signing; store.ErrNotFound if unknown.
 func (s *Store) DeactivateDKIMKey(ctx context.Context, domain, selector string) error {
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(domain), normSelector(selector)
 	return s.execOne(ctx, "deactivate DKIM key "+dkimName(d, sel), store.ErrNotFound,
 		`UPDATE dkim_keys SET active = 0 WHERE domain = ? AND selector = ?`, d, sel)
@@ -159,6 +163,7 @@ func (s *Store) DeactivateDKIMKey(ctx context.Context, domain, selector string) 
 
 // DeleteDKIMKey removes a key; store.ErrNotFound if unknown.
 func (s *Store) DeleteDKIMKey(ctx context.Context, domain, selector string) error {
+	defer s.reads.dkim.Forget()
 	d, sel := normDomain(domain), normSelector(selector)
 	return s.execOne(ctx, "delete DKIM key "+dkimName(d, sel), store.ErrNotFound,
 		`DELETE FROM dkim_keys WHERE domain = ? AND selector = ?`, d, sel)
@@ -167,6 +172,9 @@ func (s *Store) DeleteDKIMKey(ctx context.Context, domain, selector string) erro
 // ActiveDKIMKeys returns the active keys of domain ordered by algorithm.
 func (s *Store) ActiveDKIMKeys(ctx context.Context, domain string) ([]store.DKIMKey, error) {
 	d := normDomain(domain)
-	return s.queryDKIMKeys(ctx, "active DKIM keys of "+d,
-		`SELECT `+dkimCols+` FROM dkim_keys WHERE domain = ? AND active = 1 ORDER BY algorithm`, d)
+	keys, err := readcache.Read(&s.reads.dkim, d, func() ([]store.DKIMKey, error) {
+		return s.queryDKIMKeys(ctx, "active DKIM keys of "+d,
+			`SELECT `+dkimCols+` FROM dkim_keys WHERE domain = ? AND active = 1 ORDER BY algorithm`, d)
+	})
+	return readcache.CloneKeys(keys), err
 }

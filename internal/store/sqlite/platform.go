@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 )
 
 // validAccountID reports whether id is a usable account ID: 1 to 64 of
@@ -74,6 +75,7 @@ func (w *writer) accountExists(id string) (bool, error) {
 // account whose rows are still being purged, returns store.ErrExists. A
 // zero Created is set to now.
 func (s *Store) AddAccount(ctx context.Context, a store.Account) error {
+	defer s.reads.accounts.Forget()
 	if !validAccountID(a.ID) {
 		return fmt.Errorf("sqlite store: add account: invalid ID %q (want 1-64 of [a-z0-9-])", a.ID)
 	}
@@ -124,7 +126,9 @@ func scanAccount(sc scanner) (store.Account, error) {
 
 // GetAccount returns an account or store.ErrNotFound.
 func (s *Store) GetAccount(ctx context.Context, id string) (store.Account, error) {
-	return getOne(ctx, s, "get account "+id, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE id = ?`, id)
+	return readcache.Read(&s.reads.accounts, id, func() (store.Account, error) {
+		return getOne(ctx, s, "get account "+id, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE id = ?`, id)
+	})
 }
 
 // ListAccounts returns every account ordered by ID.
@@ -135,6 +139,7 @@ func (s *Store) ListAccounts(ctx context.Context) ([]store.Account, error) {
 // UpdateAccountLimits replaces an account's limits; store.ErrNotFound if
 // unknown.
 func (s *Store) UpdateAccountLimits(ctx context.Context, id string, l store.AccountLimits) error {
+	defer s.reads.accounts.Forget()
 	return s.execOne(ctx, "update limits of account "+id, store.ErrNotFound,
 		`UPDATE accounts SET per_minute = ?, per_hour = ?, per_day = ? WHERE id = ?`, l.PerMinute, l.PerHour, l.PerDay, id)
 }

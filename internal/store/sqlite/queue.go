@@ -179,6 +179,12 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 		}
 		return "", fmt.Errorf("sqlite store: enqueue %s: %w", msg.ID, err)
 	}
+	if token != "" && blobPath == "" {
+		// For the worker this message is handed to (see readcache.Handoff):
+		// the buffer goes back to the pool, so the worker gets a copy.
+		data := make([]byte, 0, len(headers)+len(inline))
+		s.handoff.Put(msg.ID, append(append(data, headers...), inline...), leaseUntil)
+	}
 	for i := range msg.Recipients {
 		r := &msg.Recipients[i]
 		r.Status = store.StatusQueued
@@ -193,8 +199,13 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 // newToken returns a new lease token: 128 random bits, 26 base32 letters.
 func newToken() string { return rand.Text() }
 
-// OpenBody returns the stored body of message id.
+// OpenBody returns the stored body of message id. The inline body of a
+// message this handle enqueued leased comes from memory while its lease
+// lasts (see readcache.Handoff).
 func (s *Store) OpenBody(ctx context.Context, id string) (io.ReadCloser, error) {
+	if data, ok := s.handoff.Get(id); ok {
+		return inlineReader{bytes.NewReader(data)}, nil
+	}
 	var blob bool
 	var headers, data []byte
 	err := s.rdb.QueryRowContext(ctx, `SELECT blob, headers, body FROM messages WHERE id = ?`, id).Scan(&blob, &headers, &data)
@@ -310,6 +321,7 @@ func (w *writer) dueMessages(now int64, limit int) ([]string, error) {
 // operation after it may have written: the writer rolls its batch back and
 // commits the others, so the update is all or nothing.
 func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.Outcome) error {
+	s.handoff.Drop(id)
 	for _, o := range outcomes {
 		switch o.Status {
 		case store.StatusQueued, store.StatusDeferred, store.StatusDelivered, store.StatusFailed, store.StatusExpired:
@@ -596,6 +608,7 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) error {
 
 // Delete removes message id and its body whatever its state.
 func (s *Store) Delete(ctx context.Context, id string) error {
+	s.handoff.Drop(id)
 	err := s.w.do(ctx, false, func(w *writer) error {
 		var blob bool
 		if err := w.st.msgBlob.QueryRow(id).Scan(&blob); errors.Is(err, sql.ErrNoRows) {
@@ -616,6 +629,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // node (a node of that version held them, on this machine: an SQLite
 // database is not shared between machines). Other nodes' leases are kept.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
+	s.handoff.Clear()
 	err := s.w.do(ctx, false, func(w *writer) error {
 		_, err := w.conn.ExecContext(context.Background(), `UPDATE recipients
 			SET lease_until = 0, lease_owner = '', lease_token = ''

@@ -32,6 +32,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/heraldmail/herald/internal/store"
+	"github.com/heraldmail/herald/internal/store/readcache"
 )
 
 // DefaultInlineMax is the default largest body stored inline in the queue row.
@@ -116,6 +117,8 @@ type Store struct {
 	rdb *readDB // read-only pool with a statement cache
 
 	domains domainCache // local domains, reread every second
+	reads   readCaches  // accounts and DKIM keys, reread every second
+	handoff readcache.Handoff
 	lock    *os.File
 
 	w *writer
