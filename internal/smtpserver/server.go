@@ -297,6 +297,7 @@ func (s *Server) handle(c net.Conn) {
 		s.mu.Unlock()
 	}()
 	sess.run()
+	sess.release()
 }
 
 func remoteAddrPort(c net.Conn) netip.AddrPort {

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,11 +92,32 @@ func newSession(srv *Server, c net.Conn, ap netip.AddrPort) *session {
 	return s
 }
 
-// setConn puts the buffered reader and writer on top of c.
+// The buffered readers and writers of ended sessions are reused: a
+// session per message (MX traffic) otherwise allocates 8 KiB for them.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriter(nil) }}
+)
+
+// setConn puts the buffered reader and writer on top of c. After STARTTLS
+// the plain-text ones are dropped, not reused: their buffers may hold what
+// the client sent before the handshake.
 func (s *session) setConn(c net.Conn) {
 	s.conn = c
-	s.bw = bufio.NewWriter(c)
-	s.br = bufio.NewReader(flushReader{s})
+	s.bw = writerPool.Get().(*bufio.Writer)
+	s.bw.Reset(c)
+	s.br = readerPool.Get().(*bufio.Reader)
+	s.br.Reset(flushReader{s})
+}
+
+// release returns the session's reader and writer to their pools once the
+// session is over and nothing uses them any more.
+func (s *session) release() {
+	s.br.Reset(nil)
+	s.bw.Reset(nil)
+	readerPool.Put(s.br)
+	writerPool.Put(s.bw)
+	s.br, s.bw = nil, nil
 }
 
 func (s *session) run() {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/heraldmail/herald/internal/clock"
@@ -61,6 +62,10 @@ const MaxHeaderBytes = 1 << 20
 
 var errHeaderTooLarge = smtp.Error{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Message: "Message header too large"}
 
+// headerReaders are the buffered readers Accept reads header sections
+// with, reused from message to message.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
 // Accept stores msg with the body read from r, run through procs.
 // msg.Received is set here, and msg.ID unless the caller chose it (NewID). It returns only when the message is on stable
 // storage. Errors from reading r (an *smtp.Error for bad client data) and
@@ -83,7 +88,12 @@ func (s *Spool) Accept(ctx context.Context, msg *store.Message, r io.Reader, pro
 	}
 	var w io.Writer = body
 	if len(procs) > 0 {
-		br := bufio.NewReaderSize(r, 16<<10)
+		br := headerReaders.Get().(*bufio.Reader)
+		br.Reset(r)
+		defer func() {
+			br.Reset(nil)
+			headerReaders.Put(br)
+		}()
 		hdr, err := readHeader(br, MaxHeaderBytes)
 		if err != nil {
 			return fail(err)

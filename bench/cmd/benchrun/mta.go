@@ -166,7 +166,8 @@ func (h *Herald) Start(fresh bool) error {
 	}
 	args := []string{"serve", "--config", h.Config()}
 	if h.ProfileOut != "" {
-		args = []string{"-config", h.Config(), "-cpuprofile", h.ProfileOut}
+		args = []string{"-config", h.Config(), "-cpuprofile", h.ProfileOut,
+			"-memprofile", strings.TrimSuffix(h.ProfileOut, ".pprof") + ".mem.pprof"}
 	}
 	h.cmd = exec.Command(h.Bin, args...)
 	out, err := os.OpenFile(filepath.Join(h.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -22,6 +22,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -456,6 +457,10 @@ func (c *Conn) Data(ctx context.Context, body io.Reader) (*Reply, error) {
 	return c.Body(ctx, body)
 }
 
+// copyBuffers are the buffers bodies are copied through, reused from
+// message to message (io.Copy would allocate 32 KiB for each).
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // Body sends body dot-stuffed and the final dot after the server answered
 // DATA with 354 (through Data or Pipeline), and returns the final reply
 // like Data.
@@ -463,7 +468,10 @@ func (c *Conn) Body(ctx context.Context, body io.Reader) (*Reply, error) {
 	stop := c.watch(ctx)
 	defer stop()
 	dw := newDotWriter(c.w)
-	if _, err := io.Copy(dw, bodyReader{body}); err != nil {
+	buf := copyBuffers.Get().(*[]byte)
+	_, err := io.CopyBuffer(dw, bodyReader{body}, *buf)
+	copyBuffers.Put(buf)
+	if err != nil {
 		var be bodyError
 		if errors.As(err, &be) {
 			c.raw.Close()

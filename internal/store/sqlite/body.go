@@ -29,12 +29,14 @@ type body struct {
 	size int64
 	err  error // sticky write error
 	done bool
+	open bool // counted in s.openBodies
 }
 
 // NewBody starts a body. It is kept in memory up to InlineMax bytes and
 // spills to a temporary file beyond that.
 func (s *Store) NewBody() (store.Body, error) {
-	b := &body{s: s}
+	b := &body{s: s, open: true}
+	s.openBodies.Add(1)
 	if p, ok := s.bufPool.Get().(*[]byte); ok {
 		b.buf, b.bufp = (*p)[:0], p
 	}
@@ -119,8 +121,17 @@ func (b *body) Abort() {
 		return
 	}
 	b.done = true
+	b.settle()
 	b.removeTemp()
 	b.release()
+}
+
+// settle stops counting the body as open: it is enqueued or aborted.
+func (b *body) settle() {
+	if b.open {
+		b.open = false
+		b.s.openBodies.Add(-1)
+	}
 }
 
 func (b *body) removeTemp() {
@@ -135,8 +146,10 @@ func (b *body) removeTemp() {
 	}
 }
 
-// release returns the buffer to the pool.
+// release returns the buffer to the pool (and stops counting the body
+// as open, if nothing did before).
 func (b *body) release() {
+	b.settle()
 	if b.buf != nil && cap(b.buf) <= 2*max(b.s.inlineMax, spillBufSize) {
 		p := b.bufp
 		if p == nil {

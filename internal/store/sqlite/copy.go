@@ -278,6 +278,7 @@ func (s *Store) ImportMessage(ctx context.Context, msg store.Row, rcpts []store.
 		return false, fmt.Errorf("sqlite store: import %s: body: %w", id, err)
 	}
 	bd.done = true
+	bd.settle()
 	defer bd.release()
 	var blobPath string
 	var inline []byte

@@ -128,6 +128,7 @@ func (s *Store) Enqueue(ctx context.Context, msg *store.Message, b store.Body, l
 	if lease != 0 {
 		owner, token = s.node, newToken()
 	}
+	bd.settle()
 	err = s.w.do(context.Background(), blobPath != "", func(w *writer) error {
 		res, err := w.st.insMsg.Exec(msg.ID, msg.Sender, received, msg.Size, msg.Ret, msg.EnvID,
 			msg.ClientIP, msg.HELO, msg.AuthUser, msg.Source, b2i(msg.SMTPUTF8), b2i(blobPath != ""),
@@ -330,7 +331,9 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 		}
 	}
 	now := time.Now()
-	err := s.w.do(ctx, false, func(w *writer) error {
+	// An outcome keeps no client waiting: it may wait for an acceptance's
+	// commit to share it (see writer.run).
+	err := s.w.doLazy(ctx, func(w *writer) error {
 		var blob bool
 		var account, sender, tags, meta string
 		var received int64

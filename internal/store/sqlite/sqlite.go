@@ -65,6 +65,8 @@ type Options struct {
 	MaxBatch int
 	// ReadConns is the size of the read-only connection pool. Zero means 4.
 	ReadConns int
+	// lazyWait overrides the writer's lazyWait (tests).
+	lazyWait time.Duration
 	// Logger receives warnings (failed blob removals, orphans collected).
 	// Nil means slog.Default().
 	Logger *slog.Logger
@@ -124,6 +126,10 @@ type Store struct {
 	w *writer
 
 	bufPool sync.Pool // *[]byte body buffers
+	// openBodies counts the bodies being written whose Enqueue has not
+	// been submitted yet: the writer's cue that an acceptance is coming
+	// (see writer.run).
+	openBodies atomic.Int64
 
 	touches touchCache // API key LastUsed values written
 
@@ -250,7 +256,7 @@ func open(dir string, opts Options) (*Store, error) {
 	s.rdb.SetConnMaxLifetime(0)
 	s.rdb.SetConnMaxIdleTime(0)
 
-	s.w, err = newWriter(s, conn, opts.MaxBatch)
+	s.w, err = newWriter(s, conn, opts.MaxBatch, opts.lazyWait)
 	if err != nil {
 		conn.Close()
 		return nil, err

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -21,6 +23,10 @@ type op struct {
 	// blob is set when fn references a blob file just linked into place:
 	// the writer then fsyncs the blobs directory before committing.
 	blob bool
+	// lazy: nobody waits on the operation to answer a client (a delivery
+	// outcome); it may wait a moment to share the next acceptance's
+	// commit.
+	lazy bool
 	res  error
 	done chan error
 }
@@ -52,6 +58,12 @@ type writer struct {
 	afterCommit []string
 
 	hooks webhookCache
+
+	// commits counts the batches committed, held the batches of lazy
+	// operations held for an acceptance (for tests).
+	commits, held atomic.Int64
+	// lazyWait is lazyWait unless Options.lazyWait (a test) says otherwise.
+	lazyWait time.Duration
 
 	// roll accumulates the rollup increments of the batch's events,
 	// written just before it commits.
@@ -110,13 +122,17 @@ const (
 	qCountPending = `SELECT count(*) FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')`
 )
 
-func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
+func newWriter(s *Store, conn *sql.Conn, maxBatch int, wait time.Duration) (*writer, error) {
+	if wait <= 0 {
+		wait = lazyWait
+	}
 	w := &writer{
 		s:        s,
 		conn:     conn,
 		ch:       make(chan *op, maxBatch),
 		maxBatch: maxBatch,
 		stopped:  make(chan struct{}),
+		lazyWait: wait,
 	}
 	ctx := context.Background()
 	for _, p := range []struct {
@@ -170,11 +186,21 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int) (*writer, error) {
 // submitted, the operation is not abandoned when ctx ends: the caller
 // learns whether it committed.
 func (w *writer) do(ctx context.Context, blob bool, fn func(w *writer) error) error {
+	return w.submit(ctx, blob, false, fn)
+}
+
+// doLazy is do for an operation that may wait up to lazyWait for an
+// acceptance to commit with.
+func (w *writer) doLazy(ctx context.Context, fn func(w *writer) error) error {
+	return w.submit(ctx, false, true, fn)
+}
+
+func (w *writer) submit(ctx context.Context, blob, lazy bool, fn func(w *writer) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	o := opPool.Get().(*op)
-	o.fn, o.blob, o.res = fn, blob, nil
+	o.fn, o.blob, o.lazy, o.res = fn, blob, lazy, nil
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
@@ -205,26 +231,74 @@ func (w *writer) close() error {
 	return w.conn.Close()
 }
 
+// lazyWait bounds how long lazy operations wait for an acceptance to
+// share their commit.
+const lazyWait = 5 * time.Millisecond
+
+// run commits batches of the operations waiting on ch (group commit).
+// Every commit costs an fsync and the WAL frames of every page it
+// changed, whatever the number of operations in it, so a batch of lazy
+// operations (delivery outcomes) only is held while a body is being
+// written (an acceptance is coming: its commit, which a client waits for,
+// takes them along), up to lazyWait. With nothing being accepted they
+// commit at once.
 func (w *writer) run() {
 	defer close(w.stopped)
 	batch := make([]*op, 0, w.maxBatch)
+	timer := time.NewTimer(w.lazyWait)
+	timer.Stop()
 	for o := range w.ch {
 		batch = append(batch[:0], o)
-	fill:
-		for len(batch) < w.maxBatch {
-			select {
-			case o, ok := <-w.ch:
-				if !ok {
-					break fill
+		batch = w.fill(batch)
+		if allLazy(batch) && w.s.openBodies.Load() > 0 {
+			w.held.Add(1)
+			timer.Reset(w.lazyWait)
+		wait:
+			for len(batch) < w.maxBatch {
+				select {
+				case o, ok := <-w.ch:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, o)
+					if !o.lazy {
+						batch = w.fill(batch)
+						break wait
+					}
+				case <-timer.C:
+					break wait
 				}
-				batch = append(batch, o)
-			default:
-				break fill
 			}
+			timer.Stop()
 		}
 		w.runBatch(batch)
 		clear(batch)
 	}
+}
+
+// fill adds to batch the operations already waiting, up to maxBatch.
+func (w *writer) fill(batch []*op) []*op {
+	for len(batch) < w.maxBatch {
+		select {
+		case o, ok := <-w.ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func allLazy(ops []*op) bool {
+	for _, o := range ops {
+		if !o.lazy {
+			return false
+		}
+	}
+	return true
 }
 
 // runBatch runs ops in one transaction and answers each. An operation that
@@ -283,6 +357,7 @@ retry:
 			w.failAll(pending, fmt.Errorf("sqlite store: commit: %w", err))
 			return
 		}
+		w.commits.Add(1)
 		for _, p := range w.afterCommit {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				w.s.log.Warn("cannot remove blob", "path", p, "err", err)
