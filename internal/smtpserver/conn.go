@@ -60,6 +60,12 @@ func (d *deadlineConn) Write(p []byte) (int, error) {
 type flushReader struct{ s *session }
 
 func (f flushReader) Read(p []byte) (int, error) {
+	if c := f.s.carry; c != nil {
+		if c.Len() > 0 {
+			return c.Read(p)
+		}
+		f.s.carry = nil
+	}
 	if err := f.s.bw.Flush(); err != nil {
 		return 0, err
 	}

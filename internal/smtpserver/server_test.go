@@ -627,3 +627,63 @@ func TestSessionTimeout(t *testing.T) {
 	}
 	c.expectClosed()
 }
+
+// A message is read through a larger buffer than the commands around it;
+// input pipelined across the switches is neither lost nor reordered: the
+// body sent in the same write as DATA, and the next transaction, more
+// than a small buffer's worth of it, sent in the same write as the end of
+// the message.
+func TestPipelinedAcrossDataBuffer(t *testing.T) {
+	t.Parallel()
+	b := newBackend()
+	_, addr := startServer(t, Config{}, b)
+	c := dial(t, addr)
+	c.expect("220 ")
+	c.cmd("EHLO client.test", "250")
+	big := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 2000) // 128 KB
+	next := "MAIL FROM:<c@example.com>\r\nRCPT TO:<d@example.org>\r\n" + strings.Repeat("NOOP\r\n", 1000) + "DATA\r\n"
+	c.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: one\r\n\r\n" + big + ".\r\n" + next)
+	c.expect("250 ")
+	c.expect("250 ")
+	c.expect("354 ")
+	c.expect("250 2.0.0 OK queued as")
+	c.expect("250 ")
+	c.expect("250 ")
+	for range 1000 {
+		c.expect("250 ")
+	}
+	c.expect("354 ")
+	c.send("Subject: two\r\n\r\nsmall\r\n.\r\n")
+	c.expect("250 2.0.0 OK queued as")
+	_, msgs, _ := b.snapshot()
+	if len(msgs) != 2 || !strings.HasSuffix(string(msgs[0].body), "Subject: one\r\n\r\n"+big) ||
+		!strings.HasSuffix(string(msgs[1].body), "Subject: two\r\n\r\nsmall\r\n") {
+		t.Fatalf("got %d messages, want the two sent whole", len(msgs))
+	}
+}
+
+// The STARTTLS injection defence also covers input carried over from the
+// message's buffer: more than a small buffer's worth of commands sent in
+// clear text after STARTTLS, in the write that ended a message, is
+// discarded, not run inside TLS.
+func TestSTARTTLSInjectionAfterMessage(t *testing.T) {
+	t.Parallel()
+	srvTLS, cliTLS := testTLS(t)
+	b := newBackend()
+	_, addr := startServer(t, Config{TLSConfig: srvTLS}, b)
+	c := dial(t, addr)
+	c.expect("220 ")
+	c.cmd("EHLO client.test", "250")
+	c.cmd("MAIL FROM:<a@example.com>", "250")
+	c.cmd("RCPT TO:<b@example.org>", "250")
+	c.cmd("DATA", "354")
+	c.send("Subject: x\r\n\r\nbody\r\n.\r\nSTARTTLS\r\n" + strings.Repeat("NOOP\r\n", 1000) + "EHLO injected.test\r\nMAIL FROM:<injected@example.com>\r\n")
+	c.expect("250 2.0.0 OK queued as")
+	c.expect("220 2.0.0")
+	tc := c.upgrade(cliTLS)
+	tc.cmd("RCPT TO:<b@example.org>", "503 5.5.1")
+	_, _, mails := b.snapshot()
+	if len(mails) != 1 {
+		t.Fatalf("injected command executed: %d transactions", len(mails))
+	}
+}
