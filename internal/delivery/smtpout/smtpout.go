@@ -141,10 +141,16 @@ func NewConn(nc net.Conn, commandTimeout, dataTimeout time.Duration) *Conn {
 	return c
 }
 
+// writeBufferSize is the write buffer of an outbound connection: a body
+// goes out in writes of this size (one write for most messages). A node
+// holds few outbound connections (one per destination and concurrent
+// delivery), so they get more than the inbound sessions' 4 KiB.
+const writeBufferSize = 32 << 10
+
 func (c *Conn) setConn(nc net.Conn) {
 	c.conn = nc
 	c.r = bufio.NewReaderSize(nc, 4096)
-	c.w = bufio.NewWriterSize(nc, 8192)
+	c.w = bufio.NewWriterSize(nc, writeBufferSize)
 }
 
 // watch closes the connection if ctx ends before the returned stop is called.
