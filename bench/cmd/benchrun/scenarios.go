@@ -80,7 +80,7 @@ func (b *bench) scenarios() []scenario {
 			run: func(m MTA) (map[string]float64, error) {
 				return b.throughputGo(m, LoadSpec{Sessions: 20, Messages: max(n/4, 1), Size: 4096, From: "a@load.test", Rcpts: rcpts10}, false)
 			}},
-		{name: "latency-half", desc: fmt.Sprintf("fixed rate = half of Herald's median 4k-s100 end-to-end rate, %d s, 4 KB, 20 sessions; every message is timed", b.o.latencySecs),
+		{name: "latency-half", desc: fmt.Sprintf("fixed rate = half of Herald's median 4k-s100 end-to-end rate, %d s, 4 KB, 100 sessions (the peak's); every message is timed", b.o.latencySecs),
 			generator: "Go load generator (fixed rate)", metrics: []metricDef{mRate, mAccept, mE2E, mP50, mP99, mMem, mCPU},
 			run: func(m MTA) (map[string]float64, error) {
 				peak, ok := b.median("4k-s100", "herald", "e2e")
@@ -88,7 +88,7 @@ func (b *bench) scenarios() []scenario {
 					peak = 200
 				}
 				rate := peak / 2
-				res, err := b.throughputGo(m, LoadSpec{Sessions: 20, Messages: max(int(rate*float64(b.o.latencySecs)), 1), Size: 4096, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Rate: rate, Probe: true}, true)
+				res, err := b.throughputGo(m, LoadSpec{Sessions: 100, Messages: max(int(rate*float64(b.o.latencySecs)), 1), Size: 4096, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Rate: rate, Probe: true}, true)
 				if res != nil {
 					res["rate"] = rate
 				}
