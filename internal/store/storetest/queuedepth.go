@@ -16,8 +16,8 @@ import (
 
 // This file drives the queue-depth benchmark of both backends (issue 13:
 // enqueue, lease and delete must not slow down as the queue grows). Each
-// backend fills its queue with SQL of its own (PrefillID and the shape
-// described at QueueDepthShape), then calls RunQueueDepth.
+// backend fills its queue with SQL of its own (the queue described at
+// PrefillID), then calls RunQueueDepth.
 
 // QueueDepthsEnv names the environment variable listing the queue depths
 // to measure, comma-separated ("1000,100000,1000000").
@@ -72,7 +72,7 @@ func QueueDepths(tb testing.TB, def string) []int {
 	var depths []int
 	for _, f := range strings.Split(v, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 0 {
+		if err != nil || n < 1 {
 			tb.Fatalf("%s: bad depth %q", QueueDepthsEnv, f)
 		}
 		depths = append(depths, n)
