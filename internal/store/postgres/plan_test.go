@@ -54,7 +54,7 @@ func seedQueue(t *testing.T, s *Store, n int, now int64) {
 
 // explain returns EXPLAIN (ANALYZE, BUFFERS) of q run with args, inside a
 // transaction that is rolled back.
-func explain(t *testing.T, s *Store, q string, args ...any) string {
+func explain(t testing.TB, s *Store, q string, args ...any) string {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := s.pool.Begin(ctx)

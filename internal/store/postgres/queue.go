@@ -240,6 +240,18 @@ UPDATE recipients r SET lease_until = $3, lease_owner = $4, lease_token = t.tok
 FROM t WHERE r.message_id = t.mid AND ` + pendingSQL + ` AND ` + readySQL + ` <= $5
 RETURNING r.message_id, ` + rcptCols
 
+// leaseMessagesSQL reads the messages $1 just leased, with their inline
+// bodies.
+const leaseMessagesSQL = `SELECT ` + msgCols + `, m.body FROM messages m WHERE m.id = ANY($1)`
+
+// renewSQL extends the lease $2 of message $1 until $3, never shortening it.
+const renewSQL = `UPDATE recipients r SET lease_until = GREATEST(r.lease_until, $3)
+	WHERE r.message_id = $1 AND r.lease_token = $2 AND ` + pendingSQL
+
+// nextDueSQL is the earliest time a pending recipient can be leased (the
+// minimum of recipients_ready).
+const nextDueSQL = `SELECT min(` + readySQL + `) FROM recipients r WHERE ` + pendingSQL
+
 // Lease returns up to limit messages with due recipients, earliest due
 // first, each with all its due recipients leased to this node until now+d
 // under a new token. Messages are claimed with FOR NO KEY UPDATE SKIP
@@ -310,7 +322,7 @@ func (s *Store) leaseMessages(ctx context.Context, tx pgx.Tx, ids []string, n, u
 	bt := &pgx.Batch{}
 	bt.Queue(leaseSQL, ids, tokens, u, s.node, n)
 	// Inline bodies come along for the workers (see readcache.Handoff).
-	bt.Queue(`SELECT `+msgCols+`, m.body FROM messages m WHERE m.id = ANY($1)`, ids)
+	bt.Queue(leaseMessagesSQL, ids)
 	res := tx.SendBatch(ctx, bt)
 	defer res.Close()
 	rcpts := make(map[string][]store.Recipient, len(ids))
@@ -387,8 +399,7 @@ func (s *Store) Renew(ctx context.Context, id, token string, until time.Time) er
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE recipients r SET lease_until = GREATEST(r.lease_until, $3)
-			WHERE r.message_id = $1 AND r.lease_token = $2 AND `+pendingSQL, id, token, nanos(until))
+		tag, err := tx.Exec(ctx, renewSQL, id, token, nanos(until))
 		n = tag.RowsAffected()
 		return err
 	})
@@ -546,7 +557,7 @@ func (s *Store) Update(ctx context.Context, id, token string, outcomes []store.O
 // node held it). It returns the zero time if nothing is pending.
 func (s *Store) NextDue(ctx context.Context) (time.Time, error) {
 	var n *int64
-	err := s.pool.QueryRow(ctx, `SELECT min(`+readySQL+`) FROM recipients r WHERE `+pendingSQL).Scan(&n)
+	err := s.pool.QueryRow(ctx, nextDueSQL).Scan(&n)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("postgres store: next due: %w", err)
 	}

@@ -467,8 +467,7 @@ func (w *writer) deleteMessage(id string, blob bool) error {
 // the zero time if nothing is pending.
 func (s *Store) NextDue(ctx context.Context) (time.Time, error) {
 	var n sql.NullInt64
-	err := s.rdb.QueryRowContext(ctx, `SELECT min(max(next_attempt, lease_until + 1)) FROM recipients
-		WHERE status IN ('queued', 'deferred')`).Scan(&n)
+	err := s.rdb.QueryRowContext(ctx, qNextDue).Scan(&n)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("sqlite store: next due: %w", err)
 	}

@@ -122,6 +122,30 @@ const (
 	qCountPending = `SELECT count(*) FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')`
 )
 
+// The other statements of the queue's hot path, named for the same test
+// at queue depth (queue_depth_bench_test.go): Enqueue's inserts, the
+// message reads of Lease and Update, an event of Update, the deletion of
+// a message when its recipients are done, and NextDue.
+const (
+	qInsMsg = `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
+			account, tags, metadata, batch_id, send_at, headers, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
+	qInsRcpt = `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt,
+			lease_until, lease_owner, lease_token, last_reply, remote_mta, delay_warned, updated_at)
+		VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, '', '', 0, ?)`
+	qInsAccepted = `INSERT INTO events (time, type, account, message_id, recipient, sender, tags, metadata)
+		VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?)`
+	qInsEvent = `INSERT INTO events (` + eventInsCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qMsgByID  = `SELECT ` + msgCols + ` FROM messages WHERE id = ?`
+	qMsgEvent = `SELECT blob, account, sender, tags, metadata, received FROM messages WHERE id = ?`
+	qDelRcpts = `DELETE FROM recipients WHERE message_id = ?`
+	qDelMsg   = `DELETE FROM messages WHERE id = ?`
+	// qNextDue is the earliest time a pending recipient can be leased
+	// (recipients_ready: the minimum of the index).
+	qNextDue = `SELECT min(max(next_attempt, lease_until + 1)) FROM recipients
+		WHERE status IN ('queued', 'deferred')`
+)
+
 func newWriter(s *Store, conn *sql.Conn, maxBatch int, wait time.Duration) (*writer, error) {
 	if wait <= 0 {
 		wait = lazyWait
@@ -142,34 +166,29 @@ func newWriter(s *Store, conn *sql.Conn, maxBatch int, wait time.Duration) (*wri
 		{&w.st.begin, `BEGIN IMMEDIATE`},
 		{&w.st.commit, `COMMIT`},
 		{&w.st.rollback, `ROLLBACK`},
-		{&w.st.insMsg, `INSERT INTO messages (id, sender, received, size, ret, envid, client_ip, helo, auth_user, source, smtputf8, blob,
-				account, tags, metadata, batch_id, send_at, headers, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
-		{&w.st.insRcpt, `INSERT INTO recipients (message_id, address, notify, orcpt, status, attempts, next_attempt,
-				lease_until, lease_owner, lease_token, last_reply, remote_mta, delay_warned, updated_at)
-			VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, '', '', 0, ?)`},
+		{&w.st.insMsg, qInsMsg},
+		{&w.st.insRcpt, qInsRcpt},
 		{&w.st.dueMsgs, qDueMsgs},
 		{&w.st.leaseRcpts, qLeaseRcpts},
-		{&w.st.msgByID, `SELECT ` + msgCols + ` FROM messages WHERE id = ?`},
+		{&w.st.msgByID, qMsgByID},
 		{&w.st.msgBlob, `SELECT blob FROM messages WHERE id = ?`},
 		{&w.st.updRcpt, qUpdRcpt},
 		{&w.st.rcptExists, qRcptExists},
 		{&w.st.renew, qRenew},
-		{&w.st.msgEvent, `SELECT blob, account, sender, tags, metadata, received FROM messages WHERE id = ?`},
+		{&w.st.msgEvent, qMsgEvent},
 		{&w.st.rollCount, qRollCount},
 		{&w.st.rollLat, qRollLat},
 		{&w.st.rollDest, qRollDest},
-		{&w.st.insAccepted, `INSERT INTO events (time, type, account, message_id, recipient, sender, tags, metadata)
-			VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?)`},
-		{&w.st.insEvent, `INSERT INTO events (` + eventInsCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.st.insAccepted, qInsAccepted},
+		{&w.st.insEvent, qInsEvent},
 		{&w.st.fanOut, `INSERT INTO webhook_deliveries (webhook_id, event_id, next_attempt)
 			SELECT id, ?, ? FROM webhooks
 			WHERE account = ? AND (event_types = '' OR instr(event_types, ',' || ? || ',') > 0)`},
 		{&w.st.dataVersion, `PRAGMA data_version`},
 		{&w.st.hookAccounts, `SELECT DISTINCT account FROM webhooks`},
 		{&w.st.countPending, qCountPending},
-		{&w.st.delRcpts, `DELETE FROM recipients WHERE message_id = ?`},
-		{&w.st.delMsg, `DELETE FROM messages WHERE id = ?`},
+		{&w.st.delRcpts, qDelRcpts},
+		{&w.st.delMsg, qDelMsg},
 		{&w.st.retry, `UPDATE recipients SET next_attempt = ?, updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')`},
 	} {
 		st, err := conn.PrepareContext(ctx, p.q)
