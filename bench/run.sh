@@ -6,6 +6,8 @@
 #   bench/run.sh --profile       also write a Herald CPU profile per run to bench/profiles/
 #   bench/run.sh -runs 1 -messages 5000 -backlog 20000 ...   any bench/cmd/benchrun flag
 #   bench/run.sh -only flat      the session and size sweeps (issue 13; not in the default run)
+#   bench/run.sh -queue-depths 1000,100000,1000000 [-queue-depth-postgres URL]
+#                                also the stores' queue-depth benchmark and plans (issue 13)
 #
 # See bench/README.md.
 set -euo pipefail

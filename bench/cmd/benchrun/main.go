@@ -39,6 +39,9 @@ type options struct {
 	storeURL                     string
 	nodes                        []int
 	noSQLite                     bool
+	queueDepths, depthStoreURL   string
+	depthMessages                int
+	src                          string
 }
 
 // parseNodes reads -nodes: a comma-separated list of node counts.
@@ -80,7 +83,14 @@ func main() {
 	flag.StringVar(&o.storeURL, "store-url", "", "also run Herald on this PostgreSQL database (store.url; each run in a fresh schema, dropped afterwards), e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	nodes := flag.String("nodes", "1", "with -store-url: node counts to run on PostgreSQL, e.g. 1,2 (the smtp-source load is split between the nodes)")
 	flag.BoolVar(&o.noSQLite, "no-sqlite", false, "with -store-url: do not run Herald on SQLite")
+	flag.StringVar(&o.queueDepths, "queue-depths", "", "also run the stores' BenchmarkQueueDepth at these depths, e.g. 1000,100000,1000000 (SQLite; PostgreSQL too with -store-url); needs go and the source tree (-src)")
+	flag.IntVar(&o.depthMessages, "queue-depth-messages", 10000, "fresh messages per depth in the queue-depth benchmark")
+	flag.StringVar(&o.src, "src", ".", "the Herald source tree (for -queue-depths)")
+	flag.StringVar(&o.depthStoreURL, "queue-depth-postgres", "", "with -queue-depths: also on this PostgreSQL database (default: -store-url)")
 	flag.Parse()
+	if o.depthStoreURL == "" {
+		o.depthStoreURL = o.storeURL
+	}
 	var err error
 	if o.nodes, err = parseNodes(*nodes); err != nil {
 		fmt.Fprintln(os.Stderr, "benchrun:", err)
@@ -242,6 +252,9 @@ func run(o options) error {
 			}
 		}
 	}
+	if o.queueDepths != "" {
+		b.queueDepth()
+	}
 	report := b.report()
 	fmt.Print(report)
 	if o.out != "" {
@@ -291,6 +304,8 @@ type bench struct {
 	// smtp-sink (else into the Go sink).
 	ceilBySink bool
 	errors     []string
+	// depth holds the queue-depth benchmark's results (-queue-depths).
+	depth []depthRun
 }
 
 func (b *bench) add(sc, mta string, res map[string]float64) {

@@ -171,6 +171,7 @@ func (b *bench) sweepSummaries() string {
 	var r strings.Builder
 	b.sweepTable(&r, groupSessions, "Cost as sessions grow", "sessions")
 	b.sweepTable(&r, groupSizes, "Cost as messages grow", "message size")
+	b.depthReport(&r)
 	return r.String()
 }
 
