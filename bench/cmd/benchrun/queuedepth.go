@@ -53,8 +53,10 @@ func parseDepthOutput(backend string, out []byte) ([]depthResult, string) {
 			continue
 		}
 		if inPlans {
-			if strings.HasPrefix(line, "        ") || strings.HasPrefix(line, "\t    ") {
-				cur = append(cur, strings.TrimRight(trim, " "))
+			// go test indents the log's continuation lines by 8 spaces;
+			// what follows is the plan's own indentation.
+			if rest, ok := strings.CutPrefix(line, "        "); ok {
+				cur = append(cur, strings.TrimRight(rest, " "))
 				continue
 			}
 			inPlans, plans = false, cur
@@ -76,7 +78,32 @@ func parseDepthOutput(backend string, out []byte) ([]depthResult, string) {
 	if inPlans {
 		plans = cur
 	}
-	return res, strings.Join(plans, "\n")
+	return res, strings.Join(accessPaths(plans), "\n")
+}
+
+var accessStep = regexp.MustCompile(`Scan|Insert on|Update on|Delete on|LockRows|Limit|Nested Loop|Join`)
+
+// accessPaths shortens PostgreSQL's EXPLAIN ANALYZE output to the
+// statement names and the steps that read or write a table (SQLite's
+// plans are one line per statement already).
+func accessPaths(lines []string) []string {
+	pg := false
+	for _, l := range lines {
+		if strings.Contains(l, "(actual time=") {
+			pg = true
+			break
+		}
+	}
+	if !pg {
+		return lines
+	}
+	var out []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, " ") || accessStep.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // queueDepth runs the stores' queue-depth benchmark from the source tree.

@@ -47,6 +47,21 @@ ok  	github.com/heraldmail/herald/internal/store/sqlite	0.648s
 		!strings.Contains(plans, "recipients_ready") || strings.Contains(plans, "BenchmarkQueueDepth") {
 		t.Errorf("plans:\n%s", plans)
 	}
+	pg := strings.Join([]string{
+		"        query plans at depth 1000:",
+		"        lease candidates:",
+		"        Limit (actual time=1.399..1.455 rows=100 loops=1)",
+		"          Buffers: shared hit=426",
+		"          ->  Index Scan using recipients_ready on recipients r (actual time=0.016..0.221 rows=400 loops=1)",
+		"                Index Cond: (x <= $1)",
+		"BenchmarkQueueDepth/depth=1000-2 \t 10 \t 5 ns/op \t 3 msgs/s",
+	}, "\n")
+	_, plans = parseDepthOutput("PostgreSQL", []byte(pg))
+	want := "query plans at depth 1000:\nlease candidates:\nLimit (actual time=1.399..1.455 rows=100 loops=1)\n" +
+		"  ->  Index Scan using recipients_ready on recipients r (actual time=0.016..0.221 rows=400 loops=1)"
+	if plans != want {
+		t.Errorf("PostgreSQL plans:\n%s\nwant\n%s", plans, want)
+	}
 	if group(1000000) != "1,000,000" || group(100) != "100" {
 		t.Errorf("group: %s %s", group(1000000), group(100))
 	}
