@@ -127,11 +127,7 @@ func (s *session) setConn(c net.Conn) {
 func (s *session) release() {
 	s.br.Reset(nil)
 	s.bw.Reset(nil)
-	if s.br.Size() == dataReaderSize {
-		dataReaderPool.Put(s.br)
-	} else {
-		readerPool.Put(s.br)
-	}
+	putReader(s.br)
 	writerPool.Put(s.bw)
 	s.br, s.bw, s.carry = nil, nil, nil
 }
@@ -144,33 +140,39 @@ const dataReaderSize = 64 << 10
 
 var dataReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, dataReaderSize) }}
 
-// growReader puts a data-sized reader in place of the session's reader
-// for a message. What the old one had buffered (pipelined input) is read
-// first, through s.carry.
-func (s *session) growReader() {
-	small := s.br
-	if small.Size() >= dataReaderSize {
-		return
+// putReader returns a reset reader to the pool of its size.
+func putReader(r *bufio.Reader) {
+	if r.Size() >= dataReaderSize {
+		dataReaderPool.Put(r)
+	} else {
+		readerPool.Put(r)
 	}
-	s.carryBuffered(small)
-	small.Reset(nil)
-	readerPool.Put(small)
-	s.br = dataReaderPool.Get().(*bufio.Reader)
-	s.br.Reset(flushReader{s})
 }
 
-// shrinkReader gives the data-sized reader back after a message; what it
-// had buffered (commands pipelined after the message) is read first.
-func (s *session) shrinkReader() {
-	big := s.br
-	if big.Size() < dataReaderSize {
-		return
+// growReader puts a data-sized reader in place of the session's reader
+// for a message.
+func (s *session) growReader() {
+	if s.br.Size() < dataReaderSize {
+		s.swapReader(dataReaderPool.Get().(*bufio.Reader))
 	}
-	s.carryBuffered(big)
-	big.Reset(nil)
-	dataReaderPool.Put(big)
-	s.br = readerPool.Get().(*bufio.Reader)
-	s.br.Reset(flushReader{s})
+}
+
+// shrinkReader gives the data-sized reader back after a message.
+func (s *session) shrinkReader() {
+	if s.br.Size() >= dataReaderSize {
+		s.swapReader(readerPool.Get().(*bufio.Reader))
+	}
+}
+
+// swapReader makes next the session's reader. What the old one had
+// buffered (input the client pipelined) is read first, through s.carry.
+func (s *session) swapReader(next *bufio.Reader) {
+	old := s.br
+	s.carryBuffered(old)
+	old.Reset(nil)
+	putReader(old)
+	next.Reset(flushReader{s})
+	s.br = next
 }
 
 // carryBuffered moves what br has buffered, and what s.carry still holds,

@@ -1,233 +1,55 @@
 package sqlite
 
 import (
-	"context"
 	"database/sql"
-	"errors"
-	"io"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/heraldmail/herald/internal/store"
-	"github.com/heraldmail/herald/internal/store/readcache"
 	"github.com/heraldmail/herald/internal/store/storetest"
 )
 
-// behindBack opens a second connection to the store's database, to change
-// it behind the handle's back (as another process would: its caches do
-// not know).
-func behindBack(t *testing.T, dir string) func(q string, args ...any) {
+// behind opens a second connection to the store's database in dir, to
+// change it behind s's back (as another process would: its caches do not
+// know).
+func behind(t *testing.T, s *Store, dir string) storetest.Behind {
 	t.Helper()
 	db, err := sql.Open("sqlite", filepath.Join(dir, "herald.db")+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return func(q string, args ...any) {
-		t.Helper()
-		if _, err := db.Exec(q, args...); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
+	return storetest.Behind{
+		Exec: func(t testing.TB, q string, args ...any) {
+			t.Helper()
+			if _, err := db.Exec(q, args...); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		},
+		Held: func(id string) bool {
+			_, ok := s.handoff.Get(id)
+			return ok
+		},
+		HeldBytes: s.handoff.Bytes,
 	}
 }
 
-// readBody returns the body OpenBody gives for id, or its error.
-func readBody(s *Store, id string) (string, error) {
-	r, err := s.OpenBody(context.Background(), id)
-	if err != nil {
-		return "", err
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	return string(b), err
-}
-
-// The worker a message is handed to reads its body from memory (it does
-// not go back to the database for what was just written): the body of a
-// message enqueued leased is served, header fields first, even once its
-// row is gone behind the store's back, until this handle records an
-// outcome of the message, deletes it, or the lease ends. Unleased bodies
-// and blob files are read from the database.
+// The worker a message is handed to reads its body from memory: see
+// storetest.HandoffBody. Bodies in blob files are read from disk.
 func TestHandoffBodyServedFromMemory(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	dir := t.TempDir()
 	s := openTest(t, dir, Options{InlineMax: 1 << 10})
 	defer s.Close()
-	exec := behindBack(t, dir)
-	enqueue := func(until time.Time, body string) (*store.Message, string) {
-		m := storetest.NewMessage(t0, "a@example.com")
-		m.Headers = []byte("DKIM-Signature: x\r\n")
-		return m, storetest.Enqueue(t, s, m, []byte(body), until)
-	}
-	gone := func(id string) {
-		t.Helper()
-		exec(`DELETE FROM recipients WHERE message_id = ?`, id)
-		exec(`DELETE FROM messages WHERE id = ?`, id)
-	}
-	wantGone := func(id, why string) {
-		t.Helper()
-		if got, err := readBody(s, id); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("%s: OpenBody = %q, %v; want store.ErrNotFound from the database", why, got, err)
-		}
-	}
-	lease := time.Now().Add(time.Hour)
-
-	// Served until the outcome is recorded.
-	m, token := enqueue(lease, "Subject: one\r\n\r\nbody\r\n")
-	gone(m.ID)
-	if got, err := readBody(s, m.ID); err != nil || got != "DKIM-Signature: x\r\nSubject: one\r\n\r\nbody\r\n" {
-		t.Fatalf("OpenBody of a handed-off message = %q, %v", got, err)
-	}
-	if got, err := readBody(s, m.ID); err != nil || got == "" {
-		t.Fatalf("second OpenBody (another domain's delivery) = %q, %v", got, err)
-	}
-	err := s.Update(ctx, m.ID, token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDelivered}})
-	if !errors.Is(err, store.ErrLeaseLost) {
-		t.Errorf("Update of a message deleted meanwhile = %v, want ErrLeaseLost", err)
-	}
-	wantGone(m.ID, "after Update")
-
-	// A deferral drops it too: the next attempt reads the database.
-	m, token = enqueue(lease, "Subject: deferred\r\n\r\nbody\r\n")
-	exec(`UPDATE messages SET body = CAST('changed behind its back' AS BLOB) WHERE id = ?`, m.ID)
-	if got, _ := readBody(s, m.ID); !strings.HasSuffix(got, "Subject: deferred\r\n\r\nbody\r\n") {
-		t.Fatalf("OpenBody while leased = %q, want the copy in memory", got)
-	}
-	if err := s.Update(ctx, m.ID, token, []store.Outcome{{RecipientID: m.Recipients[0].ID, Status: store.StatusDeferred,
-		NextAttempt: time.Now().Add(time.Hour)}}); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readBody(s, m.ID); err != nil || got != "DKIM-Signature: x\r\nchanged behind its back" {
-		t.Errorf("OpenBody after the outcome = %q, %v; want the database's", got, err)
-	}
-
-	// Dropped by Delete.
-	m, _ = enqueue(lease, "Subject: two\r\n\r\nbody\r\n")
-	if err := s.Delete(ctx, m.ID); err != nil {
-		t.Fatal(err)
-	}
-	wantGone(m.ID, "after Delete")
-
-	// Not after the lease ended, not without a lease, not a blob file.
-	m, _ = enqueue(time.Now().Add(-time.Second), "Subject: three\r\n\r\nbody\r\n")
-	gone(m.ID)
-	wantGone(m.ID, "lease over")
-	m, _ = enqueue(time.Time{}, "Subject: four\r\n\r\nbody\r\n")
-	gone(m.ID)
-	wantGone(m.ID, "not leased")
-	m, _ = enqueue(lease, string(storetest.Body(4, 3000)))
-	if _, ok := s.handoff.Get(m.ID); ok {
-		t.Error("a body stored in a blob file is held in memory")
-	}
-
-	// A restart of the node forgets everything.
-	m, _ = enqueue(lease, "Subject: five\r\n\r\nbody\r\n")
-	gone(m.ID)
-	if err := s.ReleaseLeases(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wantGone(m.ID, "after ReleaseLeases")
-	if n := s.handoff.Bytes(); n != 0 {
-		t.Errorf("%d bytes still held", n)
-	}
+	storetest.HandoffBody(t, s, behind(t, s, dir))
 }
 
-// Accounts and active DKIM keys are read once per readcache.TTLDuration
-// (each message's acceptance reads both): a change behind the handle's
-// back (another process: the CLI) is not seen at once but within the TTL,
-// this handle's own changes at once.
+// Accounts and active DKIM keys are read once per readcache.TTLDuration:
+// see storetest.ReadCaches; the CLI's changes are changes behind the
+// server's back.
 func TestReadCaches(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	dir := t.TempDir()
 	s := openTest(t, dir, Options{})
 	defer s.Close()
-	exec := behindBack(t, dir)
-	if err := s.AddAccount(ctx, store.Account{ID: "acme", Name: "Acme", Limits: store.AccountLimits{PerMinute: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	limit := func() int {
-		t.Helper()
-		a, err := s.GetAccount(ctx, "acme")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a.Limits.PerMinute
-	}
-	start := time.Now()
-	if n := limit(); n != 1 {
-		t.Fatalf("per minute %d, want 1", n)
-	}
-	exec(`UPDATE accounts SET per_minute = 2 WHERE id = 'acme'`)
-	if n := limit(); n != 1 && time.Since(start) < readcache.TTLDuration/2 {
-		t.Errorf("per minute %d right after a read: the account was read again", n)
-	}
-	waitFor(t, "a change by another process", func() bool { return limit() == 2 })
-	if err := s.UpdateAccountLimits(ctx, "acme", store.AccountLimits{PerMinute: 3}); err != nil {
-		t.Fatal(err)
-	}
-	if n := limit(); n != 3 {
-		t.Errorf("per minute %d after this handle's change, want 3", n)
-	}
-	if err := s.UpdateAccountTracking(ctx, "acme", store.AccountTracking{Opens: true}); err != nil {
-		t.Fatal(err)
-	}
-	if a, _ := s.GetAccount(ctx, "acme"); !a.Tracking.Opens {
-		t.Error("tracking change of this handle not seen at once")
-	}
-
-	key := func(sel string) store.DKIMKey {
-		return store.DKIMKey{Domain: "example.com", Selector: sel, Algorithm: "ed25519", PrivateKey: []byte("k-" + sel)}
-	}
-	active := func() string {
-		t.Helper()
-		keys, err := s.ActiveDKIMKeys(ctx, "Example.COM")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(keys) == 0 {
-			return ""
-		}
-		return keys[0].Selector
-	}
-	if err := s.AddDKIMKey(ctx, key("s1")); err != nil {
-		t.Fatal(err)
-	}
-	if sel := active(); sel != "" {
-		t.Fatalf("active key %q before activation", sel)
-	}
-	if err := s.ActivateDKIMKey(ctx, "example.com", "s1"); err != nil {
-		t.Fatal(err)
-	}
-	if sel := active(); sel != "s1" {
-		t.Fatalf("active key %q after this handle activated s1", sel)
-	}
-	keys, _ := s.ActiveDKIMKeys(ctx, "example.com")
-	keys[0].PrivateKey[0] = 'X' // the caller's copy
-	if again, _ := s.ActiveDKIMKeys(ctx, "example.com"); string(again[0].PrivateKey) != "k-s1" {
-		t.Errorf("a caller changed the cached key: %q", again[0].PrivateKey)
-	}
-	exec(`UPDATE dkim_keys SET active = 0 WHERE selector = 's1'`)
-	waitFor(t, "a key deactivated by another process", func() bool { return active() == "" })
-	if err := s.ActivateDKIMKey(ctx, "example.com", "s1"); err != nil {
-		t.Fatal(err)
-	}
-	if sel := active(); sel != "s1" {
-		t.Errorf("active key %q after this handle activated s1 again", sel)
-	}
-}
-
-// waitFor polls cond for up to ten readcache.TTLDurations.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * readcache.TTLDuration)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not seen after %s", what, 10*readcache.TTLDuration)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	storetest.ReadCaches(t, s, behind(t, s, dir))
 }

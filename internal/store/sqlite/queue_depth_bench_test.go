@@ -256,25 +256,8 @@ func TestQueueDepthPlans(t *testing.T) {
 				(SELECT count(*) FROM events)`).Scan(&msgs, &rcpts, &events); err != nil {
 				t.Fatal(err)
 			}
-			if want := storetest.PrefillRecipients(depth); msgs != depth || rcpts != want || events != want {
-				t.Errorf("filled %d messages, %d recipients, %d events; want %d messages, %d recipients and events",
-					msgs, rcpts, events, depth, want)
-			}
 			t.Log(checkDepthPlans(t, dir, depth))
-			// The prefill is valid for the store: nothing is due, the
-			// next due time is the first lease of another node to run out
-			// or the first retry, and a prefilled message reads back.
-			ctx := context.Background()
-			if ls, err := s.Lease(ctx, time.Now(), time.Minute, 10); err != nil || len(ls) != 0 {
-				t.Errorf("Lease on the prefill: %d leases, %v; want none", len(ls), err)
-			}
-			if next, err := s.NextDue(ctx); err != nil || time.Until(next) < 50*time.Minute {
-				t.Errorf("NextDue = %v, %v; want about an hour ahead", next, err)
-			}
-			m, err := s.Get(ctx, storetest.PrefillID(2))
-			if err != nil || len(m.Recipients) != 3 || m.Recipients[0].Status != "deferred" || m.Size != storetest.PrefillBody {
-				t.Errorf("Get(%s) = %+v, %v", storetest.PrefillID(2), m, err)
-			}
+			storetest.CheckPrefill(t, s, depth, int64(msgs), int64(rcpts), int64(events))
 		})
 	}
 }

@@ -233,3 +233,33 @@ func parallel(b *testing.B, n int, fn func(i int) error) {
 		b.Fatal(first)
 	}
 }
+
+// CheckPrefill checks a queue prefilled for the queue-depth benchmark (its
+// row counts read by the backend): depth messages, their recipients and
+// accepted events; nothing due; the next due time about an hour ahead
+// (the first retry or the end of another node's lease); a prefilled
+// message that reads back, body included.
+func CheckPrefill(t *testing.T, q store.Queue, depth int, msgs, rcpts, events int64) {
+	t.Helper()
+	want := int64(PrefillRecipients(depth))
+	if msgs != int64(depth) || rcpts != want || events != want {
+		t.Errorf("filled %d messages, %d recipients, %d events; want %d messages, %d recipients and events",
+			msgs, rcpts, events, depth, want)
+	}
+	ctx := context.Background()
+	if ls, err := q.Lease(ctx, time.Now(), time.Minute, 10); err != nil || len(ls) != 0 {
+		t.Errorf("Lease on the prefill: %d leases, %v; want none", len(ls), err)
+	}
+	if next, err := q.NextDue(ctx); err != nil || time.Until(next) < 50*time.Minute {
+		t.Errorf("NextDue = %v, %v; want about an hour ahead", next, err)
+	}
+	m, err := q.Get(ctx, PrefillID(2))
+	if err != nil || len(m.Recipients) != 3 || m.Recipients[0].Status != "deferred" || m.Size != PrefillBody {
+		t.Errorf("Get(%s) = %+v, %v", PrefillID(2), m, err)
+	}
+	body, err := q.OpenBody(ctx, PrefillID(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.Close()
+}
