@@ -24,11 +24,7 @@ func behind(s *Store) storetest.Behind {
 				t.Fatalf("%s: %v", q, err)
 			}
 		},
-		Held: func(id string) bool {
-			_, ok := s.handoff.Get(id)
-			return ok
-		},
-		HeldBytes: s.handoff.Bytes,
+		Handoff: &s.handoff,
 	}
 }
 

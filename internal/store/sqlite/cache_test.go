@@ -25,11 +25,7 @@ func behind(t *testing.T, s *Store, dir string) storetest.Behind {
 				t.Fatalf("%s: %v", q, err)
 			}
 		},
-		Held: func(id string) bool {
-			_, ok := s.handoff.Get(id)
-			return ok
-		},
-		HeldBytes: s.handoff.Bytes,
+		Handoff: &s.handoff,
 	}
 }
 

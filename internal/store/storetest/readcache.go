@@ -18,10 +18,8 @@ import (
 type Behind struct {
 	// Exec runs one statement; its placeholders are written "?".
 	Exec func(t testing.TB, query string, args ...any)
-	// Held reports whether the handle holds the body of message id in
-	// memory (readcache.Handoff), and HeldBytes how much it holds.
-	Held      func(id string) bool
-	HeldBytes func() int
+	// Handoff is the handle's hand-off cache.
+	Handoff *readcache.Handoff
 }
 
 // openBody returns the body OpenBody gives for id, or its error.
@@ -108,7 +106,7 @@ func HandoffBody(t *testing.T, q store.Queue, bb Behind) {
 	gone(m.ID)
 	wantGone(m.ID, "not leased")
 	m, _ = enqueue(lease, string(Body(4, 3000)))
-	if bb.Held(m.ID) {
+	if _, held := bb.Handoff.Get(m.ID); held {
 		t.Error("a body not stored inline is held in memory")
 	}
 
@@ -119,7 +117,7 @@ func HandoffBody(t *testing.T, q store.Queue, bb Behind) {
 		t.Fatal(err)
 	}
 	wantGone(m.ID, "after ReleaseLeases")
-	if n := bb.HeldBytes(); n != 0 {
+	if n := bb.Handoff.Bytes(); n != 0 {
 		t.Errorf("%d bytes still held", n)
 	}
 }
