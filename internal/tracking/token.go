@@ -73,11 +73,13 @@ func mac(key, payload []byte) []byte {
 // anything else; it returns the claims and the MAC (the token's identity
 // for deduplication). Any change to a token is refused.
 func verify(key []byte, tok string, kind byte) (claims, []byte, error) {
-	if len(tok) == 0 || len(tok) > MaxTokenLen || !urlSafe(tok) {
+	if len(tok) == 0 || len(tok) > MaxTokenLen {
 		return claims{}, nil, errBadToken
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
-	if err != nil || len(b) < 2+4+macLen {
+	// The decoder skips CR and LF: only the canonical spelling is the
+	// token, so that one token cannot be written several ways.
+	if err != nil || len(b) < 2+4+macLen || base64.RawURLEncoding.EncodeToString(b) != tok {
 		return claims{}, nil, errBadToken
 	}
 	payload, sum := b[:len(b)-macLen], b[len(b)-macLen:]
@@ -106,16 +108,4 @@ func verify(key []byte, tok string, kind byte) (claims, []byte, error) {
 		return claims{}, nil, errBadToken
 	}
 	return c, sum, nil
-}
-
-// urlSafe reports whether s is only base64url characters: the decoder
-// skips CR and LF, which would let one token be written several ways.
-func urlSafe(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

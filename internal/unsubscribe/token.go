@@ -94,11 +94,13 @@ func Sign(key []byte, t Token) (string, error) {
 
 // Verify checks s and returns its token, or ErrInvalid.
 func Verify(key []byte, s string) (Token, error) {
-	if len(s) == 0 || len(s) > MaxTokenLen || !urlSafe(s) {
+	if len(s) == 0 || len(s) > MaxTokenLen {
 		return Token{}, ErrInvalid
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(raw) < 1+4+macLen {
+	// The decoder skips CR and LF: only the canonical spelling is the
+	// token, so that one token cannot be written several ways.
+	if err != nil || len(raw) < 1+4+macLen || base64.RawURLEncoding.EncodeToString(raw) != s {
 		return Token{}, ErrInvalid
 	}
 	body, sum := raw[:len(raw)-macLen], raw[len(raw)-macLen:]
@@ -150,15 +152,3 @@ func (l *Links) Headers(account, recipient, group, messageID string) (listUnsubs
 
 // Path is where the handler is mounted; the token follows it.
 const Path = "/unsubscribe/"
-
-// urlSafe reports whether s is only base64url characters: the decoder
-// skips CR and LF, which would let one token be written several ways.
-func urlSafe(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
