@@ -37,6 +37,8 @@ type options struct {
 	workDir                      string
 	settle, fsyncDur             time.Duration
 	storeURL                     string
+	latencyCSV                   string
+	latencyRate                  float64
 	nodes                        []int
 	noSQLite                     bool
 	queueDepths, depthStoreURL   string
@@ -86,6 +88,8 @@ func main() {
 	flag.StringVar(&o.queueDepths, "queue-depths", "", "also run the stores' BenchmarkQueueDepth at these depths, e.g. 1000,100000,1000000 (SQLite; PostgreSQL too with -store-url); needs go and the source tree (-src)")
 	flag.IntVar(&o.depthMessages, "queue-depth-messages", 10000, "fresh messages per depth in the queue-depth benchmark")
 	flag.StringVar(&o.src, "src", ".", "the Herald source tree (for -queue-depths)")
+	flag.StringVar(&o.latencyCSV, "latency-csv", "", "write every timed message's 250 time and latency of each run as CSV into this directory (to find where a latency tail comes from)")
+	flag.Float64Var(&o.latencyRate, "latency-rate", 0, "offered rate of latency-half in msgs/s (default: half of Herald's median 4k-s100 end-to-end rate in this run)")
 	flag.StringVar(&o.depthStoreURL, "queue-depth-postgres", "", "with -queue-depths: also on this PostgreSQL database (default: -store-url)")
 	flag.Parse()
 	if o.depthStoreURL == "" {
@@ -236,6 +240,10 @@ func run(o options) error {
 					}
 				}
 				log.Info("run", "scenario", sc.name, "mta", m.Name(), "run", i+1)
+				// Write back what earlier runs left dirty (logs, Postfix's
+				// queue files): else the kernel flushes it during this run and
+				// this run's fsyncs queue behind it.
+				syscall.Sync()
 				sink.Reset()
 				if err := sink.Up(); err != nil {
 					return fmt.Errorf("sink: %w", err)

@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +90,9 @@ func (b *bench) scenarios() []scenario {
 					peak = 200
 				}
 				rate := peak / 2
+				if b.o.latencyRate > 0 {
+					rate = b.o.latencyRate
+				}
 				res, err := b.throughputGo(m, LoadSpec{Sessions: 100, Messages: max(int(rate*float64(b.o.latencySecs)), 1), Size: 4096, From: "a@load.test", Rcpts: []string{"b@sink.test"}, Rate: rate, Probe: true}, true)
 				if res != nil {
 					res["rate"] = rate
@@ -306,6 +311,7 @@ func (b *bench) measure(m MTA, prepare func() error, want int64, probe bool, loa
 		a = acks()
 	}
 	b.waitProbes(a, 5*time.Second)
+	b.dumpLatency(m, a)
 	if p50, p99, ok := b.latency(a); ok {
 		res["p50"], res["p99"] = p50, p99
 	}
@@ -355,6 +361,38 @@ func (b *bench) latency(acks map[string]time.Time) (p50, p99 float64, ok bool) {
 	}
 	sort.Float64s(d)
 	return percentile(d, 0.50), percentile(d, 0.99), true
+}
+
+// dumpLatency writes acks' 250 times (ms since the first) and latencies
+// (ms) to a new CSV file under -latency-csv, sorted by 250 time.
+func (b *bench) dumpLatency(m MTA, acks map[string]time.Time) {
+	if b.o.latencyCSV == "" || len(acks) == 0 {
+		return
+	}
+	type row struct{ at, lat float64 }
+	var rows []row
+	var t0 time.Time
+	for _, t := range acks {
+		if t0.IsZero() || t.Before(t0) {
+			t0 = t
+		}
+	}
+	for id, t := range acks {
+		if arr, ok := b.sink.Probe(id); ok {
+			rows = append(rows, row{t.Sub(t0).Seconds() * 1000, max(0, arr.Sub(t).Seconds()*1000)})
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].at < rows[j].at })
+	var w strings.Builder
+	fmt.Fprintf(&w, "# t0 %s\nack_ms,latency_ms\n", t0.UTC().Format(time.RFC3339Nano))
+	for _, r := range rows {
+		fmt.Fprintf(&w, "%.3f,%.3f\n", r.at, r.lat)
+	}
+	_ = os.MkdirAll(b.o.latencyCSV, 0o755)
+	name := filepath.Join(b.o.latencyCSV, fmt.Sprintf("%s-%s.csv", m.Name(), time.Now().Format("150405.000")))
+	if err := os.WriteFile(name, []byte(w.String()), 0o644); err != nil {
+		b.log.Warn("latency csv", "err", err)
+	}
 }
 
 func percentile(sorted []float64, q float64) float64 {

@@ -200,6 +200,20 @@ func (b *bench) sweepTable(r *strings.Builder, group, title, rowTitle string) {
 			}
 		}
 	}
+	// The other Herald variants (PostgreSQL, several nodes) that ran get
+	// their own rate and CPU columns.
+	var others []string
+	for _, m := range b.mtas {
+		if !isHerald(m) || m.Name() == herald {
+			continue
+		}
+		for _, s := range rows {
+			if len(b.results[s.name][m.Name()]) > 0 {
+				others = append(others, m.Name())
+				break
+			}
+		}
+	}
 	postfix := false
 	for _, s := range rows {
 		postfix = postfix || len(b.results[s.name]["postfix"]) > 0
@@ -220,6 +234,9 @@ func (b *bench) sweepTable(r *strings.Builder, group, title, rowTitle string) {
 		cols = append(cols, "ceiling MB/s")
 	}
 	cols = append(cols, hl+" % of ceiling")
+	for _, o := range others {
+		cols = append(cols, b.label(o)+" e2e msgs/s", b.label(o)+" CPU ms/msg")
+	}
 	if postfix {
 		cols = append(cols, "Postfix e2e msgs/s")
 		if mb {
@@ -249,6 +266,9 @@ func (b *bench) sweepTable(r *strings.Builder, group, title, rowTitle string) {
 			pct = fmt.Sprintf("%.0f %%", h/b.ceil[s.name]*100)
 		}
 		cells = append(cells, pct)
+		for _, o := range others {
+			cells = append(cells, b.cell(s.name, o, mE2E.key), b.cell(s.name, o, mCPU.key))
+		}
 		if postfix {
 			cells = append(cells, b.cell(s.name, "postfix", mE2E.key))
 			if mb {
@@ -265,5 +285,9 @@ func (b *bench) sweepTable(r *strings.Builder, group, title, rowTitle string) {
 		}
 		fmt.Fprintf(r, "| %s |\n", strings.Join(cells, " | "))
 	}
-	fmt.Fprintf(r, "\nsmtp-source, one message per connection, no latency probe; the ceiling is smtp-source into %s with the same shape and count. CPU ms/msg is all of the MTA's processes' CPU time over the messages delivered.\n\n", ceilName)
+	pgNote := ""
+	if len(others) > 0 {
+		pgNote = " (with PostgreSQL, its server's backends too)"
+	}
+	fmt.Fprintf(r, "\nsmtp-source, one message per connection, no latency probe; the ceiling is smtp-source into %s with the same shape and count. CPU ms/msg is all of the MTA's processes' CPU time over the messages delivered%s.\n\n", ceilName, pgNote)
 }

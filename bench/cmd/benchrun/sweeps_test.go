@@ -81,3 +81,24 @@ func TestPostfixProcessLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepTablePostgres checks that a sweep run on PostgreSQL too gets its
+// own columns beside SQLite's, with its own numbers.
+func TestSweepTablePostgres(t *testing.T) {
+	pg := &PGHerald{name: pgName(1)}
+	b := &bench{o: options{messages: 5000, storeURL: "postgres://x@127.0.0.1/db"},
+		mtas:    []MTA{&Herald{}, pg},
+		results: map[string]map[string][]map[string]float64{},
+		ceil:    map[string]float64{"sess-10": 4000}, ceilRuns: map[string][]float64{"sess-10": {4000}}}
+	b.add("sess-10", "herald", map[string]float64{"e2e": 900, "cpu": 1.1})
+	b.add("sess-10", pg.Name(), map[string]float64{"e2e": 456, "cpu": 2.5})
+	out := b.sweepSummaries()
+	for _, want := range []string{"Herald PG e2e msgs/s | Herald PG CPU ms/msg", "| 10 | 5000 | 900 | 1.1 | 4000 | 22 % | 456 | 2.5 |", "its server's backends"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sweep table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Cost as messages grow") {
+		t.Errorf("a size table without size runs:\n%s", out)
+	}
+}
