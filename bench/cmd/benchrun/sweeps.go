@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -188,31 +189,18 @@ func (b *bench) sweepTable(r *strings.Builder, group, title, rowTitle string) {
 	if len(rows) == 0 {
 		return
 	}
-	// Herald: the SQLite node if it ran, else the first variant that did.
-	herald := ""
+	// The Herald variants that ran, in b.mtas order: the first (the SQLite
+	// node if it ran) is the main column set, the others (PostgreSQL,
+	// several nodes) get their own rate and CPU columns.
+	var ran []string
 	for _, m := range b.mtas {
-		if !isHerald(m) {
-			continue
-		}
-		for _, s := range rows {
-			if herald == "" && len(b.results[s.name][m.Name()]) > 0 {
-				herald = m.Name()
-			}
+		if isHerald(m) && slices.ContainsFunc(rows, func(s sweepCase) bool { return len(b.results[s.name][m.Name()]) > 0 }) {
+			ran = append(ran, m.Name())
 		}
 	}
-	// The other Herald variants (PostgreSQL, several nodes) that ran get
-	// their own rate and CPU columns.
-	var others []string
-	for _, m := range b.mtas {
-		if !isHerald(m) || m.Name() == herald {
-			continue
-		}
-		for _, s := range rows {
-			if len(b.results[s.name][m.Name()]) > 0 {
-				others = append(others, m.Name())
-				break
-			}
-		}
+	herald, others := "", []string(nil)
+	if len(ran) > 0 {
+		herald, others = ran[0], ran[1:]
 	}
 	postfix := false
 	for _, s := range rows {
